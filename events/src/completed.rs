@@ -1,0 +1,95 @@
+//! `io.vexxy.analysis.completed.v1`: a job finished and its documents are in object storage.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Stage;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalysisCompleted {
+    pub job_id: String,
+    pub image_ref: String,
+    pub image_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_msg_id: Option<String>,
+    pub summary: Summary,
+    pub evidence: EvidenceQuality,
+    pub artifacts: Artifacts,
+    /// Wall-clock time each stage spent on this job, in pipeline order.
+    pub timings: Vec<StageTiming>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Counts over the statements of the written VEX document. They always add up:
+/// `total_cves_analyzed == affected + not_affected + fixed + under_investigation`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    /// Statements in the VEX (one per vulnerability, product and subcomponent).
+    pub total_cves_analyzed: u64,
+    pub not_affected: u64,
+    pub affected: u64,
+    pub fixed: u64,
+    pub under_investigation: u64,
+    /// Distinct vulnerability ids.
+    pub distinct_vulnerabilities: u64,
+    /// Packages in the image's (unfiltered) SBOM, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_components_in_image: Option<u64>,
+    /// Packages Kubescape saw loaded (artifacts in the relevancy-filtered SBOM).
+    pub relevant_components: u64,
+}
+
+/// How much the evidence behind the VEX can be trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvidenceQuality {
+    /// `complete` when Kubescape finished learning over the whole window; `partial` otherwise,
+    /// in which case no statement is `not_affected`.
+    pub completeness: Completeness,
+    /// ContainerProfile `kubescape.io/status` at extraction (`completed`, `ready`, ...).
+    pub learning_status: String,
+    /// ContainerProfile `kubescape.io/completion` (`complete` or `partial`).
+    pub learning_completion: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub container_restarts: u32,
+    /// Share of the image's packages seen loaded, 0.0–1.0, when the full SBOM is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_package_ratio: Option<f64>,
+    /// Kubescape component version and VEX shape detected (`v0.3.159`, `main`, `legacy`).
+    pub kubescape_shape: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Completeness {
+    Complete,
+    Partial,
+}
+
+/// Object-store URLs of everything the job wrote (`s3://bucket/analyses/<job>/...`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Artifacts {
+    /// OpenVEX 0.2.0 document.
+    pub openvex: String,
+    /// Syft JSON SBOM of the packages seen loaded, as Kubescape produced it.
+    pub filtered_sbom: String,
+    /// `summary.json`: job metadata, counts and evidence quality.
+    pub summary: String,
+    /// Raw Kubescape objects, kept as evidence.
+    pub evidence: Vec<String>,
+    /// Further documents (e.g. CycloneDX VEX) by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StageTiming {
+    pub stage: Stage,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
