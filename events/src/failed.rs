@@ -34,6 +34,9 @@ pub enum FailureReason {
     UnsupportedEvent,
     /// The `job_id` was used before for a different image or configuration.
     JobIdConflict,
+    /// A job with this id already exists (running or finished) and this message is a new
+    /// submission, not a redelivery of the job's own request. The existing job is unaffected.
+    DuplicateRequest,
     // --- the cluster and the analysis ---
     KubescapeUnavailable,
     ImagePullFailed,
@@ -71,6 +74,7 @@ impl FailureReason {
             FailureReason::InvalidJobId => "invalid_job_id",
             FailureReason::UnsupportedEvent => "unsupported_event",
             FailureReason::JobIdConflict => "job_id_conflict",
+            FailureReason::DuplicateRequest => "duplicate_request",
             FailureReason::KubescapeUnavailable => "kubescape_unavailable",
             FailureReason::ImagePullFailed => "image_pull_failed",
             FailureReason::ContainerCrashLooping => "container_crash_looping",

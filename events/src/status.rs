@@ -35,6 +35,9 @@ pub struct JobStatus {
     /// sha256 of the canonical validated request: a reused job id with a different fingerprint
     /// is a conflict, the same fingerprint is a redelivery.
     pub request_fingerprint: String,
+    /// Stream sequence of the request message that created the job: a redelivery carries the
+    /// same sequence, a new submission of the same job id does not.
+    pub request_sequence: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,4 +3,5 @@
 //!
 //! Source of truth: `shared/reference/kubescape-facts.md`.
 
+pub mod cluster;
 pub mod names;
