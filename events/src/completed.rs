@@ -73,8 +73,10 @@ pub enum Completeness {
 /// Object-store URLs of everything the job wrote (`s3://bucket/analyses/<job>/...`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Artifacts {
-    /// OpenVEX 0.2.0 document.
-    pub openvex: String,
+    /// OpenVEX 0.2.0 document. Absent when the image has no known vulnerabilities: an OpenVEX
+    /// document must hold at least one statement, and vexxy never writes an invalid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openvex: Option<String>,
     /// Syft JSON SBOM of the packages seen loaded, as Kubescape produced it.
     pub filtered_sbom: String,
     /// `summary.json`: job metadata, counts and evidence quality.
