@@ -1,0 +1,445 @@
+//! The wait decision for one job, as a plain function of what the watches show, what this job
+//! remembers from earlier looks, and the time. No I/O: the handler feeds it and acts on the step.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use vexxy_events::FailureReason;
+use vexxy_events::pipeline::{Observation, SandboxRef};
+use vexxy_kubescape::names::{ContainerType, InstanceOwner, instance_id, slug_for};
+
+use crate::config::{OnTimeout, WaitConfig};
+use crate::summary::{ContainerSummary, DeploymentSummary, PodSummary, ProfileSummary, VexSummary};
+
+/// Profile learning states (`kubescape.io/status`) after which no relevancy VEX will come.
+const FAILED_LEARNING: [&str; 3] = ["failed", "too-large", "missing-runtime"];
+
+/// The job's pod and container as Kubescape names them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub pod: PodSummary,
+    pub container: ContainerSummary,
+    pub owner_name: String,
+    pub instance_id: String,
+    pub slug: String,
+}
+
+/// What the watches show for one job right now.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub deployments_synced: bool,
+    pub deployment: Option<DeploymentSummary>,
+    pub pods_synced: bool,
+    pub target: Option<Target>,
+    pub profiles_synced: bool,
+    pub profile: Option<ProfileSummary>,
+    pub vex_synced: bool,
+    pub vex: Option<VexSummary>,
+    /// Last error of each watch that is failing, for messages.
+    pub watch_errors: Vec<String>,
+}
+
+/// What this job learnt from earlier looks (lost on restart; everything else comes from the
+/// ticket and the cluster).
+#[derive(Debug, Clone, Default)]
+pub struct JobMemory {
+    pub deployment_seen: bool,
+    /// An API GET found the Deployment although the watch had not delivered it yet.
+    pub deployment_confirmed: bool,
+    pub pull_error_since: Option<DateTime<Utc>>,
+    pub last_target: Option<Target>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The VEX resourceVersion when completion was first seen (`None` inside: no VEX yet).
+    pub vex_version_at_completion: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing decided: wait for a change, or until this time.
+    Wait {
+        until: DateTime<Utc>,
+    },
+    /// The watch shows no Deployment and never did: ask the API once before calling it gone.
+    ConfirmDeploymentGone,
+    Done(Box<Observation>),
+    Fail {
+        reason: FailureReason,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// The moment this job gives up: analysis window + grace after deploy created the sandbox.
+pub fn deadline(config: &WaitConfig, sandbox: &SandboxRef, window_seconds: u64) -> DateTime<Utc> {
+    let window = ChronoDuration::seconds(window_seconds.min(i64::MAX as u64 / 2) as i64);
+    let grace = ChronoDuration::from_std(config.grace).unwrap_or(ChronoDuration::MAX);
+    sandbox
+        .created_at
+        .checked_add_signed(window + grace)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The pod Kubescape profiles for this job: a live pod (newest first) with the sandbox container.
+pub fn target(pods: &[PodSummary], container: &str) -> Option<Target> {
+    let mut candidates: Vec<&PodSummary> = pods.iter().collect();
+    candidates.sort_by_key(|p| (!p.deleting, p.created_at));
+    let pod = candidates.pop()?;
+    let status = pod
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .cloned()
+        .unwrap_or_else(|| ContainerSummary {
+            name: container.to_string(),
+            ..ContainerSummary::default()
+        });
+    let (api_version, kind, owner_name) = match &pod.owner {
+        Some(owner) => (
+            owner.api_version.as_str(),
+            owner.kind.as_str(),
+            owner.name.as_str(),
+        ),
+        None => ("v1", "Pod", pod.name.as_str()),
+    };
+    let owner = InstanceOwner {
+        api_version,
+        namespace: &pod.namespace,
+        kind,
+        name: owner_name,
+    };
+    Some(Target {
+        instance_id: instance_id(&owner, ContainerType::Container, container),
+        slug: slug_for(&owner, ContainerType::Container, container),
+        owner_name: owner_name.to_string(),
+        pod: pod.clone(),
+        container: status,
+    })
+}
+
+fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+pub fn assess(
+    config: &WaitConfig,
+    sandbox: &SandboxRef,
+    deadline: DateTime<Utc>,
+    snapshot: &Snapshot,
+    memory: &mut JobMemory,
+    now: DateTime<Utc>,
+) -> Step {
+    let mut wake = deadline;
+
+    if snapshot.deployments_synced {
+        match &snapshot.deployment {
+            Some(deployment) if deployment.deleting => {
+                return sandbox_gone(sandbox, "is being deleted");
+            }
+            Some(_) => memory.deployment_seen = true,
+            None if memory.deployment_seen => return sandbox_gone(sandbox, "was deleted"),
+            None if !memory.deployment_confirmed => return Step::ConfirmDeploymentGone,
+            None => {}
+        }
+    }
+
+    if let Some(target) = &snapshot.target {
+        memory.last_target = Some(target.clone());
+        if let Some((message, since)) = &target.pod.unschedulable {
+            let fail_at = after(since.unwrap_or(now).min(now), config.unschedulable_grace);
+            if now >= fail_at {
+                return unschedulable(sandbox, target, message);
+            }
+            wake = wake.min(fail_at);
+        }
+        match target
+            .container
+            .waiting
+            .as_ref()
+            .map(|(reason, message)| (reason.as_str(), message.as_str()))
+        {
+            Some((
+                reason @ ("ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"),
+                message,
+            )) => {
+                return pull_failed(target, reason, message);
+            }
+            Some(("ErrImagePull", message)) => {
+                let since = *memory.pull_error_since.get_or_insert(now);
+                let fail_at = after(since, config.image_pull_grace);
+                if now >= fail_at {
+                    return pull_failed(target, "ErrImagePull", message);
+                }
+                wake = wake.min(fail_at);
+            }
+            Some(("CrashLoopBackOff", _))
+                if target.container.restarts >= config.crashloop_restarts =>
+            {
+                return crash_looping(target);
+            }
+            _ => memory.pull_error_since = None,
+        }
+    }
+
+    if let (Some(target), Some(profile)) = (memory.last_target.clone(), &snapshot.profile) {
+        let status = profile.status.as_deref().unwrap_or("");
+        let completion = profile.completion.as_deref().unwrap_or("");
+        if status == "completed" && completion == "complete" {
+            let completed_at = *memory.completed_at.get_or_insert(now);
+            let vex_now = snapshot
+                .vex
+                .as_ref()
+                .and_then(|v| v.resource_version.clone());
+            let vex_before = memory
+                .vex_version_at_completion
+                .get_or_insert_with(|| vex_now.clone())
+                .clone();
+            let vex_written = snapshot.vex.is_some() && vex_now != vex_before;
+            let settled_at = after(completed_at, config.vex_settle);
+            if vex_written || now >= settled_at || now >= deadline {
+                return Step::Done(Box::new(observation(
+                    sandbox,
+                    &target,
+                    Some(profile),
+                    completed_at,
+                    false,
+                )));
+            }
+            return Step::Wait {
+                until: wake.min(settled_at),
+            };
+        }
+        if status == "completed" || FAILED_LEARNING.contains(&status) {
+            return learning_ended_without_relevancy(config, sandbox, &target, profile, now);
+        }
+    }
+
+    if now >= deadline {
+        return on_deadline(config, sandbox, snapshot, memory, now);
+    }
+    Step::Wait { until: wake }
+}
+
+fn observation(
+    sandbox: &SandboxRef,
+    target: &Target,
+    profile: Option<&ProfileSummary>,
+    window_end: DateTime<Utc>,
+    partial: bool,
+) -> Observation {
+    let annotation = |value: Option<&String>| value.cloned().unwrap_or_else(|| "none".to_string());
+    Observation {
+        pod: target.pod.name.clone(),
+        replicaset: target.owner_name.clone(),
+        instance_slug: target.slug.clone(),
+        instance_id: target.instance_id.clone(),
+        learning_status: annotation(profile.and_then(|p| p.status.as_ref())),
+        learning_completion: annotation(profile.and_then(|p| p.completion.as_ref())),
+        window_start: target
+            .container
+            .started_at
+            .or(target.pod.created_at)
+            .unwrap_or(sandbox.created_at),
+        window_end,
+        container_restarts: target.container.restarts,
+        partial,
+    }
+}
+
+/// Learning is over but kubevuln will not write a relevancy VEX for it (kubevuln skips
+/// `partial` profiles, and failed ones never reach it).
+fn learning_ended_without_relevancy(
+    config: &WaitConfig,
+    sandbox: &SandboxRef,
+    target: &Target,
+    profile: &ProfileSummary,
+    now: DateTime<Utc>,
+) -> Step {
+    if config.on_timeout == OnTimeout::Partial {
+        return Step::Done(Box::new(observation(
+            sandbox,
+            target,
+            Some(profile),
+            now,
+            true,
+        )));
+    }
+    let status = profile.status.as_deref().unwrap_or("");
+    let completion = profile.completion.as_deref().unwrap_or("none");
+    let why = if status == "completed" {
+        format!(
+            "finished learning with completion `{completion}`: node-agent saw the container only part of its life (it was already running when node-agent started), and kubevuln writes no relevancy VEX for such profiles. Make sure node-agent is running and ready before the sandbox starts, then submit the job again"
+        )
+    } else {
+        format!(
+            "ended with status `{status}`, so kubevuln writes no relevancy VEX for it (`too-large`: the profile exceeded the storage size limit; `missing-runtime`: node-agent could not reach the container runtime; `failed`: see node-agent's logs). Fix the cause in the Kubescape installation, then submit the job again"
+        )
+    };
+    Step::Fail {
+        reason: FailureReason::NoVexProduced,
+        message: format!(
+            "Kubescape's ContainerProfile {}/{} for pod {} {why}. (VEXXY_ON_TIMEOUT=partial would go on with the results marked partial.)",
+            sandbox.namespace, target.slug, target.pod.name
+        ),
+        retryable: true,
+    }
+}
+
+fn on_deadline(
+    config: &WaitConfig,
+    sandbox: &SandboxRef,
+    snapshot: &Snapshot,
+    memory: &JobMemory,
+    now: DateTime<Utc>,
+) -> Step {
+    if let Some(target) = &memory.last_target {
+        let evidence = snapshot.profile.is_some() || snapshot.vex.is_some();
+        if evidence && config.on_timeout == OnTimeout::Partial {
+            return Step::Done(Box::new(observation(
+                sandbox,
+                target,
+                snapshot.profile.as_ref(),
+                now,
+                true,
+            )));
+        }
+    }
+    let blind = !(snapshot.deployments_synced
+        && snapshot.pods_synced
+        && snapshot.profiles_synced
+        && snapshot.vex_synced);
+    if blind && !snapshot.watch_errors.is_empty() {
+        return Step::Fail {
+            reason: FailureReason::KubernetesUnavailable,
+            message: format!(
+                "the analysis deadline passed while the Kubernetes API could not be watched ({}). Check that the API server is reachable, that vexxy's service account may get/list/watch pods and deployments in {} and containerprofiles and openvulnerabilityexchangecontainers cluster-wide, and that Kubescape's storage APIService is available; then submit the job again",
+                snapshot.watch_errors.join("; "),
+                sandbox.namespace
+            ),
+            retryable: true,
+        };
+    }
+    Step::Fail {
+        reason: FailureReason::AnalysisTimeout,
+        message: format!(
+            "Kubescape did not finish analysing sandbox {}/{} before the deadline ({}): {}. Check that Kubescape's node-agent is running on the node of the pod, that the sandbox started after node-agent was ready, and that the learning period (pod label kubescape.io/max-sniffing-time, node-agent maxLearningPeriod) fits the analysis window; or raise VEXXY_WAIT_GRACE{}",
+            sandbox.namespace,
+            sandbox.deployment,
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            describe(sandbox, snapshot, memory),
+            if config.on_timeout == OnTimeout::Fail {
+                ", or set VEXXY_ON_TIMEOUT=partial to go on with partial results"
+            } else {
+                ""
+            }
+        ),
+        retryable: true,
+    }
+}
+
+/// Where Kubescape got to, in words, for the timeout message.
+fn describe(sandbox: &SandboxRef, snapshot: &Snapshot, memory: &JobMemory) -> String {
+    let Some(target) = &memory.last_target else {
+        return format!(
+            "no pod of the job ever appeared in {} (check the Deployment's events)",
+            sandbox.namespace
+        );
+    };
+    let container = &target.container;
+    let pod_state = if container.running {
+        format!(
+            "container {} of pod {} is running ({} restarts)",
+            container.name, target.pod.name, container.restarts
+        )
+    } else if let Some((reason, message)) = &container.waiting {
+        format!(
+            "container {} of pod {} is waiting: {reason} {message}",
+            container.name, target.pod.name
+        )
+    } else {
+        format!(
+            "pod {} is {}",
+            target.pod.name,
+            if target.pod.phase.is_empty() {
+                "pending"
+            } else {
+                &target.pod.phase
+            }
+        )
+    };
+    let profile_state = match &snapshot.profile {
+        None => format!(
+            "no ContainerProfile {}/{} exists, so node-agent has not recorded this container",
+            sandbox.namespace, target.slug
+        ),
+        Some(profile) => format!(
+            "ContainerProfile {}/{} has status `{}` and completion `{}` (learning not finished)",
+            sandbox.namespace,
+            target.slug,
+            profile.status.as_deref().unwrap_or("none"),
+            profile.completion.as_deref().unwrap_or("none")
+        ),
+    };
+    let vex_state = if snapshot.vex.is_some() {
+        "a VEX from an earlier scan exists"
+    } else {
+        "no VEX exists"
+    };
+    format!("{pod_state}; {profile_state}; {vex_state}")
+}
+
+fn sandbox_gone(sandbox: &SandboxRef, what: &str) -> Step {
+    Step::Fail {
+        reason: FailureReason::SandboxDisappeared,
+        message: format!(
+            "the sandbox Deployment {}/{} {what} while Kubescape was still analysing it, so no complete evidence exists. Find out who deletes vexxy sandboxes (a namespace cleanup, another controller, K8S_JOB_TTL_SECONDS shorter than the analysis) and submit the job again",
+            sandbox.namespace, sandbox.deployment
+        ),
+        retryable: true,
+    }
+}
+
+fn unschedulable(sandbox: &SandboxRef, target: &Target, message: &str) -> Step {
+    Step::Fail {
+        reason: FailureReason::Unschedulable,
+        message: format!(
+            "pod {}/{} cannot be scheduled: {message}. Lower SANDBOX_CPU_REQUEST / SANDBOX_MEMORY_REQUEST, or add node capacity in the cluster, then submit the job again",
+            sandbox.namespace, target.pod.name
+        ),
+        retryable: true,
+    }
+}
+
+fn pull_failed(target: &Target, reason: &str, message: &str) -> Step {
+    let image = if target.container.image.is_empty() {
+        "the image"
+    } else {
+        &target.container.image
+    };
+    Step::Fail {
+        reason: FailureReason::ImagePullFailed,
+        message: format!(
+            "the cluster cannot pull {image} for pod {} ({reason}: {message}). Check that the digest exists in the registry and that the sandbox namespace has pull secrets for a private registry, then submit the job again",
+            target.pod.name
+        ),
+        retryable: true,
+    }
+}
+
+fn crash_looping(target: &Target) -> Step {
+    let container = &target.container;
+    let last_exit = match &container.last_exit {
+        Some((code, reason)) if reason.is_empty() => format!("last exit code {code}"),
+        Some((code, reason)) => format!("last exit code {code} ({reason})"),
+        None => "last exit code unknown".to_string(),
+    };
+    Step::Fail {
+        reason: FailureReason::ContainerCrashLooping,
+        message: format!(
+            "container {} of pod {} keeps crashing (CrashLoopBackOff after {} restarts, {last_exit}), so there is nothing to observe. Check the request's `command`, `args` and `environment`, and that the image runs without a TTY or interactive input",
+            container.name, target.pod.name, container.restarts
+        ),
+        retryable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

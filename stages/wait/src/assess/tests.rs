@@ -1,0 +1,381 @@
+use super::*;
+use crate::summary::OwnerSummary;
+
+fn sandbox() -> SandboxRef {
+    SandboxRef {
+        namespace: "vexxy-sandbox".into(),
+        deployment: "vexxy-job1".into(),
+        container: "app".into(),
+        created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+    }
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    sandbox().created_at + ChronoDuration::seconds(seconds)
+}
+
+fn pod(waiting: Option<(&str, &str)>, restarts: u32) -> PodSummary {
+    PodSummary {
+        name: "vexxy-job1-abc-xyz".into(),
+        namespace: "vexxy-sandbox".into(),
+        owner: Some(OwnerSummary {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "vexxy-job1-abc".into(),
+        }),
+        created_at: Some(at(1)),
+        deleting: false,
+        phase: "Running".into(),
+        unschedulable: None,
+        containers: vec![ContainerSummary {
+            name: "app".into(),
+            image: "docker.io/library/nginx@sha256:00".into(),
+            restarts,
+            started_at: Some(at(2)),
+            running: waiting.is_none(),
+            waiting: waiting.map(|(r, m)| (r.to_string(), m.to_string())),
+            last_exit: Some((1, "Error".into())),
+        }],
+    }
+}
+
+fn snapshot(pod: PodSummary, profile: Option<(&str, &str)>, vex_version: Option<&str>) -> Snapshot {
+    Snapshot {
+        deployments_synced: true,
+        deployment: Some(DeploymentSummary { deleting: false }),
+        pods_synced: true,
+        target: target(&[pod], "app"),
+        profiles_synced: true,
+        profile: profile.map(|(s, c)| ProfileSummary {
+            status: Some(s.into()),
+            completion: Some(c.into()),
+            resource_version: Some("1".into()),
+        }),
+        vex_synced: true,
+        vex: vex_version.map(|v| VexSummary {
+            resource_version: Some(v.into()),
+        }),
+        watch_errors: vec![],
+    }
+}
+
+fn config() -> WaitConfig {
+    WaitConfig {
+        vex_settle: std::time::Duration::from_secs(5),
+        ..WaitConfig::default()
+    }
+}
+
+#[test]
+fn slug_comes_from_the_owning_replicaset_and_container() {
+    let target = target(&[pod(None, 0)], "app").unwrap();
+    assert_eq!(
+        target.instance_id,
+        "apiVersion-apps/v1/namespace-vexxy-sandbox/kind-ReplicaSet/name-vexxy-job1-abc/containerName-app"
+    );
+    assert!(
+        target.slug.starts_with("replicaset-vexxy-job1-abc-app-"),
+        "{}",
+        target.slug
+    );
+}
+
+#[test]
+fn completion_then_vex_write_finishes_with_the_completion_time_as_window_end() {
+    let (config, mut memory, deadline) = (config(), JobMemory::default(), at(1000));
+    let learning = snapshot(pod(None, 0), Some(("ready", "complete")), Some("7"));
+    assert!(matches!(
+        assess(
+            &config,
+            &sandbox(),
+            deadline,
+            &learning,
+            &mut memory,
+            at(10)
+        ),
+        Step::Wait { .. }
+    ));
+    let completed = snapshot(pod(None, 0), Some(("completed", "complete")), Some("7"));
+    assert_eq!(
+        assess(
+            &config,
+            &sandbox(),
+            deadline,
+            &completed,
+            &mut memory,
+            at(20)
+        ),
+        Step::Wait { until: at(25) }
+    );
+    let written = snapshot(pod(None, 0), Some(("completed", "complete")), Some("8"));
+    let Step::Done(observation) =
+        assess(&config, &sandbox(), deadline, &written, &mut memory, at(21))
+    else {
+        panic!()
+    };
+    assert!(!observation.partial);
+    assert_eq!(
+        (observation.window_start, observation.window_end),
+        (at(2), at(20))
+    );
+    assert_eq!(observation.learning_status, "completed");
+    assert_eq!(observation.replicaset, "vexxy-job1-abc");
+}
+
+#[test]
+fn no_vex_write_finishes_after_the_settle_time() {
+    let (config, mut memory) = (config(), JobMemory::default());
+    let completed = snapshot(pod(None, 0), Some(("completed", "complete")), None);
+    assert!(matches!(
+        assess(
+            &config,
+            &sandbox(),
+            at(1000),
+            &completed,
+            &mut memory,
+            at(20)
+        ),
+        Step::Wait { .. }
+    ));
+    assert!(matches!(
+        assess(
+            &config,
+            &sandbox(),
+            at(1000),
+            &completed,
+            &mut memory,
+            at(25)
+        ),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn pull_failures_wait_for_backoff_or_the_grace() {
+    let config = config();
+    let mut memory = JobMemory::default();
+    let err = snapshot(pod(Some(("ErrImagePull", "not found")), 0), None, None);
+    assert!(matches!(
+        assess(&config, &sandbox(), at(1000), &err, &mut memory, at(3)),
+        Step::Wait { .. }
+    ));
+    let Step::Fail {
+        reason, message, ..
+    } = assess(&config, &sandbox(), at(1000), &err, &mut memory, at(40))
+    else {
+        panic!()
+    };
+    assert_eq!(reason, FailureReason::ImagePullFailed);
+    assert!(
+        message.contains("nginx@sha256:00") && message.contains("pull secrets"),
+        "{message}"
+    );
+    let backoff = snapshot(pod(Some(("ImagePullBackOff", "")), 0), None, None);
+    let step = assess(
+        &config,
+        &sandbox(),
+        at(1000),
+        &backoff,
+        &mut JobMemory::default(),
+        at(3),
+    );
+    assert!(matches!(
+        step,
+        Step::Fail {
+            reason: FailureReason::ImagePullFailed,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn crashloop_fails_after_the_configured_restarts() {
+    let config = WaitConfig {
+        crashloop_restarts: 2,
+        ..config()
+    };
+    let once = snapshot(pod(Some(("CrashLoopBackOff", "")), 1), None, None);
+    assert!(matches!(
+        assess(
+            &config,
+            &sandbox(),
+            at(1000),
+            &once,
+            &mut JobMemory::default(),
+            at(3)
+        ),
+        Step::Wait { .. }
+    ));
+    let twice = snapshot(pod(Some(("CrashLoopBackOff", "")), 2), None, None);
+    let Step::Fail {
+        reason, message, ..
+    } = assess(
+        &config,
+        &sandbox(),
+        at(1000),
+        &twice,
+        &mut JobMemory::default(),
+        at(3),
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(reason, FailureReason::ContainerCrashLooping);
+    assert!(
+        message.contains("last exit code 1") && message.contains("`command`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unschedulable_fails_with_the_scheduler_message() {
+    let mut pending = pod(None, 0);
+    pending.containers.clear();
+    pending.unschedulable = Some((
+        "0/1 nodes are available: 1 Insufficient cpu.".into(),
+        Some(at(1)),
+    ));
+    let step = assess(
+        &config(),
+        &sandbox(),
+        at(1000),
+        &snapshot(pending, None, None),
+        &mut JobMemory::default(),
+        at(2),
+    );
+    let Step::Fail {
+        reason, message, ..
+    } = step
+    else {
+        panic!()
+    };
+    assert_eq!(reason, FailureReason::Unschedulable);
+    assert!(message.contains("Insufficient cpu") && message.contains("SANDBOX_CPU_REQUEST"));
+}
+
+#[test]
+fn missing_deployment_is_confirmed_once_and_a_seen_one_that_vanishes_fails() {
+    let mut gone = snapshot(pod(None, 0), None, None);
+    gone.deployment = None;
+    let mut memory = JobMemory::default();
+    assert_eq!(
+        assess(&config(), &sandbox(), at(1000), &gone, &mut memory, at(3)),
+        Step::ConfirmDeploymentGone
+    );
+    memory.deployment_confirmed = true;
+    assert!(matches!(
+        assess(&config(), &sandbox(), at(1000), &gone, &mut memory, at(3)),
+        Step::Wait { .. }
+    ));
+    let mut memory = JobMemory::default();
+    let present = snapshot(pod(None, 0), None, None);
+    assess(
+        &config(),
+        &sandbox(),
+        at(1000),
+        &present,
+        &mut memory,
+        at(3),
+    );
+    let step = assess(&config(), &sandbox(), at(1000), &gone, &mut memory, at(4));
+    assert!(matches!(
+        step,
+        Step::Fail {
+            reason: FailureReason::SandboxDisappeared,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn deadline_goes_on_partial_with_evidence_or_fails_with_the_state() {
+    let learning = snapshot(pod(None, 0), Some(("ready", "complete")), Some("3"));
+    let Step::Done(observation) = assess(
+        &config(),
+        &sandbox(),
+        at(100),
+        &learning,
+        &mut JobMemory::default(),
+        at(100),
+    ) else {
+        panic!()
+    };
+    assert!(observation.partial);
+    assert_eq!(observation.learning_status, "ready");
+
+    let strict = WaitConfig {
+        on_timeout: OnTimeout::Fail,
+        ..config()
+    };
+    let Step::Fail {
+        reason, message, ..
+    } = assess(
+        &strict,
+        &sandbox(),
+        at(100),
+        &learning,
+        &mut JobMemory::default(),
+        at(100),
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(reason, FailureReason::AnalysisTimeout);
+    assert!(
+        message.contains("status `ready`") && message.contains("node-agent"),
+        "{message}"
+    );
+
+    let nothing = snapshot(pod(None, 0), None, None);
+    let Step::Fail {
+        reason, message, ..
+    } = assess(
+        &config(),
+        &sandbox(),
+        at(100),
+        &nothing,
+        &mut JobMemory::default(),
+        at(100),
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(reason, FailureReason::AnalysisTimeout);
+    assert!(message.contains("no ContainerProfile"), "{message}");
+}
+
+#[test]
+fn partial_completion_goes_on_partial_at_once() {
+    let partial = snapshot(pod(None, 0), Some(("completed", "partial")), None);
+    let Step::Done(observation) = assess(
+        &config(),
+        &sandbox(),
+        at(1000),
+        &partial,
+        &mut JobMemory::default(),
+        at(10),
+    ) else {
+        panic!()
+    };
+    assert!(observation.partial);
+    assert_eq!(observation.learning_completion, "partial");
+    let strict = WaitConfig {
+        on_timeout: OnTimeout::Fail,
+        ..config()
+    };
+    let step = assess(
+        &strict,
+        &sandbox(),
+        at(1000),
+        &partial,
+        &mut JobMemory::default(),
+        at(10),
+    );
+    assert!(matches!(
+        step,
+        Step::Fail {
+            reason: FailureReason::NoVexProduced,
+            ..
+        }
+    ));
+}

@@ -1,0 +1,188 @@
+//! Compact summaries of the watched objects: only what the wait decision needs, so thousands of
+//! jobs in flight cost kilobytes, not whole Pod specs and Kubescape documents.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::DynamicObject;
+use vexxy_kubescape::keys;
+
+/// The label deploy puts on the sandbox Deployment and its pods.
+pub const JOB_ID_LABEL: &str = "vexxy.io/job-id";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnerSummary {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerSummary {
+    pub name: String,
+    pub image: String,
+    pub restarts: u32,
+    /// When the current (or last) run of the container started.
+    pub started_at: Option<DateTime<Utc>>,
+    pub running: bool,
+    /// `state.waiting` reason and message.
+    pub waiting: Option<(String, String)>,
+    /// Exit code and reason of the previous run (`lastState.terminated`).
+    pub last_exit: Option<(i32, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSummary {
+    pub name: String,
+    pub namespace: String,
+    pub owner: Option<OwnerSummary>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub deleting: bool,
+    pub phase: String,
+    /// `PodScheduled=False` with reason `Unschedulable`: its message and since when.
+    pub unschedulable: Option<(String, Option<DateTime<Utc>>)>,
+    pub containers: Vec<ContainerSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentSummary {
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSummary {
+    pub status: Option<String>,
+    pub completion: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VexSummary {
+    pub resource_version: Option<String>,
+}
+
+pub fn time(t: &Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+}
+
+/// The pod's job id and summary; pods without the job label are not vexxy's.
+pub fn pod(pod: &Pod) -> Option<(String, PodSummary)> {
+    let job_id = pod.metadata.labels.as_ref()?.get(JOB_ID_LABEL)?.clone();
+    let status = pod.status.as_ref();
+    let unschedulable = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })
+        .map(|c| {
+            (
+                c.message.clone().unwrap_or_default(),
+                c.last_transition_time.as_ref().and_then(time),
+            )
+        });
+    let containers = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(container)
+        .collect();
+    let summary = PodSummary {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        owner: pod
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|o| OwnerSummary {
+                api_version: o.api_version.clone(),
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            }),
+        created_at: pod.metadata.creation_timestamp.as_ref().and_then(time),
+        deleting: pod.metadata.deletion_timestamp.is_some(),
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+        unschedulable,
+        containers,
+    };
+    Some((job_id, summary))
+}
+
+fn container(status: &ContainerStatus) -> ContainerSummary {
+    let state = status.state.as_ref();
+    let running = state.and_then(|s| s.running.as_ref());
+    let terminated = state.and_then(|s| s.terminated.as_ref());
+    let started_at = running
+        .and_then(|r| r.started_at.as_ref())
+        .or_else(|| terminated.and_then(|t| t.started_at.as_ref()))
+        .and_then(time);
+    ContainerSummary {
+        name: status.name.clone(),
+        image: status.image.clone(),
+        restarts: status.restart_count.max(0) as u32,
+        started_at,
+        running: running.is_some(),
+        waiting: state.and_then(|s| s.waiting.as_ref()).map(|w| {
+            (
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default(),
+            )
+        }),
+        last_exit: status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| (t.exit_code, t.reason.clone().unwrap_or_default())),
+    }
+}
+
+pub fn deployment(deployment: &Deployment) -> Option<(String, DeploymentSummary)> {
+    Some((
+        deployment.metadata.name.clone()?,
+        DeploymentSummary {
+            deleting: deployment.metadata.deletion_timestamp.is_some(),
+        },
+    ))
+}
+
+/// A ContainerProfile in `namespace` (the storage group only watches cluster-wide, so the
+/// namespace filter is ours).
+pub fn profile(object: &DynamicObject, namespace: &str) -> Option<(String, ProfileSummary)> {
+    if object.metadata.namespace.as_deref() != Some(namespace) {
+        return None;
+    }
+    let annotation = |key: &str| {
+        object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+    };
+    Some((
+        object.metadata.name.clone()?,
+        ProfileSummary {
+            status: annotation(keys::STATUS),
+            completion: annotation(keys::COMPLETION),
+            resource_version: object.metadata.resource_version.clone(),
+        },
+    ))
+}
+
+/// A VEX document in `namespace` (kubevuln's namespace).
+pub fn vex(object: &DynamicObject, namespace: &str) -> Option<(String, VexSummary)> {
+    if object.metadata.namespace.as_deref() != Some(namespace) {
+        return None;
+    }
+    Some((
+        object.metadata.name.clone()?,
+        VexSummary {
+            resource_version: object.metadata.resource_version.clone(),
+        },
+    ))
+}

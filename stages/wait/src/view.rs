@@ -1,0 +1,411 @@
+//! One shared view of the cluster for every job in flight: one watch per resource kind, kept as
+//! compact tables, and a registry that wakes exactly the jobs whose objects changed.
+//!
+//! kube-runtime's `watcher` lists, watches, resumes from the last resourceVersion, re-lists on
+//! 410 Gone and (with `default_backoff`) retries API errors; a job never talks to the API itself
+//! to learn about its pod, profile or VEX.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use vexxy_kubescape::keys::kinds;
+use vexxy_kubescape::names::{STORAGE_GROUP, STORAGE_VERSION};
+
+use crate::config::WaitConfig;
+use crate::summary::{self, DeploymentSummary, PodSummary, ProfileSummary, VexSummary};
+
+/// The label every vexxy sandbox (Deployment and pod) carries.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=vexxy";
+
+/// What a job can wait on; the watch tasks wake the jobs registered under a changed key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchKey {
+    /// Pods labelled `vexxy.io/job-id=<job>`.
+    JobPods(String),
+    Deployment(String),
+    Profile(String),
+    Vex(String),
+}
+
+/// A table of summaries that follows kube-runtime's watcher protocol: a re-list (`Init` …
+/// `InitDone`) replaces the contents atomically, so objects deleted while the watch was down
+/// disappear too.
+#[derive(Debug)]
+pub struct Table<K, V> {
+    live: BTreeMap<K, V>,
+    relisting: Option<BTreeMap<K, V>>,
+    /// True once the first complete list arrived: absence means something only after that.
+    pub synced: bool,
+    /// The last watch error, cleared by the next event; shown when a job times out.
+    pub last_error: Option<String>,
+}
+
+impl<K: Ord, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            live: BTreeMap::new(),
+            relisting: None,
+            synced: false,
+            last_error: None,
+        }
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> Table<K, V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.live.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// The four tables.
+#[derive(Default)]
+pub struct Tables {
+    /// Keyed by (job id, pod name).
+    pub pods: RwLock<Table<(String, String), PodSummary>>,
+    pub deployments: RwLock<Table<String, DeploymentSummary>>,
+    pub profiles: RwLock<Table<String, ProfileSummary>>,
+    pub vex: RwLock<Table<String, VexSummary>>,
+}
+
+impl Tables {
+    /// All pods of one job.
+    pub fn job_pods(&self, job_id: &str) -> Vec<PodSummary> {
+        let pods = self.pods.read().expect("pods table lock");
+        let start = (job_id.to_string(), String::new());
+        pods.live
+            .range(start..)
+            .take_while(|((job, _), _)| job == job_id)
+            .map(|(_, pod)| pod.clone())
+            .collect()
+    }
+}
+
+/// Who waits on which key. Each job has one `Notify`; `notify_one` stores a permit, so a change
+/// that lands while the job is evaluating is not lost.
+#[derive(Default)]
+pub struct Waiters {
+    by_key: Mutex<HashMap<WatchKey, HashMap<u64, Arc<Notify>>>>,
+    next_token: AtomicU64,
+}
+
+impl Waiters {
+    pub fn wake(&self, key: &WatchKey) {
+        let by_key = self.by_key.lock().expect("waiters lock");
+        if let Some(waiters) = by_key.get(key) {
+            waiters.values().for_each(|n| n.notify_one());
+        }
+    }
+
+    pub fn wake_all(&self) {
+        let by_key = self.by_key.lock().expect("waiters lock");
+        by_key
+            .values()
+            .flat_map(|w| w.values())
+            .for_each(|n| n.notify_one());
+    }
+
+    pub fn registered_keys(&self) -> usize {
+        self.by_key.lock().expect("waiters lock").len()
+    }
+}
+
+/// One job's registration; unregisters on drop (also when the handler future is cancelled).
+pub struct Interest {
+    waiters: Arc<Waiters>,
+    token: u64,
+    keys: Vec<WatchKey>,
+    pub notify: Arc<Notify>,
+}
+
+impl Interest {
+    pub fn new(waiters: Arc<Waiters>) -> Self {
+        let token = waiters.next_token.fetch_add(1, Ordering::Relaxed);
+        Interest {
+            waiters,
+            token,
+            keys: Vec::new(),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn add(&mut self, key: WatchKey) {
+        if self.keys.contains(&key) {
+            return;
+        }
+        let mut by_key = self.waiters.by_key.lock().expect("waiters lock");
+        by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(self.token, self.notify.clone());
+        self.keys.push(key);
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut by_key = self.waiters.by_key.lock().expect("waiters lock");
+        for key in &self.keys {
+            if let Some(waiters) = by_key.get_mut(key) {
+                waiters.remove(&self.token);
+                if waiters.is_empty() {
+                    by_key.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The shared view: tables, waiters and the watch tasks (aborted when the view is dropped).
+pub struct ClusterView {
+    pub tables: Arc<Tables>,
+    pub waiters: Arc<Waiters>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ClusterView {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+pub fn storage_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(STORAGE_GROUP, STORAGE_VERSION, kind),
+        plural,
+    )
+}
+
+impl ClusterView {
+    /// Starts the four watches. Must run inside a tokio runtime.
+    pub fn start(client: Client, config: &WaitConfig) -> Self {
+        let tables = Arc::new(Tables::default());
+        let waiters = Arc::new(Waiters::default());
+        let selector = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+
+        let pods = watcher(
+            Api::<Pod>::namespaced(client.clone(), &config.sandbox_namespace),
+            selector.clone(),
+        );
+        let deployments = watcher(
+            Api::<Deployment>::namespaced(client.clone(), &config.sandbox_namespace),
+            selector,
+        );
+        // The storage group rejects namespaced watches (they stay idle) and ignores selectors.
+        let profile_api = Api::<DynamicObject>::all_with(
+            client.clone(),
+            &storage_resource(kinds::CONTAINER_PROFILE, kinds::CONTAINER_PROFILE_PLURAL),
+        );
+        let vex_api = Api::<DynamicObject>::all_with(
+            client,
+            &storage_resource(kinds::VEX, kinds::VEX_PLURAL),
+        );
+        let profiles = watcher(profile_api, watcher::Config::default());
+        let vex = watcher(vex_api, watcher::Config::default());
+
+        let sandbox_ns = config.sandbox_namespace.clone();
+        let kubescape_ns = config.kubescape_namespace.clone();
+        let tasks = vec![
+            tokio::spawn(follow(
+                pods,
+                tables.clone(),
+                waiters.clone(),
+                |t| &t.pods,
+                |p| summary::pod(p).map(|(job, pod)| ((job, pod.name.clone()), pod)),
+                |(job, _)| WatchKey::JobPods(job.clone()),
+            )),
+            tokio::spawn(follow(
+                deployments,
+                tables.clone(),
+                waiters.clone(),
+                |t| &t.deployments,
+                summary::deployment,
+                |name| WatchKey::Deployment(name.clone()),
+            )),
+            tokio::spawn(follow(
+                profiles,
+                tables.clone(),
+                waiters.clone(),
+                |t| &t.profiles,
+                move |o| summary::profile(o, &sandbox_ns),
+                |name| WatchKey::Profile(name.clone()),
+            )),
+            tokio::spawn(follow(
+                vex,
+                tables.clone(),
+                waiters.clone(),
+                |t| &t.vex,
+                move |o| summary::vex(o, &kubescape_ns),
+                |name| WatchKey::Vex(name.clone()),
+            )),
+        ];
+        ClusterView {
+            tables,
+            waiters,
+            tasks,
+        }
+    }
+}
+
+/// Applies one watch stream to its table for as long as the view lives.
+async fn follow<O, K, V>(
+    stream: impl Stream<Item = Result<watcher::Event<O>, watcher::Error>> + Send + 'static,
+    tables: Arc<Tables>,
+    waiters: Arc<Waiters>,
+    table: fn(&Tables) -> &RwLock<Table<K, V>>,
+    summarize: impl Fn(&O) -> Option<(K, V)> + Send + 'static,
+    wake_key: fn(&K) -> WatchKey,
+) where
+    O: Debug + Send + 'static,
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let mut stream = std::pin::pin!(stream.default_backoff());
+    while let Some(event) = stream.next().await {
+        let table = table(&tables);
+        match event {
+            Ok(event) => {
+                let changed = {
+                    let mut table = table.write().expect("table lock");
+                    table.last_error = None;
+                    apply(&mut table, event, &summarize)
+                };
+                match changed {
+                    Changed::Key(key) => waiters.wake(&wake_key(&key)),
+                    Changed::Everything => waiters.wake_all(),
+                    Changed::Nothing => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watch failed; kube-runtime retries with backoff");
+                table.write().expect("table lock").last_error = Some(error.to_string());
+            }
+        }
+    }
+}
+
+enum Changed<K> {
+    Key(K),
+    Everything,
+    Nothing,
+}
+
+fn apply<O, K: Ord + Clone, V>(
+    table: &mut Table<K, V>,
+    event: watcher::Event<O>,
+    summarize: &impl Fn(&O) -> Option<(K, V)>,
+) -> Changed<K> {
+    match event {
+        watcher::Event::Apply(object) => match summarize(&object) {
+            Some((key, value)) => {
+                table.live.insert(key.clone(), value);
+                Changed::Key(key)
+            }
+            None => Changed::Nothing,
+        },
+        watcher::Event::Delete(object) => match summarize(&object) {
+            Some((key, _)) => {
+                table.live.remove(&key);
+                Changed::Key(key)
+            }
+            None => Changed::Nothing,
+        },
+        watcher::Event::Init => {
+            table.relisting = Some(BTreeMap::new());
+            Changed::Nothing
+        }
+        watcher::Event::InitApply(object) => {
+            if let (Some(buffer), Some((key, value))) =
+                (table.relisting.as_mut(), summarize(&object))
+            {
+                buffer.insert(key, value);
+            }
+            Changed::Nothing
+        }
+        watcher::Event::InitDone => {
+            if let Some(buffer) = table.relisting.take() {
+                table.live = buffer;
+            }
+            table.synced = true;
+            Changed::Everything
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summarize(o: &(String, u32)) -> Option<(String, u32)> {
+        Some(o.clone())
+    }
+
+    #[test]
+    fn relist_replaces_contents_and_marks_synced() {
+        let mut table = Table::<String, u32>::default();
+        apply(
+            &mut table,
+            watcher::Event::Apply(("gone".into(), 1)),
+            &summarize,
+        );
+        assert!(!table.synced);
+        apply(&mut table, watcher::Event::Init, &summarize);
+        apply(
+            &mut table,
+            watcher::Event::InitApply(("kept".into(), 2)),
+            &summarize,
+        );
+        assert!(
+            table.get(&"gone".to_string()).is_some(),
+            "old contents stay until InitDone"
+        );
+        apply(&mut table, watcher::Event::InitDone, &summarize);
+        assert!(table.synced);
+        assert_eq!(table.get(&"kept".to_string()), Some(&2));
+        assert!(table.get(&"gone".to_string()).is_none());
+        apply(
+            &mut table,
+            watcher::Event::Delete(("kept".into(), 2)),
+            &summarize,
+        );
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn interest_wakes_once_per_change_and_unregisters_on_drop() {
+        let waiters = Arc::new(Waiters::default());
+        let mut interest = Interest::new(waiters.clone());
+        interest.add(WatchKey::Profile("p".into()));
+        interest.add(WatchKey::Profile("p".into()));
+        waiters.wake(&WatchKey::Vex("other".into()));
+        waiters.wake(&WatchKey::Profile("p".into()));
+        // The permit stored by the wake is consumed here without blocking.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            interest.notify.notified(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(waiters.registered_keys(), 1);
+        drop(interest);
+        assert_eq!(waiters.registered_keys(), 0);
+    }
+}
