@@ -1,0 +1,404 @@
+//! From parsed evidence to the three documents enrich writes. Pure: no I/O, no clock — every
+//! timestamp comes from the evidence, so a redelivered job writes byte-identical documents.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use vexxy_events::completed::Completeness;
+use vexxy_events::pipeline::Observation;
+use vexxy_events::{EvidenceQuality, Summary, ValidatedRequest};
+use vexxy_kubescape::{
+    Completion, ContainerProfileInfo, KubescapeManifest, KubescapeSbom, KubescapeVex, ProfileStatus,
+};
+
+use crate::model::{Statement, StatusCounts};
+use crate::openvex::{self, DocumentInfo};
+use crate::purl::image_purl;
+use crate::summary::{ImageInfo, KubescapeInfo, SummaryDocument};
+use crate::transform::{Fix, FixIndex, PartialEvidence, SourceStatement, build_statements};
+
+pub const AUTHOR: &str = "vexxy";
+pub const ROLE: &str = "runtime reachability analysis (Kubescape relevancy)";
+pub const ANALYSIS_METHOD: &str = "kubescape_runtime";
+
+/// Everything extract saved, parsed. Only `vex` carries statements; the rest adds fix versions,
+/// counts and evidence quality. Raw `filtered_sbom_object` is kept to copy `spec.syft` verbatim.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    pub vex: Option<KubescapeVex>,
+    pub filtered_sbom: Option<KubescapeSbom>,
+    pub filtered_sbom_object: Option<Value>,
+    pub profile: Option<ContainerProfileInfo>,
+    /// The relevancy-filtered manifest (instance slug): the matches Kubescape saw loaded.
+    pub manifest: Option<KubescapeManifest>,
+    /// The image manifest (image slug): every match in the image.
+    pub image_manifest: Option<KubescapeManifest>,
+    /// Packages in the unfiltered SBOM, when it was found.
+    pub image_sbom_packages: Option<u64>,
+}
+
+/// The documents and the figures for the completed event.
+#[derive(Debug)]
+pub struct Produced {
+    /// `None` for an image without vulnerabilities (an OpenVEX document needs a statement).
+    pub openvex: Option<Vec<u8>>,
+    pub filtered_sbom: Vec<u8>,
+    pub summary_json: Vec<u8>,
+    pub summary: Summary,
+    pub quality: EvidenceQuality,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("cannot serialise the {document}: {source}")]
+    Serialise {
+        document: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The IRI of a job's VEX document.
+pub fn document_id(base: &str, job_id: &str) -> String {
+    format!("{}/{job_id}/vex", base.trim_end_matches('/'))
+}
+
+pub fn produce(
+    request: &ValidatedRequest,
+    observation: &Observation,
+    evidence: &Evidence,
+    evidence_keys: &BTreeMap<&str, &str>,
+    document_base: &str,
+) -> Result<Produced, ProduceError> {
+    let product = image_purl(&request.repository, &request.image_digest);
+    let partial = partial_evidence(observation, evidence.profile.as_ref());
+    let fixes = fix_index(evidence);
+    let mut notes = Vec::new();
+
+    let statements: Vec<Statement<'_>> = match &evidence.vex {
+        Some(vex) => build_statements(
+            vex.findings.iter().map(source_of_finding),
+            &fixes,
+            partial.as_ref(),
+        ),
+        None => {
+            if evidence.manifest.is_some() || evidence.image_manifest.is_some() {
+                notes.push(
+                    "Kubescape wrote no VEX object for this container; statements were derived from its \
+                     vulnerability manifests: matches in the relevancy-filtered manifest are affected, the \
+                     other matches of the image are under investigation."
+                        .to_string(),
+                );
+            }
+            build_statements(manifest_sources(evidence), &fixes, partial.as_ref())
+        }
+    };
+    let counts = StatusCounts::of(&statements);
+
+    let relevant_components = evidence
+        .filtered_sbom
+        .as_ref()
+        .map_or(0, |s| s.syft.artifacts.len() as u64);
+    let summary = Summary {
+        total_cves_analyzed: counts.statements,
+        not_affected: counts.not_affected,
+        affected: counts.affected,
+        fixed: counts.fixed,
+        under_investigation: counts.under_investigation,
+        distinct_vulnerabilities: counts.distinct_vulnerabilities,
+        total_components_in_image: evidence.image_sbom_packages,
+        relevant_components,
+    };
+    if evidence.image_sbom_packages.is_none() {
+        notes.push("The image's unfiltered SBOM was not found; total_components_in_image and the loaded share are unknown.".into());
+    }
+    if evidence.filtered_sbom.is_none() {
+        notes.push("Kubescape stored no filtered SBOM for this container; sbom.filtered.json lists no packages.".into());
+    }
+    if let Some(partial) = &partial {
+        notes.push(partial.explanation.clone());
+    }
+
+    let shape = evidence.vex.as_ref().map_or("absent", |v| v.shape.as_str());
+    let quality = EvidenceQuality {
+        completeness: if partial.is_some() {
+            Completeness::Partial
+        } else {
+            Completeness::Complete
+        },
+        learning_status: evidence
+            .profile
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .map_or_else(
+                || observation.learning_status.clone(),
+                |s| s.as_str().to_string(),
+            ),
+        learning_completion: evidence
+            .profile
+            .as_ref()
+            .and_then(|p| p.completion.as_ref())
+            .map_or_else(
+                || observation.learning_completion.clone(),
+                |c| c.as_str().to_string(),
+            ),
+        window_start: observation.window_start,
+        window_end: observation.window_end,
+        container_restarts: observation.container_restarts,
+        loaded_package_ratio: match evidence.image_sbom_packages {
+            Some(total) if total > 0 => Some((relevant_components as f64 / total as f64).min(1.0)),
+            _ => None,
+        },
+        kubescape_shape: shape.to_string(),
+    };
+
+    let openvex = if statements.is_empty() {
+        None
+    } else {
+        let (timestamp, last_updated) = document_times(evidence, observation);
+        let info = DocumentInfo {
+            id: document_id(document_base, &request.job_id),
+            author: AUTHOR,
+            role: ROLE,
+            timestamp,
+            last_updated,
+            version: 1,
+            tooling: tooling(evidence),
+            product: &product,
+        };
+        Some(
+            openvex::render(&info, &statements).map_err(|source| ProduceError::Serialise {
+                document: "OpenVEX document",
+                source,
+            })?,
+        )
+    };
+
+    let filtered_sbom = match evidence.filtered_sbom_object.as_ref().and_then(|o| o.pointer("/spec/syft")) {
+        Some(syft) => serde_json::to_vec_pretty(syft),
+        None => serde_json::to_vec_pretty(&serde_json::json!({
+            "artifacts": [], "artifactRelationships": [], "source": {}, "distro": {}, "descriptor": {}, "schema": {}
+        })),
+    }
+    .map_err(|source| ProduceError::Serialise { document: "filtered SBOM", source })?;
+
+    let summary_doc = SummaryDocument {
+        job_id: &request.job_id,
+        analysis_method: ANALYSIS_METHOD,
+        confidence: if partial.is_some() { "low" } else { "high" },
+        image: ImageInfo {
+            image_ref: &request.image_ref,
+            image_digest: &request.image_digest,
+            repository: &request.repository,
+            purl: &product,
+        },
+        counts: &summary,
+        evidence: &quality,
+        kubescape: kubescape_info(evidence, shape),
+        evidence_objects: evidence_keys.clone(),
+        notes,
+    };
+    let summary_json =
+        serde_json::to_vec_pretty(&summary_doc).map_err(|source| ProduceError::Serialise {
+            document: "summary",
+            source,
+        })?;
+
+    Ok(Produced {
+        openvex,
+        filtered_sbom,
+        summary_json,
+        summary,
+        quality,
+    })
+}
+
+fn source_of_finding(f: &vexxy_kubescape::Finding) -> SourceStatement<'_> {
+    SourceStatement {
+        vulnerability: &f.vulnerability_id,
+        vulnerability_url: f.data_source_url.as_deref(),
+        subcomponent: f.subcomponent_purl.as_deref(),
+        status: f.status.as_str(),
+        justification: f.justification.map(|j| j.as_str()),
+        impact_statement: f.impact_statement.as_deref(),
+        action_statement: f.action_statement.as_deref(),
+    }
+}
+
+/// Statements when Kubescape wrote no VEX (only reached with partial evidence, see extract):
+/// loaded matches are `affected`, the image's other matches `under_investigation`.
+fn manifest_sources(evidence: &Evidence) -> Vec<SourceStatement<'_>> {
+    let mut out = Vec::new();
+    let mut loaded: HashSet<(&str, &str)> = HashSet::new();
+    if let Some(manifest) = &evidence.manifest {
+        for m in &manifest.payload.matches {
+            loaded.insert((m.vulnerability.id.as_str(), m.artifact.purl.as_str()));
+            out.push(SourceStatement {
+                vulnerability: &m.vulnerability.id,
+                vulnerability_url: Some(m.vulnerability.data_source.as_str())
+                    .filter(|s| !s.is_empty()),
+                subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
+                status: "affected",
+                justification: None,
+                impact_statement: Some(
+                    "Kubescape saw this package loaded during the observed part of the window",
+                ),
+                action_statement: None,
+            });
+        }
+    }
+    if let Some(manifest) = &evidence.image_manifest {
+        for m in &manifest.payload.matches {
+            if loaded.contains(&(m.vulnerability.id.as_str(), m.artifact.purl.as_str())) {
+                continue;
+            }
+            out.push(SourceStatement {
+                vulnerability: &m.vulnerability.id,
+                vulnerability_url: Some(m.vulnerability.data_source.as_str()).filter(|s| !s.is_empty()),
+                subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
+                status: "under_investigation",
+                justification: None,
+                impact_statement: Some(
+                    "Learning did not complete and Kubescape wrote no VEX; this package was not seen loaded in the observed part of the window",
+                ),
+                action_statement: None,
+            });
+        }
+    }
+    out
+}
+
+fn fix_index(evidence: &Evidence) -> FixIndex<'_> {
+    let mut fixes = FixIndex::default();
+    for manifest in [&evidence.manifest, &evidence.image_manifest]
+        .into_iter()
+        .flatten()
+    {
+        for m in &manifest.payload.matches {
+            if let Some(versions) = m.fix_versions() {
+                fixes.insert(
+                    &m.vulnerability.id,
+                    &m.artifact.purl,
+                    Fix {
+                        package: &m.artifact.name,
+                        versions: versions.iter().map(String::as_str).collect(),
+                    },
+                );
+            }
+        }
+    }
+    fixes
+}
+
+/// Partial when wait said so, or when the ContainerProfile itself shows learning did not finish
+/// over the whole run (vexxy never trusts `not_affected` from an incomplete profile).
+fn partial_evidence(
+    observation: &Observation,
+    profile: Option<&ContainerProfileInfo>,
+) -> Option<PartialEvidence> {
+    let profile_partial = profile.is_some_and(|p| {
+        matches!(p.completion, Some(Completion::Partial))
+            || p.status
+                .as_ref()
+                .is_some_and(|s| *s != ProfileStatus::Completed)
+    });
+    if !observation.partial && !profile_partial {
+        return None;
+    }
+    let status = profile
+        .and_then(|p| p.status.as_ref())
+        .map_or(observation.learning_status.as_str(), |s| s.as_str());
+    let completion = profile
+        .and_then(|p| p.completion.as_ref())
+        .map_or(observation.learning_completion.as_str(), |c| c.as_str());
+    Some(PartialEvidence {
+        explanation: format!(
+            "Evidence is partial: Kubescape's learning for this container did not complete (profile status {status:?}, \
+             completion {completion:?}) within the analysis window {} – {}, so a package not seen loaded may still be \
+             loaded later; vexxy reports it as under investigation instead of not affected.",
+            openvex::rfc3339(observation.window_start),
+            openvex::rfc3339(observation.window_end),
+        ),
+    })
+}
+
+/// Document times from the evidence: Kubescape's VEX times, else the manifest report time, else
+/// the end of the observation window.
+fn document_times(
+    evidence: &Evidence,
+    observation: &Observation,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let manifest_time = evidence
+        .manifest
+        .iter()
+        .chain(evidence.image_manifest.iter())
+        .filter_map(|m| m.metadata.report.created_at.as_deref())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max();
+    let vex = evidence.vex.as_ref().map(|v| &v.document);
+    let timestamp = vex
+        .and_then(|d| d.timestamp)
+        .or(manifest_time)
+        .unwrap_or(observation.window_end);
+    let last_updated = vex
+        .and_then(|d| d.last_updated)
+        .unwrap_or(timestamp)
+        .max(timestamp);
+    (timestamp, last_updated)
+}
+
+fn tooling(evidence: &Evidence) -> String {
+    let source = match &evidence.vex {
+        Some(vex) => format!(
+            "Kubescape {} VEX (shape {})",
+            vex.document.tooling.as_deref().unwrap_or("kubevuln"),
+            vex.shape.as_str()
+        ),
+        None => "Kubescape vulnerability manifests (no VEX object)".to_string(),
+    };
+    let scanner = evidence
+        .manifest
+        .iter()
+        .chain(evidence.image_manifest.iter())
+        .map(|m| &m.metadata.tool)
+        .find(|t| !t.name.is_empty())
+        .map(|t| format!(", matches by {} {}", t.name, t.version))
+        .unwrap_or_default();
+    format!("vexxy {} from {source}{scanner}", env!("CARGO_PKG_VERSION"))
+}
+
+fn kubescape_info(evidence: &Evidence, shape: &str) -> KubescapeInfo {
+    let tool = evidence
+        .manifest
+        .iter()
+        .chain(evidence.image_manifest.iter())
+        .map(|m| &m.metadata.tool)
+        .find(|t| !t.name.is_empty());
+    KubescapeInfo {
+        vex_shape: shape.to_string(),
+        vex_author: evidence.vex.as_ref().map(|v| v.document.author.clone()),
+        vex_tooling: evidence
+            .vex
+            .as_ref()
+            .and_then(|v| v.document.tooling.clone()),
+        vex_version: evidence.vex.as_ref().map(|v| v.document.version),
+        source_statements: evidence
+            .vex
+            .as_ref()
+            .map_or(0, |v| v.statement_count as u64),
+        duplicates_merged: evidence
+            .vex
+            .as_ref()
+            .map_or(0, |v| v.duplicates_merged as u64),
+        sbom_tool: evidence
+            .filtered_sbom
+            .as_ref()
+            .map(|s| &s.metadata.tool)
+            .filter(|t| !t.name.is_empty())
+            .map(|t| format!("{} {}", t.name, t.version)),
+        scanner: tool.map(|t| format!("{} {}", t.name, t.version)),
+        scanner_db: tool.and_then(|t| t.database_version.clone()),
+    }
+}

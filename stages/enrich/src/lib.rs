@@ -1,0 +1,310 @@
+//! # enrich: Kubescape's evidence in, a scanner-ready result out
+//!
+//! **Consumes** `vexxy.pipeline.enrich`: a ticket whose `evidence` names the raw Kubescape
+//! objects extract saved under `analyses/<job_id>/evidence/`.
+//!
+//! **Decides**, from Kubescape's VEX (parsed by `vexxy_kubescape::read_vex`, both kubevuln
+//! generations and the legacy shape), the vulnerability manifests and the ContainerProfile:
+//! one statement per (vulnerability, image, package) after de-duplication (the least suppressing
+//! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`purl`]),
+//! `affected` with an upgrade action (fix version from the manifest when known),
+//! `not_affected` with the justification `vulnerable_code_not_present` (Kubescape's text in
+//! `status_notes`). **Partial evidence never yields `not_affected`**: such statements become
+//! `under_investigation` with a note saying why; `affected` stays `affected`. When Kubescape
+//! wrote no VEX (extract lets that through only for partial evidence or an image without
+//! vulnerabilities), statements come from the manifests: loaded matches `affected`, the rest of
+//! the image `under_investigation`.
+//!
+//! **Writes** (deterministic keys; timestamps taken from the evidence, so a redelivery writes
+//! the same bytes):
+//! * `analyses/<job_id>/vex.openvex.json`: OpenVEX 0.2.0, valid against the official schema —
+//!   not written for an image without vulnerabilities (a document needs ≥ 1 statement);
+//! * `analyses/<job_id>/sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered, verbatim;
+//! * `analyses/<job_id>/summary.json`: job metadata, counts equal to the statements, evidence quality.
+//!
+//! **Emits** `Outcome::Completed` (the runtime publishes `vexxy.analysis.completed`).
+//!
+//! ## Environment
+//! * `VEXXY_VEX_ID_BASE` (default `https://vexxy.io/analyses`): IRI prefix of the documents'
+//!   `@id` (`<base>/<job_id>/vex`) and statement `@id`s.
+
+pub mod documents;
+pub mod model;
+pub mod openvex;
+pub mod purl;
+pub mod store;
+pub mod summary;
+pub mod transform;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde_json::Value;
+use vexxy_events::completed::StageTiming;
+use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
+use vexxy_kubescape::ParseError;
+use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+
+pub use documents::{Evidence, Produced, produce};
+pub use store::{ArtifactStore, StoreError};
+
+pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
+
+/// Keys in `EvidenceRefs::other` that extract fills and enrich reads.
+pub const OTHER_IMAGE_MANIFEST: &str = "vulnerability_manifest_image";
+pub const OTHER_IMAGE_SBOM: &str = "sbom_image";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichConfig {
+    pub vex_id_base: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "VEXXY_VEX_ID_BASE must be an absolute IRI such as https://vexxy.io/analyses, got {0:?}"
+    )]
+    BadIdBase(String),
+}
+
+impl EnrichConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let base = std::env::var("VEXXY_VEX_ID_BASE")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        Self::new(base.as_deref().unwrap_or(DEFAULT_VEX_ID_BASE))
+    }
+
+    pub fn new(vex_id_base: &str) -> Result<Self, ConfigError> {
+        let base = vex_id_base.trim().trim_end_matches('/');
+        if !transform::is_iri(&format!("{base}/job/vex"))
+            || !base.contains("://") && !base.starts_with("urn:")
+        {
+            return Err(ConfigError::BadIdBase(vex_id_base.to_string()));
+        }
+        Ok(EnrichConfig {
+            vex_id_base: base.to_string(),
+        })
+    }
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            vex_id_base: DEFAULT_VEX_ID_BASE.to_string(),
+        }
+    }
+}
+
+/// Object-store keys of the job's outputs.
+pub fn vex_key(job_id: &str) -> String {
+    format!("analyses/{job_id}/vex.openvex.json")
+}
+pub fn sbom_key(job_id: &str) -> String {
+    format!("analyses/{job_id}/sbom.filtered.json")
+}
+pub fn summary_key(job_id: &str) -> String {
+    format!("analyses/{job_id}/summary.json")
+}
+
+pub struct Enrich {
+    store: ArtifactStore,
+    config: EnrichConfig,
+}
+
+impl Enrich {
+    pub fn new(store: ArtifactStore, config: EnrichConfig) -> Self {
+        Enrich { store, config }
+    }
+
+    async fn run(&self, ticket: PipelineTicket) -> Result<Outcome, StageError> {
+        let started_at = Utc::now();
+        let job_id = ticket.request.job_id.clone();
+        let observation = ticket
+            .observation
+            .as_ref()
+            .ok_or_else(|| pipeline_bug(&job_id, "observation (set by wait)"))?;
+        let refs = ticket
+            .evidence
+            .as_ref()
+            .ok_or_else(|| pipeline_bug(&job_id, "evidence (set by extract)"))?;
+
+        let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
+        let named = [
+            ("vex", refs.vex.as_deref()),
+            ("filtered_sbom", refs.filtered_sbom.as_deref()),
+            ("container_profile", refs.container_profile.as_deref()),
+            (
+                "vulnerability_summary",
+                refs.vulnerability_summary.as_deref(),
+            ),
+            (
+                "vulnerability_manifest",
+                refs.vulnerability_manifest.as_deref(),
+            ),
+        ];
+        for (name, key) in named {
+            if let Some(key) = key {
+                keys.insert(name, key);
+            }
+        }
+        for (name, key) in &refs.other {
+            keys.insert(name.as_str(), key.as_str());
+        }
+
+        let mut evidence = Evidence::default();
+        if let Some(key) = refs.vex.as_deref() {
+            evidence.vex = Some(self.read(key, vexxy_kubescape::read_vex).await?);
+        }
+        if let Some(key) = refs.filtered_sbom.as_deref() {
+            let object = self.load(key).await?;
+            evidence.filtered_sbom =
+                Some(vexxy_kubescape::read_sbom(&object).map_err(|e| bad_evidence(key, e))?);
+            evidence.filtered_sbom_object = Some(object);
+        }
+        if let Some(key) = refs.container_profile.as_deref() {
+            evidence.profile = Some(
+                self.read(key, vexxy_kubescape::read_container_profile)
+                    .await?,
+            );
+        }
+        if let Some(key) = refs.vulnerability_manifest.as_deref() {
+            evidence.manifest = Some(self.read(key, vexxy_kubescape::read_manifest).await?);
+        }
+        if let Some(key) = refs.other.get(OTHER_IMAGE_MANIFEST) {
+            evidence.image_manifest = Some(self.read(key, vexxy_kubescape::read_manifest).await?);
+        }
+        if let Some(key) = refs.other.get(OTHER_IMAGE_SBOM) {
+            let sbom = self.read(key, vexxy_kubescape::read_sbom).await?;
+            evidence.image_sbom_packages = Some(sbom.syft.artifacts.len() as u64);
+        }
+
+        let produced = produce(
+            &ticket.request,
+            observation,
+            &evidence,
+            &keys,
+            &self.config.vex_id_base,
+        )
+        .map_err(|e| StageError::Permanent {
+            reason: FailureReason::Internal,
+            message: format!(
+                "job {job_id}: {e}; this is a vexxy bug, please report it with the job's evidence"
+            ),
+            retryable: false,
+        })?;
+        drop(evidence);
+
+        let openvex_url = match produced.openvex {
+            Some(body) => {
+                let key = vex_key(&job_id);
+                self.write(&key, body).await?;
+                Some(self.store.url(&key))
+            }
+            None => None,
+        };
+        let sbom = sbom_key(&job_id);
+        self.write(&sbom, produced.filtered_sbom).await?;
+        let summary = summary_key(&job_id);
+        self.write(&summary, produced.summary_json).await?;
+
+        let mut timings = ticket.timings.clone();
+        let finished_at = Utc::now();
+        timings.push(StageTiming {
+            stage: Stage::Enrich,
+            started_at,
+            finished_at,
+            duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+        });
+        let request = ticket.request;
+        Ok(Outcome::Completed(Box::new(AnalysisCompleted {
+            job_id: request.job_id,
+            image_ref: request.image_ref,
+            image_digest: request.image_digest,
+            request_msg_id: request.request_msg_id,
+            summary: produced.summary,
+            evidence: produced.quality,
+            artifacts: Artifacts {
+                openvex: openvex_url,
+                filtered_sbom: self.store.url(&sbom),
+                summary: self.store.url(&summary),
+                evidence: keys.values().map(|k| self.store.url(k)).collect(),
+                extra: BTreeMap::new(),
+            },
+            timings,
+            labels: request.labels,
+        })))
+    }
+
+    async fn load(&self, key: &str) -> Result<Value, StageError> {
+        let bytes = self.store.get(key).await.map_err(storage_error)?;
+        serde_json::from_slice(&bytes).map_err(|e| StageError::Permanent {
+            reason: FailureReason::Internal,
+            message: format!(
+                "evidence object {key} is not JSON ({e}); it was written by extract, so the object store content is damaged: resubmit the analysis"
+            ),
+            retryable: true,
+        })
+    }
+
+    async fn read<T>(
+        &self,
+        key: &str,
+        reader: fn(&Value) -> Result<T, ParseError>,
+    ) -> Result<T, StageError> {
+        let object = self.load(key).await?;
+        reader(&object).map_err(|e| bad_evidence(key, e))
+    }
+
+    async fn write(&self, key: &str, body: Vec<u8>) -> Result<(), StageError> {
+        self.store.put(key, body).await.map_err(storage_error)
+    }
+}
+
+impl Handler for Enrich {
+    async fn handle(
+        &self,
+        _job: &JobContext,
+        ticket: PipelineTicket,
+    ) -> Result<Outcome, StageError> {
+        self.run(ticket).await
+    }
+}
+
+fn pipeline_bug(job_id: &str, missing: &str) -> StageError {
+    StageError::Permanent {
+        reason: FailureReason::Internal,
+        message: format!(
+            "job {job_id} reached enrich without {missing}; the ticket must pass through wait and extract first — resubmit the analysis and report this if it repeats"
+        ),
+        retryable: true,
+    }
+}
+
+fn bad_evidence(key: &str, error: ParseError) -> StageError {
+    StageError::Permanent {
+        reason: FailureReason::Internal,
+        message: format!(
+            "Kubescape evidence {key} cannot be read: {error}. The Kubescape version may write a shape vexxy does not know; report it with this object"
+        ),
+        retryable: false,
+    }
+}
+
+fn storage_error(error: StoreError) -> StageError {
+    match error {
+        StoreError::NotFound { key } => StageError::Permanent {
+            reason: FailureReason::StorageUnavailable,
+            message: format!(
+                "evidence object {key} is gone from the object store (deleted or expired between extract and enrich); resubmit the analysis"
+            ),
+            retryable: true,
+        },
+        other @ StoreError::Failed { .. } => StageError::Transient {
+            reason: FailureReason::StorageUnavailable,
+            message: format!(
+                "{other}; check that the object store is reachable and the credentials are valid"
+            ),
+        },
+    }
+}
