@@ -21,7 +21,11 @@ pub enum ClusterError {
 
 /// A client for the cluster named by the environment.
 pub async fn client_from_env() -> Result<Client, ClusterError> {
-    let in_cluster = match std::env::var("K8S_IN_CLUSTER").ok().as_deref().map(str::trim) {
+    let in_cluster = match std::env::var("K8S_IN_CLUSTER")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
         None | Some("") | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => return Err(ClusterError::BadFlag(other.to_string())),

@@ -4,4 +4,24 @@
 //! Source of truth: `shared/reference/kubescape-facts.md`.
 
 pub mod cluster;
+pub mod error;
+pub mod keys;
+pub mod manifest;
 pub mod names;
+pub mod object;
+pub mod profile;
+pub mod sbom;
+pub mod summary;
+pub mod vex;
+
+pub use error::ParseError;
+pub use manifest::{
+    GrypeDocument, GrypeMatch, KubescapeManifest, read_grype_document, read_manifest,
+};
+pub use object::ObjectInfo;
+pub use profile::{Completion, ContainerProfileInfo, ProfileStatus, read_container_profile};
+pub use sbom::{
+    KubescapeSbom, SbomKind, SyftArtifact, SyftDocument, read_sbom, read_syft_document,
+};
+pub use summary::{KubescapeSummary, read_summary};
+pub use vex::{Finding, Justification, KubescapeVex, KubevulnShape, VexStatus, read_vex};

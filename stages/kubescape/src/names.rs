@@ -36,7 +36,11 @@ pub struct InstanceOwner<'a> {
 }
 
 /// `apiVersion-<av>/namespace-<ns>/kind-<Kind>/name-<name>/<type>Name-<container>`
-pub fn instance_id(owner: &InstanceOwner<'_>, container_type: ContainerType, container: &str) -> String {
+pub fn instance_id(
+    owner: &InstanceOwner<'_>,
+    container_type: ContainerType,
+    container: &str,
+) -> String {
     format!(
         "apiVersion-{}/namespace-{}/kind-{}/name-{}/{}-{}",
         owner.api_version,
@@ -64,7 +68,11 @@ pub fn instance_slug(instance_id: &str, kind: &str, name: &str, container: &str)
 }
 
 /// The instance slug for a container of a pod owned by `owner`.
-pub fn slug_for(owner: &InstanceOwner<'_>, container_type: ContainerType, container: &str) -> String {
+pub fn slug_for(
+    owner: &InstanceOwner<'_>,
+    container_type: ContainerType,
+    container: &str,
+) -> String {
     let id = instance_id(owner, container_type, container);
     instance_slug(&id, owner.kind, owner.name, container)
 }
@@ -84,6 +92,88 @@ pub fn image_slug(normalized_image: &str, image_hash: &str) -> String {
 /// The VulnerabilityManifestSummary name: `<kind>-<name>-<container>` of the top-level workload.
 pub fn summary_name(workload_kind: &str, workload_name: &str, container: &str) -> String {
     format!("{workload_kind}-{workload_name}-{container}").to_lowercase()
+}
+
+/// The workload ID kubevuln and node-agent put in `kubescape.io/wlid`:
+/// `wlid://cluster-<cluster>/namespace-<ns>/<kind>-<name>` with the kind lower-cased
+/// (top-level workload, e.g. `deployment-nginx`).
+pub fn wlid(cluster: &str, namespace: &str, workload_kind: &str, workload_name: &str) -> String {
+    format!(
+        "wlid://cluster-{cluster}/namespace-{namespace}/{}-{workload_name}",
+        workload_kind.to_lowercase()
+    )
+}
+
+/// Go's `url.PathEscape`: keeps `A-Z a-z 0-9 - _ . ~` and `$ & + : = @`, percent-encodes the
+/// rest (upper-case hex). kubevuln uses it for product and statement IRIs.
+pub fn go_path_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b':' | b'=' | b'@'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The product `@id` kubevuln writes for an image (`createProductStructForImageAndPackage`):
+/// `pkg:oci/<last path element>?repository_url=<the rest>`, both path-escaped, from the
+/// `kubescape.io/image-id` value (e.g. `docker.io/library/nginx@sha256:…` →
+/// `pkg:oci/nginx@sha256:…?repository_url=docker.io%2Flibrary`).
+pub fn oci_product_id(image_id: &str) -> String {
+    let image = image_id.strip_prefix("docker://").unwrap_or(image_id);
+    let (repo, name) = match image.rsplit_once('/') {
+        Some((repo, name)) => (repo, name),
+        None => ("", image),
+    };
+    if repo.is_empty() {
+        format!("pkg:oci/{}", go_path_escape(name))
+    } else {
+        format!(
+            "pkg:oci/{}?repository_url={}",
+            go_path_escape(name),
+            go_path_escape(repo)
+        )
+    }
+}
+
+/// The statement `@id` kubevuln main writes: `https://kubescape.io/vex/statement/<cve>/<purl>`.
+pub fn statement_id(vulnerability_id: &str, package_purl: &str) -> String {
+    format!(
+        "https://kubescape.io/vex/statement/{}/{}",
+        go_path_escape(vulnerability_id),
+        go_path_escape(package_purl)
+    )
+}
+
+/// Normalises an image reference the way kubevuln and node-agent do before naming objects
+/// (`nginx:1.14.2` → `docker.io/library/nginx:1.14.2`): Docker Hub names get `docker.io/` and
+/// single-element names `library/`. A reference with neither tag nor digest gets `:latest`.
+pub fn normalize_image_reference(image: &str) -> String {
+    let image = image.strip_prefix("docker://").unwrap_or(image);
+    let (first, rest) = image.split_once('/').unwrap_or(("", image));
+    let is_registry =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut normalized = match (first.is_empty(), is_registry) {
+        (true, _) => format!("docker.io/library/{rest}"),
+        (false, true) => image.to_string(),
+        (false, false) => format!("docker.io/{image}"),
+    };
+    if normalized.starts_with("index.docker.io/") {
+        normalized = normalized.replacen("index.docker.io/", "docker.io/", 1);
+    }
+    let last = normalized.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !last.contains('@') {
+        normalized.push_str(":latest");
+    }
+    normalized
 }
 
 #[cfg(test)]
@@ -112,7 +202,10 @@ mod tests {
     #[test]
     fn reproduces_the_k8s_interface_pod_example() {
         let id = "apiVersion-v1/namespace-default/kind-Pod/name-reverse-proxy/containerName-nginx";
-        assert_eq!(instance_slug(id, "Pod", "reverse-proxy", "nginx"), "pod-reverse-proxy-nginx-2f07-68bd");
+        assert_eq!(
+            instance_slug(id, "Pod", "reverse-proxy", "nginx"),
+            "pod-reverse-proxy-nginx-2f07-68bd"
+        );
     }
 
     #[test]
@@ -129,6 +222,62 @@ mod tests {
         assert_eq!(
             image_slug("docker.io/library/nginx:1.14.2", "sha256:0123456789abcdef"),
             "docker.io-library-nginx-1.14.2-abcdef"
+        );
+    }
+
+    #[test]
+    fn product_and_statement_ids_escape_like_go() {
+        assert_eq!(
+            oci_product_id("docker.io/library/nginx@sha256:abc"),
+            "pkg:oci/nginx@sha256:abc?repository_url=docker.io%2Flibrary"
+        );
+        assert_eq!(
+            oci_product_id("nginx@sha256:abc"),
+            "pkg:oci/nginx@sha256:abc"
+        );
+        assert_eq!(
+            statement_id(
+                "CVE-2024-1",
+                "pkg:deb/debian/libc6@2.36-9?arch=amd64&distro=debian-12"
+            ),
+            "https://kubescape.io/vex/statement/CVE-2024-1/pkg:deb%2Fdebian%2Flibc6@2.36-9%3Farch=amd64&distro=debian-12"
+        );
+        assert_eq!(go_path_escape("a b;c,d"), "a%20b%3Bc%2Cd");
+    }
+
+    #[test]
+    fn images_normalise_to_docker_hub_names() {
+        assert_eq!(
+            normalize_image_reference("nginx:1.14.2"),
+            "docker.io/library/nginx:1.14.2"
+        );
+        assert_eq!(
+            normalize_image_reference("bitnami/redis@sha256:ab"),
+            "docker.io/bitnami/redis@sha256:ab"
+        );
+        assert_eq!(
+            normalize_image_reference("ghcr.io/o/app:v1"),
+            "ghcr.io/o/app:v1"
+        );
+        assert_eq!(
+            normalize_image_reference("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            normalize_image_reference("alpine"),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(
+            normalize_image_reference("index.docker.io/library/alpine:3"),
+            "docker.io/library/alpine:3"
+        );
+    }
+
+    #[test]
+    fn wlid_uses_the_top_level_workload() {
+        assert_eq!(
+            wlid("kind-kind", "default", "Deployment", "nginx"),
+            "wlid://cluster-kind-kind/namespace-default/deployment-nginx"
         );
     }
 }
