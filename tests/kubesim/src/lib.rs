@@ -1,1 +1,30 @@
-//! kubesim
+//! kubesim: a local Kubernetes API server with controllers and a Kubescape emulator, for tests
+//! and the demo. Never a dependency of production code.
+//!
+//! Start one in-process with [`Server::start`], or run the `kubesim` binary.
+
+pub mod api;
+pub mod app;
+#[cfg(has_catalogue)]
+pub mod catalogue;
+pub mod config;
+pub mod controllers;
+pub mod discovery;
+pub mod errors;
+pub mod faults;
+pub mod godur;
+pub mod images;
+pub mod kubescape;
+pub mod openapi;
+pub mod patch;
+pub mod resources;
+pub mod rng;
+pub mod selectors;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+pub use app::{ControlError, Handle, Server, StartError, kubeconfig_yaml, write_kubeconfig};
+pub use config::{Capabilities, Config, FailurePatterns, FaultRule, Faults, Generation, GenerationOverride, KubescapeConfig, Timings};
+pub use errors::ApiError;
+pub use faults::Counters;

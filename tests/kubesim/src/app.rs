@@ -1,0 +1,355 @@
+//! The server: shared state, startup, the test-control endpoints and the [`Handle`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Capabilities, Config, FailurePatterns, Faults, KubescapeConfig, Timings};
+use crate::errors::ApiError;
+use crate::faults::{Counters, FaultState};
+use crate::rng;
+use crate::store::Store;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on 127.0.0.1:{port}: {source} (pick another port or use 0 for a free one)")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("cannot set up the initial cluster objects: {0}")]
+    Bootstrap(ApiError),
+}
+
+/// Why a control action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the cluster objects for this change could not be written: {0}")]
+    Store(#[from] ApiError),
+    #[error("cannot write the kubeconfig to {path}: {source}")]
+    Kubeconfig { path: String, source: std::io::Error },
+}
+
+pub struct App {
+    pub store: Arc<Store>,
+    pub addr: SocketAddr,
+    config: Mutex<Config>,
+    faults: Mutex<FaultState>,
+    counters: Mutex<Counters>,
+    emulator: Mutex<crate::kubescape::EmulatorState>,
+    /// Becomes true when the server shuts down; long-running responses (watches) end then.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// A snapshot of the current configuration.
+    pub fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update_config(&self, f: impl FnOnce(&mut Config)) {
+        let mut c = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c);
+    }
+
+    pub fn kubescape_installed(&self) -> bool {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).kubescape.installed
+    }
+
+    pub fn count(&self, verb: &str, resource: &str) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).inc(verb, resource);
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn reset_counters(&self) {
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = Counters::default();
+    }
+
+    /// Latency, then a fault drawn from the rules (if any fires).
+    pub async fn inject_fault(&self, verb: &str, resource: &str) -> Option<ApiError> {
+        let (latency, err) = {
+            let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+            (f.config.latency_ms, f.draw(verb, resource))
+        };
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        err
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).replace(faults.clone());
+        self.update_config(|c| c.faults = faults);
+    }
+
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).injected_total()
+    }
+
+    /// Remembers containers running at install time (their profiles are `partial`).
+    pub fn mark_preexisting_containers(&self, containers: std::collections::HashSet<(String, String)>) {
+        self.emulator.lock().unwrap_or_else(|p| p.into_inner()).preexisting.extend(containers);
+    }
+
+    pub fn preexisting_containers(&self) -> std::collections::HashSet<(String, String)> {
+        self.emulator.lock().unwrap_or_else(|p| p.into_inner()).preexisting.clone()
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Starts kubesim servers.
+pub struct Server;
+
+impl Server {
+    /// Binds 127.0.0.1:`config.port`, creates the initial cluster objects and starts the
+    /// controllers and the Kubescape emulator.
+    pub async fn start(config: Config) -> Result<Handle, StartError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .map_err(|source| StartError::Bind { port: config.port, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { port: config.port, source })?;
+        let seed = config.seed.unwrap_or_else(rng::clock_seed);
+        let store = Arc::new(Store::new(config.watch_history, crate::kubescape::MAX_VEX_BYTES, seed));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let app = Arc::new(App {
+            shutdown: shutdown_rx.clone(),
+            store,
+            addr,
+            faults: Mutex::new(FaultState::new(config.faults.clone(), seed ^ 0xfa17)),
+            counters: Mutex::new(Counters::default()),
+            emulator: Mutex::new(Default::default()),
+            config: Mutex::new(config.clone()),
+        });
+        crate::controllers::bootstrap(&app).map_err(StartError::Bootstrap)?;
+        if config.kubescape.installed {
+            crate::kubescape::install(&app).map_err(StartError::Bootstrap)?;
+        }
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(crate::controllers::run(app.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::kubescape::run(app.clone(), shutdown_rx.clone())));
+        let router = router(app.clone());
+        let mut srv_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    stopped(&mut srv_shutdown).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "kubesim HTTP server stopped");
+            }
+        }));
+        tracing::info!(url = %format!("http://{addr}"), "kubesim listening");
+        Ok(Handle { app, shutdown: shutdown_tx, tasks })
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/kubesim/healthz", get(|| async { "ok" }))
+        .route("/kubesim/config", get(control_config))
+        .route("/kubesim/counters", get(control_counters).delete(control_reset_counters))
+        .route("/kubesim/counters/reset", post(control_reset_counters))
+        .route("/kubesim/kubescape", get(control_get_kubescape).post(control_kubescape))
+        .route("/kubesim/timings", post(control_timings))
+        .route("/kubesim/faults", get(control_get_faults).post(control_faults))
+        .route("/kubesim/failures", post(control_failures))
+        .fallback(api_fallback)
+        .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
+        .with_state(app)
+}
+
+async fn api_fallback(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    crate::api::handle(app, method, uri, headers, body).await
+}
+
+fn ok_json(v: Value) -> Response {
+    (StatusCode::OK, [("content-type", "application/json")], v.to_string()).into_response()
+}
+
+/// Merges a JSON body into the current value of a config section, so partial bodies work.
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(current: &T, body: &Bytes) -> Result<T, ApiError> {
+    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let mut v = serde_json::to_value(current).map_err(|e| ApiError::internal(e.to_string()))?;
+    json_patch::merge(&mut v, &patch);
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("the body does not fit the configuration: {e}")))
+}
+
+async fn control_config(State(app): State<Arc<App>>) -> Response {
+    ok_json(serde_json::to_value(app.config()).unwrap_or(Value::Null))
+}
+
+async fn control_counters(State(app): State<Arc<App>>) -> Response {
+    ok_json(serde_json::to_value(app.counters()).unwrap_or(Value::Null))
+}
+
+async fn control_reset_counters(State(app): State<Arc<App>>) -> Response {
+    app.reset_counters();
+    ok_json(json!({"reset": true}))
+}
+
+async fn control_get_kubescape(State(app): State<Arc<App>>) -> Response {
+    ok_json(serde_json::to_value(app.config().kubescape).unwrap_or(Value::Null))
+}
+
+/// Body: any part of [`KubescapeConfig`], e.g. `{"installed": false}` or
+/// `{"capabilities": {"vex_generation": false}}`.
+async fn control_kubescape(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let current = app.config().kubescape;
+    let result = merged(&current, &body).and_then(|new: KubescapeConfig| crate::kubescape::reconfigure(&app, new));
+    match result {
+        Ok(()) => ok_json(serde_json::to_value(app.config().kubescape).unwrap_or(Value::Null)),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn control_timings(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match merged(&app.config().timings, &body) {
+        Ok(t) => {
+            app.update_config(|c| c.timings = t);
+            ok_json(serde_json::to_value(app.config().timings).unwrap_or(Value::Null))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn control_get_faults(State(app): State<Arc<App>>) -> Response {
+    ok_json(json!({"config": app.config().faults, "injected": app.faults_injected()}))
+}
+
+/// Body: a full [`Faults`] (replaces the current one; `{}` clears all faults).
+async fn control_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            app.set_faults(f);
+            ok_json(serde_json::to_value(app.config().faults).unwrap_or(Value::Null))
+        }
+        Err(e) => ApiError::bad_request(format!("the body is not a fault configuration: {e}")).into_response(),
+    }
+}
+
+async fn control_failures(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match merged(&app.config().failures, &body) {
+        Ok(f) => {
+            app.update_config(|c| c.failures = f);
+            ok_json(serde_json::to_value(app.config().failures).unwrap_or(Value::Null))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A running kubesim. Dropping it without [`Handle::shutdown`] leaves the tasks running until
+/// the runtime ends.
+pub struct Handle {
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.app.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.app.addr
+    }
+
+    /// A kubeconfig with cluster, context and user `kubesim` (no auth).
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig_yaml(&self.url())
+    }
+
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), ControlError> {
+        write_kubeconfig(&self.url(), path.as_ref())
+    }
+
+    /// The object store (tests may read it directly; writes go through the same checks as the API).
+    pub fn store(&self) -> Arc<Store> {
+        self.app.store.clone()
+    }
+
+    pub fn config(&self) -> Config {
+        self.app.config()
+    }
+
+    pub fn set_kubescape_installed(&self, installed: bool) -> Result<(), ControlError> {
+        let mut k = self.app.config().kubescape;
+        k.installed = installed;
+        crate::kubescape::reconfigure(&self.app, k)?;
+        Ok(())
+    }
+
+    /// Replaces the Kubescape configuration (installed, capabilities, generation, ...).
+    pub fn set_kubescape(&self, kubescape: KubescapeConfig) -> Result<(), ControlError> {
+        crate::kubescape::reconfigure(&self.app, kubescape)?;
+        Ok(())
+    }
+
+    pub fn set_capabilities(&self, capabilities: Capabilities) -> Result<(), ControlError> {
+        let mut k = self.app.config().kubescape;
+        k.capabilities = capabilities;
+        crate::kubescape::reconfigure(&self.app, k)?;
+        Ok(())
+    }
+
+    pub fn set_timings(&self, timings: Timings) {
+        self.app.update_config(|c| c.timings = timings);
+    }
+
+    pub fn set_failures(&self, failures: FailurePatterns) {
+        self.app.update_config(|c| c.failures = failures);
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.app.set_faults(faults);
+    }
+
+    pub fn faults_injected(&self) -> u64 {
+        self.app.faults_injected()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.app.counters()
+    }
+
+    pub fn reset_counters(&self) {
+        self.app.reset_counters();
+    }
+
+    /// Stops the HTTP server (open watches end), the controllers and the emulator.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            // The server waits for open connections; bounded so a stuck client cannot hang a test.
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
+    )
+}
+
+pub fn write_kubeconfig(url: &str, path: &Path) -> Result<(), ControlError> {
+    std::fs::write(path, kubeconfig_yaml(url)).map_err(|source| ControlError::Kubeconfig { path: path.display().to_string(), source })
+}

@@ -1,0 +1,547 @@
+//! The Kubescape emulator: installation objects (namespace, APIService, components, the
+//! `ks-cloud-config` ConfigMap) and, per running container, node-agent's ContainerProfile and
+//! kubevuln's ScanCP outputs, written through the same store path as API writes.
+//!
+//! Timeline of one container (t0 = container running, or install time for a container that was
+//! already running, which then gets completion `partial`):
+//! - t0: ContainerProfile `initializing`
+//! - t0 + consolidation: `ready` (learning) -> scan at + scan_delay (complete profiles only)
+//! - max(t0 + learning, ready) + consolidation: `completed` -> scan at + scan_delay
+//!
+//! learning = pod label `kubescape.io/max-sniffing-time` (Go duration) or the configured default.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::config::{Capabilities, Config, Generation, KubescapeConfig};
+use crate::errors::ApiError;
+use crate::resources::{self, KUBESCAPE_GROUP};
+use crate::store::{Propagation, Store, name_of};
+#[cfg(has_catalogue)]
+use crate::store::namespace_of;
+
+/// The storage queue manager's cap for OpenVulnerabilityExchangeContainer writes.
+pub const MAX_VEX_BYTES: usize = 500_000;
+pub const NAMESPACE: &str = "kubescape";
+/// The chart's `global.cloudConfig`.
+pub const CLOUD_CONFIG: &str = "ks-cloud-config";
+pub const APISERVICE: &str = "v1beta1.spdx.softwarecomposition.kubescape.io";
+pub const SNIFFING_LABEL: &str = "kubescape.io/max-sniffing-time";
+
+/// The `clusterData` JSON as the chart's `cloudapi-configmap.yaml` renders it.
+pub fn cluster_data(cluster_name: &str, caps: &Capabilities) -> Value {
+    json!({
+        "serviceDiscovery": false,
+        "vulnScanURL": "kubevuln:8080",
+        "kubevulnURL": "kubevuln:8080",
+        "kubescapeURL": "kubescape:8080",
+        "clusterName": cluster_name,
+        "storage": caps.storage,
+        "relevantImageVulnerabilitiesEnabled": caps.relevancy,
+        "namespace": NAMESPACE,
+        "imageVulnerabilitiesScanningEnabled": true,
+        "postureScanEnabled": true,
+        "otelCollector": false,
+        "nodeAgent": "true",
+        "maxImageSize": 5_368_709_120u64,
+        "keepLocal": true,
+        "scanTimeout": "5m",
+        "vexGeneration": caps.vex_generation,
+        "storeFilteredSbom": caps.store_filtered_sbom,
+        "continuousPostureScan": false,
+        "relevantImageVulnerabilitiesConfiguration": if caps.relevancy { "enable" } else { "disable" },
+    })
+}
+
+fn cloud_config_map(cluster_name: &str, caps: &Capabilities) -> Value {
+    let data = serde_json::to_string_pretty(&cluster_data(cluster_name, caps)).unwrap_or_default();
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CLOUD_CONFIG,
+            "namespace": NAMESPACE,
+            "labels": {"app": CLOUD_CONFIG, "tier": "ks-control-plane", "kubescape.io/ignore": "true", "kubescape.io/tier": "core", "kubescape.io/infra": "config"},
+        },
+        "data": {"clusterData": format!("{data}\n")},
+    })
+}
+
+fn component_template(name: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "kubescape", "app": name, "tier": "ks-control-plane"}},
+        "spec": {"containers": [{"name": name, "image": image}], "serviceAccountName": name},
+    })
+}
+
+fn component_deployment(name: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/component": name, "app": name}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "kubescape"}},
+            "template": component_template(name, image),
+        },
+    })
+}
+
+/// Creates Kubescape's objects and marks it installed.
+pub fn install(app: &App) -> Result<(), ApiError> {
+    let store = &app.store;
+    let cfg = app.config();
+    if store.get(resources::namespaces(), "", NAMESPACE).is_err() {
+        store.create(resources::namespaces(), "", json!({"metadata": {"name": NAMESPACE}}))?;
+    }
+    store.upsert(resources::find("", "configmaps").expect("configmaps"), NAMESPACE, cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities))?;
+    for (name, image) in [
+        ("kubevuln", "quay.io/kubescape/kubevuln:v0.3.159"),
+        ("operator", "quay.io/kubescape/operator:v0.2.162"),
+        ("storage", "quay.io/kubescape/storage:v0.0.298"),
+    ] {
+        store.upsert(resources::find("", "serviceaccounts").expect("sa"), NAMESPACE, json!({"metadata": {"name": name}}))?;
+        store.upsert(resources::deployments(), NAMESPACE, component_deployment(name, image))?;
+    }
+    store.upsert(resources::find("", "serviceaccounts").expect("sa"), NAMESPACE, json!({"metadata": {"name": "node-agent"}}))?;
+    store.upsert(
+        resources::daemonsets(),
+        NAMESPACE,
+        json!({
+            "metadata": {"name": "node-agent", "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": "node-agent", "app": "node-agent"}},
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": "node-agent", "app.kubernetes.io/instance": "kubescape"}},
+                "template": component_template("node-agent", "quay.io/kubescape/node-agent:v0.3.158"),
+            },
+        }),
+    )?;
+    let services = resources::find("", "services").expect("services");
+    for (name, port) in [("storage", 443), ("kubevuln", 8080), ("operator", 4002)] {
+        store.upsert(
+            services,
+            NAMESPACE,
+            json!({
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
+                "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": name}, "ports": [{"name": "https", "port": port, "protocol": "TCP", "targetPort": port}]},
+            }),
+        )?;
+    }
+    let apiservices = resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices");
+    store.upsert(
+        apiservices,
+        "",
+        json!({
+            "metadata": {"name": APISERVICE, "labels": {"app.kubernetes.io/name": "storage", "app.kubernetes.io/component": "apiserver", "app.kubernetes.io/part-of": "kubescape-storage"}},
+            "spec": {"group": KUBESCAPE_GROUP, "version": "v1beta1", "groupPriorityMinimum": 1000, "versionPriority": 15, "insecureSkipTLSVerify": true,
+                     "service": {"name": "storage", "namespace": NAMESPACE, "port": 443}},
+        }),
+    )?;
+    let now = crate::store::now_rfc3339();
+    store.update_with(apiservices, "", APISERVICE, true, |cur| {
+        let mut c = cur.clone();
+        c["status"] = json!({"conditions": [{"type": "Available", "status": "True", "lastTransitionTime": now, "reason": "Passed", "message": "all checks passed"}]});
+        Ok(c)
+    })?;
+    app.mark_preexisting_containers(running_containers(store));
+    app.update_config(|c| c.kubescape.installed = true);
+    Ok(())
+}
+
+/// Removes Kubescape: the storage group stops being served, its objects and namespace go.
+pub fn uninstall(app: &App) {
+    app.update_config(|c| c.kubescape.installed = false);
+    let store = &app.store;
+    let _ = store.delete(resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices"), "", APISERVICE, Propagation::Cascade);
+    let _ = store.delete(resources::namespaces(), "", NAMESPACE, Propagation::Cascade);
+    store.delete_group(KUBESCAPE_GROUP);
+}
+
+/// Applies a new Kubescape configuration: installs, uninstalls or rewrites the ConfigMap.
+pub fn reconfigure(app: &App, new: KubescapeConfig) -> Result<(), ApiError> {
+    let old = app.config().kubescape;
+    let want_installed = new.installed;
+    app.update_config(|c| {
+        c.kubescape = new.clone();
+        c.kubescape.installed = old.installed;
+    });
+    match (old.installed, want_installed) {
+        (false, true) => install(app),
+        (true, false) => {
+            uninstall(app);
+            Ok(())
+        }
+        (true, true) if old.capabilities != new.capabilities => {
+            let cfg = app.config();
+            app.store
+                .upsert(resources::find("", "configmaps").expect("configmaps"), NAMESPACE, cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities))
+                .map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// (pod uid, container name) of every container currently running.
+pub fn running_containers(store: &Store) -> HashSet<(String, String)> {
+    let (pods, _) = store.list(resources::pods(), None);
+    let mut out = HashSet::new();
+    for p in &pods {
+        for cs in p.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
+            if cs.pointer("/state/running").is_some() {
+                out.insert((crate::store::uid_of(p).to_string(), cs["name"].as_str().unwrap_or("").to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Go's `time.Duration.String()` for whole milliseconds: `2m0s`, `30s`, `1h2m0s`, `500ms`.
+pub fn go_duration_string(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let h = ms / 3_600_000;
+    let m = (ms / 60_000) % 60;
+    let s_ms = ms % 60_000;
+    let secs = if s_ms % 1000 == 0 { format!("{}s", s_ms / 1000) } else { format!("{}s", s_ms as f64 / 1000.0) };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+/// The learning period of a pod: its `kubescape.io/max-sniffing-time` label, else the default.
+pub fn learning_period(pod: &Value, default: Duration) -> (Duration, String) {
+    match pod.pointer("/metadata/labels").and_then(|l| l.get(SNIFFING_LABEL)).and_then(Value::as_str) {
+        Some(label) => match crate::godur::parse(label) {
+            Ok(d) => (d, label.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, pod = name_of(pod), "ignoring the pod's max-sniffing-time label, using the default learning period");
+                (default, go_duration_string(default))
+            }
+        },
+        None => (default, go_duration_string(default)),
+    }
+}
+
+pub fn generation_for(k: &KubescapeConfig, image: &str) -> Generation {
+    k.generation_overrides
+        .iter()
+        .find(|o| !o.pattern.is_empty() && image.contains(o.pattern.as_str()))
+        .map(|o| o.generation)
+        .unwrap_or(k.generation)
+}
+
+/// What the emulator remembers across ticks.
+#[derive(Default)]
+pub struct EmulatorState {
+    /// Containers that were running when Kubescape was installed: their profiles are partial.
+    pub preexisting: HashSet<(String, String)>,
+}
+
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = app.store.subscribe_changes();
+    let mut emulator = emulator::Emulator::default();
+    loop {
+        let cfg = app.config();
+        emulator.tick(&app, &cfg);
+        let tick = Duration::from_millis(cfg.timings.tick_ms.max(5));
+        tokio::select! {
+            _ = crate::app::stopped(&mut shutdown) => return,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProfileStage {
+    Initializing,
+    Ready,
+    Completed,
+}
+
+impl ProfileStage {
+    pub fn status(self) -> &'static str {
+        match self {
+            ProfileStage::Initializing => "initializing",
+            ProfileStage::Ready => "ready",
+            ProfileStage::Completed => "completed",
+        }
+    }
+}
+
+/// When each step of a container's timeline happens, relative to t0.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub ready: Duration,
+    pub completed: Duration,
+    pub scan_after_ready: Duration,
+    pub scan_after_completed: Duration,
+}
+
+impl Timeline {
+    pub fn new(cfg: &Config, learning: Duration) -> Self {
+        let consolidation = cfg.timings.consolidation_delay();
+        let ready = consolidation;
+        let completed = learning.max(ready) + consolidation;
+        let scan = cfg.timings.scan_delay();
+        Timeline { ready, completed, scan_after_ready: ready + scan, scan_after_completed: completed + scan }
+    }
+
+    pub fn stage(&self, elapsed: Duration) -> ProfileStage {
+        if elapsed >= self.completed {
+            ProfileStage::Completed
+        } else if elapsed >= self.ready {
+            ProfileStage::Ready
+        } else {
+            ProfileStage::Initializing
+        }
+    }
+}
+
+#[cfg(has_catalogue)]
+mod emulator {
+    use super::*;
+    use crate::catalogue::{self, ContainerInstance, KubevulnGeneration};
+
+    struct Tracked {
+        t0: Instant,
+        instance: ContainerInstance,
+        complete: bool,
+        timeline: Timeline,
+        stage: Option<ProfileStage>,
+        scans: u8,
+    }
+
+    #[derive(Default)]
+    pub struct Emulator {
+        tracked: HashMap<(String, String), Tracked>,
+        last_cleanup: Option<Instant>,
+    }
+
+    fn owner_of(store: &Store, pod: &Value) -> (String, String, String, String, String) {
+        let ns = namespace_of(pod);
+        let owner = pod.pointer("/metadata/ownerReferences/0");
+        let (av, kind, name) = match owner {
+            Some(o) => (
+                o["apiVersion"].as_str().unwrap_or("").to_string(),
+                o["kind"].as_str().unwrap_or("").to_string(),
+                o["name"].as_str().unwrap_or("").to_string(),
+            ),
+            None => ("v1".to_string(), "Pod".to_string(), name_of(pod).to_string()),
+        };
+        let (wk, wn) = if kind == "ReplicaSet" {
+            store
+                .get(resources::replicasets(), ns, &name)
+                .ok()
+                .and_then(|rs| rs.pointer("/metadata/ownerReferences/0").cloned())
+                .map(|o| (o["kind"].as_str().unwrap_or("").to_string(), o["name"].as_str().unwrap_or("").to_string()))
+                .unwrap_or((kind.clone(), name.clone()))
+        } else {
+            (kind.clone(), name.clone())
+        };
+        (av, kind, name, wk, wn)
+    }
+
+    fn target_ns(obj: &Value, default: &str) -> String {
+        let ns = namespace_of(obj);
+        if ns.is_empty() { default.to_string() } else { ns.to_string() }
+    }
+
+    fn write(store: &Store, plural: &str, obj: &Value, default_ns: &str) {
+        let ns = target_ns(obj, default_ns);
+        if let Err(e) = store.upsert(resources::kubescape(plural), &ns, obj.clone()) {
+            // kubevuln only logs a failed write (e.g. 413 for a too-large VEX).
+            tracing::warn!(error = %e, kind = plural, name = name_of(obj), "emulated Kubescape write failed");
+        }
+    }
+
+    impl Emulator {
+        pub fn tick(&mut self, app: &App, cfg: &Config) {
+            let store = &app.store;
+            if !cfg.kubescape.installed {
+                self.tracked.clear();
+                return;
+            }
+            let caps = &cfg.kubescape.capabilities;
+            let (pods, _) = store.list(resources::pods(), None);
+            let mut live = HashSet::new();
+            let preexisting = app.preexisting_containers();
+            for pod in &pods {
+                let ns = namespace_of(pod);
+                if cfg.kubescape.excluded_namespaces.iter().any(|x| x == ns) {
+                    continue;
+                }
+                let pod_uid = crate::store::uid_of(pod).to_string();
+                for cs in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
+                    if cs.pointer("/state/running").is_none() || cs["ready"] != json!(true) {
+                        continue;
+                    }
+                    let cname = cs["name"].as_str().unwrap_or("").to_string();
+                    let key = (pod_uid.clone(), cname.clone());
+                    live.insert(key.clone());
+                    if self.tracked.contains_key(&key) || !caps.relevancy {
+                        continue;
+                    }
+                    let image = cs["image"].as_str().unwrap_or("").to_string();
+                    let (learning, learning_label) = learning_period(pod, cfg.timings.learning_period());
+                    let (av, kind, oname, wk, wn) = owner_of(store, pod);
+                    let instance = ContainerInstance {
+                        cluster: cfg.cluster_name.clone(),
+                        workload_namespace: ns.to_string(),
+                        workload_kind: wk,
+                        workload_name: wn,
+                        owner_api_version: av,
+                        owner_kind: kind,
+                        owner_name: oname,
+                        template_hash: pod.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str).unwrap_or("").to_string(),
+                        pod_name: name_of(pod).to_string(),
+                        pod_uid: pod_uid.clone(),
+                        container_name: cname.clone(),
+                        image: image.clone(),
+                        image_digest: crate::images::digest(&image),
+                        learning_period: learning_label,
+                        started_at: chrono::Utc::now(),
+                    };
+                    self.tracked.insert(
+                        key.clone(),
+                        Tracked {
+                            t0: Instant::now(),
+                            instance,
+                            complete: !preexisting.contains(&key),
+                            timeline: Timeline::new(cfg, learning),
+                            stage: None,
+                            scans: 0,
+                        },
+                    );
+                }
+            }
+            // A deleted (or no longer running) pod stops its emulation.
+            self.tracked.retain(|k, _| live.contains(k));
+            for t in self.tracked.values_mut() {
+                let elapsed = t.t0.elapsed();
+                let stage = t.timeline.stage(elapsed);
+                let completion = if t.complete { "complete" } else { "partial" };
+                if t.stage != Some(stage) {
+                    let cp = catalogue::container_profile(&t.instance, stage.status(), completion);
+                    write(store, "containerprofiles", &cp, &t.instance.workload_namespace);
+                    t.stage = Some(stage);
+                }
+                let due = match t.scans {
+                    0 => elapsed >= t.timeline.scan_after_ready,
+                    1 => elapsed >= t.timeline.scan_after_completed,
+                    _ => false,
+                };
+                if due {
+                    t.scans += 1;
+                    // kubevuln skips partial profiles (no partialRelevancy in the chart).
+                    if t.complete && caps.storage {
+                        scan(store, cfg, &t.instance);
+                    }
+                }
+            }
+            self.cleanup(app, cfg);
+        }
+
+        fn cleanup(&mut self, app: &App, cfg: &Config) {
+            let Some(every) = cfg.kubescape.vex_cleanup_interval_ms.map(Duration::from_millis) else { return };
+            if self.last_cleanup.is_some_and(|t| t.elapsed() < every) {
+                return;
+            }
+            self.last_cleanup = Some(Instant::now());
+            let running: HashSet<String> = self.tracked.values().map(|t| t.instance.instance_id()).collect();
+            let vex = resources::kubescape("openvulnerabilityexchangecontainers");
+            let (items, _) = app.store.list(vex, Some(NAMESPACE));
+            for item in items {
+                let id = item.pointer("/metadata/annotations/kubescape.io~1instance-id").and_then(Value::as_str);
+                if id.is_none_or(|id| !running.contains(id)) {
+                    let _ = app.store.delete(vex, NAMESPACE, name_of(&item), Propagation::Cascade);
+                }
+            }
+        }
+    }
+
+    fn scan(store: &Store, cfg: &Config, inst: &ContainerInstance) {
+        let generation = match generation_for(&cfg.kubescape, &inst.image) {
+            Generation::V0_3_159 => KubevulnGeneration::V0_3_159,
+            Generation::Main => KubevulnGeneration::Main,
+        };
+        let vex = resources::kubescape("openvulnerabilityexchangecontainers");
+        let previous = store.get(vex, NAMESPACE, &inst.slug()).ok();
+        let out = catalogue::scan(inst, generation, previous.as_ref());
+        let caps = &cfg.kubescape.capabilities;
+        write(store, "sbomsyfts", &out.sbom_full, NAMESPACE);
+        write(store, "vulnerabilitymanifests", &out.manifest_full, NAMESPACE);
+        write(store, "vulnerabilitymanifests", &out.manifest_filtered, NAMESPACE);
+        if caps.store_filtered_sbom {
+            write(store, "sbomsyftfiltereds", &out.sbom_filtered, NAMESPACE);
+        }
+        if caps.vex_generation {
+            write(store, "openvulnerabilityexchangecontainers", &out.vex, NAMESPACE);
+        }
+        write(store, "vulnerabilitymanifestsummaries", &out.summary, &inst.workload_namespace);
+    }
+}
+
+#[cfg(not(has_catalogue))]
+mod emulator {
+    use super::*;
+
+    /// Without the content catalogue (src/catalogue.rs) no profiles or scans can be produced.
+    #[derive(Default)]
+    pub struct Emulator {
+        warned: bool,
+    }
+
+    impl Emulator {
+        pub fn tick(&mut self, _app: &App, _cfg: &Config) {
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!("kubesim was built without src/catalogue.rs: Kubescape profiles and scans are not emulated");
+            }
+        }
+    }
+
+    #[allow(dead_code)]
+    fn unused(_: HashMap<(), ()>, _: Instant) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_strings() {
+        assert_eq!(go_duration_string(Duration::from_secs(120)), "2m0s");
+        assert_eq!(go_duration_string(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration_string(Duration::from_secs(3720)), "1h2m0s");
+        assert_eq!(go_duration_string(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn label_overrides_learning_period() {
+        let pod = json!({"metadata": {"name": "p", "labels": {SNIFFING_LABEL: "1h2m"}}});
+        assert_eq!(learning_period(&pod, Duration::from_secs(5)), (Duration::from_secs(3720), "1h2m".to_string()));
+        let bad = json!({"metadata": {"name": "p", "labels": {SNIFFING_LABEL: "soon"}}});
+        assert_eq!(learning_period(&bad, Duration::from_secs(5)).0, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn capabilities_render_like_the_chart() {
+        let caps = Capabilities { vex_generation: false, ..Capabilities::default() };
+        let d = cluster_data("c", &caps);
+        assert_eq!(d["vexGeneration"], json!(false));
+        assert_eq!(d["storeFilteredSbom"], json!(true));
+        assert_eq!(d["relevantImageVulnerabilitiesEnabled"], json!(true));
+        assert_eq!(d["namespace"], json!("kubescape"));
+    }
+}

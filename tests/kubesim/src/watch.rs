@@ -1,0 +1,220 @@
+//! Watches: initial events, history replay from a resourceVersion, 410 Gone, bookmarks,
+//! timeouts, injected drops, and the storage group's idle namespaced watch.
+//!
+//! Storage group semantics (kubescape storage `pkg/registry/file/storage.go`): a namespaced watch
+//! is accepted and stays idle; a cluster-wide watch carries metadata-only objects unless
+//! `resourceVersion=fullSpec`. `fullSpec` is not a position in history, so such a watch starts
+//! "now" with ADDED events for the current objects (like an unset resourceVersion); a numeric
+//! resourceVersion resumes from history but then carries metadata only.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::api::{field_selector, label_selector, metadata_only};
+use crate::app::App;
+use crate::errors::ApiError;
+use crate::resources::Resource;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store::{StoreEvent, namespace_of};
+use crate::table;
+
+struct Filter {
+    resource: &'static Resource,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    full_spec: bool,
+    as_table: bool,
+    include_object: bool,
+}
+
+impl Filter {
+    fn matches(&self, resource: &Resource, obj: &Value) -> bool {
+        resource == self.resource
+            && self.namespace.as_deref().is_none_or(|ns| namespace_of(obj) == ns)
+            && self.labels.matches(obj)
+            && self.fields.matches(obj)
+    }
+
+    fn render(&self, event_type: &str, obj: &Value) -> Bytes {
+        let obj = if self.full_spec { obj.clone() } else { metadata_only(obj) };
+        let obj = if self.as_table { table::table(self.resource, &[obj], None, self.include_object) } else { obj };
+        let mut line = json!({"type": event_type, "object": obj}).to_string();
+        line.push('\n');
+        Bytes::from(line)
+    }
+}
+
+fn stream_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    Body::from_stream(stream)
+}
+
+fn streaming_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    (StatusCode::OK, [("content-type", "application/json"), ("cache-control", "no-cache")], stream_body(rx)).into_response()
+}
+
+pub fn serve(
+    app: Arc<App>,
+    resource: &'static Resource,
+    namespace: Option<String>,
+    query: &HashMap<String, String>,
+    accept: &str,
+    name_field: Option<String>,
+) -> Result<Response, ApiError> {
+    let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
+    let storage = resource.is_kubescape_storage();
+    let mut fields = field_selector(query)?;
+    if let Some(nf) = name_field {
+        fields = FieldSelector::parse(&nf)?;
+    }
+    let filter = Filter {
+        resource,
+        namespace: namespace.clone(),
+        labels: label_selector(resource, query)?,
+        fields,
+        full_spec: !storage || rv_param == "fullSpec",
+        as_table: table::wants_table(accept),
+        include_object: query.get("includeObject").map(String::as_str) == Some("Object"),
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+    let (faults, timings) = {
+        let cfg = app.config();
+        (cfg.faults, cfg.timings)
+    };
+    let drop_after = faults.watch_drop_after_ms.map(Duration::from_millis);
+    let deadline = [timeout, drop_after].into_iter().flatten().min().map(|d| Instant::now() + d);
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+
+    if storage && namespace.is_some() {
+        // "rejecting Watch called with namespace": the storage server returns an idle watch.
+        let mut shutdown = app.shutdown.clone();
+        tokio::spawn(async move {
+            let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = crate::app::stopped(&mut shutdown) => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        });
+        return Ok(streaming_response(rx));
+    }
+
+    let start_rv = match rv_param.as_str() {
+        "" | "0" | "fullSpec" => None,
+        other => Some(other.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid resourceVersion {other:?}: expected a resourceVersion from a previous list or watch"))
+        })?),
+    };
+    let (backlog, events) = match app.store.watch_from(start_rv) {
+        Ok(x) => x,
+        Err(gone) => {
+            // Like the apiserver: HTTP 200, then one ERROR event carrying the 410 Status.
+            let line = format!("{}\n", json!({"type": "ERROR", "object": gone.status()}));
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from(line)).await;
+            });
+            return Ok(streaming_response(rx));
+        }
+    };
+    let initial = if start_rv.is_none() {
+        let (items, rv) = app.store.list(resource, namespace.as_deref());
+        Some((items, rv))
+    } else {
+        None
+    };
+    let start = start_rv.unwrap_or(0);
+    let drop_after_events = faults.watch_drop_after_events;
+    let bookmark_every = Duration::from_millis(timings.bookmark_interval_ms.max(10));
+    tokio::spawn(run(app.shutdown.clone(), filter, tx, backlog, events, initial, start, deadline, drop_after_events, bookmarks, bookmark_every));
+    Ok(streaming_response(rx))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    filter: Filter,
+    tx: mpsc::Sender<Bytes>,
+    backlog: Vec<Arc<StoreEvent>>,
+    mut events: broadcast::Receiver<Arc<StoreEvent>>,
+    initial: Option<(Vec<Value>, u64)>,
+    start_rv: u64,
+    deadline: Option<Instant>,
+    drop_after_events: Option<u64>,
+    bookmarks: bool,
+    bookmark_every: Duration,
+) {
+    let mut sent = 0u64;
+    let mut last_rv = start_rv;
+    let limit_reached = |sent: u64| drop_after_events.is_some_and(|n| sent >= n);
+    macro_rules! send {
+        ($bytes:expr) => {{
+            if tx.send($bytes).await.is_err() {
+                return;
+            }
+            sent += 1;
+            if limit_reached(sent) {
+                return;
+            }
+        }};
+    }
+    if let Some((items, rv)) = initial {
+        last_rv = rv;
+        for obj in items.iter().filter(|o| filter.matches(filter.resource, o)) {
+            send!(filter.render("ADDED", obj));
+        }
+    }
+    for ev in backlog {
+        last_rv = last_rv.max(ev.rv);
+        if filter.matches(ev.resource, &ev.object) {
+            send!(filter.render(ev.event_type.as_str(), &ev.object));
+        }
+    }
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let deadline = deadline.unwrap_or(far);
+    let mut ticker = tokio::time::interval_at(Instant::now() + bookmark_every, bookmark_every);
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = crate::app::stopped(&mut shutdown) => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+            r = events.recv() => match r {
+                Ok(ev) => {
+                    if ev.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = ev.rv;
+                    if filter.matches(ev.resource, &ev.object) {
+                        send!(filter.render(ev.event_type.as_str(), &ev.object));
+                    }
+                }
+                // A slow watcher is closed; it re-watches from its last resourceVersion.
+                Err(_) => return,
+            },
+            _ = ticker.tick(), if bookmarks => {
+                let bookmark = json!({
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": filter.resource.kind,
+                        "apiVersion": filter.resource.api_version(),
+                        "metadata": {"resourceVersion": last_rv.to_string()}
+                    }
+                });
+                send!(Bytes::from(format!("{bookmark}\n")));
+            }
+        }
+    }
+}
