@@ -1,0 +1,154 @@
+//! Removes vexxy sandboxes nobody owns any more: Deployments labelled
+//! `app.kubernetes.io/managed-by=vexxy` in the sandbox namespace, older than the job TTL, whose
+//! job is finished or unknown in the `vexxy-jobs` KV bucket. Catches sandboxes left behind when
+//! a job failed before extract, or extract crashed between reading and deleting.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use vexxy_events::JobStatus;
+
+use crate::cluster::delete_sandbox;
+
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=vexxy";
+pub const JOB_ID_LABEL: &str = "vexxy.io/job-id";
+
+#[derive(Debug, Clone)]
+pub struct JanitorConfig {
+    pub namespace: String,
+    pub interval: Duration,
+    pub ttl: Duration,
+}
+
+/// What one sweep did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    pub deleted: Vec<String>,
+    pub spared: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JanitorError {
+    #[error("listing sandbox Deployments in {namespace} failed: {source}")]
+    List {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading job {job_id} from the vexxy-jobs KV bucket failed: {message}")]
+    Status { job_id: String, message: String },
+}
+
+/// Runs sweeps forever, every `interval`; errors are logged and the next sweep tries again.
+pub async fn run(client: Client, jobs: kv::Store, config: JanitorConfig) {
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match sweep(&client, &jobs, &config, Utc::now()).await {
+            Ok(sweep) if !sweep.deleted.is_empty() => {
+                tracing::info!(
+                    deleted = sweep.deleted.len(),
+                    spared = sweep.spared.len(),
+                    "janitor sweep"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "janitor sweep failed; retrying next interval"),
+        }
+    }
+}
+
+/// One pass over the sandbox namespace at time `now`.
+pub async fn sweep(
+    client: &Client,
+    jobs: &kv::Store,
+    config: &JanitorConfig,
+    now: DateTime<Utc>,
+) -> Result<Sweep, JanitorError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &config.namespace);
+    let list = api
+        .list(&ListParams::default().labels(MANAGED_BY_SELECTOR))
+        .await
+        .map_err(|source| JanitorError::List {
+            namespace: config.namespace.clone(),
+            source,
+        })?;
+    let ttl = chrono::Duration::from_std(config.ttl).unwrap_or(chrono::Duration::MAX);
+    let mut sweep = Sweep::default();
+    for deployment in list.items {
+        let meta = &deployment.metadata;
+        let Some(name) = meta.name.clone() else {
+            continue;
+        };
+        // Client-side check as well: a server that ignores label selectors must not make the
+        // janitor delete someone else's Deployment.
+        if meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str)
+            != Some("vexxy")
+        {
+            continue;
+        }
+        let created = meta
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
+        let old = created.is_some_and(|c| now.signed_duration_since(c) > ttl);
+        if !old {
+            sweep.spared.push(name);
+            continue;
+        }
+        let job_id = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(JOB_ID_LABEL))
+            .cloned();
+        let live = match &job_id {
+            Some(job_id) => job_is_live(jobs, job_id).await?,
+            None => false,
+        };
+        if live {
+            sweep.spared.push(name);
+            continue;
+        }
+        match delete_sandbox(client, &config.namespace, &name).await {
+            Ok(()) => {
+                tracing::info!(
+                    namespace = %config.namespace, deployment = %name, job_id = job_id.as_deref().unwrap_or("<none>"),
+                    created = ?created, "janitor deleted an orphaned sandbox (older than K8S_JOB_TTL_SECONDS, job not running)"
+                );
+                sweep.deleted.push(name);
+            }
+            Err(e) => {
+                tracing::warn!(deployment = %name, error = %e, "janitor could not delete a sandbox")
+            }
+        }
+    }
+    Ok(sweep)
+}
+
+/// Live = the KV record exists and is not final. A record vexxy cannot parse counts as live:
+/// never delete a sandbox on a guess.
+async fn job_is_live(jobs: &kv::Store, job_id: &str) -> Result<bool, JanitorError> {
+    let entry = jobs.get(job_id).await.map_err(|e| JanitorError::Status {
+        job_id: job_id.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(match entry {
+        None => false,
+        Some(bytes) => match serde_json::from_slice::<JobStatus>(&bytes) {
+            Ok(status) => !status.state.is_final(),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "unreadable job status; sparing its sandbox");
+                true
+            }
+        },
+    })
+}

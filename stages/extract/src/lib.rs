@@ -1,0 +1,522 @@
+//! # extract: save Kubescape's evidence, then remove the sandbox
+//!
+//! **Consumes** `vexxy.pipeline.extract`: a ticket with `sandbox` (deploy) and `observation`
+//! (wait: the instance slug Kubescape named its objects after, and whether learning completed).
+//!
+//! **Reads** by name, with a GET each (full spec — a LIST of the storage API returns metadata
+//! only): in the Kubescape namespace the OpenVulnerabilityExchangeContainer, SBOMSyftFiltered
+//! and filtered VulnerabilityManifest named by the instance slug; in the sandbox namespace the
+//! ContainerProfile (slug) and the VulnerabilityManifestSummary
+//! (`deployment-<deployment>-<container>`); then the image's unfiltered VulnerabilityManifest
+//! and SBOMSyft (the summary's `vulnerabilitiesRef.all.name`, else the image slug), which may be
+//! absent.
+//!
+//! **Decides** what a missing VEX means ([`decide`]): zero vulnerabilities → an empty result;
+//! vulnerabilities but no VEX → `Permanent` `no_vex_produced` explaining the storage server's
+//! 500,000-byte cap (`storage.kindQueues.openvulnerabilityexchangecontainers.maxObjectSize`),
+//! unless learning did not complete, in which case the manifests are partial evidence and the
+//! job goes on (enrich then marks everything not seen loaded `under_investigation`).
+//!
+//! **Writes** each raw object as JSON to `analyses/<job_id>/evidence/<kind>.json` (deterministic
+//! keys: a redelivery overwrites), **deletes** the sandbox Deployment and its NetworkPolicy
+//! (background propagation; already gone is fine) and **emits** the ticket with `evidence` (keys
+//! only, never documents: they can exceed the NATS payload limit) to `vexxy.pipeline.enrich`.
+//!
+//! A **janitor** ([`janitor`]) runs in the same process: every `VEXXY_JANITOR_INTERVAL` it
+//! deletes vexxy sandboxes older than `K8S_JOB_TTL_SECONDS` whose job is final or unknown in
+//! the `vexxy-jobs` KV bucket.
+//!
+//! ## Environment
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `K8S_IN_CLUSTER` / `KUBECONFIG` | kubeconfig | which cluster |
+//! | `VEXXY_KUBESCAPE_NAMESPACE` | `kubescape` | where kubevuln writes VEX, SBOMs and manifests |
+//! | `K8S_SANDBOX_NAMESPACE` | `vexxy-sandbox` | where sandboxes run (janitor scope) |
+//! | `VEXXY_JANITOR_INTERVAL` | `60s` | time between janitor sweeps (humantime, or seconds) |
+//! | `K8S_JOB_TTL_SECONDS` | `600` | a sandbox older than this whose job is not running is removed |
+
+pub mod cluster;
+pub mod decide;
+pub mod janitor;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::Client;
+use serde_json::Value;
+use vexxy_events::completed::StageTiming;
+use vexxy_events::pipeline::EvidenceRefs;
+use vexxy_events::{FailureReason, PipelineTicket, Stage};
+use vexxy_kubescape::keys::{self, kinds};
+use vexxy_kubescape::names;
+use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+
+pub use store::{ArtifactStore, StoreError};
+
+use crate::decide::{MissingVex, VulnerabilityCount, missing_vex};
+
+/// Keys in `EvidenceRefs::other` (read by enrich).
+pub const OTHER_IMAGE_MANIFEST: &str = "vulnerability_manifest_image";
+pub const OTHER_IMAGE_SBOM: &str = "sbom_image";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractConfig {
+    pub kubescape_namespace: String,
+    pub sandbox_namespace: String,
+    pub janitor_interval: Duration,
+    pub job_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is not valid: {problem}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        problem: &'static str,
+    },
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        ExtractConfig {
+            kubescape_namespace: "kubescape".into(),
+            sandbox_namespace: "vexxy-sandbox".into(),
+            janitor_interval: Duration::from_secs(60),
+            job_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl ExtractConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let defaults = ExtractConfig::default();
+        let namespace = |name: &'static str, default: String| match get(name) {
+            None => Ok(default),
+            Some(v) if is_dns_label(&v) => Ok(v),
+            Some(v) => Err(ConfigError::Invalid {
+                name,
+                value: v,
+                problem: "expected a Kubernetes namespace name (lower-case letters, digits, '-', at most 63)",
+            }),
+        };
+        let interval = match get("VEXXY_JANITOR_INTERVAL") {
+            None => defaults.janitor_interval,
+            Some(v) => parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or(ConfigError::Invalid {
+                    name: "VEXXY_JANITOR_INTERVAL",
+                    value: v,
+                    problem: "expected a positive duration such as 60s, 5m or 30",
+                })?,
+        };
+        let ttl = match get("K8S_JOB_TTL_SECONDS") {
+            None => defaults.job_ttl,
+            Some(v) => {
+                v.parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .ok_or(ConfigError::Invalid {
+                        name: "K8S_JOB_TTL_SECONDS",
+                        value: v,
+                        problem: "expected a whole number of seconds",
+                    })?
+            }
+        };
+        Ok(ExtractConfig {
+            kubescape_namespace: namespace(
+                "VEXXY_KUBESCAPE_NAMESPACE",
+                defaults.kubescape_namespace,
+            )?,
+            sandbox_namespace: namespace("K8S_SANDBOX_NAMESPACE", defaults.sandbox_namespace)?,
+            janitor_interval: interval,
+            job_ttl: ttl,
+        })
+    }
+
+    pub fn janitor(&self) -> janitor::JanitorConfig {
+        janitor::JanitorConfig {
+            namespace: self.sandbox_namespace.clone(),
+            interval: self.janitor_interval,
+            ttl: self.job_ttl,
+        }
+    }
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    value
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+        .or_else(|| humantime::parse_duration(value).ok())
+}
+
+fn is_dns_label(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+}
+
+/// Object-store key of one evidence object.
+pub fn evidence_key(job_id: &str, kind: &str) -> String {
+    format!("analyses/{job_id}/evidence/{kind}.json")
+}
+
+pub struct Extract {
+    client: Client,
+    store: ArtifactStore,
+    config: ExtractConfig,
+}
+
+/// The raw objects found for one job.
+#[derive(Debug, Default)]
+struct Found {
+    vex: Option<Value>,
+    filtered_sbom: Option<Value>,
+    profile: Option<Value>,
+    summary: Option<Value>,
+    manifest: Option<Value>,
+    image_manifest: Option<Value>,
+    image_sbom: Option<Value>,
+}
+
+impl Extract {
+    /// The handler. Start the janitor separately with [`Extract::spawn_janitor`].
+    pub fn new(client: Client, store: ArtifactStore, config: ExtractConfig) -> Self {
+        Extract {
+            client,
+            store,
+            config,
+        }
+    }
+
+    /// Starts the janitor on the current Tokio runtime; it reads job liveness from `jobs`
+    /// (the `vexxy-jobs` KV bucket).
+    pub fn spawn_janitor(
+        &self,
+        jobs: async_nats::jetstream::kv::Store,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(janitor::run(
+            self.client.clone(),
+            jobs,
+            self.config.janitor(),
+        ))
+    }
+
+    async fn run(&self, mut ticket: PipelineTicket) -> Result<Outcome, StageError> {
+        let started_at = Utc::now();
+        let job_id = ticket.request.job_id.clone();
+        let sandbox = ticket
+            .sandbox
+            .clone()
+            .ok_or_else(|| pipeline_bug(&job_id, "sandbox (set by deploy)"))?;
+        let observation = ticket
+            .observation
+            .clone()
+            .ok_or_else(|| pipeline_bug(&job_id, "observation (set by wait)"))?;
+        let slug = observation.instance_slug.as_str();
+        let ks = self.config.kubescape_namespace.as_str();
+
+        let get = |ns: &str, kind: &'static str, plural: &'static str, name: String| {
+            let client = self.client.clone();
+            let ns = ns.to_string();
+            async move { cluster::get_storage_object(&client, &ns, kind, plural, &name).await }
+        };
+        let summary_name =
+            names::summary_name("deployment", &sandbox.deployment, &sandbox.container);
+        let (vex, filtered_sbom, profile, summary, manifest) = tokio::try_join!(
+            get(ks, kinds::VEX, kinds::VEX_PLURAL, slug.to_string()),
+            get(
+                ks,
+                kinds::SBOM_FILTERED,
+                kinds::SBOM_FILTERED_PLURAL,
+                slug.to_string()
+            ),
+            get(
+                &sandbox.namespace,
+                kinds::CONTAINER_PROFILE,
+                kinds::CONTAINER_PROFILE_PLURAL,
+                slug.to_string()
+            ),
+            get(
+                &sandbox.namespace,
+                kinds::SUMMARY,
+                kinds::SUMMARY_PLURAL,
+                summary_name
+            ),
+            get(
+                ks,
+                kinds::MANIFEST,
+                kinds::MANIFEST_PLURAL,
+                slug.to_string()
+            ),
+        )?;
+        let mut found = Found {
+            vex,
+            filtered_sbom,
+            profile,
+            summary,
+            manifest,
+            ..Found::default()
+        };
+
+        let image_slug = self.image_slug(&ticket, &found);
+        let (image_manifest, image_sbom) = tokio::try_join!(
+            get(
+                ks,
+                kinds::MANIFEST,
+                kinds::MANIFEST_PLURAL,
+                image_slug.clone()
+            ),
+            get(ks, kinds::SBOM, kinds::SBOM_PLURAL, image_slug.clone()),
+        )?;
+        found.image_manifest = image_manifest;
+        found.image_sbom = image_sbom;
+        if found.image_sbom.is_none() {
+            tracing::info!(job_id = %job_id, image_slug = %image_slug, "unfiltered SBOM not found; total_components_in_image will be unknown");
+        }
+
+        if found.vex.is_none() {
+            let count = vulnerability_count(&found);
+            match missing_vex(slug, ks, count, observation.partial) {
+                MissingVex::EmptyResult => {
+                    tracing::info!(job_id = %job_id, slug, "no VEX and no vulnerabilities: empty result")
+                }
+                MissingVex::PartialEvidence => {
+                    tracing::info!(job_id = %job_id, slug, "no VEX, learning incomplete: going on with the manifests as partial evidence")
+                }
+                MissingVex::Fail {
+                    reason,
+                    message,
+                    retryable,
+                } => {
+                    // The sandbox is not needed for a resubmission; the janitor would remove it
+                    // later anyway, but removing it now frees the node sooner.
+                    cluster::delete_sandbox(&self.client, &sandbox.namespace, &sandbox.deployment)
+                        .await?;
+                    return Err(StageError::Permanent {
+                        reason,
+                        message,
+                        retryable,
+                    });
+                }
+            }
+        }
+
+        let refs = self.save(&job_id, found).await?;
+        cluster::delete_sandbox(&self.client, &sandbox.namespace, &sandbox.deployment).await?;
+
+        ticket.evidence = Some(refs);
+        let finished_at = Utc::now();
+        ticket.timings.push(StageTiming {
+            stage: Stage::Extract,
+            started_at,
+            finished_at,
+            duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
+        });
+        Ok(Outcome::Next(ticket))
+    }
+
+    /// The name of the image's unfiltered manifest and SBOM: the summary's `vulnerabilitiesRef.all`,
+    /// else kubevuln's image slug of the image tag it recorded (else the pinned image).
+    fn image_slug(&self, ticket: &PipelineTicket, found: &Found) -> String {
+        if let Some(summary) = found
+            .summary
+            .as_ref()
+            .and_then(|s| vexxy_kubescape::read_summary(s).ok())
+        {
+            if let Some(all) = summary.all {
+                return all.name;
+            }
+        }
+        let annotation = |key: &str| {
+            [&found.vex, &found.manifest, &found.filtered_sbom]
+                .into_iter()
+                .flatten()
+                .find_map(|o| {
+                    o.pointer("/metadata/annotations")
+                        .and_then(|a| a.get(key))
+                        .and_then(Value::as_str)
+                })
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let image = annotation(keys::IMAGE_TAG).unwrap_or_else(|| ticket.request.pinned_image());
+        let hash =
+            annotation(keys::IMAGE_ID).unwrap_or_else(|| ticket.request.image_digest.clone());
+        names::image_slug(&image, &hash)
+    }
+
+    async fn save(&self, job_id: &str, found: Found) -> Result<EvidenceRefs, StageError> {
+        let mut refs = EvidenceRefs {
+            vex: None,
+            filtered_sbom: None,
+            container_profile: None,
+            vulnerability_summary: None,
+            vulnerability_manifest: None,
+            other: BTreeMap::new(),
+        };
+        let objects = [
+            ("vex", found.vex),
+            ("sbom-filtered", found.filtered_sbom),
+            ("container-profile", found.profile),
+            ("vulnerability-summary", found.summary),
+            ("vulnerability-manifest", found.manifest),
+            ("vulnerability-manifest-image", found.image_manifest),
+            ("sbom-image", found.image_sbom),
+        ];
+        for (kind, object) in objects {
+            let Some(object) = object else { continue };
+            let key = evidence_key(job_id, kind);
+            let body = serde_json::to_vec(&object).map_err(|e| StageError::Permanent {
+                reason: FailureReason::Internal,
+                message: format!(
+                    "cannot serialise the {kind} evidence: {e}; report this with the job id"
+                ),
+                retryable: false,
+            })?;
+            drop(object);
+            self.store.put(&key, body).await.map_err(|e| StageError::Transient {
+                reason: FailureReason::StorageUnavailable,
+                message: format!("{e}; check that the object store is reachable and the credentials are valid"),
+            })?;
+            match kind {
+                "vex" => refs.vex = Some(key),
+                "sbom-filtered" => refs.filtered_sbom = Some(key),
+                "container-profile" => refs.container_profile = Some(key),
+                "vulnerability-summary" => refs.vulnerability_summary = Some(key),
+                "vulnerability-manifest" => refs.vulnerability_manifest = Some(key),
+                "vulnerability-manifest-image" => {
+                    refs.other.insert(OTHER_IMAGE_MANIFEST.to_string(), key);
+                }
+                _ => {
+                    refs.other.insert(OTHER_IMAGE_SBOM.to_string(), key);
+                }
+            }
+        }
+        Ok(refs)
+    }
+}
+
+/// Matches in the manifests, or the summary's counts when no manifest was found.
+fn vulnerability_count(found: &Found) -> VulnerabilityCount {
+    let matches = |o: &Option<Value>| {
+        o.as_ref().map(|m| {
+            m.pointer("/spec/payload/matches")
+                .and_then(Value::as_array)
+                .map_or(0, |a| a.len() as u64)
+        })
+    };
+    let manifests = [matches(&found.manifest), matches(&found.image_manifest)];
+    if manifests.iter().any(Option::is_some) {
+        return VulnerabilityCount::Known(manifests.into_iter().flatten().sum());
+    }
+    match found
+        .summary
+        .as_ref()
+        .and_then(|s| vexxy_kubescape::read_summary(s).ok())
+    {
+        Some(summary) => {
+            let s = &summary.severities;
+            let all = [
+                &s.critical,
+                &s.high,
+                &s.medium,
+                &s.low,
+                &s.negligible,
+                &s.unknown,
+            ]
+            .iter()
+            .map(|c| c.all.max(c.relevant).max(0) as u64)
+            .sum();
+            VulnerabilityCount::Known(all)
+        }
+        None => VulnerabilityCount::Unknown,
+    }
+}
+
+impl Handler for Extract {
+    async fn handle(
+        &self,
+        _job: &JobContext,
+        ticket: PipelineTicket,
+    ) -> Result<Outcome, StageError> {
+        self.run(ticket).await
+    }
+}
+
+fn pipeline_bug(job_id: &str, missing: &str) -> StageError {
+    StageError::Permanent {
+        reason: FailureReason::Internal,
+        message: format!(
+            "job {job_id} reached extract without {missing}; the ticket must pass through deploy and wait first — resubmit the analysis and report this if it repeats"
+        ),
+        retryable: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let c = ExtractConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(c, ExtractConfig::default());
+        let c = ExtractConfig::from_lookup(|n| match n {
+            "VEXXY_JANITOR_INTERVAL" => Some("5s".into()),
+            "K8S_JOB_TTL_SECONDS" => Some("30".into()),
+            "VEXXY_KUBESCAPE_NAMESPACE" => Some("ks".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                c.janitor_interval,
+                c.job_ttl,
+                c.kubescape_namespace.as_str()
+            ),
+            (Duration::from_secs(5), Duration::from_secs(30), "ks")
+        );
+        let err =
+            ExtractConfig::from_lookup(|n| (n == "K8S_JOB_TTL_SECONDS").then(|| "ten".into()))
+                .unwrap_err();
+        assert!(err.to_string().contains("K8S_JOB_TTL_SECONDS"));
+        let err =
+            ExtractConfig::from_lookup(|n| (n == "VEXXY_JANITOR_INTERVAL").then(|| "0".into()))
+                .unwrap_err();
+        assert!(err.to_string().contains("VEXXY_JANITOR_INTERVAL"));
+    }
+
+    #[test]
+    fn missing_manifests_fall_back_to_the_summary_counts() {
+        let summary = serde_json::json!({
+            "kind": "VulnerabilityManifestSummary",
+            "metadata": {"name": "deployment-x-app", "namespace": "vexxy-sandbox"},
+            "spec": {"severities": {"high": {"all": 3, "relevant": 1}}, "vulnerabilitiesRef": {}}
+        });
+        let found = Found {
+            summary: Some(summary),
+            ..Found::default()
+        };
+        assert_eq!(vulnerability_count(&found), VulnerabilityCount::Known(3));
+        assert_eq!(
+            vulnerability_count(&Found::default()),
+            VulnerabilityCount::Unknown
+        );
+    }
+}
