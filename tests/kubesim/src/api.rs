@@ -69,7 +69,11 @@ fn parse_rest(group: &str, version: &str, rest: &[&str]) -> Route {
 }
 
 fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Route::Version,
         ["healthz"] | ["readyz"] | ["livez"] => Route::Health,
@@ -90,7 +94,11 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
     uri.query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -126,10 +134,20 @@ pub fn metadata_only(obj: &Value) -> Value {
 }
 
 /// Entry point for every non-control request.
-pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    app: Arc<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     tracing::debug!(%method, %uri, accept = ?headers.get("accept"), content_type = ?headers.get("content-type"), "request");
     let installed = app.kubescape_installed();
-    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let discovery_get = |v: Option<Value>| -> Response {
         app.count("get", "discovery");
         match v {
@@ -145,7 +163,9 @@ pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap,
         Route::Group(g) => discovery_get(discovery::group(&g, installed)),
         Route::ResourceList(g, v) => discovery_get(discovery::resource_list(&g, &v, installed)),
         Route::OpenApiIndex => discovery_get(Some(crate::openapi::index(installed))),
-        Route::OpenApiGroupVersion(p) => discovery_get(crate::openapi::group_version(&p, installed)),
+        Route::OpenApiGroupVersion(p) => {
+            discovery_get(crate::openapi::group_version(&p, installed))
+        }
         Route::NotFound => ApiError::no_route().into_response(),
         Route::Resource(target) => {
             if target.resource.is_kubescape_storage() && !installed {
@@ -161,8 +181,23 @@ pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap,
             if let Some(err) = app.inject_fault(verb, &counted).await {
                 return err.into_response();
             }
-            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            match serve(&app, &method, verb, target, &query, &accept, &content_type, body).await {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            match serve(
+                &app,
+                &method,
+                verb,
+                target,
+                &query,
+                &accept,
+                &content_type,
+                body,
+            )
+            .await
+            {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             }
@@ -192,7 +227,11 @@ async fn serve(
         None => false,
         Some("status") if r.has_status => true,
         Some(other) => {
-            return Err(ApiError::not_found(r.group, &format!("{}/{other}", r.plural), target.name.as_deref().unwrap_or("")));
+            return Err(ApiError::not_found(
+                r.group,
+                &format!("{}/{other}", r.plural),
+                target.name.as_deref().unwrap_or(""),
+            ));
         }
     };
     let ns = target.namespace.clone().unwrap_or_default();
@@ -202,35 +241,61 @@ async fn serve(
         "get" => {
             let name = target.name.as_deref().unwrap_or("");
             let mut obj = store.get(r, &ns, name)?;
-            if storage_quirks && query.get("resourceVersion").map(String::as_str) == Some("metadata") {
+            if storage_quirks
+                && query.get("resourceVersion").map(String::as_str) == Some("metadata")
+            {
                 obj = metadata_only(&obj);
             }
             if table::wants_table(accept) {
-                return Ok(json_response(StatusCode::OK, &table::table(r, &[obj], None, query.get("includeObject").map(String::as_str) == Some("Object"))));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(
+                        r,
+                        &[obj],
+                        None,
+                        query.get("includeObject").map(String::as_str) == Some("Object"),
+                    ),
+                ));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
         "list" => list(app, r, target.namespace.as_deref(), query, accept),
         "watch" => {
             let name_field = target.name.as_ref().map(|n| format!("metadata.name={n}"));
-            watch::serve(app.clone(), r, target.namespace.clone(), query, accept, name_field)
+            watch::serve(
+                app.clone(),
+                r,
+                target.namespace.clone(),
+                query,
+                accept,
+                name_field,
+            )
         }
         "create" => {
             if target.name.is_some() {
-                return Err(ApiError::method_not_allowed(format!("POST is not allowed on a single {}", r.singular)));
+                return Err(ApiError::method_not_allowed(format!(
+                    "POST is not allowed on a single {}",
+                    r.singular
+                )));
             }
             let obj = patch::parse_body(&body)?;
             let created = store.create(r, &ns, obj)?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
         "update" => {
-            let name = target.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("PUT needs an object name"))?;
+            let name = target
+                .name
+                .as_deref()
+                .ok_or_else(|| ApiError::method_not_allowed("PUT needs an object name"))?;
             let obj = patch::parse_body(&body)?;
             let updated = store.update(r, &ns, name, obj, status_only)?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         "patch" => {
-            let name = target.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("PATCH needs an object name"))?;
+            let name = target
+                .name
+                .as_deref()
+                .ok_or_else(|| ApiError::method_not_allowed("PATCH needs an object name"))?;
             let patch_type = PatchType::from_content_type(content_type)?;
             if patch_type == PatchType::Apply && store.get(r, &ns, name).is_err() {
                 if status_only {
@@ -243,7 +308,9 @@ async fn serve(
                 let created = store.create(r, &ns, obj)?;
                 return Ok(json_response(StatusCode::CREATED, &created));
             }
-            let updated = store.update_with(r, &ns, name, status_only, |cur| patch::apply_patch(patch_type, cur, &body))?;
+            let updated = store.update_with(r, &ns, name, status_only, |cur| {
+                patch::apply_patch(patch_type, cur, &body)
+            })?;
             Ok(json_response(StatusCode::OK, &updated))
         }
         "delete" => {
@@ -257,7 +324,10 @@ async fn serve(
             let fields = field_selector(query)?;
             let prop = propagation(query, &body);
             let mut deleted = Vec::new();
-            for item in items.iter().filter(|o| labels.matches(o) && fields.matches(o)) {
+            for item in items
+                .iter()
+                .filter(|o| labels.matches(o) && fields.matches(o))
+            {
                 if let Ok(d) = store.delete(r, namespace_of(item), name_of(item), prop) {
                     deleted.push(d);
                 }
@@ -270,26 +340,39 @@ async fn serve(
             });
             Ok(json_response(StatusCode::OK, &list))
         }
-        _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on {}", r.qualified()))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {}",
+            r.qualified()
+        ))),
     }
 }
 
 fn propagation(query: &HashMap<String, String>, body: &[u8]) -> Propagation {
-    let from_body = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("propagationPolicy")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| v.get("orphanDependents").and_then(Value::as_bool).filter(|b| *b).map(|_| "Orphan".to_string()))
-        });
+    let from_body = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        v.get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                v.get("orphanDependents")
+                    .and_then(Value::as_bool)
+                    .filter(|b| *b)
+                    .map(|_| "Orphan".to_string())
+            })
+    });
     let policy = query.get("propagationPolicy").cloned().or(from_body);
     let orphan_flag = query.get("orphanDependents").is_some_and(|v| v == "true");
-    if policy.as_deref() == Some("Orphan") || orphan_flag { Propagation::Orphan } else { Propagation::Cascade }
+    if policy.as_deref() == Some("Orphan") || orphan_flag {
+        Propagation::Orphan
+    } else {
+        Propagation::Cascade
+    }
 }
 
 /// The label selector of a request; the storage group ignores it (kubescape storage `GetList`).
-pub fn label_selector(r: &Resource, query: &HashMap<String, String>) -> Result<LabelSelector, ApiError> {
+pub fn label_selector(
+    r: &Resource,
+    query: &HashMap<String, String>,
+) -> Result<LabelSelector, ApiError> {
     if r.is_kubescape_storage() {
         return Ok(LabelSelector::default());
     }
@@ -305,7 +388,11 @@ fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
-    let bad = || ApiError::bad_request(format!("invalid continue token {token:?}: pass back the token of the previous page unchanged"));
+    let bad = || {
+        ApiError::bad_request(format!(
+            "invalid continue token {token:?}: pass back the token of the previous page unchanged"
+        ))
+    };
     let raw = String::from_utf8(hex::decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
     let mut parts = raw.splitn(3, '\n');
     let rv = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
@@ -314,19 +401,32 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
     Ok((rv, ns, name))
 }
 
-fn list(app: &Arc<App>, r: &'static Resource, ns: Option<&str>, query: &HashMap<String, String>, accept: &str) -> Result<Response, ApiError> {
+fn list(
+    app: &Arc<App>,
+    r: &'static Resource,
+    ns: Option<&str>,
+    query: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
     let labels = label_selector(r, query)?;
     let fields = field_selector(query)?;
     let (items, current_rv) = app.store.list(r, ns);
     let mut list_rv = current_rv;
-    let mut matching: Vec<Value> = items.into_iter().filter(|o| labels.matches(o) && fields.matches(o)).collect();
+    let mut matching: Vec<Value> = items
+        .into_iter()
+        .filter(|o| labels.matches(o) && fields.matches(o))
+        .collect();
     if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
         let (rv, cns, cname) = decode_continue(token)?;
         list_rv = rv;
         matching.retain(|o| (namespace_of(o), name_of(o)) > (cns.as_str(), cname.as_str()));
     }
     let limit = match query.get("limit").filter(|l| !l.is_empty()) {
-        Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}: expected a non-negative integer")))?),
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid limit {l:?}: expected a non-negative integer"
+            ))
+        })?),
         None => None,
     };
     let mut cont = None;
@@ -339,11 +439,18 @@ fn list(app: &Arc<App>, r: &'static Resource, ns: Option<&str>, query: &HashMap<
         let last = matching.last().expect("non-empty page");
         cont = Some(encode_continue(list_rv, namespace_of(last), name_of(last)));
     }
-    if r.is_kubescape_storage() && query.get("resourceVersion").map(String::as_str) != Some("fullSpec") {
+    if r.is_kubescape_storage()
+        && query.get("resourceVersion").map(String::as_str) != Some("fullSpec")
+    {
         matching = matching.iter().map(metadata_only).collect();
     }
     if table::wants_table(accept) {
-        let mut t = table::table(r, &matching, Some(list_rv.to_string()), query.get("includeObject").map(String::as_str) == Some("Object"));
+        let mut t = table::table(
+            r,
+            &matching,
+            Some(list_rv.to_string()),
+            query.get("includeObject").map(String::as_str) == Some("Object"),
+        );
         if let Some(c) = cont {
             t["metadata"]["continue"] = json!(c);
         }

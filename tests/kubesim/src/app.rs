@@ -24,7 +24,9 @@ use crate::store::Store;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on 127.0.0.1:{port}: {source} (pick another port or use 0 for a free one)")]
+    #[error(
+        "cannot listen on 127.0.0.1:{port}: {source} (pick another port or use 0 for a free one)"
+    )]
     Bind { port: u16, source: std::io::Error },
     #[error("cannot set up the initial cluster objects: {0}")]
     Bootstrap(ApiError),
@@ -36,7 +38,10 @@ pub enum ControlError {
     #[error("the cluster objects for this change could not be written: {0}")]
     Store(#[from] ApiError),
     #[error("cannot write the kubeconfig to {path}: {source}")]
-    Kubeconfig { path: String, source: std::io::Error },
+    Kubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct App {
@@ -53,7 +58,10 @@ pub struct App {
 impl App {
     /// A snapshot of the current configuration.
     pub fn config(&self) -> Config {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn update_config(&self, f: impl FnOnce(&mut Config)) {
@@ -62,15 +70,25 @@ impl App {
     }
 
     pub fn kubescape_installed(&self) -> bool {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).kubescape.installed
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kubescape
+            .installed
     }
 
     pub fn count(&self, verb: &str, resource: &str) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).inc(verb, resource);
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inc(verb, resource);
     }
 
     pub fn counters(&self) -> Counters {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn reset_counters(&self) {
@@ -90,21 +108,38 @@ impl App {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).replace(faults.clone());
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(faults.clone());
         self.update_config(|c| c.faults = faults);
     }
 
     pub fn faults_injected(&self) -> u64 {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).injected_total()
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .injected_total()
     }
 
     /// Remembers containers running at install time (their profiles are `partial`).
-    pub fn mark_preexisting_containers(&self, containers: std::collections::HashSet<(String, String)>) {
-        self.emulator.lock().unwrap_or_else(|p| p.into_inner()).preexisting.extend(containers);
+    pub fn mark_preexisting_containers(
+        &self,
+        containers: std::collections::HashSet<(String, String)>,
+    ) {
+        self.emulator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .preexisting
+            .extend(containers);
     }
 
     pub fn preexisting_containers(&self) -> std::collections::HashSet<(String, String)> {
-        self.emulator.lock().unwrap_or_else(|p| p.into_inner()).preexisting.clone()
+        self.emulator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .preexisting
+            .clone()
     }
 }
 
@@ -122,10 +157,20 @@ impl Server {
     pub async fn start(config: Config) -> Result<Handle, StartError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
-            .map_err(|source| StartError::Bind { port: config.port, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { port: config.port, source })?;
+            .map_err(|source| StartError::Bind {
+                port: config.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: config.port,
+            source,
+        })?;
         let seed = config.seed.unwrap_or_else(rng::clock_seed);
-        let store = Arc::new(Store::new(config.watch_history, crate::kubescape::MAX_VEX_BYTES, seed));
+        let store = Arc::new(Store::new(
+            config.watch_history,
+            crate::kubescape::MAX_VEX_BYTES,
+            seed,
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let app = Arc::new(App {
             shutdown: shutdown_rx.clone(),
@@ -141,8 +186,14 @@ impl Server {
             crate::kubescape::install(&app).map_err(StartError::Bootstrap)?;
         }
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::controllers::run(app.clone(), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(crate::kubescape::run(app.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::controllers::run(
+            app.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::kubescape::run(
+            app.clone(),
+            shutdown_rx.clone(),
+        )));
         let router = router(app.clone());
         let mut srv_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -156,7 +207,11 @@ impl Server {
             }
         }));
         tracing::info!(url = %format!("http://{addr}"), "kubesim listening");
-        Ok(Handle { app, shutdown: shutdown_tx, tasks })
+        Ok(Handle {
+            app,
+            shutdown: shutdown_tx,
+            tasks,
+        })
     }
 }
 
@@ -164,31 +219,56 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/kubesim/healthz", get(|| async { "ok" }))
         .route("/kubesim/config", get(control_config))
-        .route("/kubesim/counters", get(control_counters).delete(control_reset_counters))
+        .route(
+            "/kubesim/counters",
+            get(control_counters).delete(control_reset_counters),
+        )
         .route("/kubesim/counters/reset", post(control_reset_counters))
-        .route("/kubesim/kubescape", get(control_get_kubescape).post(control_kubescape))
+        .route(
+            "/kubesim/kubescape",
+            get(control_get_kubescape).post(control_kubescape),
+        )
         .route("/kubesim/timings", post(control_timings))
-        .route("/kubesim/faults", get(control_get_faults).post(control_faults))
+        .route(
+            "/kubesim/faults",
+            get(control_get_faults).post(control_faults),
+        )
         .route("/kubesim/failures", post(control_failures))
         .fallback(api_fallback)
         .layer(DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(app)
 }
 
-async fn api_fallback(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn api_fallback(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     crate::api::handle(app, method, uri, headers, body).await
 }
 
 fn ok_json(v: Value) -> Response {
-    (StatusCode::OK, [("content-type", "application/json")], v.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 /// Merges a JSON body into the current value of a config section, so partial bodies work.
-fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(current: &T, body: &Bytes) -> Result<T, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+fn merged<T: serde::Serialize + serde::de::DeserializeOwned>(
+    current: &T,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let mut v = serde_json::to_value(current).map_err(|e| ApiError::internal(e.to_string()))?;
     json_patch::merge(&mut v, &patch);
-    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("the body does not fit the configuration: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("the body does not fit the configuration: {e}")))
 }
 
 async fn control_config(State(app): State<Arc<App>>) -> Response {
@@ -212,7 +292,8 @@ async fn control_get_kubescape(State(app): State<Arc<App>>) -> Response {
 /// `{"capabilities": {"vex_generation": false}}`.
 async fn control_kubescape(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let current = app.config().kubescape;
-    let result = merged(&current, &body).and_then(|new: KubescapeConfig| crate::kubescape::reconfigure(&app, new));
+    let result = merged(&current, &body)
+        .and_then(|new: KubescapeConfig| crate::kubescape::reconfigure(&app, new));
     match result {
         Ok(()) => ok_json(serde_json::to_value(app.config().kubescape).unwrap_or(Value::Null)),
         Err(e) => e.into_response(),
@@ -240,7 +321,8 @@ async fn control_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
             app.set_faults(f);
             ok_json(serde_json::to_value(app.config().faults).unwrap_or(Value::Null))
         }
-        Err(e) => ApiError::bad_request(format!("the body is not a fault configuration: {e}")).into_response(),
+        Err(e) => ApiError::bad_request(format!("the body is not a fault configuration: {e}"))
+            .into_response(),
     }
 }
 
@@ -351,5 +433,8 @@ pub fn kubeconfig_yaml(url: &str) -> String {
 }
 
 pub fn write_kubeconfig(url: &str, path: &Path) -> Result<(), ControlError> {
-    std::fs::write(path, kubeconfig_yaml(url)).map_err(|source| ControlError::Kubeconfig { path: path.display().to_string(), source })
+    std::fs::write(path, kubeconfig_yaml(url)).map_err(|source| ControlError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    })
 }

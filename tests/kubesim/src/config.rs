@@ -123,7 +123,13 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Faults { latency_ms: 0, rules: Vec::new(), watch_drop_after_events: None, watch_drop_after_ms: None, retry_after_seconds: 1 }
+        Faults {
+            latency_ms: 0,
+            rules: Vec::new(),
+            watch_drop_after_events: None,
+            watch_drop_after_ms: None,
+            retry_after_seconds: 1,
+        }
     }
 }
 
@@ -173,7 +179,9 @@ impl std::str::FromStr for Generation {
         match s {
             "v0.3.159" | "0.3.159" => Ok(Generation::V0_3_159),
             "main" => Ok(Generation::Main),
-            other => Err(format!("unknown kubevuln generation {other:?}: use v0.3.159 or main")),
+            other => Err(format!(
+                "unknown kubevuln generation {other:?}: use v0.3.159 or main"
+            )),
         }
     }
 }
@@ -231,6 +239,11 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Capabilities { vex_generation: true, store_filtered_sbom: true, relevancy: true, storage: true }
+        Capabilities {
+            vex_generation: true,
+            store_filtered_sbom: true,
+            relevancy: true,
+            storage: true,
+        }
     }
 }

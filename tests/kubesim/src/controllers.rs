@@ -30,7 +30,11 @@ pub const NODE_NAME: &str = "kubesim-node";
 pub fn bootstrap(app: &App) -> Result<(), ApiError> {
     let store = &app.store;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        store.create(resources::namespaces(), "", json!({"metadata": {"name": ns}}))?;
+        store.create(
+            resources::namespaces(),
+            "",
+            json!({"metadata": {"name": ns}}),
+        )?;
     }
     let node = json!({
         "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
@@ -64,7 +68,8 @@ fn fnv32a(bytes: &[u8]) -> u32 {
 fn canonical(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
             let mut out = serde_json::Map::new();
             for (k, v) in sorted {
                 out.insert(k.clone(), v);
@@ -79,11 +84,17 @@ fn canonical(v: &Value) -> Value {
 /// The pod-template-hash of a Deployment's template (see the module comment).
 pub fn pod_template_hash(template: &Value) -> String {
     let mut t = template.clone();
-    if let Some(l) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         l.remove("pod-template-hash");
     }
     let h = fnv32a(canonical(&t).to_string().as_bytes());
-    h.to_string().bytes().map(|b| SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()] as char).collect()
+    h.to_string()
+        .bytes()
+        .map(|b| SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()] as char)
+        .collect()
 }
 
 fn owned_by<'a>(objs: &'a [Value], owner_uid: &str) -> Vec<&'a Value> {
@@ -91,7 +102,10 @@ fn owned_by<'a>(objs: &'a [Value], owner_uid: &str) -> Vec<&'a Value> {
         .filter(|o| {
             o.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .is_some_and(|r| r.iter().any(|x| x.get("uid").and_then(Value::as_str) == Some(owner_uid)))
+                .is_some_and(|r| {
+                    r.iter()
+                        .any(|x| x.get("uid").and_then(Value::as_str) == Some(owner_uid))
+                })
         })
         .collect()
 }
@@ -101,11 +115,15 @@ fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
 }
 
 fn replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    obj.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn generation(obj: &Value) -> i64 {
-    obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1)
+    obj.pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn write_status(store: &Store, r: &'static Resource, obj: &Value, status: Value) {
@@ -127,10 +145,30 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// Writes a core/v1 Event about `obj`.
-pub fn emit_event(store: &Store, obj: &Value, kind: &str, api_version: &str, event_type: &str, reason: &str, message: &str, component: &str) {
+pub fn emit_event(
+    store: &Store,
+    obj: &Value,
+    kind: &str,
+    api_version: &str,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let now = crate::store::now_rfc3339();
     let ns = namespace_of(obj);
-    let name = format!("{}.{:016x}", name_of(obj), fnv64(format!("{}{reason}{message}{now}{}", uid_of(obj), store.random_suffix()).as_bytes()));
+    let name = format!(
+        "{}.{:016x}",
+        name_of(obj),
+        fnv64(
+            format!(
+                "{}{reason}{message}{now}{}",
+                uid_of(obj),
+                store.random_suffix()
+            )
+            .as_bytes()
+        )
+    );
     let ev = json!({
         "metadata": {"name": name, "namespace": ns},
         "involvedObject": {"kind": kind, "namespace": ns, "name": name_of(obj), "uid": uid_of(obj), "apiVersion": api_version,
@@ -180,7 +218,9 @@ enum Fate {
 }
 
 fn matches_any(patterns: &[String], image: &str) -> bool {
-    patterns.iter().any(|p| !p.is_empty() && image.contains(p.as_str()))
+    patterns
+        .iter()
+        .any(|p| !p.is_empty() && image.contains(p.as_str()))
 }
 
 fn fate(f: &FailurePatterns, image: &str) -> Fate {
@@ -237,7 +277,9 @@ fn reconcile_deployments(store: &Store, _memory: &mut Memory) {
     let (rss, _) = store.list(resources::replicasets(), None);
     for d in &deploys {
         let ns = namespace_of(d);
-        let Some(template) = d.pointer("/spec/template") else { continue };
+        let Some(template) = d.pointer("/spec/template") else {
+            continue;
+        };
         let hash = pod_template_hash(template);
         let rs_name = format!("{}-{hash}", name_of(d));
         let want = replicas(d);
@@ -247,22 +289,39 @@ fn reconcile_deployments(store: &Store, _memory: &mut Memory) {
             let target = if name_of(rs) == rs_name { want } else { 0 };
             if replicas(rs) != target {
                 let from = replicas(rs);
-                let res = store.update_with(resources::replicasets(), ns, name_of(rs), false, |cur| {
-                    let mut c = cur.clone();
-                    c["spec"]["replicas"] = json!(target);
-                    c["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] = json!(want.to_string());
-                    Ok(c)
-                });
+                let res =
+                    store.update_with(resources::replicasets(), ns, name_of(rs), false, |cur| {
+                        let mut c = cur.clone();
+                        c["spec"]["replicas"] = json!(target);
+                        c["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
+                            json!(want.to_string());
+                        Ok(c)
+                    });
                 if res.is_ok() {
                     let verb = if target > from { "up" } else { "down" };
-                    emit_event(store, d, "Deployment", "apps/v1", "Normal", "ScalingReplicaSet", &format!("Scaled {verb} replica set {} from {from} to {target}", name_of(rs)), "deployment-controller");
+                    emit_event(
+                        store,
+                        d,
+                        "Deployment",
+                        "apps/v1",
+                        "Normal",
+                        "ScalingReplicaSet",
+                        &format!(
+                            "Scaled {verb} replica set {} from {from} to {target}",
+                            name_of(rs)
+                        ),
+                        "deployment-controller",
+                    );
                 }
             }
         }
         if owned.iter().any(|r| name_of(r) == rs_name) {
             continue;
         }
-        let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        let mut labels = template
+            .pointer("/metadata/labels")
+            .cloned()
+            .unwrap_or(json!({}));
         labels["pod-template-hash"] = json!(hash);
         let mut tmpl = template.clone();
         tmpl["metadata"]["labels"] = labels.clone();
@@ -286,7 +345,16 @@ fn reconcile_deployments(store: &Store, _memory: &mut Memory) {
             "spec": {"replicas": want, "selector": selector, "template": tmpl},
         });
         match store.create(resources::replicasets(), ns, rs) {
-            Ok(_) => emit_event(store, d, "Deployment", "apps/v1", "Normal", "ScalingReplicaSet", &format!("Scaled up replica set {rs_name} from 0 to {want}"), "deployment-controller"),
+            Ok(_) => emit_event(
+                store,
+                d,
+                "Deployment",
+                "apps/v1",
+                "Normal",
+                "ScalingReplicaSet",
+                &format!("Scaled up replica set {rs_name} from 0 to {want}"),
+                "deployment-controller",
+            ),
             Err(e) => tracing::debug!(error = %e, "replicaset not created"),
         }
     }
@@ -314,16 +382,49 @@ fn reconcile_replicasets(store: &Store) {
                 default_pod_spec(&mut spec);
                 let pod = json!({"metadata": meta, "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort"}});
                 match store.create(resources::pods(), ns, pod) {
-                    Ok(p) => emit_event(store, rs, "ReplicaSet", "apps/v1", "Normal", "SuccessfulCreate", &format!("Created pod: {}", name_of(&p)), "replicaset-controller"),
+                    Ok(p) => emit_event(
+                        store,
+                        rs,
+                        "ReplicaSet",
+                        "apps/v1",
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", name_of(&p)),
+                        "replicaset-controller",
+                    ),
                     Err(e) => tracing::debug!(error = %e, "pod not created"),
                 }
             }
         } else if owned.len() > want {
             let mut victims: Vec<&Value> = owned.clone();
-            victims.sort_by_key(|p| std::cmp::Reverse(p.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string()));
+            victims.sort_by_key(|p| {
+                std::cmp::Reverse(
+                    p.pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            });
             for p in victims.into_iter().take(owned.len() - want) {
-                if store.delete(resources::pods(), ns, name_of(p), crate::store::Propagation::Cascade).is_ok() {
-                    emit_event(store, rs, "ReplicaSet", "apps/v1", "Normal", "SuccessfulDelete", &format!("Deleted pod: {}", name_of(p)), "replicaset-controller");
+                if store
+                    .delete(
+                        resources::pods(),
+                        ns,
+                        name_of(p),
+                        crate::store::Propagation::Cascade,
+                    )
+                    .is_ok()
+                {
+                    emit_event(
+                        store,
+                        rs,
+                        "ReplicaSet",
+                        "apps/v1",
+                        "Normal",
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {}", name_of(p)),
+                        "replicaset-controller",
+                    );
                 }
             }
         }
@@ -350,7 +451,9 @@ fn default_pod_spec(spec: &mut Value) {
         for c in cs {
             if c.get("imagePullPolicy").is_none() {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-                let latest = !image.contains('@') && (image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':'));
+                let latest = !image.contains('@')
+                    && (image.ends_with(":latest")
+                        || !image.rsplit('/').next().unwrap_or("").contains(':'));
                 c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
             }
             if c.get("terminationMessagePath").is_none() {
@@ -364,7 +467,13 @@ fn default_pod_spec(spec: &mut Value) {
     }
 }
 
-fn condition(kind: &str, status: bool, at: &str, reason: Option<&str>, message: Option<&str>) -> Value {
+fn condition(
+    kind: &str,
+    status: bool,
+    at: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> Value {
     let mut c = json!({"type": kind, "status": if status { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": at});
     if let Some(r) = reason {
         c["reason"] = json!(r);
@@ -382,7 +491,12 @@ fn pod_ip(uid: &str) -> String {
 
 fn container_id(pod_uid: &str, name: &str, restart: i64) -> String {
     use sha2::{Digest, Sha256};
-    format!("containerd://{}", hex::encode(Sha256::digest(format!("{pod_uid}/{name}/{restart}").as_bytes())))
+    format!(
+        "containerd://{}",
+        hex::encode(Sha256::digest(
+            format!("{pod_uid}/{name}/{restart}").as_bytes()
+        ))
+    )
 }
 
 fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
@@ -392,13 +506,31 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
     let start_delay = cfg.timings.pod_start_delay();
     for pod in &pods {
         let uid = uid_of(pod).to_string();
-        let mem = memory.pods.entry(uid.clone()).or_insert_with(|| PodMemory { seen: Instant::now(), seen_wall: Utc::now(), events: HashSet::new() });
+        let mem = memory.pods.entry(uid.clone()).or_insert_with(|| PodMemory {
+            seen: Instant::now(),
+            seen_wall: Utc::now(),
+            events: HashSet::new(),
+        });
         let elapsed = mem.seen.elapsed();
         let ns = namespace_of(pod).to_string();
         let name = name_of(pod).to_string();
-        let containers: Vec<Value> = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
-        let images: Vec<String> = containers.iter().map(|c| c.get("image").and_then(Value::as_str).unwrap_or("").to_string()).collect();
-        let unschedulable = images.iter().any(|i| matches_any(&cfg.failures.unschedulable, i));
+        let containers: Vec<Value> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let images: Vec<String> = containers
+            .iter()
+            .map(|c| {
+                c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        let unschedulable = images
+            .iter()
+            .any(|i| matches_any(&cfg.failures.unschedulable, i));
         let created = ts(mem.seen_wall);
         let mut new_events: Vec<(&str, String, String, &str)> = Vec::new();
 
@@ -409,7 +541,12 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
                 "conditions": [condition("PodScheduled", false, &created, Some("Unschedulable"), Some(msg))],
                 "qosClass": "BestEffort",
             });
-            new_events.push(("Warning", "FailedScheduling".into(), msg.to_string(), "default-scheduler"));
+            new_events.push((
+                "Warning",
+                "FailedScheduling".into(),
+                msg.to_string(),
+                "default-scheduler",
+            ));
             write_status(store, resources::pods(), pod, status);
             flush_events(store, pod, mem, new_events);
             continue;
@@ -420,10 +557,16 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
                 c["spec"]["nodeName"] = json!(NODE_NAME);
                 Ok(c)
             });
-            new_events.push(("Normal", "Scheduled".into(), format!("Successfully assigned {ns}/{name} to {NODE_NAME}"), "default-scheduler"));
+            new_events.push((
+                "Normal",
+                "Scheduled".into(),
+                format!("Successfully assigned {ns}/{name} to {NODE_NAME}"),
+                "default-scheduler",
+            ));
         }
         let started = elapsed >= start_delay;
-        let start_wall = mem.seen_wall + chrono::Duration::from_std(start_delay).unwrap_or_default();
+        let start_wall =
+            mem.seen_wall + chrono::Duration::from_std(start_delay).unwrap_or_default();
         let started_ts = ts(start_wall);
         let mut statuses = Vec::new();
         let mut all_ready = true;
@@ -444,10 +587,25 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
                     cs["started"] = json!(true);
                     cs["imageID"] = json!(images::image_id(image));
                     cs["containerID"] = json!(container_id(&uid, cname, 0));
-                    new_events.push(("Normal", format!("Pulling/{cname}"), format!("Pulling image \"{image}\""), "kubelet"));
+                    new_events.push((
+                        "Normal",
+                        format!("Pulling/{cname}"),
+                        format!("Pulling image \"{image}\""),
+                        "kubelet",
+                    ));
                     new_events.push(("Normal", format!("Pulled/{cname}"), format!("Successfully pulled image \"{image}\" in 412ms (412ms including waiting). Image size: 67345123 bytes."), "kubelet"));
-                    new_events.push(("Normal", format!("Created/{cname}"), format!("Created container: {cname}"), "kubelet"));
-                    new_events.push(("Normal", format!("Started/{cname}"), format!("Started container {cname}"), "kubelet"));
+                    new_events.push((
+                        "Normal",
+                        format!("Created/{cname}"),
+                        format!("Created container: {cname}"),
+                        "kubelet",
+                    ));
+                    new_events.push((
+                        "Normal",
+                        format!("Started/{cname}"),
+                        format!("Started container {cname}"),
+                        "kubelet",
+                    ));
                 }
                 Fate::PullFails => {
                     all_ready = false;
@@ -460,27 +618,59 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
                     } else {
                         json!({"waiting": {"reason": "ErrImagePull", "message": pull_msg}})
                     };
-                    new_events.push(("Normal", format!("Pulling/{cname}"), format!("Pulling image \"{image}\""), "kubelet"));
-                    new_events.push(("Warning", format!("Failed/{cname}/pull"), format!("Failed to pull image \"{image}\": {pull_msg}"), "kubelet"));
-                    new_events.push(("Warning", format!("Failed/{cname}/err"), "Error: ErrImagePull".into(), "kubelet"));
+                    new_events.push((
+                        "Normal",
+                        format!("Pulling/{cname}"),
+                        format!("Pulling image \"{image}\""),
+                        "kubelet",
+                    ));
+                    new_events.push((
+                        "Warning",
+                        format!("Failed/{cname}/pull"),
+                        format!("Failed to pull image \"{image}\": {pull_msg}"),
+                        "kubelet",
+                    ));
+                    new_events.push((
+                        "Warning",
+                        format!("Failed/{cname}/err"),
+                        "Error: ErrImagePull".into(),
+                        "kubelet",
+                    ));
                     if backoff {
-                        new_events.push(("Normal", format!("BackOff/{cname}"), format!("Back-off pulling image \"{image}\""), "kubelet"));
-                        new_events.push(("Warning", format!("Failed/{cname}/backoff"), "Error: ImagePullBackOff".into(), "kubelet"));
+                        new_events.push((
+                            "Normal",
+                            format!("BackOff/{cname}"),
+                            format!("Back-off pulling image \"{image}\""),
+                            "kubelet",
+                        ));
+                        new_events.push((
+                            "Warning",
+                            format!("Failed/{cname}/backoff"),
+                            "Error: ImagePullBackOff".into(),
+                            "kubelet",
+                        ));
                     }
                 }
                 Fate::CrashLoops => {
                     all_ready = false;
                     let cycle = start_delay * 2;
                     let since = elapsed - start_delay;
-                    let restarts = if cycle.is_zero() { 1 } else { (since.as_millis() / cycle.as_millis().max(1)) as i64 };
+                    let restarts = if cycle.is_zero() {
+                        1
+                    } else {
+                        (since.as_millis() / cycle.as_millis().max(1)) as i64
+                    };
                     cs["imageID"] = json!(images::image_id(image));
                     cs["containerID"] = json!(container_id(&uid, cname, restarts));
                     if restarts == 0 {
                         cs["state"] = json!({"running": {"startedAt": started_ts}});
                         cs["started"] = json!(true);
                     } else {
-                        let run_start = start_wall + chrono::Duration::from_std(cycle * (restarts as u32 - 1)).unwrap_or_default();
-                        let finished = run_start + chrono::Duration::from_std(start_delay).unwrap_or_default();
+                        let run_start = start_wall
+                            + chrono::Duration::from_std(cycle * (restarts as u32 - 1))
+                                .unwrap_or_default();
+                        let finished =
+                            run_start + chrono::Duration::from_std(start_delay).unwrap_or_default();
                         cs["restartCount"] = json!(restarts);
                         cs["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
                             "message": format!("back-off {}s restarting failed container={cname} pod={name}_{ns}({uid})", (10i64 << (restarts - 1).min(5)).min(300))}});
@@ -488,25 +678,59 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
                             "containerID": container_id(&uid, cname, restarts - 1)}});
                         new_events.push(("Warning", format!("BackOff/{cname}"), format!("Back-off restarting failed container {cname} in pod {name}_{ns}({uid})"), "kubelet"));
                     }
-                    new_events.push(("Normal", format!("Pulled/{cname}"), format!("Container image \"{image}\" already present on machine"), "kubelet"));
-                    new_events.push(("Normal", format!("Created/{cname}"), format!("Created container: {cname}"), "kubelet"));
-                    new_events.push(("Normal", format!("Started/{cname}"), format!("Started container {cname}"), "kubelet"));
+                    new_events.push((
+                        "Normal",
+                        format!("Pulled/{cname}"),
+                        format!("Container image \"{image}\" already present on machine"),
+                        "kubelet",
+                    ));
+                    new_events.push((
+                        "Normal",
+                        format!("Created/{cname}"),
+                        format!("Created container: {cname}"),
+                        "kubelet",
+                    ));
+                    new_events.push((
+                        "Normal",
+                        format!("Started/{cname}"),
+                        format!("Started container {cname}"),
+                        "kubelet",
+                    ));
                 }
             }
             statuses.push(cs);
         }
-        let any_running = started && statuses.iter().any(|s| s.pointer("/state/running").is_some() || s.get("restartCount").and_then(Value::as_i64).unwrap_or(0) > 0);
-        let phase = if started && (all_ready || any_running) { "Running" } else { "Pending" };
+        let any_running = started
+            && statuses.iter().any(|s| {
+                s.pointer("/state/running").is_some()
+                    || s.get("restartCount").and_then(Value::as_i64).unwrap_or(0) > 0
+            });
+        let phase = if started && (all_ready || any_running) {
+            "Running"
+        } else {
+            "Pending"
+        };
         let ready_at = if all_ready { &started_ts } else { &created };
         let not_ready_msg = format!(
             "containers with unready status: [{}]",
-            statuses.iter().filter(|s| s["ready"] != json!(true)).filter_map(|s| s["name"].as_str()).collect::<Vec<_>>().join(" ")
+            statuses
+                .iter()
+                .filter(|s| s["ready"] != json!(true))
+                .filter_map(|s| s["name"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let ready_cond = |kind: &str| {
             if all_ready {
                 condition(kind, true, ready_at, None, None)
             } else {
-                condition(kind, false, &created, Some("ContainersNotReady"), Some(&not_ready_msg))
+                condition(
+                    kind,
+                    false,
+                    &created,
+                    Some("ContainersNotReady"),
+                    Some(&not_ready_msg),
+                )
             }
         };
         let mut status = json!({
@@ -533,11 +757,18 @@ fn reconcile_pods(store: &Store, cfg: &Config, memory: &mut Memory) {
     }
 }
 
-fn flush_events(store: &Store, pod: &Value, mem: &mut PodMemory, events: Vec<(&str, String, String, &str)>) {
+fn flush_events(
+    store: &Store,
+    pod: &Value,
+    mem: &mut PodMemory,
+    events: Vec<(&str, String, String, &str)>,
+) {
     for (event_type, key, message, component) in events {
         if mem.events.insert(key.clone()) {
             let reason = key.split('/').next().unwrap_or(&key);
-            emit_event(store, pod, "Pod", "v1", event_type, reason, &message, component);
+            emit_event(
+                store, pod, "Pod", "v1", event_type, reason, &message, component,
+            );
         }
     }
 }
@@ -545,7 +776,10 @@ fn flush_events(store: &Store, pod: &Value, mem: &mut PodMemory, events: Vec<(&s
 fn pod_ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn put_nonzero(status: &mut Value, key: &str, n: i64) {
@@ -568,7 +802,14 @@ fn reconcile_replicaset_status(store: &Store) {
     }
 }
 
-fn keep_times(old: Option<&Value>, kind: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
+fn keep_times(
+    old: Option<&Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> Value {
     let prev = old
         .and_then(|s| s.get("conditions"))
         .and_then(Value::as_array)
@@ -576,7 +817,11 @@ fn keep_times(old: Option<&Value>, kind: &str, status: &str, reason: &str, messa
     let (transition, update) = match &prev {
         Some(p) if p["status"] == status => {
             let t = p["lastTransitionTime"].as_str().unwrap_or(now).to_string();
-            let u = if p["reason"] == reason { p["lastUpdateTime"].as_str().unwrap_or(now).to_string() } else { now.to_string() };
+            let u = if p["reason"] == reason {
+                p["lastUpdateTime"].as_str().unwrap_or(now).to_string()
+            } else {
+                now.to_string()
+            };
             (t, u)
         }
         _ => (now.to_string(), now.to_string()),
@@ -592,7 +837,9 @@ fn reconcile_deployment_status(store: &Store, memory: &mut Memory) {
     memory.progress.retain(|k, _| live.contains(k));
     let now = crate::store::now_rfc3339();
     for d in &deploys {
-        let Some(template) = d.pointer("/spec/template") else { continue };
+        let Some(template) = d.pointer("/spec/template") else {
+            continue;
+        };
         let new_rs_name = format!("{}-{}", name_of(d), pod_template_hash(template));
         let want = replicas(d);
         let owned = owned_by(&rss, uid_of(d));
@@ -610,30 +857,78 @@ fn reconcile_deployment_status(store: &Store, memory: &mut Memory) {
         let new_ready = owned
             .iter()
             .find(|r| name_of(r) == new_rs_name)
-            .map(|rs| owned_by(&pods, uid_of(rs)).iter().filter(|p| pod_ready(p)).count() as i64)
+            .map(|rs| {
+                owned_by(&pods, uid_of(rs))
+                    .iter()
+                    .filter(|p| pod_ready(p))
+                    .count() as i64
+            })
             .unwrap_or(0);
         let complete = updated == want && total == want && new_ready == want;
         let gen_ = generation(d);
-        let entry = memory.progress.entry(uid_of(d).to_string()).or_insert((gen_, Instant::now()));
+        let entry = memory
+            .progress
+            .entry(uid_of(d).to_string())
+            .or_insert((gen_, Instant::now()));
         if entry.0 != gen_ {
             *entry = (gen_, Instant::now());
         }
-        let deadline = Duration::from_secs(d.pointer("/spec/progressDeadlineSeconds").and_then(Value::as_u64).unwrap_or(600));
+        let deadline = Duration::from_secs(
+            d.pointer("/spec/progressDeadlineSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(600),
+        );
         let old = d.get("status");
         let available = ready >= want;
         let available_cond = if available {
-            keep_times(old, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", &now)
+            keep_times(
+                old,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                &now,
+            )
         } else {
-            keep_times(old, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", &now)
+            keep_times(
+                old,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                &now,
+            )
         };
         let progressing_cond = if complete {
-            keep_times(old, "Progressing", "True", "NewReplicaSetAvailable", &format!("ReplicaSet \"{new_rs_name}\" has successfully progressed."), &now)
+            keep_times(
+                old,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                &format!("ReplicaSet \"{new_rs_name}\" has successfully progressed."),
+                &now,
+            )
         } else if entry.1.elapsed() > deadline {
-            keep_times(old, "Progressing", "False", "ProgressDeadlineExceeded", &format!("ReplicaSet \"{new_rs_name}\" has timed out progressing."), &now)
+            keep_times(
+                old,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                &format!("ReplicaSet \"{new_rs_name}\" has timed out progressing."),
+                &now,
+            )
         } else {
-            keep_times(old, "Progressing", "True", "ReplicaSetUpdated", &format!("ReplicaSet \"{new_rs_name}\" is progressing."), &now)
+            keep_times(
+                old,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                &format!("ReplicaSet \"{new_rs_name}\" is progressing."),
+                &now,
+            )
         };
-        let mut status = json!({"observedGeneration": gen_, "conditions": [available_cond, progressing_cond]});
+        let mut status =
+            json!({"observedGeneration": gen_, "conditions": [available_cond, progressing_cond]});
         put_nonzero(&mut status, "replicas", total);
         put_nonzero(&mut status, "updatedReplicas", updated);
         put_nonzero(&mut status, "readyReplicas", ready);
@@ -676,7 +971,10 @@ mod tests {
         let t2 = json!({"spec": {"containers": [{"image": "nginx", "name": "c"}]}, "metadata": {"labels": {"app": "x", "pod-template-hash": "zzz"}}});
         assert_eq!(pod_template_hash(&t1), pod_template_hash(&t2));
         let h = pod_template_hash(&t1);
-        assert!(h.len() >= 1 && h.len() <= 10 && h.bytes().all(|b| SAFE_ALPHABET.contains(&b)), "{h}");
+        assert!(
+            h.len() >= 1 && h.len() <= 10 && h.bytes().all(|b| SAFE_ALPHABET.contains(&b)),
+            "{h}"
+        );
         let t3 = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx:2"}]}});
         assert_ne!(pod_template_hash(&t1), pod_template_hash(&t3));
     }

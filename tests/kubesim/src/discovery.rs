@@ -4,7 +4,16 @@ use serde_json::{Value, json};
 
 use crate::resources::{self, Resource};
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub fn version() -> Value {
     json!({
@@ -78,7 +87,10 @@ pub fn resource_list(group: &str, version: &str, kubescape_installed: bool) -> O
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.plural, "pods" | "deployments" | "replicasets" | "daemonsets" | "services") {
+        if matches!(
+            r.plural,
+            "pods" | "deployments" | "replicasets" | "daemonsets" | "services"
+        ) {
             entry["categories"] = json!(["all"]);
         }
         out.push(entry);
@@ -92,7 +104,11 @@ pub fn resource_list(group: &str, version: &str, kubescape_installed: bool) -> O
             }));
         }
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Some(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

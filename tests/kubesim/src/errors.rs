@@ -19,7 +19,13 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
@@ -28,26 +34,52 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        let what = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
-        Self::new(404, "NotFound", format!("{what} \"{name}\" not found")).with_details(name, group, plural)
+        let what = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
+            .with_details(name, group, plural)
     }
 
     pub fn namespace_not_found(ns: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(ns, "", "namespaces")
+        Self::new(404, "NotFound", format!("namespaces \"{ns}\" not found")).with_details(
+            ns,
+            "",
+            "namespaces",
+        )
     }
 
     /// The answer for a path the server does not serve (e.g. an unregistered aggregated API).
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        let what = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
-        Self::new(409, "AlreadyExists", format!("{what} \"{name}\" already exists")).with_details(name, group, plural)
+        let what = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{what} \"{name}\" already exists"),
+        )
+        .with_details(name, group, plural)
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
-        let what = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
+        let what = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
         Self::new(
             409,
             "Conflict",
@@ -59,7 +91,11 @@ impl ApiError {
     }
 
     pub fn invalid(kind: &str, name: &str, message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {}", message.into()))
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {}", message.into()),
+        )
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -71,7 +107,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -79,7 +121,11 @@ impl ApiError {
     }
 
     pub fn too_many_requests(retry_after: u64) -> Self {
-        let mut e = Self::new(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later (injected by kubesim)");
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later (injected by kubesim)",
+        );
         e.retry_after = Some(retry_after);
         e.details = Some(json!({"retryAfterSeconds": retry_after}));
         e
@@ -117,7 +163,8 @@ impl IntoResponse for ApiError {
         let body = self.status().to_string();
         let mut resp = (code, [("content-type", "application/json")], body).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         resp
     }

@@ -18,7 +18,11 @@ pub struct FaultState {
 impl FaultState {
     pub fn new(config: Faults, seed: u64) -> Self {
         let injected = vec![0; config.rules.len()];
-        FaultState { config, rng: Rng::new(seed), injected }
+        FaultState {
+            config,
+            rng: Rng::new(seed),
+            injected,
+        }
     }
 
     pub fn replace(&mut self, config: Faults) {
@@ -47,7 +51,9 @@ impl FaultState {
                     let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
                     ApiError::conflict(group, plural, "injected-by-kubesim")
                 }
-                _ => ApiError::internal(format!("injected failure for {verb} {resource} (kubesim fault rule {i})")),
+                _ => ApiError::internal(format!(
+                    "injected failure for {verb} {resource} (kubesim fault rule {i})"
+                )),
             });
         }
         None
@@ -69,10 +75,19 @@ pub struct Counters {
 impl Counters {
     pub fn inc(&mut self, verb: &str, resource: &str) {
         self.total += 1;
-        *self.requests.entry(resource.to_string()).or_default().entry(verb.to_string()).or_default() += 1;
+        *self
+            .requests
+            .entry(resource.to_string())
+            .or_default()
+            .entry(verb.to_string())
+            .or_default() += 1;
     }
 
     pub fn get(&self, verb: &str, resource: &str) -> u64 {
-        self.requests.get(resource).and_then(|m| m.get(verb)).copied().unwrap_or(0)
+        self.requests
+            .get(resource)
+            .and_then(|m| m.get(verb))
+            .copied()
+            .unwrap_or(0)
     }
 }

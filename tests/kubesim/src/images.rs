@@ -11,7 +11,8 @@ pub fn normalize(image: &str) -> String {
         None => (image, None),
     };
     let first = name_part.split('/').next().unwrap_or("");
-    let has_domain = name_part.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_domain = name_part.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut full = if has_domain {
         name_part.to_string()
     } else if name_part.contains('/') {
@@ -46,7 +47,10 @@ pub fn digest(image: &str) -> String {
     {
         return d.to_string();
     }
-    format!("sha256:{}", hex::encode(Sha256::digest(normalize(image).as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(normalize(image).as_bytes()))
+    )
 }
 
 /// The `imageID` of a container status: `<repository>@sha256:<hex>`.
@@ -69,7 +73,10 @@ mod tests {
         assert_eq!(repository("localhost:5000/x:1"), "localhost:5000/x");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(digest(&format!("nginx@{d}")), d);
-        assert_eq!(image_id(&format!("nginx@{d}")), format!("docker.io/library/nginx@{d}"));
+        assert_eq!(
+            image_id(&format!("nginx@{d}")),
+            format!("docker.io/library/nginx@{d}")
+        );
         assert_eq!(digest("nginx:1"), digest("docker.io/library/nginx:1"));
     }
 }

@@ -22,9 +22,9 @@ use crate::app::App;
 use crate::config::{Capabilities, Config, Generation, KubescapeConfig};
 use crate::errors::ApiError;
 use crate::resources::{self, KUBESCAPE_GROUP};
-use crate::store::{Propagation, Store, name_of};
 #[cfg(has_catalogue)]
 use crate::store::namespace_of;
+use crate::store::{Propagation, Store, name_of};
 
 /// The storage queue manager's cap for OpenVulnerabilityExchangeContainer writes.
 pub const MAX_VEX_BYTES: usize = 500_000;
@@ -96,18 +96,38 @@ pub fn install(app: &App) -> Result<(), ApiError> {
     let store = &app.store;
     let cfg = app.config();
     if store.get(resources::namespaces(), "", NAMESPACE).is_err() {
-        store.create(resources::namespaces(), "", json!({"metadata": {"name": NAMESPACE}}))?;
+        store.create(
+            resources::namespaces(),
+            "",
+            json!({"metadata": {"name": NAMESPACE}}),
+        )?;
     }
-    store.upsert(resources::find("", "configmaps").expect("configmaps"), NAMESPACE, cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities))?;
+    store.upsert(
+        resources::find("", "configmaps").expect("configmaps"),
+        NAMESPACE,
+        cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities),
+    )?;
     for (name, image) in [
         ("kubevuln", "quay.io/kubescape/kubevuln:v0.3.159"),
         ("operator", "quay.io/kubescape/operator:v0.2.162"),
         ("storage", "quay.io/kubescape/storage:v0.0.298"),
     ] {
-        store.upsert(resources::find("", "serviceaccounts").expect("sa"), NAMESPACE, json!({"metadata": {"name": name}}))?;
-        store.upsert(resources::deployments(), NAMESPACE, component_deployment(name, image))?;
+        store.upsert(
+            resources::find("", "serviceaccounts").expect("sa"),
+            NAMESPACE,
+            json!({"metadata": {"name": name}}),
+        )?;
+        store.upsert(
+            resources::deployments(),
+            NAMESPACE,
+            component_deployment(name, image),
+        )?;
     }
-    store.upsert(resources::find("", "serviceaccounts").expect("sa"), NAMESPACE, json!({"metadata": {"name": "node-agent"}}))?;
+    store.upsert(
+        resources::find("", "serviceaccounts").expect("sa"),
+        NAMESPACE,
+        json!({"metadata": {"name": "node-agent"}}),
+    )?;
     store.upsert(
         resources::daemonsets(),
         NAMESPACE,
@@ -130,7 +150,8 @@ pub fn install(app: &App) -> Result<(), ApiError> {
             }),
         )?;
     }
-    let apiservices = resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices");
+    let apiservices =
+        resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices");
     store.upsert(
         apiservices,
         "",
@@ -155,7 +176,12 @@ pub fn install(app: &App) -> Result<(), ApiError> {
 pub fn uninstall(app: &App) {
     app.update_config(|c| c.kubescape.installed = false);
     let store = &app.store;
-    let _ = store.delete(resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices"), "", APISERVICE, Propagation::Cascade);
+    let _ = store.delete(
+        resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices"),
+        "",
+        APISERVICE,
+        Propagation::Cascade,
+    );
     let _ = store.delete(resources::namespaces(), "", NAMESPACE, Propagation::Cascade);
     store.delete_group(KUBESCAPE_GROUP);
 }
@@ -177,7 +203,11 @@ pub fn reconfigure(app: &App, new: KubescapeConfig) -> Result<(), ApiError> {
         (true, true) if old.capabilities != new.capabilities => {
             let cfg = app.config();
             app.store
-                .upsert(resources::find("", "configmaps").expect("configmaps"), NAMESPACE, cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities))
+                .upsert(
+                    resources::find("", "configmaps").expect("configmaps"),
+                    NAMESPACE,
+                    cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities),
+                )
                 .map(|_| ())
         }
         _ => Ok(()),
@@ -189,9 +219,17 @@ pub fn running_containers(store: &Store) -> HashSet<(String, String)> {
     let (pods, _) = store.list(resources::pods(), None);
     let mut out = HashSet::new();
     for p in &pods {
-        for cs in p.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
+        for cs in p
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if cs.pointer("/state/running").is_some() {
-                out.insert((crate::store::uid_of(p).to_string(), cs["name"].as_str().unwrap_or("").to_string()));
+                out.insert((
+                    crate::store::uid_of(p).to_string(),
+                    cs["name"].as_str().unwrap_or("").to_string(),
+                ));
             }
         }
     }
@@ -210,7 +248,11 @@ pub fn go_duration_string(d: Duration) -> String {
     let h = ms / 3_600_000;
     let m = (ms / 60_000) % 60;
     let s_ms = ms % 60_000;
-    let secs = if s_ms % 1000 == 0 { format!("{}s", s_ms / 1000) } else { format!("{}s", s_ms as f64 / 1000.0) };
+    let secs = if s_ms % 1000 == 0 {
+        format!("{}s", s_ms / 1000)
+    } else {
+        format!("{}s", s_ms as f64 / 1000.0)
+    };
     match (h, m) {
         (0, 0) => secs,
         (0, m) => format!("{m}m{secs}"),
@@ -220,7 +262,11 @@ pub fn go_duration_string(d: Duration) -> String {
 
 /// The learning period of a pod: its `kubescape.io/max-sniffing-time` label, else the default.
 pub fn learning_period(pod: &Value, default: Duration) -> (Duration, String) {
-    match pod.pointer("/metadata/labels").and_then(|l| l.get(SNIFFING_LABEL)).and_then(Value::as_str) {
+    match pod
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(SNIFFING_LABEL))
+        .and_then(Value::as_str)
+    {
         Some(label) => match crate::godur::parse(label) {
             Ok(d) => (d, label.to_string()),
             Err(e) => {
@@ -294,7 +340,12 @@ impl Timeline {
         let ready = consolidation;
         let completed = learning.max(ready) + consolidation;
         let scan = cfg.timings.scan_delay();
-        Timeline { ready, completed, scan_after_ready: ready + scan, scan_after_completed: completed + scan }
+        Timeline {
+            ready,
+            completed,
+            scan_after_ready: ready + scan,
+            scan_after_completed: completed + scan,
+        }
     }
 
     pub fn stage(&self, elapsed: Duration) -> ProfileStage {
@@ -337,14 +388,23 @@ mod emulator {
                 o["kind"].as_str().unwrap_or("").to_string(),
                 o["name"].as_str().unwrap_or("").to_string(),
             ),
-            None => ("v1".to_string(), "Pod".to_string(), name_of(pod).to_string()),
+            None => (
+                "v1".to_string(),
+                "Pod".to_string(),
+                name_of(pod).to_string(),
+            ),
         };
         let (wk, wn) = if kind == "ReplicaSet" {
             store
                 .get(resources::replicasets(), ns, &name)
                 .ok()
                 .and_then(|rs| rs.pointer("/metadata/ownerReferences/0").cloned())
-                .map(|o| (o["kind"].as_str().unwrap_or("").to_string(), o["name"].as_str().unwrap_or("").to_string()))
+                .map(|o| {
+                    (
+                        o["kind"].as_str().unwrap_or("").to_string(),
+                        o["name"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .unwrap_or((kind.clone(), name.clone()))
         } else {
             (kind.clone(), name.clone())
@@ -354,7 +414,11 @@ mod emulator {
 
     fn target_ns(obj: &Value, default: &str) -> String {
         let ns = namespace_of(obj);
-        if ns.is_empty() { default.to_string() } else { ns.to_string() }
+        if ns.is_empty() {
+            default.to_string()
+        } else {
+            ns.to_string()
+        }
     }
 
     fn write(store: &Store, plural: &str, obj: &Value, default_ns: &str) {
@@ -382,7 +446,12 @@ mod emulator {
                     continue;
                 }
                 let pod_uid = crate::store::uid_of(pod).to_string();
-                for cs in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
+                for cs in pod
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if cs.pointer("/state/running").is_none() || cs["ready"] != json!(true) {
                         continue;
                     }
@@ -393,7 +462,8 @@ mod emulator {
                         continue;
                     }
                     let image = cs["image"].as_str().unwrap_or("").to_string();
-                    let (learning, learning_label) = learning_period(pod, cfg.timings.learning_period());
+                    let (learning, learning_label) =
+                        learning_period(pod, cfg.timings.learning_period());
                     let (av, kind, oname, wk, wn) = owner_of(store, pod);
                     let instance = ContainerInstance {
                         cluster: cfg.cluster_name.clone(),
@@ -403,7 +473,11 @@ mod emulator {
                         owner_api_version: av,
                         owner_kind: kind,
                         owner_name: oname,
-                        template_hash: pod.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str).unwrap_or("").to_string(),
+                        template_hash: pod
+                            .pointer("/metadata/labels/pod-template-hash")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                         pod_name: name_of(pod).to_string(),
                         pod_uid: pod_uid.clone(),
                         container_name: cname.clone(),
@@ -433,7 +507,12 @@ mod emulator {
                 let completion = if t.complete { "complete" } else { "partial" };
                 if t.stage != Some(stage) {
                     let cp = catalogue::container_profile(&t.instance, stage.status(), completion);
-                    write(store, "containerprofiles", &cp, &t.instance.workload_namespace);
+                    write(
+                        store,
+                        "containerprofiles",
+                        &cp,
+                        &t.instance.workload_namespace,
+                    );
                     t.stage = Some(stage);
                 }
                 let due = match t.scans {
@@ -453,18 +532,32 @@ mod emulator {
         }
 
         fn cleanup(&mut self, app: &App, cfg: &Config) {
-            let Some(every) = cfg.kubescape.vex_cleanup_interval_ms.map(Duration::from_millis) else { return };
+            let Some(every) = cfg
+                .kubescape
+                .vex_cleanup_interval_ms
+                .map(Duration::from_millis)
+            else {
+                return;
+            };
             if self.last_cleanup.is_some_and(|t| t.elapsed() < every) {
                 return;
             }
             self.last_cleanup = Some(Instant::now());
-            let running: HashSet<String> = self.tracked.values().map(|t| t.instance.instance_id()).collect();
+            let running: HashSet<String> = self
+                .tracked
+                .values()
+                .map(|t| t.instance.instance_id())
+                .collect();
             let vex = resources::kubescape("openvulnerabilityexchangecontainers");
             let (items, _) = app.store.list(vex, Some(NAMESPACE));
             for item in items {
-                let id = item.pointer("/metadata/annotations/kubescape.io~1instance-id").and_then(Value::as_str);
+                let id = item
+                    .pointer("/metadata/annotations/kubescape.io~1instance-id")
+                    .and_then(Value::as_str);
                 if id.is_none_or(|id| !running.contains(id)) {
-                    let _ = app.store.delete(vex, NAMESPACE, name_of(&item), Propagation::Cascade);
+                    let _ = app
+                        .store
+                        .delete(vex, NAMESPACE, name_of(&item), Propagation::Cascade);
                 }
             }
         }
@@ -480,15 +573,35 @@ mod emulator {
         let out = catalogue::scan(inst, generation, previous.as_ref());
         let caps = &cfg.kubescape.capabilities;
         write(store, "sbomsyfts", &out.sbom_full, NAMESPACE);
-        write(store, "vulnerabilitymanifests", &out.manifest_full, NAMESPACE);
-        write(store, "vulnerabilitymanifests", &out.manifest_filtered, NAMESPACE);
+        write(
+            store,
+            "vulnerabilitymanifests",
+            &out.manifest_full,
+            NAMESPACE,
+        );
+        write(
+            store,
+            "vulnerabilitymanifests",
+            &out.manifest_filtered,
+            NAMESPACE,
+        );
         if caps.store_filtered_sbom {
             write(store, "sbomsyftfiltereds", &out.sbom_filtered, NAMESPACE);
         }
         if caps.vex_generation {
-            write(store, "openvulnerabilityexchangecontainers", &out.vex, NAMESPACE);
+            write(
+                store,
+                "openvulnerabilityexchangecontainers",
+                &out.vex,
+                NAMESPACE,
+            );
         }
-        write(store, "vulnerabilitymanifestsummaries", &out.summary, &inst.workload_namespace);
+        write(
+            store,
+            "vulnerabilitymanifestsummaries",
+            &out.summary,
+            &inst.workload_namespace,
+        );
     }
 }
 
@@ -506,7 +619,9 @@ mod emulator {
         pub fn tick(&mut self, _app: &App, _cfg: &Config) {
             if !self.warned {
                 self.warned = true;
-                tracing::warn!("kubesim was built without src/catalogue.rs: Kubescape profiles and scans are not emulated");
+                tracing::warn!(
+                    "kubesim was built without src/catalogue.rs: Kubescape profiles and scans are not emulated"
+                );
             }
         }
     }
@@ -530,14 +645,23 @@ mod tests {
     #[test]
     fn label_overrides_learning_period() {
         let pod = json!({"metadata": {"name": "p", "labels": {SNIFFING_LABEL: "1h2m"}}});
-        assert_eq!(learning_period(&pod, Duration::from_secs(5)), (Duration::from_secs(3720), "1h2m".to_string()));
+        assert_eq!(
+            learning_period(&pod, Duration::from_secs(5)),
+            (Duration::from_secs(3720), "1h2m".to_string())
+        );
         let bad = json!({"metadata": {"name": "p", "labels": {SNIFFING_LABEL: "soon"}}});
-        assert_eq!(learning_period(&bad, Duration::from_secs(5)).0, Duration::from_secs(5));
+        assert_eq!(
+            learning_period(&bad, Duration::from_secs(5)).0,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]
     fn capabilities_render_like_the_chart() {
-        let caps = Capabilities { vex_generation: false, ..Capabilities::default() };
+        let caps = Capabilities {
+            vex_generation: false,
+            ..Capabilities::default()
+        };
         let d = cluster_data("c", &caps);
         assert_eq!(d["vexGeneration"], json!(false));
         assert_eq!(d["storeFilteredSbom"], json!(true));

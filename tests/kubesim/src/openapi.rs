@@ -9,7 +9,11 @@ use serde_json::{Map, Value, json};
 use crate::resources::{self, Resource};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn served(r: &Resource, installed: bool) -> bool {
@@ -26,7 +30,10 @@ pub fn index(installed: bool) -> Value {
             continue;
         }
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubesim")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubesim")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -37,7 +44,12 @@ fn param(name: &str) -> Value {
 
 /// `/openapi/v3/api/v1` or `/openapi/v3/apis/<group>/<version>`; None when not served.
 pub fn group_version(path: &str, installed: bool) -> Option<Value> {
-    let (group, version) = match path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+    let (group, version) = match path
+        .trim_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["api", v] => (String::new(), v.to_string()),
         ["apis", g, v] => (g.to_string(), v.to_string()),
         _ => return None,
@@ -51,7 +63,11 @@ pub fn group_version(path: &str, installed: bool) -> Option<Value> {
     }
     let mut paths = Map::new();
     for r in rs {
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let item = if r.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
         } else {

@@ -31,8 +31,11 @@ pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }
-    serde_yaml_ng::from_slice::<Value>(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is neither valid JSON nor valid YAML: {e}")))
+    serde_yaml_ng::from_slice::<Value>(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is neither valid JSON nor valid YAML: {e}"
+        ))
+    })
 }
 
 /// Applies a patch body to `target`.
@@ -40,19 +43,29 @@ pub fn apply_patch(patch_type: PatchType, target: &Value, body: &[u8]) -> Result
     let mut out = target.clone();
     match patch_type {
         PatchType::Json => {
-            let patch: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a valid RFC 6902 document: {e}")))?;
-            json_patch::patch(&mut out, &patch.0)
-                .map_err(|e| ApiError::invalid("Object", "", format!("the JSON patch could not be applied: {e}")))?;
+            let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the JSON patch is not a valid RFC 6902 document: {e}"
+                ))
+            })?;
+            json_patch::patch(&mut out, &patch.0).map_err(|e| {
+                ApiError::invalid(
+                    "Object",
+                    "",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })?;
         }
         PatchType::Merge => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the merge patch is not valid JSON: {e}")))?;
+            let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
+            })?;
             json_patch::merge(&mut out, &patch);
         }
         PatchType::Strategic => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the strategic merge patch is not valid JSON: {e}")))?;
+            let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the strategic merge patch is not valid JSON: {e}"))
+            })?;
             strategic_merge(&mut out, &patch);
         }
         PatchType::Apply => {
@@ -111,7 +124,11 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                     let order = patch_map
                         .get(&format!("$setElementOrder/{k}"))
                         .and_then(Value::as_array)
-                        .map(|o| o.iter().filter_map(|e| e.get(key).cloned()).collect::<Vec<_>>());
+                        .map(|o| {
+                            o.iter()
+                                .filter_map(|e| e.get(key).cloned())
+                                .collect::<Vec<_>>()
+                        });
                     merge_keyed_list(cur, new, key, order);
                 } else {
                     let mut n = v.clone();
@@ -147,7 +164,11 @@ fn merge_keyed_list(cur: &mut Vec<Value>, new: &[Value], key: &str, order: Optio
         }
     }
     if let Some(order) = order {
-        cur.sort_by_key(|c| c.get(key).and_then(|id| order.iter().position(|o| o == id)).unwrap_or(usize::MAX));
+        cur.sort_by_key(|c| {
+            c.get(key)
+                .and_then(|id| order.iter().position(|o| o == id))
+                .unwrap_or(usize::MAX)
+        });
     }
 }
 
@@ -188,11 +209,28 @@ mod tests {
     #[test]
     fn null_deletes_and_json_patch_works() {
         let obj = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
-        let out = apply_patch(PatchType::Merge, &obj, br#"{"metadata":{"labels":{"a":null}}}"#).unwrap();
+        let out = apply_patch(
+            PatchType::Merge,
+            &obj,
+            br#"{"metadata":{"labels":{"a":null}}}"#,
+        )
+        .unwrap();
         assert_eq!(out, json!({"metadata": {"labels": {"b": "2"}}}));
-        let out = apply_patch(PatchType::Json, &obj, br#"[{"op":"replace","path":"/metadata/labels/a","value":"9"}]"#).unwrap();
+        let out = apply_patch(
+            PatchType::Json,
+            &obj,
+            br#"[{"op":"replace","path":"/metadata/labels/a","value":"9"}]"#,
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["labels"]["a"], "9");
-        assert!(apply_patch(PatchType::Json, &obj, br#"[{"op":"test","path":"/x","value":1}]"#).is_err());
+        assert!(
+            apply_patch(
+                PatchType::Json,
+                &obj,
+                br#"[{"op":"test","path":"/x","value":1}]"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

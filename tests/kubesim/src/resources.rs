@@ -58,40 +58,224 @@ macro_rules! res {
 }
 
 pub static RESOURCES: &[Resource] = &[
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, ["ns"], true),
+    res!(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        ["ns"],
+        true
+    ),
     res!("", "v1", "pods", "pod", "Pod", true, ["po"], true),
     res!("", "v1", "events", "event", "Event", true, ["ev"], false),
-    res!("", "v1", "configmaps", "configmap", "ConfigMap", true, ["cm"], false),
+    res!(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        ["cm"],
+        false
+    ),
     res!("", "v1", "secrets", "secret", "Secret", true, [], false),
-    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, ["sa"], false),
-    res!("", "v1", "services", "service", "Service", true, ["svc"], true),
+    res!(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        ["sa"],
+        false
+    ),
+    res!(
+        "",
+        "v1",
+        "services",
+        "service",
+        "Service",
+        true,
+        ["svc"],
+        true
+    ),
     res!("", "v1", "nodes", "node", "Node", false, ["no"], true),
-    res!("apps", "v1", "deployments", "deployment", "Deployment", true, ["deploy"], true),
-    res!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, ["rs"], true),
-    res!("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, ["ds"], true),
-    res!("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, ["netpol"], false),
-    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, [], false),
-    res!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, [], false),
-    res!("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, [], false),
-    res!("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", false, [], false),
-    res!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService", false, [], true),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "openvulnerabilityexchangecontainers", "openvulnerabilityexchangecontainer", "OpenVulnerabilityExchangeContainer", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "sbomsyftfiltereds", "sbomsyftfiltered", "SBOMSyftFiltered", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "sbomsyfts", "sbomsyft", "SBOMSyft", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "vulnerabilitymanifests", "vulnerabilitymanifest", "VulnerabilityManifest", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "vulnerabilitymanifestsummaries", "vulnerabilitymanifestsummary", "VulnerabilityManifestSummary", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "containerprofiles", "containerprofile", "ContainerProfile", true, [], false),
-    res!(KUBESCAPE_GROUP, KUBESCAPE_VERSION, "applicationprofiles", "applicationprofile", "ApplicationProfile", true, [], false),
+    res!(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        ["deploy"],
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        ["rs"],
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
+        "daemonsets",
+        "daemonset",
+        "DaemonSet",
+        true,
+        ["ds"],
+        true
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "networkpolicy",
+        "NetworkPolicy",
+        true,
+        ["netpol"],
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        [],
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        [],
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        [],
+        false
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        [],
+        false
+    ),
+    res!(
+        "apiregistration.k8s.io",
+        "v1",
+        "apiservices",
+        "apiservice",
+        "APIService",
+        false,
+        [],
+        true
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "openvulnerabilityexchangecontainers",
+        "openvulnerabilityexchangecontainer",
+        "OpenVulnerabilityExchangeContainer",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "sbomsyftfiltereds",
+        "sbomsyftfiltered",
+        "SBOMSyftFiltered",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "sbomsyfts",
+        "sbomsyft",
+        "SBOMSyft",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "vulnerabilitymanifests",
+        "vulnerabilitymanifest",
+        "VulnerabilityManifest",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "vulnerabilitymanifestsummaries",
+        "vulnerabilitymanifestsummary",
+        "VulnerabilityManifestSummary",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "containerprofiles",
+        "containerprofile",
+        "ContainerProfile",
+        true,
+        [],
+        false
+    ),
+    res!(
+        KUBESCAPE_GROUP,
+        KUBESCAPE_VERSION,
+        "applicationprofiles",
+        "applicationprofile",
+        "ApplicationProfile",
+        true,
+        [],
+        false
+    ),
 ];
 
 /// The resource with this group and plural, if served.
 pub fn find(group: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
 }
 
 /// The resource with this group and kind.
 pub fn find_kind(group: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// Group/version pairs in discovery order (core excluded).

@@ -36,7 +36,11 @@ fn split_top_level(s: &str) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {
@@ -45,7 +49,11 @@ fn parse_set(key: &str, rest: &str, raw: &str) -> Result<Vec<String>, ApiError> 
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement {raw:?}: expected a (value, ...) set after the operator for key {key:?}")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -70,7 +78,9 @@ impl LabelSelector {
                 Requirement::Equals(k.trim().to_string(), v.trim().to_string())
             } else {
                 if part.contains(' ') || part.contains('(') {
-                    return Err(ApiError::bad_request(format!("unable to parse requirement: {part:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "unable to parse requirement: {part:?}"
+                    )));
                 }
                 Requirement::Exists(part.to_string())
             };
@@ -112,7 +122,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector {part:?}: expected field=value or field!=value")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector {part:?}: expected field=value or field!=value"
+                )));
             };
             reqs.push((path.trim().to_string(), equal, value.trim().to_string()));
         }
@@ -155,16 +167,29 @@ mod tests {
             ("app=web,tier in (back)", false),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&obj), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&obj),
+                want,
+                "{sel}"
+            );
         }
         assert!(LabelSelector::parse("app in web").is_err());
     }
 
     #[test]
     fn field_paths() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "n"}, "involvedObject": {"uid": "u"}});
-        assert!(FieldSelector::parse("metadata.name=a,involvedObject.uid=u").unwrap().matches(&obj));
-        assert!(!FieldSelector::parse("metadata.namespace!=n").unwrap().matches(&obj));
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "n"}, "involvedObject": {"uid": "u"}});
+        assert!(
+            FieldSelector::parse("metadata.name=a,involvedObject.uid=u")
+                .unwrap()
+                .matches(&obj)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.namespace!=n")
+                .unwrap()
+                .matches(&obj)
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

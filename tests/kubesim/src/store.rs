@@ -76,7 +76,9 @@ fn res_key(r: &Resource) -> &'static str {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 pub fn name_of(obj: &Value) -> &str {
@@ -93,13 +95,17 @@ fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
-    obj["metadata"].as_object_mut().expect("metadata is an object")
+    obj["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -109,7 +115,11 @@ impl Store {
         let (events, _) = broadcast::channel(65536);
         let (changed, _) = watch::channel(0);
         Store {
-            inner: Mutex::new(Inner { rv: 1, objects: HashMap::new(), history: VecDeque::new() }),
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+            }),
             history_cap: history_cap.max(1),
             max_vex_bytes,
             events,
@@ -135,11 +145,28 @@ impl Store {
     /// Five characters from the apiserver's "safe" alphabet, for generateName and pod names.
     pub fn random_suffix(&self) -> String {
         let mut rng = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        (0..5).map(|_| crate::rng::SAFE_ALPHABET[rng.below(crate::rng::SAFE_ALPHABET.len() as u64) as usize] as char).collect()
+        (0..5)
+            .map(|_| {
+                crate::rng::SAFE_ALPHABET
+                    [rng.below(crate::rng::SAFE_ALPHABET.len() as u64) as usize]
+                    as char
+            })
+            .collect()
     }
 
-    fn record(&self, inner: &mut Inner, resource: &'static Resource, event_type: EventType, object: Value) {
-        let ev = Arc::new(StoreEvent { rv: inner.rv, resource, event_type, object });
+    fn record(
+        &self,
+        inner: &mut Inner,
+        resource: &'static Resource,
+        event_type: EventType,
+        object: Value,
+    ) {
+        let ev = Arc::new(StoreEvent {
+            rv: inner.rv,
+            resource,
+            event_type,
+            object,
+        });
         inner.history.push_back(ev.clone());
         while inner.history.len() > self.history_cap {
             inner.history.pop_front();
@@ -156,11 +183,17 @@ impl Store {
             .objects
             .get("namespaces")
             .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())));
-        if exists { Ok(()) } else { Err(ApiError::namespace_not_found(ns)) }
+        if exists {
+            Ok(())
+        } else {
+            Err(ApiError::namespace_not_found(ns))
+        }
     }
 
     fn check_size(&self, resource: &Resource, obj: &Value) -> Result<(), ApiError> {
-        if resource.is_kubescape_storage() && resource.plural == "openvulnerabilityexchangecontainers" {
+        if resource.is_kubescape_storage()
+            && resource.plural == "openvulnerabilityexchangecontainers"
+        {
             let size = obj.to_string().len();
             if size > self.max_vex_bytes {
                 return Err(ApiError::too_large(format!(
@@ -174,7 +207,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn get(&self, resource: &'static Resource, ns: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let inner = self.lock();
         let ns = if resource.namespaced { ns } else { "" };
         inner
@@ -203,9 +241,16 @@ impl Store {
     }
 
     /// Creates an object; `ns` is the request namespace ("" for cluster-scoped).
-    pub fn create(&self, resource: &'static Resource, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         let api_version = resource.api_version();
         match obj.get("kind").and_then(Value::as_str) {
@@ -234,7 +279,10 @@ impl Store {
             } else {
                 meta.remove("namespace");
             }
-            let has_name = meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            let has_name = meta
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
             if !has_name {
                 match meta.get("generateName").and_then(Value::as_str) {
                     Some(prefix) if !prefix.is_empty() => {
@@ -256,14 +304,28 @@ impl Store {
             return Err(ApiError::invalid(
                 resource.kind,
                 &name,
-                format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+                format!(
+                    "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
             ));
         }
         let mut inner = self.lock();
-        let key_ns = if resource.namespaced { ns.to_string() } else { String::new() };
+        let key_ns = if resource.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         Self::check_namespace(&inner, resource, ns)?;
-        if inner.objects.get(res_key(resource)).is_some_and(|m| m.contains_key(&(key_ns.clone(), name.clone()))) {
-            return Err(ApiError::already_exists(resource.group, resource.plural, &name));
+        if inner
+            .objects
+            .get(res_key(resource))
+            .is_some_and(|m| m.contains_key(&(key_ns.clone(), name.clone())))
+        {
+            return Err(ApiError::already_exists(
+                resource.group,
+                resource.plural,
+                &name,
+            ));
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -283,14 +345,20 @@ impl Store {
             if obj.get("spec").is_none() {
                 obj["spec"] = json!({"finalizers": ["kubernetes"]});
             }
-            let labels = metadata_mut(&mut obj).entry("labels").or_insert_with(|| json!({}));
+            let labels = metadata_mut(&mut obj)
+                .entry("labels")
+                .or_insert_with(|| json!({}));
             labels["kubernetes.io/metadata.name"] = json!(name);
         }
         if let Err(e) = self.check_size(resource, &obj) {
             inner.rv -= 1;
             return Err(e);
         }
-        inner.objects.entry(res_key(resource)).or_default().insert((key_ns, name), obj.clone());
+        inner
+            .objects
+            .entry(res_key(resource))
+            .or_default()
+            .insert((key_ns, name), obj.clone());
         self.record(&mut inner, resource, EventType::Added, obj.clone());
         Ok(obj)
     }
@@ -318,7 +386,11 @@ impl Store {
         status_only: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
-        let key_ns = if resource.namespaced { ns.to_string() } else { String::new() };
+        let key_ns = if resource.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         let key = (key_ns, name.to_string());
         let mut inner = self.lock();
         let current = inner
@@ -329,19 +401,28 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))?;
         let mut new = f(&current)?;
         if !new.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         }
         if let Some(k) = new.get("kind").and_then(Value::as_str)
             && k != resource.kind
         {
-            return Err(ApiError::bad_request(format!("the kind of the object ({k}) does not match the kind of the resource ({})", resource.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the kind of the object ({k}) does not match the kind of the resource ({})",
+                resource.kind
+            )));
         }
         if let Some(n) = meta_str(&new, "name")
             && n != name
         {
-            return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
-        let current_rv = meta_str(&current, "resourceVersion").unwrap_or("").to_string();
+        let current_rv = meta_str(&current, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
         if let Some(rv) = meta_str(&new, "resourceVersion")
             && !rv.is_empty()
             && rv != current_rv
@@ -392,7 +473,10 @@ impl Store {
             let generation = cur_meta.get("generation").and_then(Value::as_i64);
             match generation {
                 Some(g) => {
-                    meta.insert("generation".into(), json!(if spec_changed { g + 1 } else { g }));
+                    meta.insert(
+                        "generation".into(),
+                        json!(if spec_changed { g + 1 } else { g }),
+                    );
                 }
                 None if spec_changed => {
                     meta.insert("generation".into(), json!(1));
@@ -404,14 +488,23 @@ impl Store {
             inner.rv -= 1;
             return Err(e);
         }
-        inner.objects.entry(res_key(resource)).or_default().insert(key, result.clone());
+        inner
+            .objects
+            .entry(res_key(resource))
+            .or_default()
+            .insert(key, result.clone());
         self.record(&mut inner, resource, EventType::Modified, result.clone());
         Ok(result)
     }
 
     /// Creates the object or replaces the existing one (no resourceVersion check): how the
     /// emulated Kubescape components write.
-    pub fn upsert(&self, resource: &'static Resource, ns: &str, obj: Value) -> Result<Value, ApiError> {
+    pub fn upsert(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
         let name = name_of(&obj).to_string();
         match self.get(resource, ns, &name) {
             Ok(_) => self.update_with(resource, ns, &name, false, |_| {
@@ -425,8 +518,18 @@ impl Store {
 
     /// Deletes an object, then (unless orphaning) everything it owns, and for a namespace every
     /// object in it. Returns the deleted object.
-    pub fn delete(&self, resource: &'static Resource, ns: &str, name: &str, propagation: Propagation) -> Result<Value, ApiError> {
-        let key_ns = if resource.namespaced { ns.to_string() } else { String::new() };
+    pub fn delete(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> Result<Value, ApiError> {
+        let key_ns = if resource.namespaced {
+            ns.to_string()
+        } else {
+            String::new()
+        };
         let mut inner = self.lock();
         let removed = inner
             .objects
@@ -446,11 +549,21 @@ impl Store {
         Ok(deleted)
     }
 
-    fn remove_where(&self, inner: &mut Inner, pred: impl Fn(&Resource, &Value) -> bool) -> Vec<Value> {
+    fn remove_where(
+        &self,
+        inner: &mut Inner,
+        pred: impl Fn(&Resource, &Value) -> bool,
+    ) -> Vec<Value> {
         let mut removed = Vec::new();
         for r in resources::RESOURCES.iter() {
-            let Some(map) = inner.objects.get_mut(res_key(r)) else { continue };
-            let keys: Vec<Key> = map.iter().filter(|(_, v)| pred(r, v)).map(|(k, _)| k.clone()).collect();
+            let Some(map) = inner.objects.get_mut(res_key(r)) else {
+                continue;
+            };
+            let keys: Vec<Key> = map
+                .iter()
+                .filter(|(_, v)| pred(r, v))
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in keys {
                 if let Some(v) = map.remove(&k) {
                     removed.push((r, v));
@@ -462,7 +575,8 @@ impl Store {
             .map(|(r, v)| {
                 inner.rv += 1;
                 let mut deleted = v.clone();
-                metadata_mut(&mut deleted).insert("resourceVersion".into(), json!(inner.rv.to_string()));
+                metadata_mut(&mut deleted)
+                    .insert("resourceVersion".into(), json!(inner.rv.to_string()));
                 self.record(inner, r, EventType::Deleted, deleted);
                 v
             })
@@ -485,7 +599,10 @@ impl Store {
             let removed = self.remove_where(inner, |_, v| {
                 v.pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid.as_str())))
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                    })
             });
             queue.extend(removed.iter().map(|v| uid_of(v).to_string()));
         }
@@ -499,18 +616,31 @@ impl Store {
 
     /// Events after `rv` from the history (or none, when `rv` is None) and a live receiver.
     /// Err(Gone) when events after `rv` have already been dropped from the history.
-    pub fn watch_from(&self, rv: Option<u64>) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), ApiError> {
+    pub fn watch_from(
+        &self,
+        rv: Option<u64>,
+    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), ApiError> {
         let inner = self.lock();
         let rx = self.events.subscribe();
-        let Some(rv) = rv else { return Ok((Vec::new(), rx)) };
+        let Some(rv) = rv else {
+            return Ok((Vec::new(), rx));
+        };
         if rv >= inner.rv {
             return Ok((Vec::new(), rx));
         }
         let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv + 1);
         if oldest > rv + 1 {
-            return Err(ApiError::gone(format!("too old resource version: {rv} ({})", oldest - 1)));
+            return Err(ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                oldest - 1
+            )));
         }
-        let backlog = inner.history.iter().filter(|e| e.rv > rv).cloned().collect();
+        let backlog = inner
+            .history
+            .iter()
+            .filter(|e| e.rv > rv)
+            .cloned()
+            .collect();
         Ok((backlog, rx))
     }
 }

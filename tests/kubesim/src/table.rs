@@ -10,11 +10,18 @@ pub fn wants_table(accept: &str) -> bool {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(ts) = obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str) else {
+    let Some(ts) = obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+    else {
         return "<unknown>".into();
     };
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return "<invalid>".into() };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<invalid>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -29,46 +36,102 @@ fn int(obj: &Value, pointer: &str) -> i64 {
 
 /// Pod STATUS the way kubectl shows it: a waiting/terminated reason wins over the phase.
 pub fn pod_status(pod: &Value) -> String {
-    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
     for cs in statuses.into_iter().flatten() {
         if let Some(r) = cs.pointer("/state/waiting/reason").and_then(Value::as_str) {
             return r.to_string();
         }
-        if let Some(r) = cs.pointer("/state/terminated/reason").and_then(Value::as_str) {
+        if let Some(r) = cs
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
             return r.to_string();
         }
     }
-    pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string()
+    pod.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
+        .to_string()
 }
 
-fn columns_and_cells(resource: &Resource, obj: &Value) -> (Vec<(&'static str, &'static str)>, Vec<Value>) {
+fn columns_and_cells(
+    resource: &Resource,
+    obj: &Value,
+) -> (Vec<(&'static str, &'static str)>, Vec<Value>) {
     let name = obj.pointer("/metadata/name").cloned().unwrap_or(json!(""));
     match resource.plural {
         "pods" => {
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
-            let total = obj.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == json!(true)).count());
-            let restarts: i64 = statuses.map_or(0, |s| s.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum());
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |s| {
+                s.iter().filter(|c| c["ready"] == json!(true)).count()
+            });
+            let restarts: i64 = statuses.map_or(0, |s| {
+                s.iter()
+                    .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                    .sum()
+            });
             (
-                vec![("Name", "string"), ("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string")],
-                vec![name, json!(format!("{ready}/{total}")), json!(pod_status(obj)), json!(restarts.to_string()), json!(age(obj))],
+                vec![
+                    ("Name", "string"),
+                    ("Ready", "string"),
+                    ("Status", "string"),
+                    ("Restarts", "string"),
+                    ("Age", "string"),
+                ],
+                vec![
+                    name,
+                    json!(format!("{ready}/{total}")),
+                    json!(pod_status(obj)),
+                    json!(restarts.to_string()),
+                    json!(age(obj)),
+                ],
             )
         }
         "deployments" => (
-            vec![("Name", "string"), ("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
+            vec![
+                ("Name", "string"),
+                ("Ready", "string"),
+                ("Up-to-date", "integer"),
+                ("Available", "integer"),
+                ("Age", "string"),
+            ],
             vec![
                 name,
-                json!(format!("{}/{}", int(obj, "/status/readyReplicas"), obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))),
+                json!(format!(
+                    "{}/{}",
+                    int(obj, "/status/readyReplicas"),
+                    obj.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )),
                 json!(int(obj, "/status/updatedReplicas")),
                 json!(int(obj, "/status/availableReplicas")),
                 json!(age(obj)),
             ],
         ),
         "replicasets" => (
-            vec![("Name", "string"), ("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
+            vec![
+                ("Name", "string"),
+                ("Desired", "integer"),
+                ("Current", "integer"),
+                ("Ready", "integer"),
+                ("Age", "string"),
+            ],
             vec![
                 name,
-                json!(obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)),
+                json!(
+                    obj.pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ),
                 json!(int(obj, "/status/replicas")),
                 json!(int(obj, "/status/readyReplicas")),
                 json!(age(obj)),
@@ -76,23 +139,43 @@ fn columns_and_cells(resource: &Resource, obj: &Value) -> (Vec<(&'static str, &'
         ),
         "namespaces" => (
             vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
-            vec![name, obj.pointer("/status/phase").cloned().unwrap_or(json!("Active")), json!(age(obj))],
+            vec![
+                name,
+                obj.pointer("/status/phase")
+                    .cloned()
+                    .unwrap_or(json!("Active")),
+                json!(age(obj)),
+            ],
         ),
         "events" => (
-            vec![("Last Seen", "string"), ("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
+            vec![
+                ("Last Seen", "string"),
+                ("Type", "string"),
+                ("Reason", "string"),
+                ("Object", "string"),
+                ("Message", "string"),
+            ],
             vec![
                 json!(age(obj)),
                 obj.get("type").cloned().unwrap_or(json!("")),
                 obj.get("reason").cloned().unwrap_or(json!("")),
                 json!(format!(
                     "{}/{}",
-                    obj.pointer("/involvedObject/kind").and_then(Value::as_str).unwrap_or("").to_lowercase(),
-                    obj.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or("")
+                    obj.pointer("/involvedObject/kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_lowercase(),
+                    obj.pointer("/involvedObject/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
                 )),
                 obj.get("message").cloned().unwrap_or(json!("")),
             ],
         ),
-        _ => (vec![("Name", "string"), ("Age", "string")], vec![name, json!(age(obj))]),
+        _ => (
+            vec![("Name", "string"), ("Age", "string")],
+            vec![name, json!(age(obj))],
+        ),
     }
 }
 
@@ -105,7 +188,12 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// A Table of `objects`; `resource_version` goes into the list metadata.
-pub fn table(resource: &Resource, objects: &[Value], resource_version: Option<String>, include_object: bool) -> Value {
+pub fn table(
+    resource: &Resource,
+    objects: &[Value],
+    resource_version: Option<String>,
+    include_object: bool,
+) -> Value {
     let sample = objects.first().cloned().unwrap_or(json!({}));
     let (columns, _) = columns_and_cells(resource, &sample);
     let column_definitions: Vec<Value> = columns
@@ -119,7 +207,11 @@ pub fn table(resource: &Resource, objects: &[Value], resource_version: Option<St
         .iter()
         .map(|o| {
             let (_, cells) = columns_and_cells(resource, o);
-            let object = if include_object { o.clone() } else { partial_metadata(o) };
+            let object = if include_object {
+                o.clone()
+            } else {
+                partial_metadata(o)
+            };
             json!({"cells": cells, "object": object})
         })
         .collect();

@@ -40,14 +40,25 @@ struct Filter {
 impl Filter {
     fn matches(&self, resource: &Resource, obj: &Value) -> bool {
         resource == self.resource
-            && self.namespace.as_deref().is_none_or(|ns| namespace_of(obj) == ns)
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| namespace_of(obj) == ns)
             && self.labels.matches(obj)
             && self.fields.matches(obj)
     }
 
     fn render(&self, event_type: &str, obj: &Value) -> Bytes {
-        let obj = if self.full_spec { obj.clone() } else { metadata_only(obj) };
-        let obj = if self.as_table { table::table(self.resource, &[obj], None, self.include_object) } else { obj };
+        let obj = if self.full_spec {
+            obj.clone()
+        } else {
+            metadata_only(obj)
+        };
+        let obj = if self.as_table {
+            table::table(self.resource, &[obj], None, self.include_object)
+        } else {
+            obj
+        };
         let mut line = json!({"type": event_type, "object": obj}).to_string();
         line.push('\n');
         Bytes::from(line)
@@ -55,12 +66,22 @@ impl Filter {
 }
 
 fn stream_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
     Body::from_stream(stream)
 }
 
 fn streaming_response(rx: mpsc::Receiver<Bytes>) -> Response {
-    (StatusCode::OK, [("content-type", "application/json"), ("cache-control", "no-cache")], stream_body(rx)).into_response()
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/json"),
+            ("cache-control", "no-cache"),
+        ],
+        stream_body(rx),
+    )
+        .into_response()
 }
 
 pub fn serve(
@@ -90,13 +111,19 @@ pub fn serve(
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
     let (faults, timings) = {
         let cfg = app.config();
         (cfg.faults, cfg.timings)
     };
     let drop_after = faults.watch_drop_after_ms.map(Duration::from_millis);
-    let deadline = [timeout, drop_after].into_iter().flatten().min().map(|d| Instant::now() + d);
+    let deadline = [timeout, drop_after]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| Instant::now() + d);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
     if storage && namespace.is_some() {
@@ -139,7 +166,19 @@ pub fn serve(
     let start = start_rv.unwrap_or(0);
     let drop_after_events = faults.watch_drop_after_events;
     let bookmark_every = Duration::from_millis(timings.bookmark_interval_ms.max(10));
-    tokio::spawn(run(app.shutdown.clone(), filter, tx, backlog, events, initial, start, deadline, drop_after_events, bookmarks, bookmark_every));
+    tokio::spawn(run(
+        app.shutdown.clone(),
+        filter,
+        tx,
+        backlog,
+        events,
+        initial,
+        start,
+        deadline,
+        drop_after_events,
+        bookmarks,
+        bookmark_every,
+    ));
     Ok(streaming_response(rx))
 }
 
