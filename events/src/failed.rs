@@ -54,6 +54,78 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason, in declaration order. `all_is_complete` (a unit test) fails when a variant
+    /// is added without being listed here.
+    pub const ALL: [FailureReason; 29] = [
+        FailureReason::MalformedRequest,
+        FailureReason::InvalidRequest,
+        FailureReason::UnknownField,
+        FailureReason::MissingField,
+        FailureReason::PayloadTooLarge,
+        FailureReason::MissingDigest,
+        FailureReason::InvalidDigest,
+        FailureReason::InvalidImageRef,
+        FailureReason::RegistryNotAllowed,
+        FailureReason::InvalidEnvironment,
+        FailureReason::InvalidCommand,
+        FailureReason::InvalidPorts,
+        FailureReason::InvalidLabels,
+        FailureReason::InvalidDuration,
+        FailureReason::InvalidJobId,
+        FailureReason::UnsupportedEvent,
+        FailureReason::JobIdConflict,
+        FailureReason::DuplicateRequest,
+        FailureReason::KubescapeUnavailable,
+        FailureReason::ImagePullFailed,
+        FailureReason::ContainerCrashLooping,
+        FailureReason::Unschedulable,
+        FailureReason::SandboxDisappeared,
+        FailureReason::AnalysisTimeout,
+        FailureReason::NoVexProduced,
+        FailureReason::KubernetesUnavailable,
+        FailureReason::StorageUnavailable,
+        FailureReason::MaxDeliveriesExceeded,
+        FailureReason::Internal,
+    ];
+
+    /// True when the failure is about the request message itself (it was rejected before or
+    /// instead of becoming a job), false when an accepted job failed while running.
+    pub fn is_request_problem(self) -> bool {
+        matches!(
+            self,
+            FailureReason::MalformedRequest
+                | FailureReason::InvalidRequest
+                | FailureReason::UnknownField
+                | FailureReason::MissingField
+                | FailureReason::PayloadTooLarge
+                | FailureReason::MissingDigest
+                | FailureReason::InvalidDigest
+                | FailureReason::InvalidImageRef
+                | FailureReason::RegistryNotAllowed
+                | FailureReason::InvalidEnvironment
+                | FailureReason::InvalidCommand
+                | FailureReason::InvalidPorts
+                | FailureReason::InvalidLabels
+                | FailureReason::InvalidDuration
+                | FailureReason::InvalidJobId
+                | FailureReason::UnsupportedEvent
+                | FailureReason::JobIdConflict
+                | FailureReason::DuplicateRequest
+        )
+    }
+
+    /// Whether submitting the same request again could succeed, absent better knowledge at the
+    /// point of failure: a request problem never can; a cluster, storage or broker problem can
+    /// once it is fixed. A crash-looping image or one whose VEX Kubescape cannot store will fail
+    /// the same way again.
+    pub fn default_retryable(self) -> bool {
+        match self {
+            reason if reason.is_request_problem() => false,
+            FailureReason::ContainerCrashLooping | FailureReason::NoVexProduced => false,
+            _ => true,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         // Must equal serde's snake_case name; a unit test checks every variant.
         match self {
@@ -87,6 +159,12 @@ impl FailureReason {
             FailureReason::MaxDeliveriesExceeded => "max_deliveries_exceeded",
             FailureReason::Internal => "internal",
         }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -126,4 +204,77 @@ pub struct AnalysisFailed {
     pub original: OriginalMessage,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exhaustive on purpose: a new variant breaks compilation here until it is given a
+    /// position, and the assertion then checks `ALL` holds it at that position.
+    fn position(reason: FailureReason) -> usize {
+        match reason {
+            FailureReason::MalformedRequest => 0,
+            FailureReason::InvalidRequest => 1,
+            FailureReason::UnknownField => 2,
+            FailureReason::MissingField => 3,
+            FailureReason::PayloadTooLarge => 4,
+            FailureReason::MissingDigest => 5,
+            FailureReason::InvalidDigest => 6,
+            FailureReason::InvalidImageRef => 7,
+            FailureReason::RegistryNotAllowed => 8,
+            FailureReason::InvalidEnvironment => 9,
+            FailureReason::InvalidCommand => 10,
+            FailureReason::InvalidPorts => 11,
+            FailureReason::InvalidLabels => 12,
+            FailureReason::InvalidDuration => 13,
+            FailureReason::InvalidJobId => 14,
+            FailureReason::UnsupportedEvent => 15,
+            FailureReason::JobIdConflict => 16,
+            FailureReason::DuplicateRequest => 17,
+            FailureReason::KubescapeUnavailable => 18,
+            FailureReason::ImagePullFailed => 19,
+            FailureReason::ContainerCrashLooping => 20,
+            FailureReason::Unschedulable => 21,
+            FailureReason::SandboxDisappeared => 22,
+            FailureReason::AnalysisTimeout => 23,
+            FailureReason::NoVexProduced => 24,
+            FailureReason::KubernetesUnavailable => 25,
+            FailureReason::StorageUnavailable => 26,
+            FailureReason::MaxDeliveriesExceeded => 27,
+            FailureReason::Internal => 28,
+        }
+    }
+
+    #[test]
+    fn all_is_complete() {
+        for (index, reason) in FailureReason::ALL.iter().enumerate() {
+            assert_eq!(
+                position(*reason),
+                index,
+                "{reason:?} is out of place in ALL"
+            );
+        }
+    }
+
+    #[test]
+    fn as_str_equals_the_serde_name() {
+        for reason in FailureReason::ALL {
+            let serde_name = serde_json::to_value(reason).unwrap();
+            assert_eq!(serde_name, serde_json::Value::from(reason.as_str()));
+            let back: FailureReason = serde_json::from_value(serde_name).unwrap();
+            assert_eq!(back, reason);
+            assert_eq!(reason.to_string(), reason.as_str());
+        }
+    }
+
+    #[test]
+    fn request_problems_are_never_retryable() {
+        for reason in FailureReason::ALL {
+            if reason.is_request_problem() {
+                assert!(!reason.default_retryable(), "{reason}");
+            }
+        }
+        assert!(FailureReason::KubernetesUnavailable.default_retryable());
+    }
 }

@@ -11,25 +11,41 @@
 //! * [`completed`], [`failed`]: the two public outcomes.
 //! * [`pipeline`]: the internal hand-off between stages (not public, but versioned the same way).
 //! * [`status`]: the job record kept in the KV bucket.
+//! * [`emit`]: builders for the events vexxy publishes, with deterministic ids.
+//! * [`schemas`]: JSON Schemas of all of the above (committed in `events/schemas/`).
 
 pub mod completed;
+pub mod emit;
 pub mod envelope;
 pub mod failed;
 pub mod pipeline;
 pub mod request;
+pub mod schemas;
 pub mod status;
 pub mod subjects;
 
 pub use completed::{AnalysisCompleted, Artifacts, EvidenceQuality, Summary};
+pub use emit::{completed_event, failed_event, failed_event_id, stage_source, ticket_event};
 pub use envelope::{CloudEvent, EventType};
-pub use failed::{AnalysisFailed, FailureReason};
+pub use failed::{AnalysisFailed, FailureReason, OriginalMessage};
 pub use pipeline::PipelineTicket;
-pub use request::{AnalysisRequest, RunConfig, ValidatedRequest, ValidationPolicy};
+pub use request::{
+    AnalysisRequest, Rejection, RunConfig, ValidatedRequest, ValidationPolicy, derive_job_id,
+    escape_kubernetes_expansion, parse_request, request_fingerprint,
+};
 pub use status::{JobState, JobStatus};
 
 /// The five stages, in pipeline order. Used in events, status records and metrics labels.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {

@@ -12,26 +12,62 @@
 //!
 //! Unknown fields are **rejected** (reason `unknown_field`): a misspelt `analysis_duraton` must
 //! not silently run a five-minute default analysis and produce VEX for the wrong window.
+//!
+//! [`parse_request`] turns a raw message into a [`ValidatedRequest`] or a [`Rejection`] whose
+//! reason code and message say exactly which field is wrong and what to do. A field of the wrong
+//! JSON type is `invalid_request` (the message names the field and the expected type), except
+//! `config.analysis_duration`, where every bad value is `invalid_duration`, and out-of-range
+//! numbers in `config.ports`, which are `invalid_ports`. `null` counts as absent. Repeated keys
+//! are rejected as `malformed_request`.
+//!
+//! # Values are data, never code
+//!
+//! vexxy never interprets the values it is given: environment values, `command` and `args` are
+//! placed verbatim into the sandbox Deployment through the Kubernetes API (no shell, no YAML
+//! templating, no string concatenation into manifests), and labels are only echoed in events.
+//! Control characters (newline, carriage return, NUL, ESC, tab, ...) and the invisible
+//! characters that reorder text are still rejected, because they are how YAML, log and terminal
+//! injection is attempted against whatever reads the values later. Kubernetes itself expands
+//! `$(VAR)` in `command`, `args` and `env` values; the deploy stage passes every such value
+//! through [`escape_kubernetes_expansion`] so it reaches the container exactly as written.
+
+mod image_ref;
+pub mod job_id;
+mod strict_json;
+mod validation;
+
+pub use image_ref::{
+    DOCKER_HUB, ImageRefError, ImageReference, is_valid_digest, parse_image_reference,
+};
+pub use job_id::{derive_job_id, is_valid_job_id, request_fingerprint};
+pub use validation::{
+    MAX_COMMAND_ELEMENT_BYTES, MAX_COMMAND_ELEMENTS, MAX_ENV_NAME_LEN, MAX_ENV_VALUE_BYTES,
+    MAX_ENV_VARS, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_CHARS, MAX_LABELS, MAX_PORTS, Rejection,
+    escape_kubernetes_expansion, parse_request,
+};
 
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The request as published. Validate it with [`ValidatedRequest::parse`] before use.
+/// The request as published. Validate it with [`parse_request`] before use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisRequest {
     /// Optional caller-chosen job id: 1–40 characters of `[a-z0-9-]`, starting and ending with a
     /// letter or digit. When absent vexxy derives one deterministically from the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"))]
     pub job_id: Option<String>,
     /// Image repository, e.g. `ghcr.io/owner/repo` or `nginx` (Docker Hub). A tag is allowed and
     /// kept for display; the image that runs is always `image_ref@image_digest`.
+    #[schemars(length(min = 1))]
     pub image_ref: String,
     /// `sha256:` followed by 64 lowercase hex digits. May be omitted when `image_ref` already
     /// ends in `@sha256:...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^sha256:[0-9a-f]{64}$"))]
     pub image_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<RunConfig>,
@@ -47,18 +83,22 @@ pub struct RunConfig {
     /// Seconds the workload runs under observation. A whole number within the service's
     /// configured bounds (production default 60–86400; default value 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub analysis_duration: Option<u64>,
     /// Environment variables: names are C identifiers, values printable text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
     /// Overrides the image entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
     pub command: Option<Vec<String>>,
     /// Overrides the image arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub args: Option<Vec<String>>,
     /// Container ports to declare (1–65535).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(range(min = 1)))]
     pub ports: Vec<u16>,
 }
 
@@ -91,6 +131,7 @@ impl Default for ValidationPolicy {
 pub struct ValidatedRequest {
     pub job_id: String,
     /// As the user wrote it (tag kept, digest removed).
+    #[schemars(length(min = 1))]
     pub image_ref: String,
     /// `sha256:<64 hex>`.
     pub image_digest: String,
