@@ -97,6 +97,13 @@ impl WaitHandler {
         }
     }
 
+    /// Reads [`WaitConfig`] and the cluster connection from the environment, then starts.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = WaitConfig::from_env()?;
+        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        Ok(Self::start(client, config))
+    }
+
     pub fn config(&self) -> &WaitConfig {
         &self.inner.config
     }
