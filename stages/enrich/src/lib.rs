@@ -32,21 +32,20 @@ pub mod documents;
 pub mod model;
 pub mod openvex;
 pub mod purl;
-pub mod store;
 pub mod summary;
 pub mod transform;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::ParseError;
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
 
 pub use documents::{Evidence, Produced, produce};
-pub use store::{ArtifactStore, StoreError};
 
 pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
 
@@ -108,16 +107,21 @@ pub fn summary_key(job_id: &str) -> String {
 }
 
 pub struct Enrich {
-    store: ArtifactStore,
     config: EnrichConfig,
 }
 
 impl Enrich {
-    pub fn new(store: ArtifactStore, config: EnrichConfig) -> Self {
-        Enrich { store, config }
+    pub fn new(config: EnrichConfig) -> Self {
+        Enrich { config }
     }
 
-    async fn run(&self, ticket: PipelineTicket) -> Result<Outcome, StageError> {
+    /// The stage as the binary runs it, configured from the environment.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        Ok(Enrich::new(EnrichConfig::from_env()?))
+    }
+
+    /// Enriches one job, reading and writing through `store`.
+    pub async fn run(&self, store: &Store, ticket: PipelineTicket) -> Result<Outcome, StageError> {
         let started_at = Utc::now();
         let job_id = ticket.request.job_id.clone();
         let observation = ticket
@@ -154,28 +158,26 @@ impl Enrich {
 
         let mut evidence = Evidence::default();
         if let Some(key) = refs.vex.as_deref() {
-            evidence.vex = Some(self.read(key, vexxy_kubescape::read_vex).await?);
+            evidence.vex = Some(read(store, key, vexxy_kubescape::read_vex).await?);
         }
         if let Some(key) = refs.filtered_sbom.as_deref() {
-            let object = self.load(key).await?;
+            let object = load(store, key).await?;
             evidence.filtered_sbom =
                 Some(vexxy_kubescape::read_sbom(&object).map_err(|e| bad_evidence(key, e))?);
             evidence.filtered_sbom_object = Some(object);
         }
         if let Some(key) = refs.container_profile.as_deref() {
-            evidence.profile = Some(
-                self.read(key, vexxy_kubescape::read_container_profile)
-                    .await?,
-            );
+            evidence.profile =
+                Some(read(store, key, vexxy_kubescape::read_container_profile).await?);
         }
         if let Some(key) = refs.vulnerability_manifest.as_deref() {
-            evidence.manifest = Some(self.read(key, vexxy_kubescape::read_manifest).await?);
+            evidence.manifest = Some(read(store, key, vexxy_kubescape::read_manifest).await?);
         }
         if let Some(key) = refs.other.get(OTHER_IMAGE_MANIFEST) {
-            evidence.image_manifest = Some(self.read(key, vexxy_kubescape::read_manifest).await?);
+            evidence.image_manifest = Some(read(store, key, vexxy_kubescape::read_manifest).await?);
         }
         if let Some(key) = refs.other.get(OTHER_IMAGE_SBOM) {
-            let sbom = self.read(key, vexxy_kubescape::read_sbom).await?;
+            let sbom = read(store, key, vexxy_kubescape::read_sbom).await?;
             evidence.image_sbom_packages = Some(sbom.syft.artifacts.len() as u64);
         }
 
@@ -198,15 +200,15 @@ impl Enrich {
         let openvex_url = match produced.openvex {
             Some(body) => {
                 let key = vex_key(&job_id);
-                self.write(&key, body).await?;
-                Some(self.store.url(&key))
+                write(store, &key, body).await?;
+                Some(store.url(&key))
             }
             None => None,
         };
         let sbom = sbom_key(&job_id);
-        self.write(&sbom, produced.filtered_sbom).await?;
+        write(store, &sbom, produced.filtered_sbom).await?;
         let summary = summary_key(&job_id);
-        self.write(&summary, produced.summary_json).await?;
+        write(store, &summary, produced.summary_json).await?;
 
         let mut timings = ticket.timings.clone();
         let finished_at = Utc::now();
@@ -226,48 +228,52 @@ impl Enrich {
             evidence: produced.quality,
             artifacts: Artifacts {
                 openvex: openvex_url,
-                filtered_sbom: self.store.url(&sbom),
-                summary: self.store.url(&summary),
-                evidence: keys.values().map(|k| self.store.url(k)).collect(),
+                filtered_sbom: store.url(&sbom),
+                summary: store.url(&summary),
+                evidence: keys.values().map(|k| store.url(k)).collect(),
                 extra: BTreeMap::new(),
             },
             timings,
             labels: request.labels,
         })))
     }
+}
 
-    async fn load(&self, key: &str) -> Result<Value, StageError> {
-        let bytes = self.store.get(key).await.map_err(storage_error)?;
-        serde_json::from_slice(&bytes).map_err(|e| StageError::Permanent {
+async fn load(store: &Store, key: &str) -> Result<Value, StageError> {
+    let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+    serde_json::from_slice(&bytes).map_err(|e| StageError::Permanent {
             reason: FailureReason::Internal,
             message: format!(
                 "evidence object {key} is not JSON ({e}); it was written by extract, so the object store content is damaged: resubmit the analysis"
             ),
             retryable: true,
         })
-    }
+}
 
-    async fn read<T>(
-        &self,
-        key: &str,
-        reader: fn(&Value) -> Result<T, ParseError>,
-    ) -> Result<T, StageError> {
-        let object = self.load(key).await?;
-        reader(&object).map_err(|e| bad_evidence(key, e))
-    }
+async fn read<T>(
+    store: &Store,
+    key: &str,
+    reader: fn(&Value) -> Result<T, ParseError>,
+) -> Result<T, StageError> {
+    let object = load(store, key).await?;
+    reader(&object).map_err(|e| bad_evidence(key, e))
+}
 
-    async fn write(&self, key: &str, body: Vec<u8>) -> Result<(), StageError> {
-        self.store.put(key, body).await.map_err(storage_error)
-    }
+async fn write(store: &Store, key: &str, body: Vec<u8>) -> Result<(), StageError> {
+    store
+        .put_bytes(key, Bytes::from(body))
+        .await
+        .map(|_| ())
+        .map_err(storage_error)
 }
 
 impl Handler for Enrich {
     async fn handle(
         &self,
-        _job: &JobContext,
+        job: &JobContext,
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
-        self.run(ticket).await
+        self.run(&job.store, ticket).await
     }
 }
 
@@ -293,18 +299,13 @@ fn bad_evidence(key: &str, error: ParseError) -> StageError {
 
 fn storage_error(error: StoreError) -> StageError {
     match error {
-        StoreError::NotFound { key } => StageError::Permanent {
+        StoreError::NotFound { url } => StageError::Permanent {
             reason: FailureReason::StorageUnavailable,
             message: format!(
-                "evidence object {key} is gone from the object store (deleted or expired between extract and enrich); resubmit the analysis"
+                "evidence object {url} is gone from the object store (deleted or expired between extract and enrich); resubmit the analysis"
             ),
             retryable: true,
         },
-        other @ StoreError::Failed { .. } => StageError::Transient {
-            reason: FailureReason::StorageUnavailable,
-            message: format!(
-                "{other}; check that the object store is reachable and the credentials are valid"
-            ),
-        },
+        other => StageError::from(other),
     }
 }

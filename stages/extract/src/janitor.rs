@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use vexxy_events::JobStatus;
+use vexxy_runtime::status::{self, StatusError};
 
 use crate::cluster::delete_sandbox;
 
@@ -44,11 +45,22 @@ pub enum JanitorError {
 }
 
 /// Runs sweeps forever, every `interval`; errors are logged and the next sweep tries again.
-pub async fn run(client: Client, jobs: kv::Store, config: JanitorConfig) {
+/// The KV bucket is opened at each sweep: it may not exist yet when the stage starts.
+pub async fn run(client: Client, jetstream: jetstream::Context, config: JanitorConfig) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let jobs = match jetstream
+            .get_key_value(vexxy_events::subjects::STATUS_BUCKET)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "janitor cannot open the vexxy-jobs KV bucket; skipping this sweep");
+                continue;
+            }
+        };
         match sweep(&client, &jobs, &config, Utc::now()).await {
             Ok(sweep) if !sweep.deleted.is_empty() => {
                 tracing::info!(
@@ -137,18 +149,16 @@ pub async fn sweep(
 /// Live = the KV record exists and is not final. A record vexxy cannot parse counts as live:
 /// never delete a sandbox on a guess.
 async fn job_is_live(jobs: &kv::Store, job_id: &str) -> Result<bool, JanitorError> {
-    let entry = jobs.get(job_id).await.map_err(|e| JanitorError::Status {
-        job_id: job_id.to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(match entry {
-        None => false,
-        Some(bytes) => match serde_json::from_slice::<JobStatus>(&bytes) {
-            Ok(status) => !status.state.is_final(),
-            Err(e) => {
-                tracing::warn!(job_id, error = %e, "unreadable job status; sparing its sandbox");
-                true
-            }
-        },
-    })
+    match status::read(jobs, job_id).await {
+        Ok(None) => Ok(false),
+        Ok(Some((status, _revision))) => Ok(!status.state.is_final()),
+        Err(e @ StatusError::Corrupt { .. }) => {
+            tracing::warn!(job_id, error = %e, "unreadable job status; sparing its sandbox");
+            Ok(true)
+        }
+        Err(e) => Err(JanitorError::Status {
+            job_id: job_id.to_string(),
+            message: e.to_string(),
+        }),
+    }
 }

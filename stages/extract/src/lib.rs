@@ -38,11 +38,11 @@
 pub mod cluster;
 pub mod decide;
 pub mod janitor;
-pub mod store;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use kube::Client;
 use serde_json::Value;
@@ -51,9 +51,7 @@ use vexxy_events::pipeline::EvidenceRefs;
 use vexxy_events::{FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::keys::{self, kinds};
 use vexxy_kubescape::names;
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
-
-pub use store::{ArtifactStore, StoreError};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store};
 
 use crate::decide::{MissingVex, VulnerabilityCount, missing_vex};
 
@@ -178,7 +176,6 @@ pub fn evidence_key(job_id: &str, kind: &str) -> String {
 
 pub struct Extract {
     client: Client,
-    store: ArtifactStore,
     config: ExtractConfig,
 }
 
@@ -195,29 +192,44 @@ struct Found {
 }
 
 impl Extract {
-    /// The handler. Start the janitor separately with [`Extract::spawn_janitor`].
-    pub fn new(client: Client, store: ArtifactStore, config: ExtractConfig) -> Self {
-        Extract {
-            client,
-            store,
-            config,
-        }
+    /// The stage as the binary runs it: configuration from the environment, the cluster from
+    /// `K8S_IN_CLUSTER`/`KUBECONFIG`, and the janitor started on its own NATS connection.
+    pub async fn from_env(nats: vexxy_runtime::config::NatsConfig) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let config = ExtractConfig::from_env()?;
+        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        let extract = Extract::new(client, config);
+        let connection = vexxy_runtime::connect::connect(&nats, Stage::Extract)
+            .await
+            .context("connecting to NATS for the sandbox janitor")?;
+        extract.spawn_janitor(async_nats::jetstream::new(connection));
+        Ok(extract)
     }
 
-    /// Starts the janitor on the current Tokio runtime; it reads job liveness from `jobs`
-    /// (the `vexxy-jobs` KV bucket).
+    /// The handler. Start the janitor separately with [`Extract::spawn_janitor`].
+    pub fn new(client: Client, config: ExtractConfig) -> Self {
+        Extract { client, config }
+    }
+
+    /// Starts the janitor on the current Tokio runtime; it reads job liveness from the
+    /// `vexxy-jobs` KV bucket of `jetstream`.
     pub fn spawn_janitor(
         &self,
-        jobs: async_nats::jetstream::kv::Store,
+        jetstream: async_nats::jetstream::Context,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(janitor::run(
             self.client.clone(),
-            jobs,
+            jetstream,
             self.config.janitor(),
         ))
     }
 
-    async fn run(&self, mut ticket: PipelineTicket) -> Result<Outcome, StageError> {
+    /// Extracts one job, writing evidence through `store`.
+    pub async fn run(
+        &self,
+        store: &Store,
+        mut ticket: PipelineTicket,
+    ) -> Result<Outcome, StageError> {
         let started_at = Utc::now();
         let job_id = ticket.request.job_id.clone();
         let sandbox = ticket
@@ -317,7 +329,7 @@ impl Extract {
             }
         }
 
-        let refs = self.save(&job_id, found).await?;
+        let refs = save(store, &job_id, found).await?;
         cluster::delete_sandbox(&self.client, &sandbox.namespace, &sandbox.deployment).await?;
 
         ticket.evidence = Some(refs);
@@ -360,56 +372,53 @@ impl Extract {
             annotation(keys::IMAGE_ID).unwrap_or_else(|| ticket.request.image_digest.clone());
         names::image_slug(&image, &hash)
     }
+}
 
-    async fn save(&self, job_id: &str, found: Found) -> Result<EvidenceRefs, StageError> {
-        let mut refs = EvidenceRefs {
-            vex: None,
-            filtered_sbom: None,
-            container_profile: None,
-            vulnerability_summary: None,
-            vulnerability_manifest: None,
-            other: BTreeMap::new(),
-        };
-        let objects = [
-            ("vex", found.vex),
-            ("sbom-filtered", found.filtered_sbom),
-            ("container-profile", found.profile),
-            ("vulnerability-summary", found.summary),
-            ("vulnerability-manifest", found.manifest),
-            ("vulnerability-manifest-image", found.image_manifest),
-            ("sbom-image", found.image_sbom),
-        ];
-        for (kind, object) in objects {
-            let Some(object) = object else { continue };
-            let key = evidence_key(job_id, kind);
-            let body = serde_json::to_vec(&object).map_err(|e| StageError::Permanent {
-                reason: FailureReason::Internal,
-                message: format!(
-                    "cannot serialise the {kind} evidence: {e}; report this with the job id"
-                ),
-                retryable: false,
-            })?;
-            drop(object);
-            self.store.put(&key, body).await.map_err(|e| StageError::Transient {
-                reason: FailureReason::StorageUnavailable,
-                message: format!("{e}; check that the object store is reachable and the credentials are valid"),
-            })?;
-            match kind {
-                "vex" => refs.vex = Some(key),
-                "sbom-filtered" => refs.filtered_sbom = Some(key),
-                "container-profile" => refs.container_profile = Some(key),
-                "vulnerability-summary" => refs.vulnerability_summary = Some(key),
-                "vulnerability-manifest" => refs.vulnerability_manifest = Some(key),
-                "vulnerability-manifest-image" => {
-                    refs.other.insert(OTHER_IMAGE_MANIFEST.to_string(), key);
-                }
-                _ => {
-                    refs.other.insert(OTHER_IMAGE_SBOM.to_string(), key);
-                }
+async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs, StageError> {
+    let mut refs = EvidenceRefs {
+        vex: None,
+        filtered_sbom: None,
+        container_profile: None,
+        vulnerability_summary: None,
+        vulnerability_manifest: None,
+        other: BTreeMap::new(),
+    };
+    let objects = [
+        ("vex", found.vex),
+        ("sbom-filtered", found.filtered_sbom),
+        ("container-profile", found.profile),
+        ("vulnerability-summary", found.summary),
+        ("vulnerability-manifest", found.manifest),
+        ("vulnerability-manifest-image", found.image_manifest),
+        ("sbom-image", found.image_sbom),
+    ];
+    for (kind, object) in objects {
+        let Some(object) = object else { continue };
+        let key = evidence_key(job_id, kind);
+        let body = serde_json::to_vec(&object).map_err(|e| StageError::Permanent {
+            reason: FailureReason::Internal,
+            message: format!(
+                "cannot serialise the {kind} evidence: {e}; report this with the job id"
+            ),
+            retryable: false,
+        })?;
+        drop(object);
+        store.put_bytes(&key, Bytes::from(body)).await?;
+        match kind {
+            "vex" => refs.vex = Some(key),
+            "sbom-filtered" => refs.filtered_sbom = Some(key),
+            "container-profile" => refs.container_profile = Some(key),
+            "vulnerability-summary" => refs.vulnerability_summary = Some(key),
+            "vulnerability-manifest" => refs.vulnerability_manifest = Some(key),
+            "vulnerability-manifest-image" => {
+                refs.other.insert(OTHER_IMAGE_MANIFEST.to_string(), key);
+            }
+            _ => {
+                refs.other.insert(OTHER_IMAGE_SBOM.to_string(), key);
             }
         }
-        Ok(refs)
     }
+    Ok(refs)
 }
 
 /// Matches in the manifests, or the summary's counts when no manifest was found.
@@ -452,10 +461,10 @@ fn vulnerability_count(found: &Found) -> VulnerabilityCount {
 impl Handler for Extract {
     async fn handle(
         &self,
-        _job: &JobContext,
+        job: &JobContext,
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
-        self.run(ticket).await
+        self.run(&job.store, ticket).await
     }
 }
 

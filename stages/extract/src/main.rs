@@ -1,1 +1,7 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    vexxy_runtime::run(vexxy_events::Stage::Extract, |config| {
+        vexxy_extract::Extract::from_env(config.nats.clone())
+    })
+    .await
+}
