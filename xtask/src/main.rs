@@ -1,1 +1,87 @@
-fn main() {}
+//! `cargo xtask`: the project's developer commands (see README.md).
+
+mod demo;
+mod deps;
+mod paths;
+mod setup;
+mod stack;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::paths::Paths;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "vexxy developer commands", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the tools tests and the local stack need into .tools/bin (idempotent).
+    Setup,
+    /// Setup, then build and run the whole test suite (what CI runs).
+    Test,
+    /// Start the local stack in the background and write .vexxy/env.
+    Up,
+    /// Stop the local stack (safe to run when nothing is running).
+    Down,
+    /// Setup, start the stack (or reuse it), run one analysis end to end and print the result.
+    Demo(demo::DemoArgs),
+    /// Check the workspace dependency rules (also part of `test`).
+    CheckDeps,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let paths = Paths::discover();
+    match run(&paths, cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(false)` is a failure already explained on stdout (failed tests, failed job).
+fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Setup => setup::run(paths).map(|_| true),
+        Command::Test => test::run(paths),
+        Command::Up => {
+            let tools = setup::run(paths)?;
+            stack::up(paths, &tools).map(|_| true)
+        }
+        Command::Down => stack::down(paths).map(|()| true),
+        Command::Demo(args) => {
+            let tools = setup::run(paths)?;
+            let env = match stack::running_env(paths)? {
+                Some(env) => {
+                    println!(
+                        "demo: reusing the running local stack (NATS {})",
+                        env.nats_url
+                    );
+                    env
+                }
+                None => stack::up(paths, &tools)?,
+            };
+            demo::run(paths, &env, &args)
+        }
+        Command::CheckDeps => {
+            let problems = deps::violations(&deps::load_metadata(&paths.root)?);
+            for problem in &problems {
+                println!("check-deps: {problem}");
+            }
+            if problems.is_empty() {
+                println!("check-deps: the workspace follows the dependency rules");
+            }
+            Ok(problems.is_empty())
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! `cargo xtask up` / `down`: the local stack as background processes.
+//!
+//! nats-server (JetStream, store in `.vexxy/nats`), kubesim (the local Kubernetes API with
+//! Kubescape installed, kubeconfig at `.vexxy/kubeconfig`) and the five stage binaries, each
+//! detached into its own session so closing the terminal does not stop them. Each process has a
+//! log in `.vexxy/logs/<name>.log` and a pid file in `.vexxy/pids/<name>.pid` that also records
+//! the program it ran, so `down` never signals a recycled pid that now belongs to someone else.
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use vexxy_harness::{free_port, http_get_status, port_is_open};
+
+use crate::paths::{Paths, cargo};
+use crate::setup::Tools;
+
+/// The stage binaries in pipeline order.
+pub const STAGES: [&str; 5] = [
+    "vexxy-install-check",
+    "vexxy-deploy",
+    "vexxy-wait",
+    "vexxy-extract",
+    "vexxy-enrich",
+];
+const NATS: &str = "nats-server";
+const KUBESIM: &str = "kubesim";
+/// Kubescape's learning period in the local stack: long enough to be a real window, short
+/// enough that the demo finishes in well under a minute.
+const LOCAL_LEARNING_PERIOD: &str = "5s";
+/// The shortest analysis window the local stack accepts (production default is minutes).
+const LOCAL_MIN_ANALYSIS_SECONDS: u64 = 2;
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STAGE_STOP_GRACE: Duration = Duration::from_secs(20);
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What `up` wrote to `.vexxy/env`, read back by `demo`.
+#[derive(Debug, Clone)]
+pub struct StackEnv {
+    pub nats_url: String,
+    pub kubeconfig: PathBuf,
+    pub store: String,
+}
+
+impl StackEnv {
+    fn render(&self) -> String {
+        format!(
+            "# written by `cargo xtask up`; `source .vexxy/env` to talk to the local stack\n\
+             export NATS_URL={}\n\
+             export KUBECONFIG={}\n\
+             export VEXXY_STORE={}\n",
+            shell_quote(&self.nats_url),
+            shell_quote(&self.kubeconfig.display().to_string()),
+            shell_quote(&self.store),
+        )
+    }
+
+    fn parse(text: &str) -> Option<StackEnv> {
+        let value = |name: &str| {
+            text.lines()
+                .filter_map(|line| line.trim().strip_prefix("export "))
+                .filter_map(|line| line.split_once('='))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.trim_matches('\'').to_string())
+        };
+        Some(StackEnv {
+            nats_url: value("NATS_URL")?,
+            kubeconfig: PathBuf::from(value("KUBECONFIG")?),
+            store: value("VEXXY_STORE")?,
+        })
+    }
+}
+
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// Every process of the stack, in start order.
+fn process_names() -> Vec<&'static str> {
+    let mut names = vec![NATS, KUBESIM];
+    names.extend(STAGES);
+    names
+}
+
+pub fn up(paths: &Paths, tools: &Tools) -> anyhow::Result<StackEnv> {
+    match running_state(paths)? {
+        StackState::Running(env) => {
+            println!("up: the local stack is already running");
+            print_env(paths, &env);
+            return Ok(env);
+        }
+        StackState::Partial(alive) => {
+            println!(
+                "up: the stack is only partly running ({}); stopping it to start afresh",
+                alive.join(", ")
+            );
+            down(paths)?;
+        }
+        StackState::Stopped => {}
+    }
+    for dir in [
+        paths.logs(),
+        paths.pids(),
+        paths.run(),
+        paths.nats_store(),
+        paths.object_store(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    build_binaries(paths)?;
+
+    let env = StackEnv {
+        nats_url: String::new(),
+        kubeconfig: paths.kubeconfig(),
+        store: format!("file://{}", paths.object_store().display()),
+    };
+    let mut started = Started::default();
+    let result = start_all(paths, tools, env, &mut started);
+    match result {
+        Ok(env) => {
+            std::fs::write(paths.env_file(), env.render())
+                .with_context(|| format!("cannot write {}", paths.env_file().display()))?;
+            println!(
+                "up: the local stack is ready (logs in {})",
+                paths.logs().display()
+            );
+            print_env(paths, &env);
+            Ok(env)
+        }
+        Err(error) => {
+            println!("up: start-up failed; stopping what was started");
+            if let Err(stop_error) = down(paths) {
+                println!("up: stopping also failed: {stop_error:#}");
+            }
+            Err(error)
+        }
+    }
+}
+
+fn print_env(paths: &Paths, env: &StackEnv) {
+    println!("\n{}", env.render());
+    println!(
+        "Use it with `source {}`; stop the stack with `cargo xtask down`.",
+        paths.env_file().display()
+    );
+}
+
+fn build_binaries(paths: &Paths) -> anyhow::Result<()> {
+    let mut command = Command::new(cargo());
+    command.args(["build", "--bins", "--package", KUBESIM]);
+    for stage in STAGES {
+        command.args(["--package", stage]);
+    }
+    println!("up: building kubesim and the stage binaries ...");
+    let status = command
+        .current_dir(&paths.root)
+        .status()
+        .context("cannot run cargo build")?;
+    ensure!(
+        status.success(),
+        "building the stack's binaries failed ({status}); see the compiler output above"
+    );
+    Ok(())
+}
+
+/// Children started by this `up`, kept so an early exit is noticed while waiting for readiness.
+#[derive(Default)]
+struct Started {
+    children: Vec<(String, Child)>,
+}
+
+impl Started {
+    /// Fails with the process's log when it already exited.
+    fn check_alive(&mut self, paths: &Paths, name: &str) -> anyhow::Result<()> {
+        if let Some((_, child)) = self
+            .children
+            .iter_mut()
+            .find(|(started, _)| started == name)
+        {
+            if let Some(status) = child.try_wait().context("cannot query a child process")? {
+                bail!(
+                    "{name} exited during start-up ({status}); the end of its log ({}):\n{}",
+                    paths.log_of(name).display(),
+                    log_tail(&paths.log_of(name), 30)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn start_all(
+    paths: &Paths,
+    tools: &Tools,
+    mut env: StackEnv,
+    started: &mut Started,
+) -> anyhow::Result<StackEnv> {
+    // 4222 is what the `nats` CLI and client examples default to; take another port when busy.
+    let nats_port = if port_is_open(4222) {
+        free_port()
+    } else {
+        4222
+    };
+    let monitor_port = free_port();
+    env.nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut nats = Command::new(&tools.nats_server);
+    nats.args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &nats_port.to_string(),
+        "-m",
+        &monitor_port.to_string(),
+        "-js",
+        "-sd",
+    ])
+    .arg(paths.nats_store());
+    spawn_detached(paths, NATS, nats, started)?;
+    wait_for(paths, started, NATS, || {
+        http_get_status(monitor_port, "/healthz") == Some(200)
+    })?;
+    println!("up: nats-server ready at {}", env.nats_url);
+
+    let ready_file = paths.run().join("kubesim.ready");
+    let _ = std::fs::remove_file(&ready_file);
+    let mut kubesim = Command::new(paths.built_binary(KUBESIM));
+    kubesim
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .args([
+            "--kubescape",
+            "installed",
+            "--learning-period",
+            LOCAL_LEARNING_PERIOD,
+        ]);
+    spawn_detached(paths, KUBESIM, kubesim, started)?;
+    wait_for(paths, started, KUBESIM, || ready_file.is_file())?;
+    println!(
+        "up: kubesim ready (kubeconfig {})",
+        env.kubeconfig.display()
+    );
+
+    let mut health_files = Vec::new();
+    for stage in STAGES {
+        let health_file = paths.run().join(format!("{stage}.addr"));
+        let _ = std::fs::remove_file(&health_file);
+        let mut command = Command::new(paths.built_binary(stage));
+        command.envs(stage_env(&env, &health_file));
+        spawn_detached(paths, stage, command, started)?;
+        health_files.push((stage, health_file));
+    }
+    for (stage, health_file) in &health_files {
+        wait_for(paths, started, stage, || {
+            health_port(health_file)
+                .is_some_and(|port| http_get_status(port, "/readyz") == Some(200))
+        })?;
+        println!(
+            "up: {stage} ready (health on 127.0.0.1:{})",
+            health_port(health_file).unwrap_or(0)
+        );
+    }
+    Ok(env)
+}
+
+/// The environment of a stage process in the local stack.
+fn stage_env(env: &StackEnv, health_file: &Path) -> Vec<(String, String)> {
+    vec![
+        ("NATS_URL".into(), env.nats_url.clone()),
+        ("VEXXY_STORE".into(), env.store.clone()),
+        ("KUBECONFIG".into(), env.kubeconfig.display().to_string()),
+        ("K8S_IN_CLUSTER".into(), "false".into()),
+        ("VEXXY_HEALTH_ADDR".into(), "127.0.0.1:0".into()),
+        (
+            "VEXXY_HEALTH_ADDR_FILE".into(),
+            health_file.display().to_string(),
+        ),
+        (
+            "VEXXY_MIN_ANALYSIS_DURATION".into(),
+            LOCAL_MIN_ANALYSIS_SECONDS.to_string(),
+        ),
+        (
+            "RUST_LOG".into(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        ),
+    ]
+}
+
+/// The port in a health address file (`127.0.0.1:PORT`), once the stage has written it.
+fn health_port(file: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.trim().rsplit_once(':')?.1.parse().ok()
+}
+
+fn wait_for(
+    paths: &Paths,
+    started: &mut Started,
+    name: &str,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        started.check_alive(paths, name)?;
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{name} did not become ready within {READY_TIMEOUT:?}; the end of its log ({}):\n{}",
+                paths.log_of(name).display(),
+                log_tail(&paths.log_of(name), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_detached(
+    paths: &Paths,
+    name: &str,
+    mut command: Command,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let log_path = paths.log_of(name);
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .context("cannot duplicate a log file handle")?;
+    let program = PathBuf::from(command.get_program());
+    command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it only moves the
+    // child into its own session so a Ctrl-C in the terminal that ran `up` does not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {name} ({})", program.display()))?;
+    let record = PidRecord {
+        pid: child.id(),
+        program,
+    };
+    std::fs::write(pid_file(paths, name), record.render())
+        .with_context(|| format!("cannot write the pid file of {name}"))?;
+    started.children.push((name.to_string(), child));
+    Ok(())
+}
+
+fn pid_file(paths: &Paths, name: &str) -> PathBuf {
+    paths.pids().join(format!("{name}.pid"))
+}
+
+/// A pid file: the pid and the program it ran.
+#[derive(Debug, Clone, PartialEq)]
+struct PidRecord {
+    pid: u32,
+    program: PathBuf,
+}
+
+impl PidRecord {
+    fn render(&self) -> String {
+        format!("{}\n{}\n", self.pid, self.program.display())
+    }
+
+    fn parse(text: &str) -> Option<PidRecord> {
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let program = PathBuf::from(lines.next()?.trim());
+        Some(PidRecord { pid, program })
+    }
+
+    /// Alive and still running our program (not a zombie, not a recycled pid).
+    fn is_ours_and_alive(&self) -> bool {
+        let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
+        let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
+            return false;
+        };
+        // The state letter follows the parenthesised command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z') | Some('X') | None) {
+            return false;
+        }
+        let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+            return false;
+        };
+        let argv0 = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
+        Path::new(std::ffi::OsStr::from_bytes(argv0)) == self.program
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid was just checked to be
+            // running our program.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+}
+
+enum StackState {
+    Running(StackEnv),
+    Partial(Vec<String>),
+    Stopped,
+}
+
+fn running_state(paths: &Paths) -> anyhow::Result<StackState> {
+    let mut alive = Vec::new();
+    for name in process_names() {
+        if read_pid(paths, name).is_some_and(|record| record.is_ours_and_alive()) {
+            alive.push(name.to_string());
+        }
+    }
+    if alive.is_empty() {
+        return Ok(StackState::Stopped);
+    }
+    let env = std::fs::read_to_string(paths.env_file())
+        .ok()
+        .and_then(|text| StackEnv::parse(&text));
+    match env {
+        Some(env) if alive.len() == process_names().len() => Ok(StackState::Running(env)),
+        _ => Ok(StackState::Partial(alive)),
+    }
+}
+
+/// The environment of a running stack, `None` when it is not (fully) running.
+pub fn running_env(paths: &Paths) -> anyhow::Result<Option<StackEnv>> {
+    Ok(match running_state(paths)? {
+        StackState::Running(env) => Some(env),
+        _ => None,
+    })
+}
+
+fn read_pid(paths: &Paths, name: &str) -> Option<PidRecord> {
+    std::fs::read_to_string(pid_file(paths, name))
+        .ok()
+        .and_then(|text| PidRecord::parse(&text))
+}
+
+/// Stops the stack: stages first (they finish or hand back in-flight work while NATS is still
+/// up), then kubesim, then nats-server. SIGTERM, then SIGKILL after a bound. Safe to repeat.
+pub fn down(paths: &Paths) -> anyhow::Result<()> {
+    let mut stopped_any = false;
+    let stages: Vec<&str> = STAGES.to_vec();
+    for (group, grace) in [
+        (stages, STAGE_STOP_GRACE),
+        (vec![KUBESIM], SERVER_STOP_GRACE),
+        (vec![NATS], SERVER_STOP_GRACE),
+    ] {
+        let mut running = Vec::new();
+        for name in group {
+            let file = pid_file(paths, name);
+            match read_pid(paths, name) {
+                Some(record) if record.is_ours_and_alive() => {
+                    record.signal(libc::SIGTERM);
+                    running.push((name, record));
+                }
+                _ => {}
+            }
+            if file.exists() {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("cannot remove {}", file.display()))?;
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while running.iter().any(|(_, record)| record.is_ours_and_alive())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (name, record) in running {
+            stopped_any = true;
+            if record.is_ours_and_alive() {
+                record.signal(libc::SIGKILL);
+                println!(
+                    "down: {name} (pid {}) ignored SIGTERM for {grace:?} and was killed; see {}",
+                    record.pid,
+                    paths.log_of(name).display()
+                );
+            } else {
+                println!("down: stopped {name} (pid {})", record.pid);
+            }
+        }
+    }
+    if paths.env_file().exists() {
+        std::fs::remove_file(paths.env_file()).context("cannot remove .vexxy/env")?;
+    }
+    if !stopped_any {
+        println!("down: nothing was running");
+    }
+    println!(
+        "down: logs and data stay in {} (delete it for a fresh start)",
+        paths.stack().display()
+    );
+    Ok(())
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_round_trips() {
+        let env = StackEnv {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            kubeconfig: PathBuf::from("/work/it's here/.vexxy/kubeconfig"),
+            store: "file:///work/main/.vexxy/store".into(),
+        };
+        let rendered = env.render();
+        assert!(rendered.contains("export NATS_URL='nats://127.0.0.1:4222'\n"));
+        let parsed = StackEnv::parse(&rendered).expect("rendered env parses");
+        assert_eq!(parsed.nats_url, env.nats_url);
+        assert_eq!(parsed.store, env.store);
+    }
+
+    #[test]
+    fn env_file_is_valid_shell() {
+        let env = StackEnv {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            kubeconfig: PathBuf::from("/tmp/it's a dir/kubeconfig"),
+            store: "file:///tmp/store".into(),
+        };
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}\nprintf '%s|%s|%s' \"$NATS_URL\" \"$KUBECONFIG\" \"$VEXXY_STORE\"",
+                env.render()
+            ))
+            .output()
+            .expect("sh runs");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "nats://127.0.0.1:4222|/tmp/it's a dir/kubeconfig|file:///tmp/store"
+        );
+    }
+
+    #[test]
+    fn pid_records_only_match_their_own_program() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep starts");
+        let program = crate::paths::on_path("sleep").expect("sleep is on PATH");
+        let ours = PidRecord {
+            pid: child.id(),
+            program: PathBuf::from("sleep"),
+        };
+        let parsed = PidRecord::parse(&ours.render()).expect("pid record parses");
+        assert_eq!(parsed, ours);
+        // Right after exec the kernel briefly reports an empty command line; `down` only ever
+        // looks at processes started long before, so give the child a moment here.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        vexxy_harness::wait_until(Duration::from_secs(5), || {
+            std::fs::read(&cmdline).is_ok_and(|bytes| !bytes.is_empty())
+        });
+        assert!(
+            ours.is_ours_and_alive(),
+            "a running child with the recorded argv0 is ours"
+        );
+        let recycled = PidRecord {
+            pid: child.id(),
+            program,
+        };
+        assert!(
+            !recycled.is_ours_and_alive(),
+            "a different program under that pid is not ours"
+        );
+        child.kill().expect("kill sleep");
+        child.wait().expect("reap sleep");
+        assert!(!ours.is_ours_and_alive(), "an exited process is not alive");
+    }
+
+    #[test]
+    fn health_port_reads_the_address_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("stage.addr");
+        assert_eq!(health_port(&file), None);
+        std::fs::write(&file, "127.0.0.1:38123\n").expect("write");
+        assert_eq!(health_port(&file), Some(38123));
+    }
+}
