@@ -223,6 +223,11 @@ async fn serve(
     if !r.namespaced && target.namespace.is_some() {
         return Err(ApiError::no_route());
     }
+    if target.subresource.as_deref() == Some("scale")
+        && matches!(r.plural, "deployments" | "replicasets")
+    {
+        return scale(app, verb, &target, content_type, &body);
+    }
     let status_only = match target.subresource.as_deref() {
         None => false,
         Some("status") if r.has_status => true,
@@ -468,4 +473,82 @@ fn list(
         "items": matching,
     });
     Ok(json_response(StatusCode::OK, &list))
+}
+
+fn scale_object(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": name_of(obj),
+            "namespace": namespace_of(obj),
+            "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+            "resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+    })
+}
+
+/// The `scale` subresource of Deployments and ReplicaSets (what `kubectl scale` uses).
+fn scale(
+    app: &Arc<App>,
+    verb: &str,
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = target.resource;
+    let ns = target.namespace.as_deref().unwrap_or("");
+    let name = target
+        .name
+        .as_deref()
+        .ok_or_else(|| ApiError::method_not_allowed("scale needs an object name"))?;
+    let new_scale = match verb {
+        "get" => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &scale_object(&app.store.get(r, ns, name)?),
+            ));
+        }
+        "update" => patch::parse_body(body)?,
+        "patch" => {
+            let current = scale_object(&app.store.get(r, ns, name)?);
+            patch::apply_patch(PatchType::from_content_type(content_type)?, &current, body)?
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{verb} is not supported on {}/scale",
+                r.plural
+            )));
+        }
+    };
+    let replicas = new_scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                name,
+                "spec.replicas: Invalid value: must be a non-negative integer",
+            )
+        })?;
+    let updated = app.store.update_with(r, ns, name, false, |cur| {
+        let mut c = cur.clone();
+        c["spec"]["replicas"] = json!(replicas);
+        Ok(c)
+    })?;
+    Ok(json_response(StatusCode::OK, &scale_object(&updated)))
 }
