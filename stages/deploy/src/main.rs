@@ -1,1 +1,7 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    vexxy_runtime::run(vexxy_events::Stage::Deploy, |_| {
+        vexxy_deploy::Deploy::from_env()
+    })
+    .await
+}
