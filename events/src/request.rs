@@ -31,6 +31,8 @@
 //! `$(VAR)` in `command`, `args` and `env` values; the deploy stage passes every such value
 //! through [`escape_kubernetes_expansion`] so it reaches the container exactly as written.
 
+mod cloud_event;
+mod fields;
 mod image_ref;
 pub mod job_id;
 mod strict_json;

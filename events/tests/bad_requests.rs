@@ -48,10 +48,14 @@ fn catalogue() -> Vec<Case> {
     let many_args: Vec<String> = (0..65).map(|i| format!("--flag-{i}")).collect();
     let many_ports: Vec<u32> = (1..=33).map(|i| 8000 + i).collect();
     let mut labelled = minimal();
-    let mut small_policy = ValidationPolicy::default();
-    small_policy.max_request_bytes = 100;
-    let mut allowlist_policy = ValidationPolicy::default();
-    allowlist_policy.registry_allowlist = vec!["ghcr.io".into(), "quay.io".into()];
+    let small_policy = ValidationPolicy {
+        max_request_bytes: 100,
+        ..ValidationPolicy::default()
+    };
+    let allowlist_policy = ValidationPolicy {
+        registry_allowlist: vec!["ghcr.io".into(), "quay.io".into()],
+        ..ValidationPolicy::default()
+    };
     labelled["labels"] = json!({"team": "payments\nadmin: true"});
 
     vec![

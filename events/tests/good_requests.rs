@@ -1,4 +1,5 @@
 //! Requests that must be accepted, and what they resolve to; job ids and fingerprints.
+#![allow(clippy::result_large_err)] // Rejection is returned by value, as parse_request does
 
 mod common;
 

@@ -5,15 +5,19 @@
 //! of checks is fixed (size, encoding, JSON, envelope, unknown fields, then each field), so the
 //! same bad message always gets the same answer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::image_ref::{self, ImageRefError, describe_char, is_forbidden_char, shorten};
+use super::cloud_event::unwrap_cloud_event;
+use super::fields::{
+    Problem, check_command, check_duration, check_environment, check_labels, check_ports,
+    forbidden_char, json_type, present, whole_number, wrong_type,
+};
+use super::image_ref::{self, ImageRefError, shorten};
 use super::job_id::{derive_job_id, is_valid_job_id};
 use super::{AnalysisRequest, ValidatedRequest, ValidationPolicy, strict_json};
 use crate::FailureReason;
-use crate::envelope::{EventType, SPEC_VERSION};
 
 pub const MAX_ENV_VARS: usize = 64;
 pub const MAX_ENV_NAME_LEN: usize = 128;
@@ -59,6 +63,9 @@ pub struct Rejection {
 /// envelope (recognised by its `specversion` attribute) of type `io.vexxy.analysis.requested.v1`
 /// whose `data` is the request. `msg_id` is the message's `Nats-Msg-Id` header, if any; it names
 /// the job when the body does not (see [`super::job_id`]).
+// A rejection is built once per bad message and carries its correlation fields by value;
+// boxing it would only complicate every caller's pattern matching.
+#[allow(clippy::result_large_err)]
 pub fn parse_request(
     body: &[u8],
     msg_id: Option<&str>,
@@ -69,6 +76,7 @@ pub fn parse_request(
         job_id: Some(derive_job_id(body, msg_id)),
         ..Correlation::default()
     };
+    #[allow(clippy::result_large_err)]
     let fail = |reason, message: String, correlation: &Correlation| {
         Err(correlation.reject(reason, message))
     };
@@ -150,8 +158,6 @@ pub fn escape_kubernetes_expansion(value: &str) -> String {
     value.replace("$(", "$$(")
 }
 
-type Problem = (FailureReason, String);
-
 #[derive(Debug, Default)]
 struct Correlation {
     job_id: Option<String>,
@@ -198,100 +204,6 @@ impl Correlation {
         {
             self.labels = labels;
         }
-    }
-}
-
-fn unwrap_cloud_event(mut event: Map<String, Value>) -> Result<Map<String, Value>, Problem> {
-    let requested = EventType::Requested.as_str();
-    match event.get("specversion") {
-        Some(Value::String(v)) if v == SPEC_VERSION => {}
-        other => {
-            return Err((
-                FailureReason::UnsupportedEvent,
-                format!(
-                    "CloudEvent `specversion` is {}; vexxy accepts the string \"1.0\" only (or \
-                     send the plain request JSON without an envelope)",
-                    describe_value(other)
-                ),
-            ));
-        }
-    }
-    match event.get("type") {
-        Some(Value::String(t)) if t == requested => {}
-        other => {
-            return Err((
-                FailureReason::UnsupportedEvent,
-                format!(
-                    "CloudEvent `type` is {}; requests must have type `{requested}`",
-                    describe_value(other)
-                ),
-            ));
-        }
-    }
-    for attribute in ["id", "source"] {
-        match event.get(attribute) {
-            Some(Value::String(s)) if !s.is_empty() => {}
-            None | Some(Value::Null) => {
-                return Err((
-                    FailureReason::MissingField,
-                    format!(
-                        "CloudEvent attribute `{attribute}` is missing; CloudEvents 1.0 requires \
-                         `id` and `source` (e.g. \"source\": \"/ci/my-pipeline\")"
-                    ),
-                ));
-            }
-            Some(other) => {
-                return Err((
-                    FailureReason::InvalidRequest,
-                    format!(
-                        "CloudEvent attribute `{attribute}` must be a non-empty string, got {}",
-                        describe_value(Some(other))
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some(content_type) = event.get("datacontenttype") {
-        let is_json = content_type.as_str().is_some_and(|t| {
-            let t = t
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            t == "application/json" || t.ends_with("+json")
-        });
-        if !is_json {
-            return Err((
-                FailureReason::UnsupportedEvent,
-                format!(
-                    "CloudEvent `datacontenttype` is {}; vexxy accepts `application/json` data \
-                     only",
-                    describe_value(Some(content_type))
-                ),
-            ));
-        }
-    }
-    if event.contains_key("data_base64") {
-        return Err((
-            FailureReason::UnsupportedEvent,
-            "CloudEvent carries `data_base64`; put the request in `data` as a JSON object".into(),
-        ));
-    }
-    match event.remove("data") {
-        Some(Value::Object(data)) => Ok(data),
-        None | Some(Value::Null) => Err((
-            FailureReason::MissingField,
-            "CloudEvent attribute `data` is missing: put the analysis request object in `data`"
-                .into(),
-        )),
-        Some(other) => Err((
-            FailureReason::InvalidRequest,
-            format!(
-                "CloudEvent `data` is a JSON {}, but must be the analysis request object",
-                json_type(&other)
-            ),
-        )),
     }
 }
 
@@ -494,277 +406,6 @@ fn check_unknown_fields(
     ))
 }
 
-fn check_duration(value: &Value, policy: &ValidationPolicy) -> Result<(), Problem> {
-    let (min, max) = (
-        policy.min_analysis_duration.max(1),
-        policy.max_analysis_duration,
-    );
-    let range = format!(
-        "a whole number of seconds from {min} to {max} (leave it out for the default of {})",
-        policy.default_analysis_duration
-    );
-    let problem = |what: String| {
-        Err((
-            FailureReason::InvalidDuration,
-            format!("config.analysis_duration {what}: it must be {range}"),
-        ))
-    };
-    let Value::Number(number) = value else {
-        return problem(format!("is {}", describe_value(Some(value))));
-    };
-    let float = number.as_f64().unwrap_or(f64::NAN);
-    if number.as_i64().is_some_and(|n| n < 0) || float < 0.0 {
-        return problem(format!("is negative ({number})"));
-    }
-    if float.fract() != 0.0 {
-        return problem(format!("is fractional ({number})"));
-    }
-    let Some(seconds) = whole_number(number).filter(|s| *s <= max) else {
-        return problem(format!("is too large ({number})"));
-    };
-    if seconds == 0 {
-        return problem("is zero".into());
-    }
-    if seconds < min || seconds > max {
-        return problem(format!("is {seconds}, outside the allowed range"));
-    }
-    Ok(())
-}
-
-fn check_environment(value: &Value) -> Result<(), Problem> {
-    let Value::Object(variables) = value else {
-        return Err(wrong_type(
-            "config.environment",
-            "an object of NAME: \"value\" strings",
-            value,
-        ));
-    };
-    let bad = |message: String| Err((FailureReason::InvalidEnvironment, message));
-    if variables.len() > MAX_ENV_VARS {
-        return bad(format!(
-            "config.environment has {} variables; at most {MAX_ENV_VARS} are allowed",
-            variables.len()
-        ));
-    }
-    for (name, value) in variables {
-        if !is_c_identifier(name) || name.len() > MAX_ENV_NAME_LEN {
-            return bad(format!(
-                "config.environment name `{}` is not a valid variable name: use letters, digits \
-                 and `_`, not starting with a digit, at most {MAX_ENV_NAME_LEN} characters",
-                shorten(name, 60)
-            ));
-        }
-        let Value::String(text) = value else {
-            return Err(wrong_type(
-                &format!("config.environment.{name}"),
-                "a string (quote numbers and booleans)",
-                value,
-            ));
-        };
-        if text.len() > MAX_ENV_VALUE_BYTES {
-            return bad(format!(
-                "config.environment.{name} is {} bytes; values are limited to {MAX_ENV_VALUE_BYTES} \
-                 bytes",
-                text.len()
-            ));
-        }
-        if let Some((position, c)) = forbidden_char(text) {
-            return bad(format!(
-                "config.environment.{name} contains {} at character {position}: values must be \
-                 printable text without line breaks or control characters (vexxy passes values \
-                 verbatim, so there is nothing to escape)",
-                describe_char(c)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_command(field: &str, value: &Value) -> Result<(), Problem> {
-    let path = format!("config.{field}");
-    let Value::Array(items) = value else {
-        return Err(wrong_type(&path, "an array of strings", value));
-    };
-    let bad = |message: String| Err((FailureReason::InvalidCommand, message));
-    if field == "command" && items.is_empty() {
-        return bad(
-            "config.command is an empty array: give the program to run (e.g. [\"/app\"]) or \
-             leave command out to use the image's entrypoint"
-                .into(),
-        );
-    }
-    if items.len() > MAX_COMMAND_ELEMENTS {
-        return bad(format!(
-            "{path} has {} elements; at most {MAX_COMMAND_ELEMENTS} are allowed",
-            items.len()
-        ));
-    }
-    for (index, item) in items.iter().enumerate() {
-        let Value::String(text) = item else {
-            return Err(wrong_type(&format!("{path}[{index}]"), "a string", item));
-        };
-        if field == "command" && index == 0 && text.is_empty() {
-            return bad("config.command[0] is empty: it must name the program to run".into());
-        }
-        if text.len() > MAX_COMMAND_ELEMENT_BYTES {
-            return bad(format!(
-                "{path}[{index}] is {} bytes; elements are limited to {MAX_COMMAND_ELEMENT_BYTES} \
-                 bytes",
-                text.len()
-            ));
-        }
-        if let Some((position, c)) = forbidden_char(text) {
-            return bad(format!(
-                "{path}[{index}] contains {} at character {position}: elements must be printable \
-                 text without line breaks or control characters (no shell runs them, so pass \
-                 each argument as its own element instead of quoting)",
-                describe_char(c)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_ports(value: &Value) -> Result<(), Problem> {
-    let Value::Array(items) = value else {
-        return Err(wrong_type(
-            "config.ports",
-            "an array of port numbers",
-            value,
-        ));
-    };
-    let bad = |message: String| Err((FailureReason::InvalidPorts, message));
-    if items.len() > MAX_PORTS {
-        return bad(format!(
-            "config.ports has {} entries; at most {MAX_PORTS} are allowed",
-            items.len()
-        ));
-    }
-    let mut seen = HashSet::new();
-    for (index, item) in items.iter().enumerate() {
-        let Value::Number(number) = item else {
-            return Err(wrong_type(
-                &format!("config.ports[{index}]"),
-                "a port number",
-                item,
-            ));
-        };
-        let port = whole_number(number).filter(|p| (1..=65_535).contains(p));
-        let Some(port) = port else {
-            return bad(format!(
-                "config.ports[{index}] is {number}: ports are whole numbers from 1 to 65535"
-            ));
-        };
-        if !seen.insert(port) {
-            return bad(format!(
-                "config.ports lists port {port} more than once: list each port once"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_labels(value: &Value) -> Result<(), Problem> {
-    let Value::Object(labels) = value else {
-        return Err(wrong_type(
-            "labels",
-            "an object of key: \"value\" strings",
-            value,
-        ));
-    };
-    let bad = |message: String| Err((FailureReason::InvalidLabels, message));
-    if labels.len() > MAX_LABELS {
-        return bad(format!(
-            "labels has {} entries; at most {MAX_LABELS} are allowed",
-            labels.len()
-        ));
-    }
-    for (key, value) in labels {
-        let key_ok = !key.is_empty()
-            && key.len() <= MAX_LABEL_KEY_LEN
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/'));
-        if !key_ok {
-            return bad(format!(
-                "labels key `{}` is invalid: keys are 1-{MAX_LABEL_KEY_LEN} characters of \
-                 letters, digits, `_`, `.`, `-` and `/`",
-                shorten(key, 80)
-            ));
-        }
-        let Value::String(text) = value else {
-            return Err(wrong_type(&format!("labels.{key}"), "a string", value));
-        };
-        let chars = text.chars().count();
-        if chars > MAX_LABEL_VALUE_CHARS {
-            return bad(format!(
-                "labels.{key} is {chars} characters; values are limited to \
-                 {MAX_LABEL_VALUE_CHARS}"
-            ));
-        }
-        if let Some((position, c)) = forbidden_char(text) {
-            return bad(format!(
-                "labels.{key} contains {} at character {position}: label values must be \
-                 printable text",
-                describe_char(c)
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The field's value, treating an explicit `null` as absent.
-fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    object.get(field).filter(|v| !v.is_null())
-}
-
-fn wrong_type(path: &str, expected: &str, got: &Value) -> Problem {
-    (
-        FailureReason::InvalidRequest,
-        format!(
-            "`{path}` must be {expected}, but is a JSON {}",
-            json_type(got)
-        ),
-    )
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn describe_value(value: Option<&Value>) -> String {
-    match value {
-        None => "missing".into(),
-        Some(Value::String(s)) => format!("the string \"{}\"", shorten(s, 60)),
-        Some(Value::Number(n)) => format!("the number {n}"),
-        Some(other) => format!("a JSON {}", json_type(other)),
-    }
-}
-
-/// The first character (1-based position) a value may not contain: control characters
-/// (newlines, NUL, ESC, ...) and the invisible characters that reorder or break displayed text,
-/// which is how YAML, log and terminal injection is attempted.
-fn forbidden_char(text: &str) -> Option<(usize, char)> {
-    text.chars()
-        .enumerate()
-        .find_map(|(i, c)| is_forbidden_char(c).then_some((i + 1, c)))
-}
-
-fn is_c_identifier(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 fn normalise_registry(registry: &str) -> String {
     let registry = registry.trim().to_ascii_lowercase();
     match registry.as_str() {
@@ -786,14 +427,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
-}
-
-/// A non-negative whole number, whether written `300` or `300.0`.
-fn whole_number(number: &serde_json::Number) -> Option<u64> {
-    number.as_u64().or_else(|| {
-        let float = number.as_f64()?;
-        (float >= 0.0 && float.fract() == 0.0 && float <= u64::MAX as f64).then_some(float as u64)
-    })
 }
 
 /// Drops `null` fields (they mean absent) and rewrites `300.0` as `300` where the request type

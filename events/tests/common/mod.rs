@@ -1,5 +1,6 @@
 //! Shared fixtures for the events tests: digests, request bodies and one sample of every event.
 #![allow(dead_code)] // each test file uses a different subset
+#![allow(clippy::result_large_err)] // Rejection is returned by value, as parse_request does
 
 use std::collections::BTreeMap;
 
