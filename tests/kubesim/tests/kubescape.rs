@@ -1,0 +1,324 @@
+//! The Kubescape emulator: ContainerProfile names and status sequence, kubevuln's writes, partial
+//! profiles for containers started before the install, capabilities, the 413 cap.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use serde_json::{Value, json};
+use vexxy_kubescape::names::{ContainerType, InstanceOwner, slug_for};
+
+const GROUP: &str = "spdx.softwarecomposition.kubescape.io";
+const NGINX: &str = "nginx@sha256:6a59f1cbb8d28ac484176d52c473494859a512ddba3ea62a547258cf16c9b3ae";
+
+fn storage_api(
+    client: &kube::Client,
+    kind: &str,
+    plural: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, "v1beta1", kind), plural);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn deployment(name: &str, image: &str, sniffing: Option<&str>) -> Deployment {
+    let mut d: Value =
+        serde_yaml_ng::from_str(&deployment_yaml(name, "default", image, 1)).unwrap();
+    if let Some(s) = sniffing {
+        d["spec"]["template"]["metadata"]["labels"]["kubescape.io/max-sniffing-time"] = json!(s);
+    }
+    serde_json::from_value(d).unwrap()
+}
+
+/// The instance slug of the first (only) container of the deployment's running pod.
+async fn slug_of(client: &kube::Client, app: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = eventually("the pod to run", Duration::from_secs(10), || {
+        let pods = pods.clone();
+        async move {
+            let p = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .next()?;
+            (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+        }
+    })
+    .await;
+    let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+    slug_for(
+        &InstanceOwner {
+            api_version: &owner.api_version,
+            namespace: "default",
+            kind: &owner.kind,
+            name: &owner.name,
+        },
+        ContainerType::Container,
+        "app",
+    )
+}
+
+fn annotation(o: &DynamicObject, key: &str) -> String {
+    o.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_lifecycle_then_vex_in_kubescape() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    let profiles = storage_api(&client, "ContainerProfile", "containerprofiles", None);
+    let mut events = profiles
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("web", NGINX, Some("1s")),
+        )
+        .await
+        .unwrap();
+    let slug = slug_of(&client, "web").await;
+
+    let mut statuses = Vec::new();
+    let completed = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .expect("profile events keep coming")
+            .unwrap();
+        match ev {
+            Some(WatchEvent::Added(o) | WatchEvent::Modified(o))
+                if o.metadata.name.as_deref() == Some(slug.as_str()) =>
+            {
+                assert_eq!(o.metadata.namespace.as_deref(), Some("default"));
+                assert_eq!(annotation(&o, "kubescape.io/completion"), "complete");
+                let status = annotation(&o, "kubescape.io/status");
+                if statuses.last() != Some(&status) {
+                    statuses.push(status.clone());
+                }
+                if status == "completed" {
+                    break o;
+                }
+            }
+            Some(_) => {}
+            None => panic!("profile watch ended; saw {statuses:?}"),
+        }
+        assert!(statuses.len() < 10, "{statuses:?}");
+    };
+    assert_eq!(statuses, ["initializing", "ready", "completed"]);
+    let labels = completed.metadata.labels.clone().unwrap();
+    assert_eq!(
+        labels
+            .get("kubescape.io/learning-period")
+            .map(String::as_str),
+        Some("1s")
+    );
+    let completed_rv: u64 = completed
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The VEX (named by the same slug, in `kubescape`) is rewritten after completion.
+    let vex_api = storage_api(
+        &client,
+        "OpenVulnerabilityExchangeContainer",
+        "openvulnerabilityexchangecontainers",
+        Some("kubescape"),
+    );
+    let vex = eventually(
+        "a VEX written after the profile completed",
+        Duration::from_secs(10),
+        || {
+            let vex_api = vex_api.clone();
+            let slug = slug.clone();
+            async move {
+                let v = vex_api.get_opt(&slug).await.ok()??;
+                let rv: u64 = v.metadata.resource_version.clone()?.parse().ok()?;
+                (rv > completed_rv).then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        annotation(&vex, "kubescape.io/instance-id"),
+        annotation(&completed, "kubescape.io/instance-id")
+    );
+    assert!(
+        annotation(&vex, "kubescape.io/image-id").ends_with(NGINX.trim_start_matches("nginx@"))
+    );
+    assert!(
+        !vex.data["spec"]["statements"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let filtered = storage_api(
+        &client,
+        "SBOMSyftFiltered",
+        "sbomsyftfiltereds",
+        Some("kubescape"),
+    );
+    assert!(filtered.get_opt(&slug).await.unwrap().is_some());
+    let summaries = storage_api(
+        &client,
+        "VulnerabilityManifestSummary",
+        "vulnerabilitymanifestsummaries",
+        Some("default"),
+    );
+    assert!(
+        summaries
+            .get_opt("deployment-web-app")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_started_before_install_are_partial_and_never_scanned() {
+    let mut cfg = fast_config();
+    cfg.kubescape.installed = false;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment("early", NGINX, None))
+        .await
+        .unwrap();
+    let slug = slug_of(&client, "early").await;
+    sim.set_kubescape_installed(true).unwrap();
+
+    let profiles = storage_api(
+        &client,
+        "ContainerProfile",
+        "containerprofiles",
+        Some("default"),
+    );
+    let done = eventually(
+        "the partial profile to complete",
+        Duration::from_secs(10),
+        || {
+            let profiles = profiles.clone();
+            let slug = slug.clone();
+            async move {
+                let p = profiles.get_opt(&slug).await.ok()??;
+                (annotation(&p, "kubescape.io/status") == "completed").then_some(p)
+            }
+        },
+    )
+    .await;
+    assert_eq!(annotation(&done, "kubescape.io/completion"), "partial");
+    // Give the emulated kubevuln well past its scan delay: it must skip partial profiles.
+    let scan_delay = Duration::from_millis(sim.config().timings.scan_delay_ms);
+    tokio::time::sleep(scan_delay * 4).await;
+    let vex_api = storage_api(
+        &client,
+        "OpenVulnerabilityExchangeContainer",
+        "openvulnerabilityexchangecontainers",
+        Some("kubescape"),
+    );
+    assert!(vex_api.get_opt(&slug).await.unwrap().is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vex_generation_off_and_too_large_vex_leave_no_vex() {
+    let mut cfg = fast_config();
+    cfg.kubescape.capabilities.vex_generation = false;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment("novex", NGINX, None))
+        .await
+        .unwrap();
+    let huge = format!(
+        "example.org/huge@{}{}",
+        kubesim::catalogue::HUGE_PREFIX,
+        "e".repeat(60)
+    );
+    let slug = slug_of(&client, "novex").await;
+
+    let summaries = storage_api(
+        &client,
+        "VulnerabilityManifestSummary",
+        "vulnerabilitymanifestsummaries",
+        Some("default"),
+    );
+    let vex_api = storage_api(
+        &client,
+        "OpenVulnerabilityExchangeContainer",
+        "openvulnerabilityexchangecontainers",
+        Some("kubescape"),
+    );
+    // The summary is kubevuln's last write of a scan: once it exists the scan is over.
+    eventually("the scan of novex", Duration::from_secs(10), || {
+        let s = summaries.clone();
+        async move { s.get_opt("deployment-novex-app").await.ok()?.map(|_| ()) }
+    })
+    .await;
+    assert!(
+        vex_api.get_opt(&slug).await.unwrap().is_none(),
+        "vexGeneration off must not write a VEX"
+    );
+
+    let mut caps = sim.config().kubescape.capabilities;
+    caps.vex_generation = true;
+    sim.set_capabilities(caps).unwrap();
+    deploys
+        .create(&PostParams::default(), &deployment("huge", &huge, None))
+        .await
+        .unwrap();
+    let huge_slug = slug_of(&client, "huge").await;
+    eventually("the scan of huge", Duration::from_secs(20), || {
+        let s = summaries.clone();
+        async move { s.get_opt("deployment-huge-app").await.ok()?.map(|_| ()) }
+    })
+    .await;
+    assert!(
+        vex_api.get_opt(&huge_slug).await.unwrap().is_none(),
+        "a VEX over 500000 bytes is rejected with 413"
+    );
+    let filtered = storage_api(
+        &client,
+        "SBOMSyftFiltered",
+        "sbomsyftfiltereds",
+        Some("kubescape"),
+    );
+    assert!(filtered.get_opt(&huge_slug).await.unwrap().is_some());
+
+    // Deleting the deployment stops the emulation; a later install switch removes the group.
+    deploys.delete("huge", &Default::default()).await.unwrap();
+    sim.set_kubescape_installed(false).unwrap();
+    let all = storage_api(&client, "ContainerProfile", "containerprofiles", None);
+    assert!(
+        all.list(&ListParams::default()).await.is_err(),
+        "the storage group is gone with Kubescape"
+    );
+    sim.shutdown().await;
+}
