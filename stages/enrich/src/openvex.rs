@@ -125,15 +125,11 @@ impl Serialize for StatementOut<'_> {
         if let Some(notes) = &s.status_notes {
             map.serialize_entry("status_notes", notes)?;
         }
-        if s.status == Status::NotAffected {
-            if let Some(justification) = s.justification {
-                map.serialize_entry("justification", justification.as_str())?;
-            }
+        if let (Status::NotAffected, Some(justification)) = (s.status, s.justification) {
+            map.serialize_entry("justification", justification.as_str())?;
         }
-        if s.status == Status::Affected {
-            if let Some(action) = &s.action_statement {
-                map.serialize_entry("action_statement", action)?;
-            }
+        if let (Status::Affected, Some(action)) = (s.status, &s.action_statement) {
+            map.serialize_entry("action_statement", action)?;
         }
         map.end()
     }

@@ -346,14 +346,13 @@ impl Extract {
     /// The name of the image's unfiltered manifest and SBOM: the summary's `vulnerabilitiesRef.all`,
     /// else kubevuln's image slug of the image tag it recorded (else the pinned image).
     fn image_slug(&self, ticket: &PipelineTicket, found: &Found) -> String {
-        if let Some(summary) = found
+        if let Some(all) = found
             .summary
             .as_ref()
             .and_then(|s| vexxy_kubescape::read_summary(s).ok())
+            .and_then(|summary| summary.all)
         {
-            if let Some(all) = summary.all {
-                return all.name;
-            }
+            return all.name;
         }
         let annotation = |key: &str| {
             [&found.vex, &found.manifest, &found.filtered_sbom]
