@@ -35,12 +35,13 @@ pub struct DemoArgs {
     pub statements: usize,
 }
 
-/// The sample image: kubesim's catalogue derives an image's packages and vulnerabilities from
-/// its digest; this one yields a mix of loaded (affected) and never-loaded (not_affected)
-/// vulnerable packages.
-const DEMO_IMAGE_REF: &str = "docker.io/library/nginx";
+/// The sample image: kubesim's catalogue derives an image's content from its digest, and for
+/// this digest serves the real Syft SBOM and Grype report of alpine 3 (15 packages, 20 matches)
+/// with busybox, musl and libcrypto3 loaded — a realistic mix of affected and not_affected.
+/// Must equal `kubesim::catalogue::ALPINE_FIXTURE_DIGEST` (a test checks).
+const DEMO_IMAGE_REF: &str = "docker.io/library/alpine";
 const DEMO_IMAGE_DIGEST: &str =
-    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    "sha256:e2e16842c9b54d985bf1ef9242a313f36b856181f188de21313820e177002501";
 
 /// How the job ended, as the public events told it.
 enum Outcome {
@@ -412,6 +413,11 @@ mod tests {
     fn a_non_cloudevent_on_the_outcome_subjects_is_an_error() {
         assert!(read_outcome(b"{\"job_id\": \"x\"}", "x").is_err());
         assert!(read_outcome(b"not json", "x").is_err());
+    }
+
+    #[test]
+    fn the_demo_image_is_kubesims_alpine_fixture() {
+        assert_eq!(DEMO_IMAGE_DIGEST, kubesim::catalogue::ALPINE_FIXTURE_DIGEST);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod test;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::paths::Paths;
@@ -26,6 +27,8 @@ enum Command {
     Setup,
     /// Setup, then build and run the whole test suite (what CI runs).
     Test,
+    /// Write the JSON Schemas of every event to events/schemas/.
+    Schemas,
     /// Start the local stack in the background and write .vexxy/env.
     Up,
     /// Stop the local stack (safe to run when nothing is running).
@@ -57,6 +60,13 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
         Command::Up => {
             let tools = setup::run(paths)?;
             stack::up(paths, &tools).map(|_| true)
+        }
+        Command::Schemas => {
+            let dir = paths.root.join("events").join("schemas");
+            vexxy_events::schemas::write_all(&dir)
+                .with_context(|| format!("cannot write the event schemas to {}", dir.display()))?;
+            println!("schemas: wrote the event JSON Schemas to {}", dir.display());
+            Ok(true)
         }
         Command::Down => stack::down(paths).map(|()| true),
         Command::Demo(args) => {

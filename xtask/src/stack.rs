@@ -29,9 +29,10 @@ pub const STAGES: [&str; 5] = [
 ];
 const NATS: &str = "nats-server";
 const KUBESIM: &str = "kubesim";
-/// Kubescape's learning period in the local stack: long enough to be a real window, short
-/// enough that the demo finishes in well under a minute.
-const LOCAL_LEARNING_PERIOD: &str = "5s";
+/// Kubescape's default learning period in the local stack (a job's `analysis_duration` sets its
+/// own through the pod label): long enough to be a real window, short enough that the demo
+/// finishes in well under a minute.
+const LOCAL_LEARNING_PERIOD_MS: u64 = 5_000;
 /// The shortest analysis window the local stack accepts (production default is minutes).
 const LOCAL_MIN_ANALYSIS_SECONDS: u64 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -234,12 +235,8 @@ fn start_all(
         .arg(&env.kubeconfig)
         .arg("--ready-file")
         .arg(&ready_file)
-        .args([
-            "--kubescape",
-            "installed",
-            "--learning-period",
-            LOCAL_LEARNING_PERIOD,
-        ]);
+        .arg("--learning-period-ms")
+        .arg(LOCAL_LEARNING_PERIOD_MS.to_string());
     spawn_detached(paths, KUBESIM, kubesim, started)?;
     wait_for(paths, started, KUBESIM, || ready_file.is_file())?;
     println!(
@@ -281,6 +278,9 @@ fn stage_env(env: &StackEnv, health_file: &Path) -> Vec<(String, String)> {
             "VEXXY_HEALTH_ADDR_FILE".into(),
             health_file.display().to_string(),
         ),
+        // kubesim starts with only the standard namespaces; in a real cluster the sandbox
+        // namespace is the operator's to create (with its policies), so this is local-only.
+        ("VEXXY_CREATE_SANDBOX_NAMESPACE".into(), "true".into()),
         (
             "VEXXY_MIN_ANALYSIS_DURATION".into(),
             LOCAL_MIN_ANALYSIS_SECONDS.to_string(),
