@@ -145,6 +145,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// Writes a core/v1 Event about `obj`.
+#[allow(clippy::too_many_arguments)]
 pub fn emit_event(
     store: &Store,
     obj: &Value,
@@ -972,7 +973,7 @@ mod tests {
         assert_eq!(pod_template_hash(&t1), pod_template_hash(&t2));
         let h = pod_template_hash(&t1);
         assert!(
-            h.len() >= 1 && h.len() <= 10 && h.bytes().all(|b| SAFE_ALPHABET.contains(&b)),
+            !h.is_empty() && h.len() <= 10 && h.bytes().all(|b| SAFE_ALPHABET.contains(&b)),
             "{h}"
         );
         let t3 = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx:2"}]}});

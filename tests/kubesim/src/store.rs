@@ -49,6 +49,9 @@ struct Inner {
     history: VecDeque<Arc<StoreEvent>>,
 }
 
+/// History after a resourceVersion, and the live feed from then on.
+pub type WatchStart = (Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>);
+
 /// Deletion propagation, from `DeleteOptions.propagationPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Propagation {
@@ -619,7 +622,7 @@ impl Store {
     pub fn watch_from(
         &self,
         rv: Option<u64>,
-    ) -> Result<(Vec<Arc<StoreEvent>>, broadcast::Receiver<Arc<StoreEvent>>), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let rx = self.events.subscribe();
         let Some(rv) = rv else {

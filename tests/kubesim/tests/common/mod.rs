@@ -1,7 +1,7 @@
 //! Shared helpers for kubesim's integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,7 @@ pub fn kubeconfig(handle: &Handle) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Runs kubectl against the kubeconfig; returns (success, stdout, stderr).
-pub fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> (bool, String, String) {
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("kubectl")
         .args(args)
         .arg("--request-timeout=20s")
@@ -78,8 +78,8 @@ pub fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-pub async fn kubectl_async(kubeconfig: &PathBuf, args: &[&str]) -> (bool, String, String) {
-    let kc = kubeconfig.clone();
+pub async fn kubectl_async(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let kc = kubeconfig.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
