@@ -79,7 +79,7 @@ pub async fn pull_loop<H: Handler>(
         }
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("the slot semaphore is never closed"),
-            _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+            _ = stop_requested(stopping) => return Ok(()),
         };
         let mut permits = vec![first];
         while permits.len() < tuning.max_in_flight {
@@ -92,14 +92,17 @@ pub async fn pull_loop<H: Handler>(
             .batch()
             .max_messages(permits.len())
             .expires(tuning.pull_expires)
-            .heartbeat(tuning.pull_expires / 4)
+            // No idle heartbeats on a batch: async-nats 0.51's batch stream swallows a
+            // heartbeat without re-arming its waker, stalling the batch until its fallback
+            // timer (expires + 5 s) and dropping messages that arrived meanwhile. A lost pull
+            // is detected by that timer instead, and a short `expires` keeps pulls fresh.
             .messages()
             .await
             .map_err(|e| PullError(e.to_string()))?;
         loop {
             let next = tokio::select! {
                 next = batch.next() => next,
-                _ = stopping.wait_for(|stop| *stop) => {
+                _ = stop_requested(stopping) => {
                     // Messages of this pull may still arrive; hand each straight back so
                     // another replica gets it now rather than after its AckWait.
                     while let Some(Ok(message)) = batch.next().await {
@@ -438,6 +441,14 @@ async fn handle<H: Handler>(
             };
             fail(worker, message, delivery, failure, MessageOutcome::Failed).await
         }
+    }
+}
+
+/// Resolves once the runtime asks the pull loop to stop. (A helper rather than an inline
+/// `wait_for`, whose borrow guard is not `Send` and must not live across later awaits.)
+async fn stop_requested(signal: &mut watch::Receiver<bool>) {
+    if signal.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

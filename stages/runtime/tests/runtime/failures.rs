@@ -1,0 +1,249 @@
+//! Dead letters: malformed messages, permanent errors, handlers that crash every time.
+
+use std::time::Duration;
+
+use vexxy_events::{FailureReason, JobState, Stage, subjects};
+use vexxy_harness::NatsServer;
+use vexxy_runtime::{Outcome, StageError};
+
+use crate::support::*;
+
+/// A message that is not a ticket is copied byte for byte to `vexxy.dlq.<stage>`, a `failed`
+/// event says why, and the stage goes on to process the next (good) message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_is_dead_lettered_and_the_stage_keeps_going() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::pass_through();
+    let stage = RunningStage::start(
+        config(&nats, store_dir.path(), &[]),
+        Stage::Deploy,
+        handler.clone(),
+    );
+    wait_provisioned(&js, Stage::Deploy).await;
+
+    let garbage: &[u8] = b"\x00\xffnot a ticket {";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "garbage-1");
+    headers.insert(subjects::HEADER_JOB_ID, "job-garbage");
+    headers.insert("X-Custom", "kept");
+    let garbage_seq = js
+        .publish_with_headers("vexxy.pipeline.deploy", headers, garbage.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    publish_ticket(&js, Stage::Deploy, ticket("job-good")).await;
+
+    let dead = wait_stored(&js, subjects::DEAD_LETTER_STREAM, "vexxy.dlq.deploy", 1).await;
+    assert_eq!(
+        dead[0].payload.as_ref(),
+        garbage,
+        "the original payload is kept byte for byte"
+    );
+    let header = |name: &str| dead[0].headers.get(name).map(|v| v.as_str().to_string());
+    assert_eq!(
+        header(subjects::HEADER_DLQ_REASON).as_deref(),
+        Some("malformed_request")
+    );
+    assert_eq!(
+        header(subjects::HEADER_DLQ_STREAM).as_deref(),
+        Some(subjects::PIPELINE_STREAM)
+    );
+    assert_eq!(
+        header(subjects::HEADER_DLQ_SEQUENCE),
+        Some(garbage_seq.to_string())
+    );
+    assert_eq!(
+        header(subjects::HEADER_DLQ_SUBJECT).as_deref(),
+        Some("vexxy.pipeline.deploy")
+    );
+    assert_eq!(header("X-Custom").as_deref(), Some("kept"));
+    assert_eq!(
+        header("Vexxy-Original-Msg-Id").as_deref(),
+        Some("garbage-1")
+    );
+
+    let failed =
+        failed_events(&wait_stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED, 1).await);
+    assert_eq!(failed[0].reason, FailureReason::MalformedRequest);
+    assert_eq!(failed[0].stage, Stage::Deploy);
+    assert_eq!(failed[0].job_id.as_deref(), Some("job-garbage"));
+    assert_eq!(failed[0].original.stream_sequence, garbage_seq);
+    assert_eq!(
+        failed[0].original.dead_letter_subject.as_deref(),
+        Some("vexxy.dlq.deploy")
+    );
+    assert!(!failed[0].message.is_empty());
+
+    // The good message after it still goes through, and the bad one is gone from the queue.
+    let next = wait_stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.wait", 1).await;
+    assert_eq!(tickets(&next)[0].data.request.job_id, "job-good");
+    eventually(
+        Duration::from_secs(10),
+        "the input queue to empty",
+        || async {
+            stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.deploy")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!stage.is_finished());
+    stage.stop().await;
+}
+
+/// A permanent error fails the job: dead letter, `failed` with the handler's reason, record
+/// failed, handler called once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_error_fails_the_job_once() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::new(|_, _| async move {
+        Err::<Outcome, _>(StageError::Permanent {
+            reason: FailureReason::ImagePullFailed,
+            message: "image not found in registry; check image_ref and image_digest".to_string(),
+            retryable: false,
+        })
+    });
+    let stage = RunningStage::start(
+        config(&nats, store_dir.path(), &[]),
+        Stage::Deploy,
+        handler.clone(),
+    );
+    wait_provisioned(&js, Stage::Deploy).await;
+    let ticket = ticket("job-perm");
+    seed_job(&js, &ticket, Stage::InstallCheck).await;
+    publish_ticket(&js, Stage::Deploy, ticket).await;
+
+    let failed =
+        failed_events(&wait_stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED, 1).await);
+    assert_eq!(failed[0].reason, FailureReason::ImagePullFailed);
+    assert!(!failed[0].retryable);
+    assert_eq!(failed[0].image_digest.as_deref(), Some(DIGEST));
+    assert_eq!(
+        failed[0].labels.get("team").map(String::as_str),
+        Some("payments")
+    );
+    let status = eventually(Duration::from_secs(10), "the job to fail", || async {
+        job_status(&js, "job-perm")
+            .await
+            .filter(|s| s.state == JobState::Failed)
+    })
+    .await;
+    assert_eq!(status.error.unwrap().reason, FailureReason::ImagePullFailed);
+    assert_eq!(
+        wait_stored(&js, subjects::DEAD_LETTER_STREAM, "vexxy.dlq.deploy", 1)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(handler.calls().len(), 1);
+    stage.stop().await;
+}
+
+/// A handler that crashes on every delivery (here: panics, so nothing is acked or nacked) is
+/// still dead-lettered once MaxDeliver is reached, through the JetStream advisory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_that_crashes_the_handler_every_time_is_dead_lettered() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::new(|_, _| async move {
+        panic!("simulated crash in the handler");
+        #[allow(unreachable_code)]
+        Err(StageError::Permanent {
+            reason: FailureReason::Internal,
+            message: String::new(),
+            retryable: false,
+        })
+    });
+    let config = config(
+        &nats,
+        store_dir.path(),
+        &[("VEXXY_ACK_WAIT", "1s"), ("VEXXY_MAX_DELIVER", "2")],
+    );
+    let stage = RunningStage::start(config, Stage::Wait, handler.clone());
+    wait_provisioned(&js, Stage::Wait).await;
+    let ticket = ticket("job-crash");
+    seed_job(&js, &ticket, Stage::Deploy).await;
+    let seq = publish_ticket(&js, Stage::Wait, ticket).await;
+
+    let failed =
+        failed_events(&wait_stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED, 1).await);
+    assert_eq!(failed[0].reason, FailureReason::MaxDeliveriesExceeded);
+    assert_eq!(failed[0].job_id.as_deref(), Some("job-crash"));
+    assert_eq!(failed[0].original.stream_sequence, seq);
+    let dead = wait_stored(&js, subjects::DEAD_LETTER_STREAM, "vexxy.dlq.wait", 1).await;
+    assert_eq!(
+        dead[0]
+            .headers
+            .get(subjects::HEADER_DLQ_REASON)
+            .map(|v| v.as_str()),
+        Some("max_deliveries_exceeded")
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the job to be marked failed",
+        || async {
+            job_status(&js, "job-crash")
+                .await
+                .filter(|s| s.state == JobState::Failed)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the exhausted message to leave the work queue",
+        || async {
+            stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.wait")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        handler.calls().len(),
+        2,
+        "delivered exactly MaxDeliver times"
+    );
+    stage.stop().await;
+}
+
+/// A transient error on the last allowed delivery fails the job (retryable) instead of
+/// retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_error_on_the_last_delivery_fails_the_job() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::new(|_, _| async move {
+        Err::<Outcome, _>(StageError::Transient {
+            reason: FailureReason::KubescapeUnavailable,
+            message: "node agent not ready".to_string(),
+        })
+    });
+    let config = config(&nats, store_dir.path(), &[("VEXXY_MAX_DELIVER", "2")]);
+    let stage = RunningStage::start(config, Stage::Deploy, handler.clone());
+    wait_provisioned(&js, Stage::Deploy).await;
+    publish_ticket(&js, Stage::Deploy, ticket("job-exhaust")).await;
+    let failed =
+        failed_events(&wait_stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED, 1).await);
+    assert_eq!(failed[0].reason, FailureReason::KubescapeUnavailable);
+    assert!(failed[0].retryable);
+    assert!(failed[0].message.contains("node agent not ready"));
+    assert_eq!(
+        handler
+            .calls()
+            .iter()
+            .map(|c| c.delivery)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    stage.stop().await;
+}
