@@ -87,9 +87,9 @@ fn main_shape() -> Value {
     )
 }
 
-fn essentials(
-    v: &vexxy_kubescape::KubescapeVex,
-) -> Vec<(String, Option<String>, String, Option<String>, VexStatus)> {
+type Essentials = Vec<(String, Option<String>, String, Option<String>, VexStatus)>;
+
+fn essentials(v: &vexxy_kubescape::KubescapeVex) -> Essentials {
     v.findings
         .iter()
         .map(|f| {
