@@ -244,6 +244,33 @@ async fn watcher_survives_dropped_watches_and_gone() {
         other => panic!("expected a 410 Expired watch error, got {other:?}"),
     }
 
+    // BOOKMARK events when asked for.
+    let now_rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut bm = cms
+        .watch(&kube::api::WatchParams::default(), &now_rv)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), bm.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(kube::api::WatchEvent::Bookmark(b))) => {
+            let at: u64 = b.metadata.resource_version.parse().unwrap();
+            assert!(
+                at >= now_rv.parse::<u64>().unwrap(),
+                "bookmark {at} is older than the watch start {now_rv}"
+            );
+        }
+        other => panic!("expected a BOOKMARK, got {other:?}"),
+    }
+
     // Watches drop after 2 events; kube's watcher must still see every object.
     sim.set_faults(Faults {
         watch_drop_after_events: Some(2),
@@ -309,7 +336,13 @@ async fn discovery_follows_kubescape_installation() {
         "{raw:?}"
     );
 
-    sim.set_kubescape_installed(true).unwrap();
+    let resp = raw_request(
+        &format!("{}/kubesim/kubescape", sim.url()),
+        "POST",
+        r#"{"installed": true}"#,
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let d = kube::Discovery::new(client.clone()).run().await.unwrap();
     assert!(has_storage(&d));
     let group = d
@@ -437,14 +470,20 @@ async fn reqwest_get(url: &str) -> String {
 
 /// A bare HTTP/1.1 GET (no extra client dependency); the whole response text.
 async fn raw_get(url: &str) -> String {
+    raw_request(url, "GET", "").await
+}
+
+/// A bare HTTP/1.1 request (no extra client dependency); the whole response text.
+async fn raw_request(url: &str, method: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let u = url::Url::parse(url).unwrap();
     let mut s = tokio::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap()))
         .await
         .unwrap();
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        u.path()
+        "{method} {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        u.path(),
+        body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
