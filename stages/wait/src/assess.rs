@@ -9,6 +9,10 @@ use vexxy_kubescape::names::{ContainerType, InstanceOwner, instance_id, slug_for
 use crate::config::{OnTimeout, WaitConfig};
 use crate::summary::{ContainerSummary, DeploymentSummary, PodSummary, ProfileSummary, VexSummary};
 
+/// How long the watch may lag behind deploy's create before one GET settles whether the
+/// Deployment exists.
+pub const DEPLOYMENT_APPEAR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Profile learning states (`kubescape.io/status`) after which no relevancy VEX will come.
 const FAILED_LEARNING: [&str; 3] = ["failed", "too-large", "missing-runtime"];
 
@@ -41,6 +45,8 @@ pub struct Snapshot {
 /// ticket and the cluster).
 #[derive(Debug, Clone, Default)]
 pub struct JobMemory {
+    /// When this handler first looked at the job.
+    pub first_look: Option<DateTime<Utc>>,
     pub deployment_seen: bool,
     /// An API GET found the Deployment although the watch had not delivered it yet.
     pub deployment_confirmed: bool,
@@ -136,7 +142,18 @@ pub fn assess(
             }
             Some(_) => memory.deployment_seen = true,
             None if memory.deployment_seen => return sandbox_gone(sandbox, "was deleted"),
-            None if !memory.deployment_confirmed => return Step::ConfirmDeploymentGone,
+            None if !memory.deployment_confirmed => {
+                // Deploy created it before handing on; the watch normally shows it within
+                // milliseconds, so ask the API only if it stays unseen.
+                let ask_at = after(
+                    *memory.first_look.get_or_insert(now),
+                    DEPLOYMENT_APPEAR_WAIT,
+                );
+                if now >= ask_at {
+                    return Step::ConfirmDeploymentGone;
+                }
+                wake = wake.min(ask_at);
+            }
             None => {}
         }
     }

@@ -260,6 +260,10 @@ fn missing_deployment_is_confirmed_once_and_a_seen_one_that_vanishes_fails() {
     let mut memory = JobMemory::default();
     assert_eq!(
         assess(&config(), &sandbox(), at(1000), &gone, &mut memory, at(3)),
+        Step::Wait { until: at(8) }
+    );
+    assert_eq!(
+        assess(&config(), &sandbox(), at(1000), &gone, &mut memory, at(8)),
         Step::ConfirmDeploymentGone
     );
     memory.deployment_confirmed = true;

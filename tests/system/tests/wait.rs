@@ -1,0 +1,555 @@
+//! The wait stage in-process against an in-process kubesim: happy path, every fail-fast reason,
+//! the deadline, partial profiles, a restarted handler, many jobs on one set of watches, and
+//! dropped watch connections.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use kubesim::{Config, Faults, Timings};
+use serde_json::{Value, json};
+use vexxy_events::pipeline::{Observation, SandboxRef};
+use vexxy_events::request::{RunConfig, ValidatedRequest};
+use vexxy_events::{FailureReason, PipelineTicket};
+use vexxy_runtime::StageError;
+use vexxy_wait::{OnTimeout, WaitConfig, WaitHandler};
+
+const SANDBOX_NS: &str = "vexxy-sandbox";
+const PROFILES: &str = "containerprofiles.spdx.softwarecomposition.kubescape.io";
+const VEX: &str = "openvulnerabilityexchangecontainers.spdx.softwarecomposition.kubescape.io";
+/// Upper bound for any single wait in these tests (jobs normally finish in a few seconds).
+const TEST_BOUND: Duration = Duration::from_secs(60);
+const DIGEST: &str = "sha256:3b1f0a9c6f5e2d4b8a7c9e0f1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5e4";
+
+fn fast_timings() -> Timings {
+    Timings {
+        pod_start_delay_ms: 100,
+        learning_period_ms: 1_000,
+        consolidation_delay_ms: 100,
+        scan_delay_ms: 100,
+        bookmark_interval_ms: 1_000,
+        tick_ms: 20,
+    }
+}
+
+struct Cluster {
+    sim: kubesim::Handle,
+    client: Client,
+}
+
+async fn cluster(faults: Faults) -> Result<Cluster> {
+    let sim = kubesim::Server::start(Config {
+        seed: Some(7),
+        timings: fast_timings(),
+        faults,
+        ..Config::default()
+    })
+    .await
+    .context("start kubesim")?;
+    let config = kube::Config::new(sim.url().parse().context("kubesim url")?);
+    let client = Client::try_from(config).context("kube client for kubesim")?;
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": SANDBOX_NS}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .context("create sandbox ns")?;
+    Ok(Cluster { sim, client })
+}
+
+fn wait_config() -> WaitConfig {
+    WaitConfig {
+        vex_settle: Duration::from_secs(30),
+        grace: Duration::from_secs(30),
+        image_pull_grace: Duration::from_secs(30),
+        ..WaitConfig::default()
+    }
+}
+
+/// Creates the sandbox Deployment the way the deploy stage does and returns the ticket it hands on.
+async fn deploy(
+    cluster: &Cluster,
+    job_id: &str,
+    image: &str,
+    window_seconds: u64,
+    sniffing: &str,
+) -> Result<PipelineTicket> {
+    let name = format!("vexxy-{job_id}");
+    let labels = json!({"app.kubernetes.io/managed-by": "vexxy", "vexxy.io/job-id": job_id});
+    let mut pod_labels = labels.clone();
+    pod_labels["kubescape.io/max-sniffing-time"] = json!(sniffing);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": SANDBOX_NS, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"vexxy.io/job-id": job_id}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "app", "image": format!("{image}@{DIGEST}")}]},
+            },
+        },
+    }))?;
+    Api::<Deployment>::namespaced(cluster.client.clone(), SANDBOX_NS)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .with_context(|| format!("create deployment {name}"))?;
+    Ok(PipelineTicket {
+        request: ValidatedRequest {
+            job_id: job_id.to_string(),
+            image_ref: image.to_string(),
+            image_digest: DIGEST.to_string(),
+            repository: image.to_string(),
+            registry: "docker.io".to_string(),
+            tag: None,
+            request_msg_id: None,
+            analysis_duration_seconds: window_seconds,
+            config: RunConfig::default(),
+            labels: BTreeMap::new(),
+        },
+        timings: Vec::new(),
+        sandbox: Some(SandboxRef {
+            namespace: SANDBOX_NS.to_string(),
+            deployment: name,
+            container: "app".to_string(),
+            created_at: Utc::now(),
+        }),
+        observation: None,
+        evidence: None,
+    })
+}
+
+async fn wait(
+    handler: &WaitHandler,
+    ticket: PipelineTicket,
+) -> Result<Result<Observation, StageError>> {
+    match tokio::time::timeout(TEST_BOUND, handler.wait(ticket))
+        .await
+        .context("wait did not decide in time")?
+    {
+        Ok(ticket) => Ok(Ok(ticket
+            .observation
+            .context("wait handed on without an observation")?)),
+        Err(error) => Ok(Err(error)),
+    }
+}
+
+fn permanent_reason(result: Result<Observation, StageError>) -> Result<(FailureReason, String)> {
+    match result {
+        Err(StageError::Permanent {
+            reason, message, ..
+        }) => Ok((reason, message)),
+        other => bail!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+/// The job's pod as kubesim stores it.
+fn job_pod(cluster: &Cluster, job_id: &str) -> Option<Value> {
+    let pods = kubesim::resources::find("", "pods").expect("pods resource");
+    let (pods, _) = cluster.sim.store().list(pods, Some(SANDBOX_NS));
+    pods.into_iter().find(|p| {
+        p.pointer("/metadata/labels/vexxy.io~1job-id")
+            .and_then(Value::as_str)
+            == Some(job_id)
+    })
+}
+
+fn started_at(pod: &Value) -> Option<DateTime<Utc>> {
+    pod.pointer("/status/containerStatuses/0/state/running/startedAt")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn storage_names(cluster: &Cluster, plural: &str, namespace: &str) -> Vec<String> {
+    let resource = kubesim::resources::find("spdx.softwarecomposition.kubescape.io", plural)
+        .expect("storage resource");
+    let (objects, _) = cluster.sim.store().list(resource, Some(namespace));
+    objects
+        .iter()
+        .filter_map(|o| {
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn profile_annotation(cluster: &Cluster, slug: &str, key: &str) -> Option<String> {
+    let resource =
+        kubesim::resources::find("spdx.softwarecomposition.kubescape.io", "containerprofiles")?;
+    let profile = cluster.sim.store().get(resource, SANDBOX_NS, slug).ok()?;
+    profile
+        .get("metadata")?
+        .get("annotations")?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Polls a condition on kubesim's store, bounded in count and time.
+async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
+    for _ in 0..600 {
+        if let Some(value) = probe() {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out waiting for {what}")
+}
+
+#[tokio::test]
+async fn happy_path_observes_the_completed_profile_and_the_vex_write() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    let ticket = deploy(&cluster, "happy", "docker.io/library/nginx", 1, "1s").await?;
+    // VEXXY_VEX_SETTLE is 30 s and TEST_BOUND is 60 s, yet the job must end right after
+    // kubevuln's write following completion: it is seen, not waited out.
+    let started = std::time::Instant::now();
+    let observation = wait(&handler, ticket)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "finished by settle time, not by the VEX write"
+    );
+
+    let pod = job_pod(&cluster, "happy").context("pod")?;
+    assert_eq!(observation.pod, pod["metadata"]["name"].as_str().unwrap());
+    assert_eq!(
+        observation.replicaset,
+        pod["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(observation.replicaset.starts_with("vexxy-happy-"));
+    assert!(
+        storage_names(&cluster, "containerprofiles", SANDBOX_NS)
+            .contains(&observation.instance_slug)
+    );
+    assert!(
+        storage_names(&cluster, "openvulnerabilityexchangecontainers", "kubescape")
+            .contains(&observation.instance_slug)
+    );
+    assert_eq!(
+        observation.instance_id,
+        format!(
+            "apiVersion-apps/v1/namespace-{SANDBOX_NS}/kind-ReplicaSet/name-{}/containerName-app",
+            observation.replicaset
+        )
+    );
+    assert_eq!(
+        profile_annotation(
+            &cluster,
+            &observation.instance_slug,
+            "kubescape.io/instance-id"
+        )
+        .as_deref(),
+        Some(observation.instance_id.as_str())
+    );
+    assert_eq!(
+        (
+            observation.learning_status.as_str(),
+            observation.learning_completion.as_str()
+        ),
+        ("completed", "complete")
+    );
+    assert_eq!(Some(observation.window_start), started_at(&pod));
+    assert!(observation.window_end > observation.window_start);
+    assert_eq!(observation.container_restarts, 0);
+    assert!(!observation.partial);
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pull_failure_crashloop_and_unschedulable_fail_fast_with_their_reasons() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    let pull = deploy(&cluster, "pull", "registry.example/pull-fail", 300, "5m").await?;
+    let crash = deploy(&cluster, "crash", "registry.example/crashloop", 300, "5m").await?;
+    let unsched = deploy(
+        &cluster,
+        "unsched",
+        "registry.example/unschedulable",
+        300,
+        "5m",
+    )
+    .await?;
+    let (pull, crash, unsched) = tokio::join!(
+        wait(&handler, pull),
+        wait(&handler, crash),
+        wait(&handler, unsched)
+    );
+
+    let (reason, message) = permanent_reason(pull?)?;
+    assert_eq!(reason, FailureReason::ImagePullFailed);
+    assert!(
+        message.contains("registry.example/pull-fail") && message.contains("digest exists"),
+        "{message}"
+    );
+    let (reason, message) = permanent_reason(crash?)?;
+    assert_eq!(reason, FailureReason::ContainerCrashLooping);
+    assert!(
+        message.contains("last exit code 1") && message.contains("without a TTY"),
+        "{message}"
+    );
+    let (reason, message) = permanent_reason(unsched?)?;
+    assert_eq!(reason, FailureReason::Unschedulable);
+    assert!(message.contains("SANDBOX_CPU_REQUEST"), "{message}");
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sandbox_deleted_mid_wait_fails_with_sandbox_disappeared() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    let ticket = deploy(&cluster, "deleted", "docker.io/library/nginx", 300, "5m").await?;
+    let name = ticket.sandbox.as_ref().unwrap().deployment.clone();
+    let waiting = tokio::spawn({
+        let handler = handler.clone();
+        async move { wait(&handler, ticket).await }
+    });
+    until("the pod to run", || {
+        job_pod(&cluster, "deleted").and_then(|p| started_at(&p))
+    })
+    .await?;
+    Api::<Deployment>::namespaced(cluster.client.clone(), SANDBOX_NS)
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    let (reason, message) = permanent_reason(waiting.await??)?;
+    assert_eq!(reason, FailureReason::SandboxDisappeared);
+    assert!(message.contains(&name), "{message}");
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_deadline_goes_on_partial_with_evidence_or_fails_with_analysis_timeout() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    let short = WaitConfig {
+        grace: Duration::from_secs(2),
+        ..wait_config()
+    };
+    let partial = WaitHandler::start(cluster.client.clone(), short.clone());
+    let strict = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            on_timeout: OnTimeout::Fail,
+            ..short.clone()
+        },
+    );
+    // Kubescape learns for an hour, far beyond the 1 s window + 2 s grace.
+    let a = deploy(&cluster, "late-a", "docker.io/library/nginx", 1, "1h").await?;
+    let b = deploy(&cluster, "late-b", "docker.io/library/nginx", 1, "1h").await?;
+    let (a, b) = tokio::join!(wait(&partial, a), wait(&strict, b));
+
+    let observation = a?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(observation.partial);
+    assert_eq!(observation.learning_status, "ready");
+    assert_eq!(
+        profile_annotation(&cluster, &observation.instance_slug, "kubescape.io/status").as_deref(),
+        Some("ready")
+    );
+    let (reason, message) = permanent_reason(b?)?;
+    assert_eq!(reason, FailureReason::AnalysisTimeout);
+    assert!(
+        message.contains("status `ready`") && message.contains("node-agent"),
+        "{message}"
+    );
+
+    // No profile at all (relevancy off): nothing to go on with, even under `partial`.
+    let mut kubescape = cluster.sim.config().kubescape;
+    kubescape.capabilities.relevancy = false;
+    cluster.sim.set_kubescape(kubescape)?;
+    let c = deploy(&cluster, "late-c", "docker.io/library/nginx", 1, "1s").await?;
+    let (reason, message) = permanent_reason(wait(&partial, c).await?)?;
+    assert_eq!(reason, FailureReason::AnalysisTimeout);
+    assert!(message.contains("no ContainerProfile"), "{message}");
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubescape_installed_after_the_pod_started_yields_partial_evidence() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    cluster.sim.set_kubescape_installed(false)?;
+    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    let ticket = deploy(&cluster, "early", "docker.io/library/nginx", 1, "1s").await?;
+    let waiting = tokio::spawn({
+        let handler = handler.clone();
+        async move { wait(&handler, ticket).await }
+    });
+    until("the pod to run", || {
+        job_pod(&cluster, "early").and_then(|p| started_at(&p))
+    })
+    .await?;
+    cluster.sim.set_kubescape_installed(true)?;
+    let observation = waiting.await??.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(observation.partial);
+    assert_eq!(
+        (
+            observation.learning_status.as_str(),
+            observation.learning_completion.as_str()
+        ),
+        ("completed", "partial")
+    );
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_handler_resumes_a_wait_with_the_original_window() -> Result<()> {
+    let cluster = cluster(Faults::default()).await?;
+    let first = WaitHandler::start(cluster.client.clone(), wait_config());
+    let ticket = deploy(&cluster, "resume", "docker.io/library/nginx", 3, "3s").await?;
+    let redelivered = ticket.clone();
+    let waiting = tokio::spawn({
+        let handler = first.clone();
+        async move { wait(&handler, ticket).await }
+    });
+    // Drop the first handler while Kubescape is still learning.
+    let slug = until("a learning profile", || {
+        storage_names(&cluster, "containerprofiles", SANDBOX_NS)
+            .into_iter()
+            .find(|slug| {
+                slug.contains("vexxy-resume-")
+                    && profile_annotation(&cluster, slug, "kubescape.io/status").as_deref()
+                        == Some("ready")
+            })
+    })
+    .await?;
+    waiting.abort();
+    assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
+    drop(first);
+
+    let second = WaitHandler::start(cluster.client.clone(), wait_config());
+    let observation = wait(&second, redelivered)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(observation.instance_slug, slug);
+    assert!(!observation.partial);
+    let pod = job_pod(&cluster, "resume").context("pod")?;
+    assert_eq!(
+        Some(observation.window_start),
+        started_at(&pod),
+        "the window is the cluster's, not the handler's"
+    );
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_jobs_share_one_watch_per_kind_and_cost_almost_no_requests() -> Result<()> {
+    const JOBS: usize = 200;
+    let cluster = cluster(Faults::default()).await?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(5),
+            ..wait_config()
+        },
+    );
+    let names: Vec<String> = (0..JOBS).map(|i| format!("many-{i}")).collect();
+    let tickets: Vec<PipelineTicket> = futures::future::try_join_all(
+        names
+            .iter()
+            .map(|job| deploy(&cluster, job, "docker.io/library/nginx", 2, "2s")),
+    )
+    .await?;
+    let results = futures::future::join_all(tickets.into_iter().map(|t| wait(&handler, t))).await;
+    let mut slugs = std::collections::HashSet::new();
+    for result in results {
+        let observation = result?.map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(!observation.partial, "{observation:?}");
+        slugs.insert(observation.instance_slug);
+    }
+    assert_eq!(slugs.len(), JOBS);
+
+    let counters = cluster.sim.counters();
+    for resource in ["pods", "deployments.apps", PROFILES, VEX] {
+        assert_eq!(
+            counters.get("watch", resource),
+            1,
+            "watches of {resource}: {counters:?}"
+        );
+        assert_eq!(
+            counters.get("list", resource),
+            1,
+            "lists of {resource}: {counters:?}"
+        );
+    }
+    // Besides the shared watches, at most one GET of its Deployment per job.
+    let gets = counters.get("get", "deployments.apps");
+    assert!(
+        gets <= JOBS as u64,
+        "{gets} deployment GETs for {JOBS} jobs"
+    );
+    let other_reads: u64 = counters
+        .requests
+        .iter()
+        .filter(|(resource, _)| !["deployments.apps", "namespaces"].contains(&resource.as_str()))
+        .flat_map(|(_, verbs)| verbs.iter())
+        .filter(|(verb, _)| !["watch", "list"].contains(&verb.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        other_reads, 0,
+        "per-job requests beyond the watches: {counters:?}"
+    );
+    assert_eq!(
+        handler.stats().registered_keys,
+        0,
+        "finished jobs unregister"
+    );
+    eprintln!("kubesim requests during {JOBS} waits: {counters:?}");
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_watch_connections_lose_no_job() -> Result<()> {
+    // Every watch is cut after a few events; kube-runtime resumes from the last resourceVersion.
+    let faults = Faults {
+        watch_drop_after_events: Some(3),
+        ..Faults::default()
+    };
+    let cluster = cluster(faults).await?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(5),
+            ..wait_config()
+        },
+    );
+    let mut tickets = Vec::new();
+    for i in 0..10 {
+        tickets.push(
+            deploy(
+                &cluster,
+                &format!("drop-{i}"),
+                "docker.io/library/nginx",
+                2,
+                "2s",
+            )
+            .await?,
+        );
+    }
+    let results = futures::future::join_all(tickets.into_iter().map(|t| wait(&handler, t))).await;
+    for result in results {
+        let observation = result?.map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(!observation.partial);
+        assert_eq!(observation.learning_status, "completed");
+    }
+    let counters = cluster.sim.counters();
+    assert!(
+        counters.get("watch", PROFILES) > 1,
+        "the fault was not exercised: {counters:?}"
+    );
+    cluster.sim.shutdown().await;
+    Ok(())
+}
