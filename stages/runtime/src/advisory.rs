@@ -113,10 +113,10 @@ async fn handle<H>(js: &Context, worker: &Worker<H>, advisory: MaxDeliveries) {
         }
         // Only the work queue is ours to clean; the public stream keeps requests for other
         // readers.
-        if advisory.stream == subjects::PIPELINE_STREAM {
-            if let Err(error) = stream.delete_message(advisory.stream_seq).await {
-                tracing::debug!(%error, "exhausted message already removed");
-            }
+        if advisory.stream == subjects::PIPELINE_STREAM
+            && let Err(error) = stream.delete_message(advisory.stream_seq).await
+        {
+            tracing::debug!(%error, "exhausted message already removed");
         }
         tracing::error!("message exhausted its deliveries; dead-lettered and job failed");
         worker.metrics.record(MessageOutcome::DeadLettered);

@@ -48,8 +48,10 @@ impl ConfigError {
 
 /// Where configuration values come from: the process environment, or a map in tests.
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    lookup: Lookup<'a>,
 }
+
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
 impl<'a> Env<'a> {
     /// The process environment.

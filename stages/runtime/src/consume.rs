@@ -139,10 +139,10 @@ pub fn reap_finished(tasks: &mut JoinSet<()>) {
 }
 
 pub fn log_task_end(result: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = result {
-        if error.is_panic() {
-            tracing::error!(%error, "a message handler panicked; the message will be redelivered after AckWait");
-        }
+    if let Err(error) = result
+        && error.is_panic()
+    {
+        tracing::error!(%error, "a message handler panicked; the message will be redelivered after AckWait");
     }
 }
 
@@ -251,7 +251,7 @@ async fn handle<H: Handler>(
     // 1. The ticket.
     let ticket = if worker.stage == Stage::InstallCheck {
         match intake::accept(&worker.status, &worker.policy, delivery).await {
-            Ok(Intake::Accepted(ticket)) => ticket,
+            Ok(Intake::Accepted(ticket)) => *ticket,
             Ok(Intake::AlreadyFinal(status)) => return skip_final(message, &status).await,
             Ok(Intake::Rejected(rejection)) => {
                 tracing::Span::current()
@@ -395,10 +395,10 @@ async fn handle<H: Handler>(
                 status::completed(worker.stage, result_url),
             )
             .await;
-            if let Err(error) = record {
-                if !matches!(error, StatusError::Missing { .. }) {
-                    return status_unavailable(worker, message, delivery, error).await;
-                }
+            if let Err(error) = record
+                && !matches!(error, StatusError::Missing { .. })
+            {
+                return status_unavailable(worker, message, delivery, error).await;
             }
             ack(message).await;
             tracing::info!("job completed");

@@ -21,7 +21,7 @@ use crate::status::{self, Created, StatusError};
 
 pub enum Intake {
     /// Work to do: the ticket for the first stage's handler.
-    Accepted(PipelineTicket),
+    Accepted(Box<PipelineTicket>),
     /// A redelivery of a request whose job already finished: nothing left to do.
     AlreadyFinal(JobStatus),
     /// Not accepted; becomes a `failed` event and a dead letter.
@@ -46,14 +46,14 @@ pub async fn accept(
         Stage::InstallCheck,
     );
     let existing = match status::create(kv, &record).await? {
-        Created::New(_) => return Ok(Intake::Accepted(first_ticket(request))),
+        Created::New(_) => return Ok(Intake::Accepted(Box::new(first_ticket(request)))),
         Created::Existing(existing) => existing,
     };
     if existing.request_sequence == delivery.stream_sequence {
         if existing.state.is_final() {
             return Ok(Intake::AlreadyFinal(existing));
         }
-        return Ok(Intake::Accepted(first_ticket(request)));
+        return Ok(Intake::Accepted(Box::new(first_ticket(request))));
     }
     let (reason, message) = if existing.request_fingerprint == fingerprint {
         (

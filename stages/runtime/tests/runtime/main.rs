@@ -7,6 +7,7 @@ mod support;
 mod delivery;
 mod failures;
 mod intake;
+mod process;
 mod recovery;
 mod status;
 mod store;
