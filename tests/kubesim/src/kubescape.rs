@@ -22,7 +22,6 @@ use crate::app::App;
 use crate::config::{Capabilities, Config, Generation, KubescapeConfig};
 use crate::errors::ApiError;
 use crate::resources::{self, KUBESCAPE_GROUP};
-#[cfg(has_catalogue)]
 use crate::store::namespace_of;
 use crate::store::{Propagation, Store, name_of};
 
@@ -359,7 +358,6 @@ impl Timeline {
     }
 }
 
-#[cfg(has_catalogue)]
 mod emulator {
     use super::*;
     use crate::catalogue::{self, ContainerInstance, KubevulnGeneration};
@@ -603,31 +601,6 @@ mod emulator {
             &inst.workload_namespace,
         );
     }
-}
-
-#[cfg(not(has_catalogue))]
-mod emulator {
-    use super::*;
-
-    /// Without the content catalogue (src/catalogue.rs) no profiles or scans can be produced.
-    #[derive(Default)]
-    pub struct Emulator {
-        warned: bool,
-    }
-
-    impl Emulator {
-        pub fn tick(&mut self, _app: &App, _cfg: &Config) {
-            if !self.warned {
-                self.warned = true;
-                tracing::warn!(
-                    "kubesim was built without src/catalogue.rs: Kubescape profiles and scans are not emulated"
-                );
-            }
-        }
-    }
-
-    #[allow(dead_code)]
-    fn unused(_: HashMap<(), ()>, _: Instant) {}
 }
 
 #[cfg(test)]

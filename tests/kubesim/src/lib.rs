@@ -8,7 +8,6 @@
 
 pub mod api;
 pub mod app;
-#[cfg(has_catalogue)]
 pub mod catalogue;
 pub mod config;
 pub mod controllers;
@@ -28,6 +27,9 @@ pub mod table;
 pub mod watch;
 
 pub use app::{ControlError, Handle, Server, StartError, kubeconfig_yaml, write_kubeconfig};
-pub use config::{Capabilities, Config, FailurePatterns, FaultRule, Faults, Generation, GenerationOverride, KubescapeConfig, Timings};
+pub use config::{
+    Capabilities, Config, FailurePatterns, FaultRule, Faults, Generation, GenerationOverride,
+    KubescapeConfig, Timings,
+};
 pub use errors::ApiError;
 pub use faults::Counters;

@@ -619,10 +619,7 @@ impl Store {
 
     /// Events after `rv` from the history (or none, when `rv` is None) and a live receiver.
     /// Err(Gone) when events after `rv` have already been dropped from the history.
-    pub fn watch_from(
-        &self,
-        rv: Option<u64>,
-    ) -> Result<WatchStart, ApiError> {
+    pub fn watch_from(&self, rv: Option<u64>) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let rx = self.events.subscribe();
         let Some(rv) = rv else {
