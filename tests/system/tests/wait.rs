@@ -553,3 +553,44 @@ async fn dropped_watch_connections_lose_no_job() -> Result<()> {
     cluster.sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn api_errors_during_the_wait_are_retried_not_job_failures() -> Result<()> {
+    let rule = |verb: &str, resource: &str| kubesim::FaultRule {
+        verb: verb.to_string(),
+        resource: resource.to_string(),
+        status: 500,
+        rate: 1.0,
+        max: Some(3),
+    };
+    let faults = Faults {
+        rules: vec![
+            rule("list", "pods"),
+            rule("watch", PROFILES),
+            rule("list", VEX),
+            rule("watch", "deployments.apps"),
+        ],
+        ..Faults::default()
+    };
+    let cluster = cluster(faults).await?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(5),
+            ..wait_config()
+        },
+    );
+    let ticket = deploy(&cluster, "flaky", "docker.io/library/nginx", 1, "1s").await?;
+    let observation = wait(&handler, ticket)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert!(!observation.partial);
+    assert_eq!(observation.learning_status, "completed");
+    assert_eq!(
+        cluster.sim.faults_injected(),
+        12,
+        "every injected failure was met and retried"
+    );
+    cluster.sim.shutdown().await;
+    Ok(())
+}
