@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, kv};
 use futures::StreamExt;
 use vexxy_events::{
-    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, JobStatus,
+    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, JobState, JobStatus,
     RunConfig, Stage, subjects,
 };
 
@@ -154,7 +154,7 @@ async fn run_async(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Re
                         Ok(status) => {
                             let changed = last_status.as_ref().is_none_or(|last| last.stage != status.stage || last.state != status.state);
                             if changed {
-                                println!("  {:>6.1}s  {:<14} {:?}", started.elapsed().as_secs_f64(), status.stage.as_str(), status.state);
+                                println!("  {:>6.1}s  {:<14} {}", started.elapsed().as_secs_f64(), status.stage.as_str(), state_name(status.state));
                             }
                             last_status = Some(status);
                         }
@@ -233,15 +233,23 @@ fn read_outcome(payload: &[u8], job_id: &str) -> anyhow::Result<Option<Outcome>>
     }
 }
 
+fn state_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Running => "running",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+    }
+}
+
 fn report_stuck(paths: &Paths, job_id: &str, last: Option<&JobStatus>, timeout: u64) {
     match last {
         Some(status) => {
             let log = paths.log_of(&format!("vexxy-{}", status.stage.as_str()));
             println!(
                 "\ndemo: no completed or failed event for job {job_id} within {timeout}s; the job is stuck in \
-                 stage {} (state {:?}). Look at its log: {}\n{}",
+                 stage {} (state {}). Look at its log: {}\n{}",
                 status.stage,
-                status.state,
+                state_name(status.state),
                 log.display(),
                 stack::log_tail(&log, 15)
             );

@@ -152,13 +152,11 @@ fn print_env(paths: &Paths, env: &StackEnv) {
 }
 
 fn build_binaries(paths: &Paths) -> anyhow::Result<()> {
-    let mut command = Command::new(cargo());
-    command.args(["build", "--bins", "--package", KUBESIM]);
-    for stage in STAGES {
-        command.args(["--package", stage]);
-    }
-    println!("up: building kubesim and the stage binaries ...");
-    let status = command
+    // The whole workspace, like `cargo xtask test` does: building a subset unifies dependency
+    // features differently and would rebuild rustls, kube and friends on every switch.
+    println!("up: building kubesim and the stage binaries (cargo build --workspace --bins) ...");
+    let status = Command::new(cargo())
+        .args(["build", "--workspace", "--bins"])
         .current_dir(&paths.root)
         .status()
         .context("cannot run cargo build")?;
