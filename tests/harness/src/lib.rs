@@ -8,10 +8,12 @@
 //! * [`process`]: a child process with its output in a log file and bounded stop/wait.
 //! * [`nats`]: a JetStream-enabled nats-server.
 //! * [`s3`]: s3s-fs, a real S3 protocol server backed by a directory.
+//! * [`stack`]: kubesim and the five stage binaries as processes (end-to-end tests, xtask).
 
 pub mod nats;
 pub mod process;
 pub mod s3;
+pub mod stack;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
