@@ -77,11 +77,39 @@ pub fn produce(
     let mut notes = Vec::new();
 
     let statements: Vec<Statement<'_>> = match &evidence.vex {
-        Some(vex) => build_statements(
-            vex.findings.iter().map(source_of_finding),
-            &fixes,
-            partial.as_ref(),
-        ),
+        Some(vex) => {
+            // kubevuln v0.3.159 never marks a statement it appended on a rescan as affected
+            // (kubevuln #394), so its VEX can call a loaded package not_affected. The
+            // relevancy-filtered manifest is the ground truth for "loaded": its matches join the
+            // merge as affected, and the least suppressing status wins.
+            let loaded = loaded_sources(evidence);
+            let loaded_keys: HashSet<(&str, &str)> = loaded
+                .iter()
+                .filter_map(|s| Some((s.vulnerability, s.subcomponent?)))
+                .collect();
+            let contradicted: HashSet<(&str, &str)> = vex
+                .findings
+                .iter()
+                .filter(|f| f.status.as_str() != "affected")
+                .filter_map(|f| {
+                    Some((f.vulnerability_id.as_str(), f.subcomponent_purl.as_deref()?))
+                })
+                .filter(|key| loaded_keys.contains(key))
+                .collect();
+            if !contradicted.is_empty() {
+                notes.push(format!(
+                    "{} (vulnerability, package) pairs Kubescape's VEX did not mark affected are listed in its \
+                     relevancy-filtered vulnerability manifest (the package was loaded); they are reported as \
+                     affected (kubevuln v0.3.159 does not re-mark statements appended on a rescan, kubevuln #394).",
+                    contradicted.len()
+                ));
+            }
+            build_statements(
+                vex.findings.iter().map(source_of_finding).chain(loaded),
+                &fixes,
+                partial.as_ref(),
+            )
+        }
         None => {
             if evidence.manifest.is_some() || evidence.image_manifest.is_some() {
                 notes.push(
@@ -226,31 +254,42 @@ fn source_of_finding(f: &vexxy_kubescape::Finding) -> SourceStatement<'_> {
     }
 }
 
+/// The matches of the relevancy-filtered manifest (packages Kubescape saw loaded), as
+/// `affected` statements.
+fn loaded_sources(evidence: &Evidence) -> Vec<SourceStatement<'_>> {
+    let Some(manifest) = &evidence.manifest else {
+        return Vec::new();
+    };
+    manifest
+        .payload
+        .matches
+        .iter()
+        .map(|m| SourceStatement {
+            vulnerability: &m.vulnerability.id,
+            vulnerability_url: Some(m.vulnerability.data_source.as_str()).filter(|s| !s.is_empty()),
+            subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
+            status: "affected",
+            justification: None,
+            impact_statement: Some(
+                "Kubescape saw this package loaded during the observed part of the window",
+            ),
+            action_statement: None,
+        })
+        .collect()
+}
+
 /// Statements when Kubescape wrote no VEX (only reached with partial evidence, see extract):
 /// loaded matches are `affected`, the image's other matches `under_investigation`.
 fn manifest_sources(evidence: &Evidence) -> Vec<SourceStatement<'_>> {
-    let mut out = Vec::new();
-    let mut loaded: HashSet<(&str, &str)> = HashSet::new();
-    if let Some(manifest) = &evidence.manifest {
-        for m in &manifest.payload.matches {
-            loaded.insert((m.vulnerability.id.as_str(), m.artifact.purl.as_str()));
-            out.push(SourceStatement {
-                vulnerability: &m.vulnerability.id,
-                vulnerability_url: Some(m.vulnerability.data_source.as_str())
-                    .filter(|s| !s.is_empty()),
-                subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
-                status: "affected",
-                justification: None,
-                impact_statement: Some(
-                    "Kubescape saw this package loaded during the observed part of the window",
-                ),
-                action_statement: None,
-            });
-        }
-    }
+    let mut out = loaded_sources(evidence);
+    let loaded: HashSet<(&str, Option<&str>)> = out
+        .iter()
+        .map(|s| (s.vulnerability, s.subcomponent))
+        .collect();
     if let Some(manifest) = &evidence.image_manifest {
         for m in &manifest.payload.matches {
-            if loaded.contains(&(m.vulnerability.id.as_str(), m.artifact.purl.as_str())) {
+            let purl = Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty());
+            if loaded.contains(&(m.vulnerability.id.as_str(), purl)) {
                 continue;
             }
             out.push(SourceStatement {

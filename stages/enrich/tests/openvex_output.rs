@@ -201,6 +201,41 @@ fn v0_3_159_swapped_fields_version_zero_and_duplicates_are_repaired() {
 }
 
 #[test]
+fn a_loaded_match_only_appended_on_a_rescan_is_affected_not_hidden() {
+    // kubevuln v0.3.159 appends a match first reported on a rescan with the other field mapping
+    // and never marks it affected (kubevuln #394): its VEX says not_affected although the
+    // relevancy-filtered manifest lists the package as loaded.
+    let m = sample();
+    let created: Vec<(Match, bool)> = m
+        .iter()
+        .filter(|(x, _)| x.cve != "CVE-2024-0003")
+        .cloned()
+        .collect();
+    let late = vec![m[2].0.clone()];
+    let evidence = evidence_from(
+        Some(v0_3_159_vex(&created, &late)),
+        &relevant_of(&m),
+        &all_of(&m),
+        40,
+        ("completed", "complete"),
+    );
+    let (produced, vex) = run("docker.io/library/nginx", &evidence, false);
+    let got = statuses(&vex.unwrap());
+    assert!(
+        got.contains(&("CVE-2024-0003".into(), "affected".into())),
+        "the loaded zlib1g match must be affected: {got:?}"
+    );
+    assert_eq!(produced.summary.affected, 2);
+    assert_eq!(produced.summary.not_affected, 2);
+    let summary: Value = serde_json::from_slice(&produced.summary_json).unwrap();
+    let notes = summary["notes"].to_string();
+    assert!(
+        notes.contains("kubevuln #394"),
+        "the promotion is explained: {notes}"
+    );
+}
+
+#[test]
 fn legacy_storage_fixture_becomes_valid_openvex() {
     let text = std::fs::read_to_string(
         shared().join("fixtures/kubescape/vex-container.storage-example-01.yaml"),
