@@ -12,6 +12,7 @@ use vexxy_kubescape::{
     Completion, ContainerProfileInfo, KubescapeManifest, KubescapeSbom, KubescapeVex, ProfileStatus,
 };
 
+use crate::cyclonedx;
 use crate::model::{Statement, StatusCounts};
 use crate::openvex::{self, DocumentInfo};
 use crate::purl::image_purl;
@@ -43,6 +44,8 @@ pub struct Evidence {
 pub struct Produced {
     /// `None` for an image without vulnerabilities (an OpenVEX document needs a statement).
     pub openvex: Option<Vec<u8>>,
+    /// CycloneDX 1.6 VEX of the same statements; present exactly when `openvex` is.
+    pub cyclonedx: Option<Vec<u8>>,
     pub filtered_sbom: Vec<u8>,
     pub summary_json: Vec<u8>,
     pub summary: Summary,
@@ -181,8 +184,8 @@ pub fn produce(
         kubescape_shape: shape.to_string(),
     };
 
-    let openvex = if statements.is_empty() {
-        None
+    let (openvex, cyclonedx) = if statements.is_empty() {
+        (None, None)
     } else {
         let (timestamp, last_updated) = document_times(evidence, observation);
         let info = DocumentInfo {
@@ -195,12 +198,25 @@ pub fn produce(
             tooling: tooling(evidence),
             product: &product,
         };
-        Some(
+        let openvex =
             openvex::render(&info, &statements).map_err(|source| ProduceError::Serialise {
                 document: "OpenVEX document",
                 source,
-            })?,
-        )
+            })?;
+        let bom = cyclonedx::BomInfo {
+            document_id: &info.id,
+            timestamp,
+            product: &product,
+            repository: &request.repository,
+            digest: &request.image_digest,
+            kubescape_tooling: &info.tooling,
+        };
+        let cyclonedx =
+            cyclonedx::render(&bom, &statements).map_err(|source| ProduceError::Serialise {
+                document: "CycloneDX VEX",
+                source,
+            })?;
+        (Some(openvex), Some(cyclonedx))
     };
 
     let filtered_sbom = match evidence.filtered_sbom_object.as_ref().and_then(|o| o.pointer("/spec/syft")) {
@@ -235,6 +251,7 @@ pub fn produce(
 
     Ok(Produced {
         openvex,
+        cyclonedx,
         filtered_sbom,
         summary_json,
         summary,

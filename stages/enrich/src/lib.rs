@@ -19,6 +19,9 @@
 //! the same bytes):
 //! * `analyses/<job_id>/vex.openvex.json`: OpenVEX 0.2.0, valid against the official schema —
 //!   not written for an image without vulnerabilities (a document needs ≥ 1 statement);
+//! * `analyses/<job_id>/vex.cdx.json`: the same statements as a CycloneDX 1.6 VEX
+//!   ([`cyclonedx`]), written whenever the OpenVEX document is, listed in
+//!   `artifacts.extra["cyclonedx"]`;
 //! * `analyses/<job_id>/sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered, verbatim;
 //! * `analyses/<job_id>/summary.json`: job metadata, counts equal to the statements, evidence quality.
 //!
@@ -28,6 +31,7 @@
 //! * `VEXXY_VEX_ID_BASE` (default `https://vexxy.io/analyses`): IRI prefix of the documents'
 //!   `@id` (`<base>/<job_id>/vex`) and statement `@id`s.
 
+pub mod cyclonedx;
 pub mod documents;
 pub mod model;
 pub mod openvex;
@@ -98,6 +102,9 @@ impl Default for EnrichConfig {
 /// Object-store keys of the job's outputs.
 pub fn vex_key(job_id: &str) -> String {
     format!("analyses/{job_id}/vex.openvex.json")
+}
+pub fn cyclonedx_key(job_id: &str) -> String {
+    format!("analyses/{job_id}/vex.cdx.json")
 }
 pub fn sbom_key(job_id: &str) -> String {
     format!("analyses/{job_id}/sbom.filtered.json")
@@ -205,6 +212,12 @@ impl Enrich {
             }
             None => None,
         };
+        let mut extra = BTreeMap::new();
+        if let Some(body) = produced.cyclonedx {
+            let key = cyclonedx_key(&job_id);
+            write(store, &key, body).await?;
+            extra.insert("cyclonedx".to_string(), store.url(&key));
+        }
         let sbom = sbom_key(&job_id);
         write(store, &sbom, produced.filtered_sbom).await?;
         let summary = summary_key(&job_id);
@@ -231,7 +244,7 @@ impl Enrich {
                 filtered_sbom: store.url(&sbom),
                 summary: store.url(&summary),
                 evidence: keys.values().map(|k| store.url(k)).collect(),
-                extra: BTreeMap::new(),
+                extra,
             },
             timings,
             labels: request.labels,

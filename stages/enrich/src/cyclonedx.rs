@@ -1,0 +1,314 @@
+//! Renders the model as a CycloneDX 1.6 VEX (`vex.cdx.json`), from the same statements the
+//! OpenVEX writer renders, so the two documents can never disagree about a finding.
+//!
+//! One `vulnerabilities[]` entry per statement (vulnerability, package): CycloneDX keeps the
+//! analysis per vulnerability entry, and the same CVE can be exploitable in one package and not
+//! present in another. `affects[].ref` points at the package component (bom-ref = its purl), or at
+//! the image when Kubescape named no package.
+//!
+//! Mappings (OpenVEX → CycloneDX `analysis`):
+//! * status: not_affected → `not_affected`, affected → `exploitable`, fixed → `resolved`,
+//!   under_investigation → `in_triage`;
+//! * justification: vulnerable_code_not_present → `code_not_present`,
+//!   vulnerable_code_not_in_execute_path → `code_not_reachable`,
+//!   inline_mitigations_already_exist → `protected_by_mitigating_control`; **lossy**:
+//!   component_not_present → `code_not_present` and
+//!   vulnerable_code_cannot_be_controlled_by_adversary → `requires_environment`;
+//! * status_notes → `analysis.detail`; action_statement → `recommendation`, with `response`
+//!   `update` when a fixed version is known.
+//!
+//! The OpenVEX values are always kept in `properties` (`vexxy:openvex:status`,
+//! `vexxy:openvex:justification`), and a lossy mapping is flagged with `vexxy:mapping:lossy`, so
+//! nothing the analysis concluded is lost in translation.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Justification, Statement, Status};
+use crate::openvex::rfc3339;
+
+pub const SPEC_VERSION: &str = "1.6";
+
+/// Document-level fields.
+#[derive(Debug, Clone)]
+pub struct BomInfo<'a> {
+    /// The OpenVEX document IRI; the serial number is derived from it (and so from the job id).
+    pub document_id: &'a str,
+    pub timestamp: DateTime<Utc>,
+    /// The image purl (also the OpenVEX product).
+    pub product: &'a str,
+    /// `registry/path` of the image, the container component's name.
+    pub repository: &'a str,
+    pub digest: &'a str,
+    /// What produced the evidence, e.g. `Kubescape kubevuln VEX (shape main)`.
+    pub kubescape_tooling: &'a str,
+}
+
+/// `urn:uuid:` + a name-based (v5) UUID of the document IRI: the same job always gets the same
+/// serial number, so a redelivered job writes byte-identical documents.
+pub fn serial_number(document_id: &str) -> String {
+    let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, document_id.as_bytes());
+    format!("urn:uuid:{uuid}")
+}
+
+pub fn analysis_state(status: Status) -> &'static str {
+    match status {
+        Status::NotAffected => "not_affected",
+        Status::Affected => "exploitable",
+        Status::Fixed => "resolved",
+        Status::UnderInvestigation => "in_triage",
+    }
+}
+
+/// The CycloneDX justification and whether the mapping loses meaning.
+pub fn analysis_justification(justification: Justification) -> (&'static str, bool) {
+    match justification {
+        Justification::VulnerableCodeNotPresent => ("code_not_present", false),
+        Justification::VulnerableCodeNotInExecutePath => ("code_not_reachable", false),
+        Justification::InlineMitigationsAlreadyExist => ("protected_by_mitigating_control", false),
+        Justification::ComponentNotPresent => ("code_not_present", true),
+        Justification::VulnerableCodeCannotBeControlledByAdversary => {
+            ("requires_environment", true)
+        }
+    }
+}
+
+/// Serialises the BOM. Unlike OpenVEX, a CycloneDX VEX may hold no vulnerabilities, but enrich
+/// writes one only when the OpenVEX document exists, so both formats appear together.
+pub fn render(
+    info: &BomInfo<'_>,
+    statements: &[Statement<'_>],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut components: BTreeMap<&str, Value> = BTreeMap::new();
+    for purl in statements.iter().filter_map(|s| s.subcomponent) {
+        if purl != info.product {
+            components
+                .entry(purl)
+                .or_insert_with(|| package_component(purl));
+        }
+    }
+    let vulnerabilities: Vec<Value> = statements.iter().map(|s| vulnerability(info, s)).collect();
+    let document = json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": SPEC_VERSION,
+        "serialNumber": serial_number(info.document_id),
+        "version": 1,
+        "metadata": {
+            "timestamp": rfc3339(info.timestamp),
+            "tools": {
+                "components": [
+                    {
+                        "type": "application",
+                        "name": "vexxy",
+                        "version": env!("CARGO_PKG_VERSION"),
+                    },
+                    {
+                        "type": "application",
+                        "name": "kubescape",
+                        "description": info.kubescape_tooling,
+                    },
+                ],
+            },
+            "component": {
+                "type": "container",
+                "bom-ref": info.product,
+                "name": info.repository,
+                "version": info.digest,
+                "purl": info.product,
+            },
+            "properties": [
+                {"name": "vexxy:openvex:id", "value": info.document_id},
+            ],
+        },
+        "components": components.into_values().collect::<Vec<_>>(),
+        "vulnerabilities": vulnerabilities,
+    });
+    let mut out = Vec::with_capacity(1024 + statements.len() * 600);
+    serde_json::to_writer_pretty(&mut out, &document)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+fn vulnerability(info: &BomInfo<'_>, s: &Statement<'_>) -> Value {
+    let mut analysis = Map::new();
+    analysis.insert("state".into(), analysis_state(s.status).into());
+    let mut properties = vec![property("vexxy:openvex:status", s.status.as_str())];
+    if let (Status::NotAffected, Some(justification)) = (s.status, s.justification) {
+        let (mapped, lossy) = analysis_justification(justification);
+        analysis.insert("justification".into(), mapped.into());
+        properties.push(property(
+            "vexxy:openvex:justification",
+            justification.as_str(),
+        ));
+        if lossy {
+            properties.push(property("vexxy:mapping:lossy", "justification"));
+        }
+    }
+    if let Some(notes) = &s.status_notes {
+        analysis.insert("detail".into(), notes.as_ref().into());
+    }
+    let action = match s.status {
+        Status::Affected => s.action_statement.as_deref(),
+        _ => None,
+    };
+    if action.is_some_and(names_a_fixed_version) {
+        analysis.insert("response".into(), json!(["update"]));
+    }
+
+    let mut entry = Map::new();
+    entry.insert(
+        "bom-ref".into(),
+        vulnerability_ref(info.document_id, s).into(),
+    );
+    entry.insert("id".into(), s.vulnerability.into());
+    if let Some(source) = source_of(s) {
+        entry.insert("source".into(), source);
+    }
+    if let Some(action) = action {
+        entry.insert("recommendation".into(), action.into());
+    }
+    entry.insert("analysis".into(), Value::Object(analysis));
+    entry.insert(
+        "affects".into(),
+        json!([{ "ref": s.subcomponent.unwrap_or(info.product) }]),
+    );
+    entry.insert("properties".into(), Value::Array(properties));
+    Value::Object(entry)
+}
+
+/// `transform::action_for` words a known fix as "Upgrade <package> to <versions> or later.";
+/// any other action (no fix known, or Kubescape's generic "Upgrade to a fixed version") is
+/// advice, not an `update` response.
+fn names_a_fixed_version(action: &str) -> bool {
+    action.starts_with("Upgrade ") && action.contains(" to ") && action.ends_with(" or later.")
+}
+
+/// A bom-ref unique per (vulnerability, package), stable across runs.
+fn vulnerability_ref(document_id: &str, s: &Statement<'_>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(document_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(s.vulnerability.as_bytes());
+    hasher.update([0]);
+    hasher.update(s.subcomponent.unwrap_or("").as_bytes());
+    format!(
+        "vuln:{}:{}",
+        s.vulnerability,
+        hex::encode(&hasher.finalize()[..8])
+    )
+}
+
+fn source_of(s: &Statement<'_>) -> Option<Value> {
+    let name = if s.vulnerability.starts_with("CVE-") {
+        Some("NVD")
+    } else if s.vulnerability.starts_with("GHSA-") {
+        Some("GitHub Advisories")
+    } else {
+        None
+    };
+    let mut source = Map::new();
+    if let Some(name) = name {
+        source.insert("name".into(), name.into());
+    }
+    if let Some(url) = s.vulnerability_iri {
+        source.insert("url".into(), url.into());
+    }
+    (!source.is_empty()).then_some(Value::Object(source))
+}
+
+fn property(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// A library component named after the purl's name and version.
+fn package_component(purl: &str) -> Value {
+    let (name, version) = purl_name_version(purl);
+    let mut component = Map::new();
+    component.insert("type".into(), "library".into());
+    component.insert("bom-ref".into(), purl.into());
+    component.insert("name".into(), name.into());
+    if let Some(version) = version {
+        component.insert("version".into(), version.into());
+    }
+    component.insert("purl".into(), purl.into());
+    Value::Object(component)
+}
+
+/// `pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64` → (`libssl3`, `3.0.8-r0`), percent-decoded.
+fn purl_name_version(purl: &str) -> (String, Option<String>) {
+    let without_extras = purl.split(['?', '#']).next().unwrap_or(purl);
+    let (path, version) = match without_extras.rsplit_once('@') {
+        Some((path, version)) if !path.ends_with(':') => (path, Some(decode(version))),
+        _ => (without_extras, None),
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = if name.is_empty() { purl } else { name };
+    (decode(name), version)
+}
+
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_numbers_are_deterministic_v5_uuids() {
+        let a = serial_number("https://vexxy.io/analyses/job-1/vex");
+        assert_eq!(a, serial_number("https://vexxy.io/analyses/job-1/vex"));
+        assert_ne!(a, serial_number("https://vexxy.io/analyses/job-2/vex"));
+        assert_eq!(&a[9 + 14..9 + 15], "5", "{a} is a version 5 UUID");
+    }
+
+    #[test]
+    fn every_status_and_justification_has_a_mapping() {
+        assert_eq!(analysis_state(Status::Affected), "exploitable");
+        assert_eq!(analysis_state(Status::Fixed), "resolved");
+        assert_eq!(analysis_state(Status::UnderInvestigation), "in_triage");
+        assert_eq!(analysis_state(Status::NotAffected), "not_affected");
+        assert_eq!(
+            analysis_justification(Justification::VulnerableCodeNotPresent),
+            ("code_not_present", false)
+        );
+        assert!(analysis_justification(Justification::ComponentNotPresent).1);
+    }
+
+    #[test]
+    fn purl_names_and_versions_are_decoded() {
+        assert_eq!(
+            purl_name_version("pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64"),
+            ("libssl3".to_string(), Some("3.0.8-r0".to_string()))
+        );
+        assert_eq!(
+            purl_name_version("pkg:npm/%40angular/core@1.2.3"),
+            ("core".to_string(), Some("1.2.3".to_string()))
+        );
+        assert_eq!(
+            purl_name_version("pkg:golang/golang.org/x/net"),
+            ("net".to_string(), None)
+        );
+        assert_eq!(decode("a%20b%"), "a b%");
+    }
+}
