@@ -540,8 +540,22 @@ fn validate_nats_urls(urls: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Upper bound for `VEXXY_MAX_IN_FLIGHT` (also the consumer's max_ack_pending).
+pub const MAX_IN_FLIGHT_LIMIT: usize = 100_000;
+
+/// In-flight messages per replica when `VEXXY_MAX_IN_FLIGHT` is unset. Wait holds a job for
+/// its whole analysis window, but a waiting job is only a parked future (no thread, no API
+/// traffic: the watches are shared), so it holds thousands; the other stages do seconds of
+/// work per job and a few dozen in flight keep their API server and store busy enough.
+pub fn default_max_in_flight(stage: vexxy_events::Stage) -> usize {
+    match stage {
+        vexxy_events::Stage::Wait => 5_000,
+        _ => 32,
+    }
+}
+
 fn load_consumer(env: &Env<'_>) -> Result<ConsumerTuning, ConfigError> {
-    let max_in_flight = env.bounded("VEXXY_MAX_IN_FLIGHT", 4usize, 1, 1024)?;
+    let max_in_flight = env.bounded("VEXXY_MAX_IN_FLIGHT", 4usize, 1, MAX_IN_FLIGHT_LIMIT)?;
     let ack_wait = env.duration("VEXXY_ACK_WAIT", Duration::from_secs(30))?;
     if ack_wait < Duration::from_millis(500) {
         return Err(ConfigError::invalid(

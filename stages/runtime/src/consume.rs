@@ -315,13 +315,32 @@ async fn handle<H: Handler>(
     let job_id = ticket.request.job_id.clone();
     tracing::Span::current().record("job_id", job_id.as_str());
 
-    // 2. Nothing to do for a job that already ended (intake checked this itself).
+    // 2. Nothing to do for a job that already ended (intake checked this itself) or that a
+    //    later stage already owns: this delivery is a stale copy whose hand-off was published
+    //    before the crash that prevented its ack. Redoing it could contradict the later stage
+    //    (wait would find the sandbox extract deleted and report a failure). Otherwise claim
+    //    the job for this stage first, so that an older stage's stale delivery sees the claim.
     if worker.stage != Stage::InstallCheck {
         match status::read(&worker.status, &job_id).await {
             Ok(Some((status, _))) if status.state.is_final() => {
                 return skip_final(message, &status).await;
             }
-            Ok(_) => {}
+            Ok(Some((status, _))) if status::is_past(&status, worker.stage) => {
+                return skip_handed_on(message, &status).await;
+            }
+            Ok(Some(_)) => {
+                let claim = status::transition(
+                    &worker.status,
+                    &job_id,
+                    None,
+                    status::moved_to(worker.stage),
+                )
+                .await;
+                if let Err(error) = claim {
+                    return status_unavailable(worker, message, delivery, error).await;
+                }
+            }
+            Ok(None) => {}
             Err(error) => return status_unavailable(worker, message, delivery, error).await,
         }
     }
@@ -521,6 +540,12 @@ async fn ack(message: &Message) {
     }
 }
 
+async fn skip_handed_on(message: &Message, status: &JobStatus) -> MessageOutcome {
+    tracing::info!(now_in = %status.stage, "job already handed on to a later stage; acknowledging the stale delivery");
+    ack(message).await;
+    MessageOutcome::Duplicate
+}
+
 async fn skip_final(message: &Message, status: &JobStatus) -> MessageOutcome {
     tracing::info!(state = ?status.state, "job already finished; acknowledging the redelivered message");
     ack(message).await;
@@ -576,6 +601,19 @@ pub(crate) async fn report_failure<H>(
     delivery: &Delivery,
     failure: &Failure,
 ) -> Result<(), String> {
+    // A stale delivery must not fail a job that a later stage already owns (see step 2 of
+    // `handle`; the job may have been claimed while this handler ran).
+    if let (true, Some(job_id)) = (failure.update_status, failure.facts.job_id.as_deref()) {
+        match status::read(&worker.status, job_id).await {
+            Ok(Some((current, _))) if status::is_past(&current, worker.stage) => {
+                tracing::warn!(now_in = %current.stage, reason = failure.reason.as_str(),
+                    "not reporting a failure from a stale delivery: a later stage owns the job");
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
     let dead_letter_subject = worker
         .publisher
         .dead_letter(delivery, failure.reason)

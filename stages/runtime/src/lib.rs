@@ -135,7 +135,12 @@ where
     Fut: Future<Output = anyhow::Result<H>>,
 {
     let config = match RuntimeConfig::from_env() {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if std::env::var_os("VEXXY_MAX_IN_FLIGHT").is_none() {
+                config.consumer.max_in_flight = config::default_max_in_flight(stage);
+            }
+            config
+        }
         Err(error) => {
             eprintln!("vexxy-{stage}: configuration error: {error}");
             return ExitCode::from(2);

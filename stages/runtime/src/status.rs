@@ -232,6 +232,12 @@ pub fn failed(
     }
 }
 
+/// True when the record shows the job in a stage after `stage` (not final: a final job is
+/// handled separately because its outcome is already published).
+pub fn is_past(current: &JobStatus, stage: Stage) -> bool {
+    !current.state.is_final() && position(current.stage) > position(stage)
+}
+
 fn position(stage: Stage) -> usize {
     Stage::ALL
         .iter()

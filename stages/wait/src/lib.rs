@@ -32,7 +32,7 @@
 //! | `VEXXY_IMAGE_PULL_GRACE` | `30s` | how long `ErrImagePull` may last (`ImagePullBackOff` fails at once) |
 //! | `VEXXY_CRASHLOOP_RESTARTS` | `1` | restarts at which `CrashLoopBackOff` fails the job |
 //! | `VEXXY_UNSCHEDULABLE_GRACE` | `0s` | how long a pod may stay `Unschedulable` (e.g. for an autoscaler) |
-//! | `VEXXY_MAX_IN_FLIGHT` (runtime) | `1024` for wait | jobs waited on at once (the runtime's cap is 1024) |
+//! | `VEXXY_MAX_IN_FLIGHT` (runtime) | `5000` for wait | jobs waited on at once (a waiting job is a parked future) |
 //!
 //! The runtime keeps each message alive while its job waits (in-progress acks every
 //! `VEXXY_ACK_WAIT`/3), so a window of hours needs no special ack settings.
@@ -64,21 +64,6 @@ const DEPLOYMENT_GET_ATTEMPTS: u32 = 3;
 const DEPLOYMENT_GET_RETRY: Duration = Duration::from_secs(2);
 /// Longest single sleep; the loop re-evaluates after it (keeps timer arithmetic finite).
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
-/// In-flight jobs when `VEXXY_MAX_IN_FLIGHT` is unset: a waiting job is a parked future (no
-/// thread, no API traffic), so wait holds as many as the runtime allows rather than its default
-/// of 4, which would queue every analysis behind the previous four windows.
-pub const DEFAULT_MAX_IN_FLIGHT: &str = "1024";
-
-/// Gives `VEXXY_MAX_IN_FLIGHT` wait's default when the operator did not set it.
-/// Call before any thread starts (first thing in `main`): it writes the process environment.
-pub fn default_in_flight_for_waiting() {
-    if std::env::var_os("VEXXY_MAX_IN_FLIGHT").is_none() {
-        // SAFETY: called from `main` before the tokio runtime or any other thread exists, so no
-        // other thread can read or write the environment concurrently.
-        unsafe { std::env::set_var("VEXXY_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT) };
-    }
-}
 
 /// The wait stage. Cheap to clone; the watches stop when the last clone is dropped.
 #[derive(Clone)]

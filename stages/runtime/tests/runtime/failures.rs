@@ -247,3 +247,69 @@ async fn transient_error_on_the_last_delivery_fails_the_job() {
     );
     stage.stop().await;
 }
+
+/// A stale delivery — a hand-off whose input was never acked because the stage crashed after
+/// publishing — arrives after a later stage has taken the job over. Re-running it could
+/// contradict that stage (wait would find the sandbox extract already deleted), so the runtime
+/// acknowledges it without calling the handler, and never reports a failure for it. A job still
+/// owned by this stage is handled (and claimed) as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_delivery_of_a_job_a_later_stage_owns_is_skipped() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::new(|_, _| async move {
+        Err::<Outcome, _>(StageError::Permanent {
+            reason: FailureReason::SandboxDisappeared,
+            message: "the sandbox Deployment is gone".to_string(),
+            retryable: true,
+        })
+    });
+    let stage = RunningStage::start(
+        config(&nats, store_dir.path(), &[]),
+        Stage::Wait,
+        handler.clone(),
+    );
+    wait_provisioned(&js, Stage::Wait).await;
+
+    let stale = ticket("job-stale");
+    seed_job(&js, &stale, Stage::Extract).await;
+    publish_ticket(&js, Stage::Wait, stale).await;
+    let owned = ticket("job-owned");
+    seed_job(&js, &owned, Stage::Deploy).await;
+    publish_ticket(&js, Stage::Wait, owned).await;
+
+    let failed =
+        failed_events(&wait_stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED, 1).await);
+    assert_eq!(failed[0].job_id.as_deref(), Some("job-owned"));
+    eventually(
+        Duration::from_secs(10),
+        "both messages to be settled",
+        || async {
+            let info = consumer_info(&js, Stage::Wait).await;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+
+    let calls: Vec<String> = handler.calls().into_iter().map(|c| c.job_id).collect();
+    assert_eq!(
+        calls,
+        vec!["job-owned".to_string()],
+        "the stale job never reaches the handler"
+    );
+    assert_eq!(
+        stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED)
+            .await
+            .len(),
+        1,
+        "no failure is reported for the job extract owns"
+    );
+    let stale_status = job_status(&js, "job-stale").await.unwrap();
+    assert_eq!(stale_status.state, JobState::Running);
+    assert_eq!(stale_status.stage, Stage::Extract);
+    let owned_status = job_status(&js, "job-owned").await.unwrap();
+    assert_eq!(owned_status.state, JobState::Failed);
+    assert_eq!(owned_status.stage, Stage::Wait);
+    stage.stop().await;
+}
