@@ -3,7 +3,9 @@
 //! * production crates (`events/`, `stages/*`) never depend on test or tooling crates
 //!   (`tests/*`, `xtask`) — dev-dependencies may, that is what they are for;
 //! * `events` (the public contract) depends on no crate of ours, so a client can take it alone;
-//! * a stage never depends on another stage (they talk only through events, KV and the store).
+//! * a stage never depends on another stage (they talk only through events, KV and the store);
+//! * user-facing clients (`cli/`, `gateway/`) are production crates too, and talk to the stages
+//!   the way users do — through the contract — so they never depend on a stage.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +19,8 @@ pub enum Role {
     /// Shared production libraries under `stages/` (runtime, kubescape).
     SharedLibrary,
     Stage,
+    /// User surfaces at the top level: the `vexxy` CLI, the REST gateway.
+    Client,
     TestInfrastructure,
     Tooling,
 }
@@ -84,6 +88,7 @@ fn role_of(relative_dir: &Path) -> Option<Role> {
         ["stages", name] if SHARED_STAGE_LIBRARIES.contains(name) => Some(Role::SharedLibrary),
         ["stages", _] => Some(Role::Stage),
         ["tests", _] => Some(Role::TestInfrastructure),
+        ["cli"] | ["gateway"] => Some(Role::Client),
         ["xtask"] => Some(Role::Tooling),
         _ => None,
     }
@@ -108,7 +113,7 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
             }
             None => problems.push(format!(
                 "{} lives at {}, which has no role in the dependency rules; put it under events/, \
-                 stages/, tests/ or xtask/, or teach xtask/src/deps.rs about it",
+                 stages/, cli/, gateway/, tests/ or xtask/, or teach xtask/src/deps.rs about it",
                 package.name,
                 relative.display()
             )),
@@ -122,7 +127,10 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
             let Some(&target) = roles.get(dependency.name.as_str()) else {
                 continue;
             };
-            let production = matches!(role, Role::Contract | Role::SharedLibrary | Role::Stage);
+            let production = matches!(
+                role,
+                Role::Contract | Role::SharedLibrary | Role::Stage | Role::Client
+            );
             if production
                 && !dependency.is_dev()
                 && matches!(target, Role::TestInfrastructure | Role::Tooling)
@@ -137,6 +145,13 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
                 problems.push(format!(
                     "the contract crate {} depends on the workspace crate {}; it must stand alone \
                      so clients can depend on it without the rest of vexxy",
+                    package.name, dependency.name
+                ));
+            }
+            if role == Role::Client && target == Role::Stage {
+                problems.push(format!(
+                    "client {} depends on stage {}; clients use the public contract (vexxy-events) \
+                     and the runtime's shared pieces, never a stage's internals",
                     package.name, dependency.name
                 ));
             }
@@ -275,6 +290,39 @@ mod tests {
         let problems = violations(&metadata(packages));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("stage vexxy-enrich depends on stage vexxy-wait"));
+    }
+
+    #[test]
+    fn a_client_depending_on_a_stage_or_the_harness_fails() {
+        let mut packages = clean_workspace();
+        packages.push(package(
+            "vexxy-cli",
+            "cli",
+            &[
+                ("vexxy-events", None),
+                ("vexxy-runtime", None),
+                ("vexxy-harness", Some("dev")),
+            ],
+        ));
+        assert_eq!(violations(&metadata(packages)), Vec::<String>::new());
+        let mut packages = clean_workspace();
+        packages.push(package(
+            "vexxy-cli",
+            "cli",
+            &[("vexxy-enrich", None), ("vexxy-harness", None)],
+        ));
+        let problems = violations(&metadata(packages));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("client vexxy-cli depends on stage vexxy-enrich"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("production crate vexxy-cli depends on vexxy-harness"))
+        );
     }
 
     #[test]
