@@ -59,6 +59,8 @@ enum Expected {
     Failed {
         stage: Stage,
         reason: FailureReason,
+        /// The message must name this (what happened, so the user knows what to do).
+        message_names: &'static str,
     },
 }
 
@@ -139,6 +141,7 @@ fn jobs() -> Vec<Job> {
             expected: Expected::Failed {
                 stage: Stage::Extract,
                 reason: FailureReason::NoVexProduced,
+                message_names: "maxObjectSize",
             },
         },
         Job {
@@ -148,6 +151,7 @@ fn jobs() -> Vec<Job> {
             expected: Expected::Failed {
                 stage: Stage::Wait,
                 reason: FailureReason::ImagePullFailed,
+                message_names: "quay.io/bigco/pull-fail-app",
             },
         },
     ]
@@ -302,7 +306,7 @@ fn test_timings() -> Vec<(String, String)> {
         ("VEXXY_PULL_EXPIRES", "1s"),
         ("VEXXY_SHUTDOWN_GRACE", "3s"),
         ("VEXXY_VEX_SETTLE", "1s"),
-        ("VEXXY_WAIT_GRACE", "20s"),
+        ("VEXXY_WAIT_GRACE", "45s"),
         ("VEXXY_ON_TIMEOUT", "fail"),
         ("VEXXY_JANITOR_INTERVAL", "1s"),
         ("K8S_JOB_TTL_SECONDS", "1"),
@@ -655,6 +659,7 @@ fn check_failed(
     failed: &AnalysisFailed,
     stage: Stage,
     reason: FailureReason,
+    message_names: &str,
 ) -> Result<()> {
     let id = job.id;
     ensure!(
@@ -676,8 +681,9 @@ fn check_failed(
         failed.request_msg_id
     );
     ensure!(
-        !failed.message.trim().is_empty(),
-        "{id}: failure without a message"
+        failed.message.contains(message_names),
+        "{id}: the failure message does not name {message_names:?}: {}",
+        failed.message
     );
     Ok(())
 }
@@ -897,9 +903,14 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
                 )
                 .await
             }
-            (Expected::Failed { stage, reason }, Outcome::Failed(failed)) => {
-                check_failed(job, failed, *stage, *reason)
-            }
+            (
+                Expected::Failed {
+                    stage,
+                    reason,
+                    message_names,
+                },
+                Outcome::Failed(failed),
+            ) => check_failed(job, failed, *stage, *reason, message_names),
             (expected, Outcome::Failed(failed)) => Err(anyhow::anyhow!(
                 "{}: expected {expected:?}, got failed in {} with {}: {}",
                 job.id,
