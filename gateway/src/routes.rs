@@ -44,7 +44,11 @@ impl AppState {
     pub fn new(nats: async_nats::Client, store: Store, policy: ValidationPolicy) -> Self {
         let requests = Family::<Labels, Counter>::default();
         let mut registry = Registry::with_prefix("vexxy_gateway");
-        registry.register("requests", "HTTP requests by route and status", requests.clone());
+        registry.register(
+            "requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
         AppState {
             js: async_nats::jetstream::new(nats.clone()),
             nats,
@@ -182,7 +186,9 @@ async fn read_job(state: &AppState, job_id: &str) -> Result<JobStatus, Problem> 
         .js
         .get_key_value(subjects::STATUS_BUCKET)
         .await
-        .map_err(|e| Problem::unavailable(format!("the job status bucket is not available: {e}")))?;
+        .map_err(|e| {
+            Problem::unavailable(format!("the job status bucket is not available: {e}"))
+        })?;
     match vexxy_runtime::status::read(&bucket, job_id).await {
         Ok(Some((job, _))) => Ok(job),
         Ok(None) => Err(Problem::new(
@@ -281,8 +287,7 @@ async fn openapi() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let connected =
-        state.nats.connection_state() == async_nats::connection::State::Connected;
+    let connected = state.nats.connection_state() == async_nats::connection::State::Connected;
     if !connected {
         return Problem::unavailable("not connected to NATS").into_response();
     }
