@@ -9,7 +9,10 @@
 //! * [`nats`]: a JetStream-enabled nats-server.
 //! * [`s3`]: s3s-fs, a real S3 protocol server backed by a directory.
 //! * [`stack`]: kubesim and the five stage binaries as processes (end-to-end tests, xtask).
+//! * [`chaos`]: a nats-server cluster, restartable stage replicas, run sizes and figures for the
+//!   fault-injection tests and `cargo xtask chaos`.
 
+pub mod chaos;
 pub mod nats;
 pub mod process;
 pub mod s3;
