@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands (see README.md).
 
+mod bench;
 mod demo;
 mod deps;
 mod paths;
@@ -37,6 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Check the workspace dependency rules (also part of `test`).
     CheckDeps,
+    /// Build in release mode and run the benchmarks (docs/BENCHMARKS.md); writes
+    /// target/bench/report.json.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,7 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
             };
             demo::run(paths, &env, &args)
         }
+        Command::Bench(args) => bench::run(paths, &args),
         Command::CheckDeps => {
             let problems = deps::violations(&deps::load_metadata(&paths.root)?);
             for problem in &problems {

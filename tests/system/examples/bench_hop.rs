@@ -1,0 +1,232 @@
+//! `cargo xtask bench` helper: one stage hand-off against the raw JetStream floor, same server,
+//! same payload, same run. Prints one JSON object on stdout.
+//!
+//! * floor: publish (wait for the PubAck) → the message arrives on a pull consumer that already
+//!   has a pull outstanding → ack. Stream and consumer configured like the runtime's (file storage,
+//!   explicit ack).
+//! * hop: the real stage runtime (`vexxy_runtime::run_with`, production consumer settings) for
+//!   the extract stage with a pass-through handler. One iteration: publish a ticket to
+//!   `vexxy.pipeline.extract` (PubAck) → the runtime pulls it, reads and claims the job record in
+//!   KV, runs the handler, publishes to `vexxy.pipeline.enrich` (PubAck), updates KV, double-acks
+//!   → an observer pulls the hand-off from `vexxy.pipeline.enrich` and acks it.
+//!   The job record exists beforehand (as intake would have written it).
+//!
+//! Both loops run one message at a time, so the figure is latency, not throughput.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer::pull, stream};
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::json;
+use vexxy_events::pipeline::SandboxRef;
+use vexxy_events::{PipelineTicket, RunConfig, Stage, ValidatedRequest, subjects};
+use vexxy_runtime::config::{Env, RuntimeConfig, default_max_in_flight};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+
+const WARMUP: usize = 200;
+
+struct PassThrough;
+
+impl Handler for PassThrough {
+    async fn handle(
+        &self,
+        _job: &JobContext,
+        ticket: PipelineTicket,
+    ) -> Result<Outcome, StageError> {
+        Ok(Outcome::Next(ticket))
+    }
+}
+
+fn ticket(job_id: &str) -> PipelineTicket {
+    PipelineTicket {
+        request: ValidatedRequest {
+            job_id: job_id.into(),
+            image_ref: "docker.io/library/nginx".into(),
+            image_digest: format!("sha256:{}", "ab".repeat(32)),
+            repository: "docker.io/library/nginx".into(),
+            registry: "docker.io".into(),
+            tag: None,
+            request_msg_id: Some(format!("{job_id}.request")),
+            analysis_duration_seconds: 300,
+            config: RunConfig::default(),
+            labels: [("team".to_string(), "payments".to_string())].into(),
+        },
+        timings: vec![],
+        sandbox: Some(SandboxRef {
+            namespace: "vexxy-sandbox".into(),
+            deployment: format!("vexxy-{job_id}"),
+            container: "app".into(),
+            created_at: Utc::now(),
+        }),
+        observation: None,
+        evidence: None,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn summary(mut samples: Vec<f64>) -> serde_json::Value {
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    json!({"n": samples.len(), "p50_us": percentile(&samples, 0.5), "p99_us": percentile(&samples, 0.99), "mean_us": mean})
+}
+
+async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Vec<f64>> {
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_FLOOR".into(),
+            subjects: vec!["bench.floor".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .context("create the floor stream")?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("bench-floor".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .context("create the floor consumer")?;
+    let mut messages = consumer.messages().await?;
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..WARMUP + iterations {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("floor-{i}").as_str());
+        let started = Instant::now();
+        js.publish_with_headers("bench.floor", headers, payload.clone())
+            .await?
+            .await?;
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .context("the floor message did not arrive within 10 s")?
+            .context("the floor message stream ended")?
+            .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        if i >= WARMUP {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(samples)
+}
+
+async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Result<Vec<f64>> {
+    let stage = Stage::Extract;
+    let store_dir = tempfile::tempdir()?;
+    let mut config = RuntimeConfig::load(&Env::from_pairs(&[
+        ("NATS_URL", nats_url.to_string()),
+        (
+            "VEXXY_STORE",
+            format!("file://{}", store_dir.path().display()),
+        ),
+        ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
+    ]))?;
+    // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
+    config.consumer.max_in_flight = default_max_in_flight(stage);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::spawn(vexxy_runtime::run_with(config, stage, PassThrough, async {
+        let _ = stop_rx.await;
+    }));
+    // The stage provisions streams, KV and its consumer; wait until its consumer exists.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kv = loop {
+        let ready = match js.get_stream(subjects::PIPELINE_STREAM).await {
+            Ok(stream) => stream
+                .consumer_info(subjects::durable_of(stage))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if ready {
+            break js.get_key_value(subjects::STATUS_BUCKET).await?;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the stage runtime did not provision within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let observer = js
+        .get_stream(subjects::PIPELINE_STREAM)
+        .await?
+        .create_consumer(pull::Config {
+            durable_name: Some("bench-observer".into()),
+            filter_subject: subjects::input_of(Stage::Enrich),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .context("create the observer consumer")?;
+    let mut handed_on = observer.messages().await?;
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..WARMUP + iterations {
+        let job_id = format!("bench-hop-{i}");
+        let ticket = ticket(&job_id);
+        let status =
+            vexxy_runtime::status::new_job(&ticket.request, "bench".into(), i as u64, stage);
+        vexxy_runtime::status::create(&kv, &status).await?;
+        let event = vexxy_events::ticket_event(Stage::Wait, ticket);
+        let payload = Bytes::from(serde_json::to_vec(&event)?);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        headers.insert(subjects::HEADER_JOB_ID, job_id.as_str());
+        let started = Instant::now();
+        js.publish_with_headers(subjects::input_of(stage), headers, payload)
+            .await?
+            .await?;
+        let message = tokio::time::timeout(Duration::from_secs(10), handed_on.next())
+            .await
+            .context("the hand-off did not arrive within 10 s")?
+            .context("the observer stream ended")?
+            .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        if i >= WARMUP {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = stop_tx.send(());
+    runtime.await??;
+    Ok(samples)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let iterations: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()
+        .context("the argument is the number of iterations")?
+        .unwrap_or(2000);
+    // Logging as a stage process does it (JSON lines, RUST_LOG or info), so the hop pays for it.
+    vexxy_runtime::logging::init(vexxy_runtime::config::LogFormat::Json);
+    let nats = vexxy_harness::NatsServer::start()?;
+    let client = nats.client().await?;
+    let js = jetstream::new(client);
+    // The floor carries exactly the bytes of a hand-off the hop carries.
+    let payload = Bytes::from(serde_json::to_vec(&vexxy_events::ticket_event(
+        Stage::Wait,
+        ticket("bench-hop-0"),
+    ))?);
+    let floor = floor(&js, payload.clone(), iterations).await?;
+    let hop = hop(&js, &nats.url(), iterations).await?;
+    println!(
+        "BENCH_RESULT {}",
+        json!({"payload_bytes": payload.len(), "floor": summary(floor), "hop": summary(hop)})
+    );
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! `cargo xtask bench`: vexxy's overhead measured against the physical floor, every benchmark in
+//! one run so ratios are taken side by side. Prints a table and writes `target/bench/report.json`.
+//! These are benchmarks, not tests: nothing fails on a time (the command fails only when a
+//! benchmark cannot run). See docs/BENCHMARKS.md for what each one measures and the results.
+//!
+//! * [`stack`]: a release-built stack (nats-server, `file://` store, zero-delay kubesim, stages).
+//! * [`pipeline`]: end to end, throughput, API requests, wait in-flight, start to ready.
+//! * the per-hop and enrich benchmarks are separate binaries (`tests/system/examples/bench_*`),
+//!   one process per measurement so peak RSS belongs to that measurement.
+
+mod pipeline;
+mod stack;
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::paths::{Paths, cargo};
+use crate::setup::{self, Tools};
+
+/// One row of the table.
+pub struct Figure {
+    pub name: String,
+    pub target: String,
+    pub met: bool,
+    pub summary: String,
+    pub figures: Value,
+}
+
+/// The value at quantile `p` of an ascending slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Analyses for the end-to-end latency benchmark.
+    #[arg(long, default_value_t = 1000)]
+    pub analyses: usize,
+    /// Analyses for the throughput benchmark.
+    #[arg(long, default_value_t = 2000)]
+    pub throughput_analyses: usize,
+    /// Analyses held by the wait process.
+    #[arg(long, default_value_t = 5000)]
+    pub hold: usize,
+    /// Analyses per window in the API-request benchmark.
+    #[arg(long, default_value_t = 10)]
+    pub api_analyses: usize,
+    /// The long window of the API-request benchmark, seconds.
+    #[arg(long, default_value_t = 300)]
+    pub long_window: u64,
+}
+
+pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
+    let tools = setup::run(paths)?;
+    build(paths, &tools)?;
+    let release = paths.target_dir().join("release");
+    // SAFETY: set before any thread of ours exists (the runtime is created below); the harness
+    // reads it to find the release-built stage binaries and kubesim.
+    unsafe {
+        std::env::set_var("VEXXY_BIN_DIR", &release);
+        for (name, value) in tools.env(paths) {
+            std::env::set_var(name, value);
+        }
+    }
+    let load_before = load_average();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+
+    // The API-request benchmark runs in the background on two stacks of its own: the long
+    // window really lasts, and the two windows are measured under the same conditions.
+    println!(
+        "bench: starting the API-request stacks ({}s and 10s windows)",
+        args.long_window
+    );
+    let mut api_runs = Vec::new();
+    for window in [10, args.long_window] {
+        let bench_stack = stack::BenchStack::start(&format!("api{window}"))?;
+        let analyses = args.api_analyses;
+        api_runs.push(runtime.spawn(async move {
+            let result = pipeline::api_requests(&bench_stack, analyses, window).await;
+            bench_stack.stop();
+            result
+        }));
+    }
+
+    println!("bench: per-hop overhead vs the JetStream floor");
+    rows.push(hop(&release)?);
+    println!("bench: enrich vs raw serde_json");
+    rows.push(enrich(&release)?);
+
+    println!("bench: start-to-ready, end to end, throughput (one stack)");
+    let main_stack = stack::BenchStack::start("main")?;
+    rows.push(pipeline::start_to_ready(&main_stack, 5)?);
+    rows.push(runtime.block_on(pipeline::end_to_end(&main_stack, args.analyses, 25))?);
+    rows.push(runtime.block_on(pipeline::throughput(&main_stack, args.throughput_analyses))?);
+    main_stack.stop();
+
+    println!("bench: {} analyses held by one wait process", args.hold);
+    let mut hold_stack = stack::BenchStack::start("hold")?;
+    rows.push(runtime.block_on(pipeline::wait_in_flight(&mut hold_stack, args.hold))?);
+    hold_stack.stop();
+
+    println!("bench: waiting for the API-request runs");
+    let mut api = Vec::new();
+    for run in api_runs {
+        api.push(runtime.block_on(run)??);
+    }
+    let per: Vec<f64> = api
+        .iter()
+        .map(|r| r["per_analysis"].as_f64().unwrap_or(f64::MAX))
+        .collect();
+    rows.push(Figure {
+        name: "Kubernetes API requests per analysis".into(),
+        target: "≤ 12 and the same for both windows".into(),
+        met: per.iter().all(|n| *n <= 12.0) && per.windows(2).all(|w| (w[0] - w[1]).abs() < 0.5),
+        summary: format!(
+            "{:.1} (10 s window), {:.1} ({} s window)",
+            per[0], per[1], args.long_window
+        ),
+        figures: json!({"runs": api}),
+    });
+
+    let load_after = load_average();
+    print_table(&rows);
+    let report = json!({
+        "machine": machine(paths, &load_before, &load_after),
+        "command": "cargo xtask bench",
+        "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
+                                                  "summary": r.summary, "figures": r.figures})).collect::<Vec<_>>(),
+    });
+    let dir = paths.target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("bench: report written to {}", path.display());
+    Ok(true)
+}
+
+fn build(paths: &Paths, tools: &Tools) -> Result<()> {
+    for args in [
+        &["build", "--release", "--workspace", "--bins"][..],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "vexxy-system-tests",
+            "--example",
+            "bench_hop",
+            "--example",
+            "bench_enrich",
+        ][..],
+    ] {
+        println!("bench: cargo {}", args.join(" "));
+        let status = Command::new(cargo())
+            .args(args)
+            .current_dir(&paths.root)
+            .envs(tools.env(paths))
+            .status()
+            .context("cannot run cargo")?;
+        anyhow::ensure!(
+            status.success(),
+            "`cargo {}` failed ({status})",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs a bench binary and returns its `BENCH_RESULT` JSON.
+fn bench_binary(binary: &Path, args: &[&str]) -> Result<Value> {
+    let output = Command::new(binary)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("BENCH_RESULT "))
+        .with_context(|| {
+            format!(
+                "{} {args:?} printed no result ({}); stderr:\n{}",
+                binary.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn hop(release: &Path) -> Result<Figure> {
+    let result = bench_binary(&release.join("examples/bench_hop"), &["2000"])?;
+    let floor = result["floor"]["p50_us"].as_f64().unwrap_or(0.0);
+    let hop = result["hop"]["p50_us"].as_f64().unwrap_or(0.0);
+    let ratio = hop / floor;
+    Ok(Figure {
+        name: "per-hop overhead vs JetStream floor".into(),
+        target: "≤ 3× the floor".into(),
+        met: ratio <= 3.0,
+        summary: format!("hop p50 {hop:.0} µs vs floor p50 {floor:.0} µs = {ratio:.1}×"),
+        figures: json!({"ratio_p50": ratio, "result": result}),
+    })
+}
+
+fn enrich(release: &Path) -> Result<Figure> {
+    let binary = release.join("examples/bench_enrich");
+    let dir = tempfile::Builder::new()
+        .prefix("vexxy-bench-enrich-")
+        .tempdir()?;
+    let dir_arg = dir
+        .path()
+        .to_str()
+        .context("temporary directory is not UTF-8")?;
+    let prepared = bench_binary(&binary, &["prepare", dir_arg])?;
+    let raw = bench_binary(&binary, &["raw", dir_arg, "7"])?;
+    let enriched = bench_binary(&binary, &["enrich", dir_arg, "7"])?;
+    let (raw_ms, enrich_ms) = (
+        raw["median_ms"].as_f64().unwrap_or(0.0),
+        enriched["median_ms"].as_f64().unwrap_or(0.0),
+    );
+    let input = enriched["input_bytes"].as_f64().unwrap_or(1.0);
+    let rss = enriched["peak_rss_bytes"].as_f64().unwrap_or(0.0);
+    let (ratio, rss_ratio) = (enrich_ms / raw_ms, rss / input);
+    Ok(Figure {
+        name: "enrich 10k-statement VEX + 5k-artifact SBOM vs raw serde_json".into(),
+        target: "≤ 1.5×, peak RSS ≤ 3× the document size".into(),
+        met: ratio <= 1.5 && rss_ratio <= 3.0,
+        summary: format!(
+            "{enrich_ms:.0} ms vs {raw_ms:.0} ms = {ratio:.1}×; peak RSS {:.0} MB = {rss_ratio:.1}× the {:.1} MB input",
+            rss / 1048576.0,
+            input / 1048576.0
+        ),
+        figures: json!({"ratio": ratio, "rss_ratio": rss_ratio, "prepared": prepared, "raw": raw, "enrich": enriched}),
+    })
+}
+
+fn print_table(rows: &[Figure]) {
+    println!();
+    println!("| benchmark | measured | target | met |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.name,
+            row.summary,
+            row.target,
+            if row.met { "yes" } else { "no" }
+        );
+    }
+    println!();
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn machine(paths: &Paths, load_before: &str, load_after: &str) -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, model)| model.trim().to_string());
+    let memory_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        });
+    let commit = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&paths.root)
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_mb": memory_kb.map(|kb| kb / 1024),
+        "cpu_model": cpu_model,
+        "date": chrono::Utc::now().to_rfc3339(),
+        "git_commit": commit,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+    })
+}

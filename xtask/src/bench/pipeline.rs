@@ -1,0 +1,310 @@
+//! The benchmarks that run the whole pipeline as processes: end-to-end overhead, sustained
+//! throughput, Kubernetes API requests per analysis, analyses held by one wait process, and
+//! stage start-up time.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream;
+use serde_json::{Value, json};
+use vexxy_harness::stack::{self, STAGES};
+use vexxy_harness::{ChildProcess, free_port, http_get_status};
+
+use super::stack::{BenchStack, Outcomes, http, stage_env, submit};
+use super::{Figure, percentile};
+
+/// Window of the end-to-end and throughput analyses: the policy minimum (it cannot be 0).
+pub const MIN_WINDOW_SECONDS: u64 = 1;
+
+/// `analyses` analyses, `concurrency` at a time (closed loop): latency from publishing the
+/// request to the completed event, minus the 1 s window.
+pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize) -> Result<Figure> {
+    let js = jetstream::new(stack.nats.client().await?);
+    let outcomes = Arc::new(Outcomes::subscribe(&js, "bench-e2e").await?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (js, outcomes, next) = (js.clone(), outcomes.clone(), next.clone());
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= analyses {
+                    return Ok::<_, anyhow::Error>(samples);
+                }
+                let job = format!("bench-e2e-{i}");
+                let started = Instant::now();
+                submit(&js, &job, MIN_WINDOW_SECONDS).await?;
+                let seen = outcomes
+                    .wait_for(&job, Duration::from_secs(120))
+                    .await
+                    .with_context(|| format!("{job} had no outcome within 120 s"))?;
+                anyhow::ensure!(seen.completed, "{job} failed; see the stage logs");
+                samples.push((seen.at - started, seen.stage_ms));
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut per_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    while let Some(result) = workers.join_next().await {
+        for (latency, stages) in result?? {
+            latencies.push(latency.as_secs_f64() * 1e3 - (MIN_WINDOW_SECONDS * 1000) as f64);
+            for (stage, ms) in stages {
+                per_stage.entry(stage).or_default().push(ms as f64);
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let stage_p50: BTreeMap<String, f64> = per_stage
+        .into_iter()
+        .map(|(stage, mut ms)| {
+            ms.sort_by(|a, b| a.total_cmp(b));
+            (stage, percentile(&ms, 0.5))
+        })
+        .collect();
+    let p50 = percentile(&latencies, 0.5);
+    Ok(Figure {
+        name: "end-to-end overhead per analysis".into(),
+        target: "p50 ≤ 20 ms".into(),
+        met: p50 <= 20.0,
+        summary: format!(
+            "p50 {p50:.1} ms, p99 {:.1} ms over {} analyses (window 1 s subtracted)",
+            percentile(&latencies, 0.99),
+            latencies.len()
+        ),
+        figures: json!({"analyses": latencies.len(), "concurrency": concurrency, "window_subtracted_ms": MIN_WINDOW_SECONDS * 1000,
+                        "p50_ms": p50, "p90_ms": percentile(&latencies, 0.9), "p99_ms": percentile(&latencies, 0.99),
+                        "max_ms": latencies.last().copied().unwrap_or(0.0),
+                        "stage_handler_p50_ms": stage_p50}),
+    })
+}
+
+/// `analyses` requests published at once; completions per second.
+pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
+    let js = jetstream::new(stack.nats.client().await?);
+    let outcomes = Outcomes::subscribe(&js, "bench-throughput").await?;
+    let started = Instant::now();
+    let mut publishes = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let js = js.clone();
+        publishes.spawn(async move {
+            for i in (chunk..analyses).step_by(8) {
+                submit(&js, &format!("bench-tput-{i}"), MIN_WINDOW_SECONDS).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(result) = publishes.join_next().await {
+        result??;
+    }
+    let published = started.elapsed();
+    let arrived = outcomes
+        .wait_count(analyses, Duration::from_secs(900))
+        .await;
+    let seen = outcomes.seen.lock().expect("not poisoned").clone();
+    let failed = seen.values().filter(|s| !s.completed).count();
+    let mut done: Vec<f64> = seen
+        .values()
+        .map(|s| (s.at - started).as_secs_f64())
+        .collect();
+    done.sort_by(|a, b| a.total_cmp(b));
+    anyhow::ensure!(
+        arrived == analyses,
+        "only {arrived} of {analyses} analyses finished within 900 s"
+    );
+    let total = done.last().copied().unwrap_or(0.0);
+    // Steady state: between the 10th and the 90th percentile completion.
+    let (low, high) = (percentile(&done, 0.1), percentile(&done, 0.9));
+    let steady = (0.8 * analyses as f64) / (high - low).max(1e-9);
+    let overall = analyses as f64 / total;
+    Ok(Figure {
+        name: "sustained analyses per second (5 stages + kubesim)".into(),
+        target: "≥ 200/s".into(),
+        met: steady >= 200.0 && failed == 0,
+        summary: format!(
+            "{steady:.0}/s steady ({overall:.0}/s overall, {analyses} analyses, {failed} failed)"
+        ),
+        figures: json!({"analyses": analyses, "failed": failed, "published_in_s": published.as_secs_f64(),
+                        "last_outcome_s": total, "overall_per_s": overall, "steady_per_s": steady}),
+    })
+}
+
+/// Runs `analyses` analyses with a `window_seconds` window on a fresh stack and counts kubesim's
+/// requests from just before the first request to 2 s after the last outcome.
+pub async fn api_requests(
+    stack: &BenchStack,
+    analyses: usize,
+    window_seconds: u64,
+) -> Result<Value> {
+    let js = jetstream::new(stack.nats.client().await?);
+    let outcomes = Outcomes::subscribe(&js, &format!("bench-api-{window_seconds}")).await?;
+    stack.reset_counters()?;
+    let started = Instant::now();
+    for i in 0..analyses {
+        submit(
+            &js,
+            &format!("bench-api-{window_seconds}-{i}"),
+            window_seconds,
+        )
+        .await?;
+    }
+    let arrived = outcomes
+        .wait_count(analyses, Duration::from_secs(window_seconds + 180))
+        .await;
+    anyhow::ensure!(
+        arrived == analyses,
+        "{window_seconds}s window: only {arrived} of {analyses} finished"
+    );
+    let failed = outcomes
+        .seen
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .filter(|s| !s.completed)
+        .count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counters = stack.counters()?;
+    let total = counters["total"].as_u64().unwrap_or(0);
+    Ok(
+        json!({"window_s": window_seconds, "analyses": analyses, "failed": failed,
+              "elapsed_s": started.elapsed().as_secs_f64(),
+              "total_requests": total, "per_analysis": total as f64 / analyses as f64,
+              "requests": counters["requests"]}),
+    )
+}
+
+/// `analyses` analyses with a long window submitted at once; waits until the wait stage holds
+/// them all, then reads the wait process's RSS and kubesim's watch counters.
+pub async fn wait_in_flight(stack: &mut BenchStack, analyses: usize) -> Result<Figure> {
+    let js = jetstream::new(stack.nats.client().await?);
+    let mut publishes = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let js = js.clone();
+        publishes.spawn(async move {
+            for i in (chunk..analyses).step_by(8) {
+                submit(&js, &format!("bench-hold-{i}"), 3600).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(result) = publishes.join_next().await {
+        result??;
+    }
+    let wait = stack
+        .pipeline
+        .stage("vexxy-wait")
+        .context("no wait stage")?;
+    let port = wait.health_port().context("wait has no health port")?;
+    let pid = wait.process.pid();
+    let started = Instant::now();
+    let mut held = 0.0;
+    while started.elapsed() < Duration::from_secs(600) {
+        let metrics = http(port, "GET", "/metrics")?;
+        held = metrics
+            .lines()
+            .find(|line| line.starts_with("vexxy_in_flight"))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0);
+        if held >= analyses as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let reached_after = started.elapsed().as_secs_f64();
+    // Let the watches settle on the full set before reading memory.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|line| line.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let (rss_mb, hwm_mb) = (kb("VmRSS:") as f64 / 1024.0, kb("VmHWM:") as f64 / 1024.0);
+    let counters = stack.counters()?;
+    let mut watches = BTreeMap::new();
+    if let Some(resources) = counters["requests"].as_object() {
+        for (resource, verbs) in resources {
+            if let Some(n) = verbs["watch"].as_u64() {
+                watches.insert(resource.clone(), n);
+            }
+        }
+    }
+    let one_watch_per_kind = watches.values().all(|n| *n == 1);
+    Ok(Figure {
+        name: "in-flight analyses held by one wait process".into(),
+        target: "5,000 at ≤ 200 MB RSS, one watch per resource kind".into(),
+        met: held >= analyses as f64 && hwm_mb <= 200.0 && one_watch_per_kind,
+        summary: format!(
+            "{held:.0} held, RSS {rss_mb:.0} MB (peak {hwm_mb:.0} MB), watches {watches:?}"
+        ),
+        figures: json!({"submitted": analyses, "held": held, "reached_after_s": reached_after,
+                        "rss_mb": rss_mb, "peak_rss_mb": hwm_mb, "watch_requests_by_resource": watches}),
+    })
+}
+
+/// Spawns each stage binary `runs` times against a running broker and cluster; time from
+/// spawn to the first `/readyz` 200 (polled every millisecond).
+pub fn start_to_ready(stack: &BenchStack, runs: usize) -> Result<Figure> {
+    let endpoints = stack.endpoints();
+    let mut per_stage = BTreeMap::new();
+    let mut all = Vec::new();
+    for name in STAGES {
+        let mut samples = Vec::new();
+        for run in 0..runs {
+            let port = free_port();
+            let health_file = stack.dir.path().join(format!("ready-{name}-{run}.addr"));
+            let mut command = Command::new(stack::binary(name)?);
+            command.env_clear();
+            for inherited in ["PATH", "HOME", "TMPDIR"] {
+                if let Some(value) = std::env::var_os(inherited) {
+                    command.env(inherited, value);
+                }
+            }
+            command.envs(stage_env(&endpoints, &health_file));
+            command.env("VEXXY_HEALTH_ADDR", format!("127.0.0.1:{port}"));
+            let log = stack.dir.path().join(format!("ready-{name}-{run}.log"));
+            let started = Instant::now();
+            let mut process = ChildProcess::spawn(name, command, &log)?;
+            loop {
+                if http_get_status(port, "/readyz") == Some(200) {
+                    break;
+                }
+                anyhow::ensure!(
+                    process.is_running(),
+                    "{name} exited during start; see {}",
+                    log.display()
+                );
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{name} not ready in 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            process.terminate(Duration::from_secs(10))?;
+        }
+        samples.sort_by(|a, b| a.total_cmp(b));
+        all.extend(samples.iter().copied());
+        per_stage.insert(
+            name,
+            json!({"p50_ms": percentile(&samples, 0.5), "max_ms": samples.last()}),
+        );
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    let (p50, max) = (percentile(&all, 0.5), all.last().copied().unwrap_or(0.0));
+    Ok(Figure {
+        name: "stage process start to ready".into(),
+        target: "≤ 100 ms".into(),
+        met: max <= 100.0,
+        summary: format!("p50 {p50:.0} ms, max {max:.0} ms ({runs} starts per stage)"),
+        figures: json!({"runs_per_stage": runs, "p50_ms": p50, "max_ms": max, "per_stage": per_stage}),
+    })
+}
