@@ -46,9 +46,12 @@ fn real_cluster() -> Result<RealCluster, String> {
          VEXXY_E2E_IMAGE=$(docker inspect --format '{{index .RepoDigests 0}}' nginx:1.27)"
             .to_string()
     })?;
-    let (image_ref, image_digest) = image.split_once('@').ok_or(format!(
-        "VEXXY_E2E_IMAGE={image} is not repository@sha256:<digest>"
-    ))?;
+    let (image_ref, image_digest) = image
+        .split_once('@')
+        .filter(|(repository, digest)| !repository.is_empty() && digest.starts_with("sha256:"))
+        .ok_or(format!(
+            "VEXXY_E2E_IMAGE={image:?} is not repository@sha256:<digest>"
+        ))?;
     let timeout = match std::env::var("VEXXY_E2E_TIMEOUT") {
         Ok(value) => vexxy_runtime::config::parse_duration(&value)
             .map_err(|e| format!("VEXXY_E2E_TIMEOUT={value}: {e}"))?,
