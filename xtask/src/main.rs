@@ -16,7 +16,12 @@ use clap::{Parser, Subcommand};
 use crate::paths::Paths;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "vexxy developer commands", version)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "vexxy developer commands",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
