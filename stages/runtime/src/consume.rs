@@ -383,7 +383,10 @@ async fn handle<H: Handler>(
                 };
                 return fail(worker, message, delivery, failure, MessageOutcome::Failed).await;
             };
-            next_ticket.timings.push(timing(worker.stage, started_at));
+            // A handler may record its own (more precise) timing; never list a stage twice.
+            if next_ticket.timings.last().map(|t| t.stage) != Some(worker.stage) {
+                next_ticket.timings.push(timing(worker.stage, started_at));
+            }
             if let Err(error) = worker.publisher.ticket(next, next_ticket).await {
                 return retry_later(worker, message, delivery, &error.to_string()).await;
             }
