@@ -504,9 +504,16 @@ async fn check_completed(
         completed.evidence.learning_completion
     );
     let stages: Vec<Stage> = completed.timings.iter().map(|t| t.stage).collect();
+    let pipeline = [
+        Stage::InstallCheck,
+        Stage::Deploy,
+        Stage::Wait,
+        Stage::Extract,
+        Stage::Enrich,
+    ];
     ensure!(
-        stages.contains(&Stage::Wait) && stages.contains(&Stage::Extract),
-        "{id}: timings do not cover the pipeline: {stages:?}"
+        stages == pipeline,
+        "{id}: timings must list each stage once, in pipeline order: {stages:?}"
     );
 
     let summary = &completed.summary;
