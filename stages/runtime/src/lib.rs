@@ -166,6 +166,8 @@ where
                 RuntimeError::Config(_) | RuntimeError::Store(StoreError::InvalidUrl { .. }) => {
                     ExitCode::from(2)
                 }
+                // Refused credentials or TLS: retrying cannot help, the configuration must change.
+                RuntimeError::Connect(ref error) if error.is_configuration() => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
