@@ -101,7 +101,7 @@ pub async fn list(bucket: &kv::Store, limit: usize) -> Result<Vec<JobStatus>, Cl
             }
         }
     }
-    jobs.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    jobs.sort_by_key(|job| std::cmp::Reverse(job.updated_at));
     jobs.truncate(limit);
     Ok(jobs)
 }
