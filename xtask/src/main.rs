@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's developer commands (see README.md).
 
 mod bench;
+mod chaos;
 mod demo;
 mod deps;
 mod paths;
@@ -46,6 +47,9 @@ enum Command {
     /// Build in release mode and run the benchmarks (docs/BENCHMARKS.md); writes
     /// target/bench/report.json.
     Bench(bench::BenchArgs),
+    /// Setup, then run the fault-injection scenarios at full size (200 jobs each, 30 s storage
+    /// outage) and print the figures table of docs/RELIABILITY.md (target/chaos/report.md).
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +97,7 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
             demo::run(paths, &env, &args)
         }
         Command::Bench(args) => bench::run(paths, &args),
+        Command::Chaos(args) => chaos::run(paths, &args),
         Command::CheckDeps => {
             let problems = deps::violations(&deps::load_metadata(&paths.root)?);
             for problem in &problems {
