@@ -37,6 +37,9 @@ pub const STACK_BINARIES: [&str; 6] = [
     "vexxy-enrich",
 ];
 
+/// Set (to anything) by `cargo xtask test` once it has built every workspace binary.
+pub const PREBUILT_ENV: &str = "VEXXY_STACK_PREBUILT";
+
 /// `cargo build --bins` for kubesim and the stages, with the cargo that runs us (cargo sets
 /// `CARGO` for the tests and programs it runs). Outside cargo nothing is built and the binaries
 /// must already exist ([`binary`] says how to build them when they do not).
@@ -44,6 +47,13 @@ pub const STACK_BINARIES: [&str; 6] = [
 /// Up to date binaries make this a fingerprint check of a second or two; it waits for cargo's
 /// lock when someone else is building in the same target directory.
 pub fn build_binaries(workspace: &Path) -> anyhow::Result<()> {
+    // `cargo xtask test` builds every workspace binary before the suite and says so. Building
+    // again here would be worse than redundant: a `--package` build unifies dependency features
+    // differently from the workspace build, so it recompiles kube, rustls and friends inside a
+    // test's time limit while holding cargo's lock against every other test.
+    if std::env::var_os(PREBUILT_ENV).is_some() {
+        return Ok(());
+    }
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
     };
