@@ -57,6 +57,21 @@ pub struct BenchArgs {
     pub long_window: u64,
 }
 
+/// A benchmark that could not run becomes a row saying why, so one failure does not lose the
+/// other figures.
+fn row(name: &str, result: Result<Figure>) -> Figure {
+    result.unwrap_or_else(|error| {
+        println!("bench: {name} could not be measured: {error:#}");
+        Figure {
+            name: name.to_string(),
+            target: String::new(),
+            met: false,
+            summary: format!("not measured: {error:#}"),
+            figures: json!({"error": format!("{error:#}")}),
+        }
+    })
+}
+
 pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     let tools = setup::run(paths)?;
     build(paths, &tools)?;
@@ -91,20 +106,32 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     }
 
     println!("bench: per-hop overhead vs the JetStream floor");
-    rows.push(hop(&release)?);
+    rows.push(row("per-hop overhead vs JetStream floor", hop(&release)));
     println!("bench: enrich vs raw serde_json");
-    rows.push(enrich(&release)?);
+    rows.push(row("enrich vs raw serde_json", enrich(&release)));
 
     println!("bench: start-to-ready, end to end, throughput (one stack)");
     let main_stack = stack::BenchStack::start("main")?;
-    rows.push(pipeline::start_to_ready(&main_stack, 5)?);
-    rows.push(runtime.block_on(pipeline::end_to_end(&main_stack, args.analyses, 25))?);
-    rows.push(runtime.block_on(pipeline::throughput(&main_stack, args.throughput_analyses))?);
+    rows.push(row(
+        "stage process start to ready",
+        pipeline::start_to_ready(&main_stack, 5),
+    ));
+    rows.push(row(
+        "end-to-end overhead per analysis",
+        runtime.block_on(pipeline::end_to_end(&main_stack, args.analyses, 25)),
+    ));
+    rows.push(row(
+        "sustained analyses per second",
+        runtime.block_on(pipeline::throughput(&main_stack, args.throughput_analyses)),
+    ));
     main_stack.stop();
 
     println!("bench: {} analyses held by one wait process", args.hold);
     let mut hold_stack = stack::BenchStack::start("hold")?;
-    rows.push(runtime.block_on(pipeline::wait_in_flight(&mut hold_stack, args.hold))?);
+    rows.push(row(
+        "in-flight analyses held by one wait process",
+        runtime.block_on(pipeline::wait_in_flight(&mut hold_stack, args.hold)),
+    ));
     hold_stack.stop();
 
     println!("bench: waiting for the API-request runs");
