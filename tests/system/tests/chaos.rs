@@ -941,6 +941,18 @@ async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outc
     Ok(())
 }
 
+/// SIGTERM to replica 0 of `stage`, `kill -9` 100 ms later, then a restart. Returns whether the
+/// process was still shutting down (had not exited) when it was killed.
+fn kill_during_shutdown(fleet: &mut StageFleet, stage: &str) -> Result<bool> {
+    let replica = fleet.get_mut(stage, 0)?;
+    replica.process.signal(libc::SIGTERM)?;
+    let exited =
+        vexxy_harness::wait_until(Duration::from_millis(100), || !replica.process.is_running());
+    fleet.kill(stage, 0)?;
+    fleet.start_again(stage, 0, READY_TIMEOUT)?;
+    Ok(!exited)
+}
+
 /// Holds the stack lock only for a blocking step (killing or starting a process).
 async fn with_stack<T>(
     stack: &Arc<tokio::sync::Mutex<ChaosStack>>,
@@ -1088,37 +1100,53 @@ async fn two_replicas_and_a_kill_during_graceful_shutdown_give_one_result_per_jo
         replicas: 2,
         ..Options::default()
     };
-    run_scenario("replicas-shutdown-kill", options, |stack, _outcomes, _jobs| async move {
-        let mut in_shutdown = 0;
-        for stage in STAGES {
-            let during_shutdown = with_stack(&stack, |s| {
-                wait_mid_work(&s.fleet, stage, 0);
-                let replica = s.fleet.get_mut(stage, 0)?;
-                replica.process.signal(libc::SIGTERM)?;
-                let port = replica.health_port();
-                // Graceful shutdown has begun once the replica stops being ready; it is still
-                // finishing (or handing back) its in-flight messages then.
-                let not_ready = vexxy_harness::wait_until(Duration::from_secs(5), || {
-                    port.is_none_or(|port| {
-                        vexxy_harness::http_get_status(port, "/readyz") != Some(200)
-                    })
-                });
-                let still_running = replica.process.is_running();
-                s.fleet.kill(stage, 0)?;
-                s.fleet.start_again(stage, 0, READY_TIMEOUT)?;
-                Ok(not_ready && still_running)
+    run_scenario(
+        "replicas-shutdown-kill",
+        options,
+        |stack, outcomes, jobs| async move {
+            // Poll every stage's replica 0 and strike whichever holds work first, so each is
+            // caught with messages in hand (its graceful shutdown then waits for them).
+            let mut pending: Vec<&'static str> = STAGES.to_vec();
+            let mut caught = 0;
+            let deadline = Instant::now() + MID_WORK_TIMEOUT * 2;
+            while !pending.is_empty() && Instant::now() < deadline && finished(&outcomes) < jobs {
+                let busy = with_stack(&stack, |s| {
+                    Ok(pending.iter().position(|stage| {
+                        s.fleet
+                            .get(stage, 0)
+                            .ok()
+                            .and_then(|replica| replica.health_port())
+                            .and_then(in_flight)
+                            .is_some_and(|count| count > 0)
+                    }))
+                })
+                .await?;
+                match busy {
+                    Some(index) => {
+                        let stage = pending.remove(index);
+                        let mid_shutdown =
+                            with_stack(&stack, |s| kill_during_shutdown(&mut s.fleet, stage))
+                                .await?;
+                        caught += usize::from(mid_shutdown);
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            // Stages never seen busy are still put through the same SIGTERM + kill -9.
+            for stage in pending {
+                let mid_shutdown =
+                    with_stack(&stack, |s| kill_during_shutdown(&mut s.fleet, stage)).await?;
+                caught += usize::from(mid_shutdown);
+            }
+            Ok(Injected {
+                description: format!(
+                    "2 replicas per stage; replica 0 of each stage sent SIGTERM, then kill -9 100 ms later ({caught} of 5 still in their graceful shutdown when killed), then restarted"
+                ),
+                extra: [("replicas".to_string(), "2".to_string())].into(),
+                pids_must_stay: false,
             })
-            .await?;
-            in_shutdown += usize::from(during_shutdown);
-        }
-        Ok(Injected {
-            description: format!(
-                "2 replicas per stage; replica 0 of each stage sent SIGTERM and killed -9 during its graceful shutdown ({in_shutdown} of 5 caught mid-shutdown), then restarted"
-            ),
-            extra: [("replicas".to_string(), "2".to_string())].into(),
-            pids_must_stay: false,
-        })
-    })
+        },
+    )
     .await
 }
 
