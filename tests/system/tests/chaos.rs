@@ -1036,7 +1036,7 @@ async fn s3_outage_mid_run_retries_and_reports_nothing_half_written() -> Result<
         with_stack(&stack, |s| s.s3.start_again()).await?;
         Ok(Injected {
             description: format!(
-                "s3s-fs down for {} s after {before} of {jobs} outcomes ({during} outcomes during the outage, which need no storage)",
+                "s3s-fs down for {} s after {before} of {jobs} outcomes ({during} outcomes arrived during the outage)",
                 outage.as_secs()
             ),
             extra: BTreeMap::new(),
