@@ -392,13 +392,16 @@ impl NatsCluster {
     }
 }
 
+/// A stage's environment: `(stage, health_file) -> variables`.
+type StageEnv = Box<dyn Fn(&str, &Path) -> Vec<(String, String)> + Send + Sync>;
+
 /// The five stages with `replicas` processes each, every one restartable on its own.
 ///
 /// Replica `r` of stage `s` logs to `<dir>/<s>-<r>.log` (a restart appends) and writes its health
 /// address to `<dir>/<s>-<r>.addr`.
 pub struct StageFleet {
     dir: PathBuf,
-    env_of: Box<dyn Fn(&str, &Path) -> Vec<(String, String)> + Send + Sync>,
+    env_of: StageEnv,
     pub replicas: Vec<StageProcess>,
     /// (stage, replica index) per entry of `replicas`.
     pub slots: Vec<(&'static str, usize)>,
