@@ -54,7 +54,7 @@ impl DeployConfig {
                 .filter(|v| !v.is_empty())
         };
         let namespace = get("K8S_SANDBOX_NAMESPACE").unwrap_or_else(|| "vexxy-sandbox".into());
-        if !is_dns_label(&namespace) {
+        if !vexxy_kubescape::names::is_dns_label(&namespace) {
             return Err(ConfigError::BadValue {
                 name: "K8S_SANDBOX_NAMESPACE",
                 value: namespace,
@@ -127,15 +127,6 @@ impl DeployConfig {
             _ => Ok(()),
         }
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

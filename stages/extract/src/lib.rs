@@ -102,7 +102,7 @@ impl ExtractConfig {
         let defaults = ExtractConfig::default();
         let namespace = |name: &'static str, default: String| match get(name) {
             None => Ok(default),
-            Some(v) if is_dns_label(&v) => Ok(v),
+            Some(v) if vexxy_kubescape::names::is_dns_label(&v) => Ok(v),
             Some(v) => Err(ConfigError::Invalid {
                 name,
                 value: v,
@@ -158,15 +158,6 @@ fn parse_duration(value: &str) -> Option<Duration> {
         .ok()
         .map(Duration::from_secs)
         .or_else(|| humantime::parse_duration(value).ok())
-}
-
-fn is_dns_label(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 63
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !v.starts_with('-')
-        && !v.ends_with('-')
 }
 
 /// Object-store key of one evidence object.

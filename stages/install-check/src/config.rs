@@ -58,7 +58,7 @@ impl InstallCheckConfig {
                 .filter(|v| !v.is_empty())
         };
         let namespace = get("VEXXY_KUBESCAPE_NAMESPACE").unwrap_or_else(|| "kubescape".into());
-        if !is_dns_label(&namespace) {
+        if !vexxy_kubescape::names::is_dns_label(&namespace) {
             return Err(ConfigError::BadValue {
                 name: "VEXXY_KUBESCAPE_NAMESPACE",
                 value: namespace,
@@ -118,15 +118,6 @@ fn flag(
             value: other.to_string(),
         }),
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

@@ -3,6 +3,18 @@
 
 use sha2::{Digest, Sha256};
 
+/// A Kubernetes DNS-1123 label (namespace names, among others): 1–63 lowercase letters, digits
+/// and `-`, starting and ending with a letter or digit. Used to validate configured namespaces.
+pub fn is_dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
 /// The API group/version of Kubescape's storage aggregated API server.
 pub const STORAGE_GROUP: &str = "spdx.softwarecomposition.kubescape.io";
 pub const STORAGE_VERSION: &str = "v1beta1";
