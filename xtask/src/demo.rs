@@ -14,7 +14,7 @@ use vexxy_events::{
 };
 
 use crate::paths::Paths;
-use crate::stack::{self, StackEnv};
+use crate::stack::StackEnv;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -251,7 +251,7 @@ fn report_stuck(paths: &Paths, job_id: &str, last: Option<&JobStatus>, timeout: 
                 status.stage,
                 state_name(status.state),
                 log.display(),
-                stack::log_tail(&log, 15)
+                vexxy_harness::stack::log_tail(&log, 15)
             );
         }
         None => {
@@ -264,7 +264,7 @@ fn report_stuck(paths: &Paths, job_id: &str, last: Option<&JobStatus>, timeout: 
                 Stage::InstallCheck,
                 subjects::REQUESTED,
                 log.display(),
-                stack::log_tail(&log, 15)
+                vexxy_harness::stack::log_tail(&log, 15)
             );
         }
     }

@@ -14,21 +14,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use vexxy_harness::stack::{
+    KUBESIM, STAGES, StackEndpoints, health_port, local_stage_env, log_tail,
+};
 use vexxy_harness::{free_port, http_get_status, port_is_open};
 
 use crate::paths::{Paths, cargo};
 use crate::setup::Tools;
 
-/// The stage binaries in pipeline order.
-pub const STAGES: [&str; 5] = [
-    "vexxy-install-check",
-    "vexxy-deploy",
-    "vexxy-wait",
-    "vexxy-extract",
-    "vexxy-enrich",
-];
 const NATS: &str = "nats-server";
-const KUBESIM: &str = "kubesim";
 /// Kubescape's default learning period in the local stack (a job's `analysis_duration` sets its
 /// own through the pod label): long enough to be a real window, short enough that the demo
 /// finishes in well under a minute.
@@ -264,36 +258,14 @@ fn start_all(
     Ok(env)
 }
 
-/// The environment of a stage process in the local stack.
+/// The environment of a stage process in the local stack (the same one the tests use).
 fn stage_env(env: &StackEnv, health_file: &Path) -> Vec<(String, String)> {
-    vec![
-        ("NATS_URL".into(), env.nats_url.clone()),
-        ("VEXXY_STORE".into(), env.store.clone()),
-        ("KUBECONFIG".into(), env.kubeconfig.display().to_string()),
-        ("K8S_IN_CLUSTER".into(), "false".into()),
-        ("VEXXY_HEALTH_ADDR".into(), "127.0.0.1:0".into()),
-        (
-            "VEXXY_HEALTH_ADDR_FILE".into(),
-            health_file.display().to_string(),
-        ),
-        // kubesim starts with only the standard namespaces; in a real cluster the sandbox
-        // namespace is the operator's to create (with its policies), so this is local-only.
-        ("VEXXY_CREATE_SANDBOX_NAMESPACE".into(), "true".into()),
-        (
-            "VEXXY_MIN_ANALYSIS_DURATION".into(),
-            LOCAL_MIN_ANALYSIS_SECONDS.to_string(),
-        ),
-        (
-            "RUST_LOG".into(),
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        ),
-    ]
-}
-
-/// The port in a health address file (`127.0.0.1:PORT`), once the stage has written it.
-fn health_port(file: &Path) -> Option<u16> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.trim().rsplit_once(':')?.1.parse().ok()
+    let endpoints = StackEndpoints {
+        nats_url: env.nats_url.clone(),
+        store: env.store.clone(),
+        kubeconfig: env.kubeconfig.clone(),
+    };
+    local_stage_env(&endpoints, health_file, LOCAL_MIN_ANALYSIS_SECONDS)
 }
 
 fn wait_for(
@@ -510,13 +482,6 @@ pub fn down(paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The last `lines` lines of a log file, for error messages.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,14 +555,5 @@ mod tests {
         child.kill().expect("kill sleep");
         child.wait().expect("reap sleep");
         assert!(!ours.is_ours_and_alive(), "an exited process is not alive");
-    }
-
-    #[test]
-    fn health_port_reads_the_address_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("stage.addr");
-        assert_eq!(health_port(&file), None);
-        std::fs::write(&file, "127.0.0.1:38123\n").expect("write");
-        assert_eq!(health_port(&file), Some(38123));
     }
 }
