@@ -55,6 +55,34 @@ pub struct BenchArgs {
     /// The long window of the API-request benchmark, seconds.
     #[arg(long, default_value_t = 300)]
     pub long_window: u64,
+    /// Run only these benchmarks (comma-separated, e.g. `--only e2e,api`); all when omitted.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Benchmark>,
+}
+
+/// One benchmark of the run, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Benchmark {
+    /// End-to-end overhead per analysis.
+    E2e,
+    /// Sustained analyses per second.
+    Throughput,
+    /// Kubernetes API requests per analysis (10 s and long window).
+    Api,
+    /// Per-hop overhead vs the JetStream floor.
+    Hop,
+    /// Enrich vs raw serde_json.
+    Enrich,
+    /// In-flight analyses held by one wait process.
+    Hold,
+    /// Stage process start to ready.
+    Start,
+}
+
+impl BenchArgs {
+    fn runs(&self, benchmark: Benchmark) -> bool {
+        self.only.is_empty() || self.only.contains(&benchmark)
+    }
 }
 
 /// A benchmark that could not run becomes a row saying why, so one failure does not lose the
@@ -74,7 +102,11 @@ fn row(name: &str, result: Result<Figure>) -> Figure {
 
 pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     let tools = setup::run(paths)?;
-    build(paths, &tools)?;
+    build(
+        paths,
+        &tools,
+        args.runs(Benchmark::Hop) || args.runs(Benchmark::Enrich),
+    )?;
     let release = paths.target_dir().join("release");
     // SAFETY: set before any thread of ours exists (the runtime is created below); the harness
     // reads it to find the release-built stage binaries and kubesim.
@@ -90,51 +122,96 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
 
     // The API-request benchmark runs in the background on two stacks of its own: the long
     // window really lasts, and the two windows are measured under the same conditions.
-    println!(
-        "bench: starting the API-request stacks (10 s and {} s windows)",
-        args.long_window
-    );
     let mut api_runs = Vec::new();
-    for window in [10, args.long_window] {
-        let bench_stack = stack::BenchStack::start(&format!("api{window}"))?;
-        let analyses = args.api_analyses;
-        api_runs.push(runtime.spawn(async move {
-            let result = pipeline::api_requests(&bench_stack, analyses, window).await;
-            bench_stack.stop();
-            result
-        }));
+    if args.runs(Benchmark::Api) {
+        println!(
+            "bench: starting the API-request stacks (10 s and {} s windows)",
+            args.long_window
+        );
+        for window in [10, args.long_window] {
+            let bench_stack = stack::BenchStack::start(&format!("api{window}"))?;
+            let analyses = args.api_analyses;
+            api_runs.push(runtime.spawn(async move {
+                let result = pipeline::api_requests(&bench_stack, analyses, window).await;
+                bench_stack.stop();
+                result
+            }));
+        }
     }
 
-    println!("bench: per-hop overhead vs the JetStream floor");
-    rows.push(row("per-hop overhead vs JetStream floor", hop(&release)));
-    println!("bench: enrich vs raw serde_json");
-    rows.push(row("enrich vs raw serde_json", enrich(&release)));
+    if args.runs(Benchmark::Hop) {
+        println!("bench: per-hop overhead vs the JetStream floor");
+        rows.push(row("per-hop overhead vs JetStream floor", hop(&release)));
+    }
+    if args.runs(Benchmark::Enrich) {
+        println!("bench: enrich vs raw serde_json");
+        rows.push(row("enrich vs raw serde_json", enrich(&release)));
+    }
 
-    println!("bench: start-to-ready, end to end, throughput (one stack)");
-    let main_stack = stack::BenchStack::start("main")?;
-    rows.push(row(
-        "stage process start to ready",
-        pipeline::start_to_ready(&main_stack, 5),
-    ));
-    rows.push(row(
-        "end-to-end overhead per analysis",
-        runtime.block_on(pipeline::end_to_end(&main_stack, args.analyses, 25)),
-    ));
-    rows.push(row(
-        "sustained analyses per second",
-        runtime.block_on(pipeline::throughput(&main_stack, args.throughput_analyses)),
-    ));
-    main_stack.stop();
+    if [Benchmark::Start, Benchmark::E2e, Benchmark::Throughput]
+        .into_iter()
+        .any(|benchmark| args.runs(benchmark))
+    {
+        println!("bench: start-to-ready, end to end, throughput (one stack)");
+        let main_stack = stack::BenchStack::start("main")?;
+        if args.runs(Benchmark::Start) {
+            rows.push(row(
+                "stage process start to ready",
+                pipeline::start_to_ready(&main_stack, 5),
+            ));
+        }
+        if args.runs(Benchmark::E2e) {
+            rows.push(row(
+                "end-to-end overhead per analysis",
+                runtime.block_on(pipeline::end_to_end(&main_stack, args.analyses, 25)),
+            ));
+        }
+        if args.runs(Benchmark::Throughput) {
+            rows.push(row(
+                "sustained analyses per second",
+                runtime.block_on(pipeline::throughput(&main_stack, args.throughput_analyses)),
+            ));
+        }
+        main_stack.stop();
+    }
 
-    println!("bench: {} analyses held by one wait process", args.hold);
-    let mut hold_stack = stack::BenchStack::start("hold")?;
-    rows.push(row(
-        "in-flight analyses held by one wait process",
-        runtime.block_on(pipeline::wait_in_flight(&mut hold_stack, args.hold)),
-    ));
-    hold_stack.stop();
+    if args.runs(Benchmark::Hold) {
+        println!("bench: {} analyses held by one wait process", args.hold);
+        let mut hold_stack = stack::BenchStack::start("hold")?;
+        rows.push(row(
+            "in-flight analyses held by one wait process",
+            runtime.block_on(pipeline::wait_in_flight(&mut hold_stack, args.hold)),
+        ));
+        hold_stack.stop();
+    }
 
-    println!("bench: waiting for the API-request runs");
+    if args.runs(Benchmark::Api) {
+        println!("bench: waiting for the API-request runs");
+        rows.push(api_row(&runtime, api_runs)?);
+    }
+
+    let load_after = load_average();
+    print_table(&rows);
+    let report = json!({
+        "machine": machine(paths, &load_before, &load_after),
+        "command": "cargo xtask bench",
+        "only": args.only.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
+        "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
+                                                  "summary": r.summary, "figures": r.figures})).collect::<Vec<_>>(),
+    });
+    let dir = paths.target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    println!("bench: report written to {}", path.display());
+    Ok(true)
+}
+
+/// Collects the two API-request runs into one row.
+fn api_row(
+    runtime: &tokio::runtime::Runtime,
+    api_runs: Vec<tokio::task::JoinHandle<Result<Value>>>,
+) -> Result<Figure> {
     // A run that could not finish is reported in its row rather than losing the whole report.
     let mut api = Vec::new();
     for run in api_runs {
@@ -147,7 +224,7 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
         .iter()
         .map(|r| r["per_analysis"].as_f64().unwrap_or(f64::MAX))
         .collect();
-    rows.push(Figure {
+    Ok(Figure {
         name: "Kubernetes API requests per analysis".into(),
         target: "≤ 12 and the same for both windows".into(),
         met: per.iter().all(|n| *n <= 12.0) && per.windows(2).all(|w| (w[0] - w[1]).abs() < 0.5),
@@ -160,26 +237,11 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
             .collect::<Vec<_>>()
             .join(", "),
         figures: json!({"runs": api}),
-    });
-
-    let load_after = load_average();
-    print_table(&rows);
-    let report = json!({
-        "machine": machine(paths, &load_before, &load_after),
-        "command": "cargo xtask bench",
-        "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
-                                                  "summary": r.summary, "figures": r.figures})).collect::<Vec<_>>(),
-    });
-    let dir = paths.target_dir().join("bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    println!("bench: report written to {}", path.display());
-    Ok(true)
+    })
 }
 
-fn build(paths: &Paths, tools: &Tools) -> Result<()> {
-    for args in [
+fn build(paths: &Paths, tools: &Tools, bench_binaries: bool) -> Result<()> {
+    let builds = [
         &["build", "--release", "--workspace", "--bins"][..],
         &[
             "build",
@@ -191,7 +253,13 @@ fn build(paths: &Paths, tools: &Tools) -> Result<()> {
             "--example",
             "bench_enrich",
         ][..],
-    ] {
+    ];
+    let needed = if bench_binaries {
+        &builds[..]
+    } else {
+        &builds[..1]
+    };
+    for &args in needed {
         println!("bench: cargo {}", args.join(" "));
         let status = Command::new(cargo())
             .args(args)
