@@ -170,18 +170,19 @@ struct Started {
 impl Started {
     /// Fails with the process's log when it already exited.
     fn check_alive(&mut self, paths: &Paths, name: &str) -> anyhow::Result<()> {
-        if let Some((_, child)) = self
+        let Some((_, child)) = self
             .children
             .iter_mut()
             .find(|(started, _)| started == name)
-        {
-            if let Some(status) = child.try_wait().context("cannot query a child process")? {
-                bail!(
-                    "{name} exited during start-up ({status}); the end of its log ({}):\n{}",
-                    paths.log_of(name).display(),
-                    log_tail(&paths.log_of(name), 30)
-                );
-            }
+        else {
+            return Ok(());
+        };
+        if let Some(status) = child.try_wait().context("cannot query a child process")? {
+            bail!(
+                "{name} exited during start-up ({status}); the end of its log ({}):\n{}",
+                paths.log_of(name).display(),
+                log_tail(&paths.log_of(name), 30)
+            );
         }
         Ok(())
     }
