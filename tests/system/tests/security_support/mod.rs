@@ -22,7 +22,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use vexxy_events::{AnalysisCompleted, AnalysisFailed, CloudEvent, EventType, subjects};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
@@ -441,11 +441,31 @@ pub async fn all_messages(js: &jetstream::Context, stream: &str) -> Result<Vec<D
 }
 
 /// The objects the deploy stage created in the sandbox namespace, as first seen by a watch.
+///
+/// The watches stop when the last clone of the capture is dropped: a watch must not outlive the
+/// kubesim it follows (see [`spawn_watch`]).
 #[derive(Clone, Default)]
 pub struct SandboxCapture {
     pub deployments: Arc<Mutex<BTreeMap<String, Deployment>>>,
     pub policies: Arc<Mutex<BTreeMap<String, NetworkPolicy>>>,
     pub pods: Arc<Mutex<BTreeMap<String, Pod>>>,
+    watches: Arc<WatchTasks>,
+}
+
+/// The watch tasks of a capture, aborted when it is dropped.
+#[derive(Default)]
+struct WatchTasks(Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl Drop for WatchTasks {
+    fn drop(&mut self) {
+        let tasks = self
+            .0
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 impl SandboxCapture {
@@ -457,9 +477,12 @@ impl SandboxCapture {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), SANDBOX_NAMESPACE);
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), SANDBOX_NAMESPACE);
         let pods: Api<Pod> = Api::namespaced(client, SANDBOX_NAMESPACE);
-        spawn_watch(deployments, capture.deployments.clone(), ready_tx.clone());
-        spawn_watch(policies, capture.policies.clone(), ready_tx.clone());
-        spawn_watch(pods, capture.pods.clone(), ready_tx);
+        let tasks = vec![
+            spawn_watch(deployments, capture.deployments.clone(), ready_tx.clone()),
+            spawn_watch(policies, capture.policies.clone(), ready_tx.clone()),
+            spawn_watch(pods, capture.pods.clone(), ready_tx),
+        ];
+        *capture.watches.0.lock().unwrap() = tasks;
         for _ in 0..3 {
             tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
                 .await
@@ -477,11 +500,19 @@ impl SandboxCapture {
     }
 }
 
+/// Records every object of `api` as first seen; signals `ready` once the initial list is in.
+///
+/// The watch backs off after an error. Without that, kube's watcher retries at once on the next
+/// poll, and once kubesim is gone (the stack is dropped at the end of a test) a connect to its
+/// closed loopback port is refused without ever blocking: the task spins without yielding, and
+/// the tokio runtime's shutdown waits for it forever — the test passed, then its process never
+/// exited.
 fn spawn_watch<K>(
     api: Api<K>,
     seen: Arc<Mutex<BTreeMap<String, K>>>,
     ready: tokio::sync::mpsc::Sender<()>,
-) where
+) -> tokio::task::AbortHandle
+where
     K: kube::Resource
         + Clone
         + std::fmt::Debug
@@ -490,8 +521,8 @@ fn spawn_watch<K>(
         + Sync
         + 'static,
 {
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::InitDone) => {
@@ -505,4 +536,5 @@ fn spawn_watch<K>(
             }
         }
     });
+    task.abort_handle()
 }
