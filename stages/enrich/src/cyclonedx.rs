@@ -21,10 +21,8 @@
 //! `vexxy:openvex:justification`), and a lossy mapping is flagged with `vexxy:mapping:lossy`, so
 //! nothing the analysis concluded is lost in translation.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Justification, Statement, Status};
@@ -78,105 +76,242 @@ pub fn analysis_justification(justification: Justification) -> (&'static str, bo
 
 /// Serialises the BOM. Unlike OpenVEX, a CycloneDX VEX may hold no vulnerabilities, but enrich
 /// writes one only when the OpenVEX document exists, so both formats appear together.
+///
+/// Serialised straight from the statements (no intermediate `serde_json::Value` tree): with
+/// 10,000 statements the tree and its copy cost more time and memory than the document itself.
 pub fn render(
     info: &BomInfo<'_>,
     statements: &[Statement<'_>],
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut components: BTreeMap<&str, Value> = BTreeMap::new();
-    for purl in statements.iter().filter_map(|s| s.subcomponent) {
-        if purl != info.product {
-            components
-                .entry(purl)
-                .or_insert_with(|| package_component(purl));
-        }
-    }
-    let vulnerabilities: Vec<Value> = statements.iter().map(|s| vulnerability(info, s)).collect();
-    let document = json!({
-        "bomFormat": "CycloneDX",
-        "specVersion": SPEC_VERSION,
-        "serialNumber": serial_number(info.document_id),
-        "version": 1,
-        "metadata": {
-            "timestamp": rfc3339(info.timestamp),
-            "tools": {
-                "components": [
-                    {
-                        "type": "application",
-                        "name": "vexxy",
-                        "version": env!("CARGO_PKG_VERSION"),
+    let mut packages: Vec<&str> = statements
+        .iter()
+        .filter_map(|s| s.subcomponent)
+        .filter(|purl| *purl != info.product)
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    let serial_number = serial_number(info.document_id);
+    let timestamp = rfc3339(info.timestamp);
+    let document = Bom {
+        bom_format: "CycloneDX",
+        spec_version: SPEC_VERSION,
+        serial_number: &serial_number,
+        version: 1,
+        metadata: Metadata {
+            timestamp: &timestamp,
+            tools: Tools {
+                components: [
+                    Tool {
+                        kind: "application",
+                        name: "vexxy",
+                        version: Some(env!("CARGO_PKG_VERSION")),
+                        description: None,
                     },
-                    {
-                        "type": "application",
-                        "name": "kubescape",
-                        "description": info.kubescape_tooling,
+                    Tool {
+                        kind: "application",
+                        name: "kubescape",
+                        version: None,
+                        description: Some(info.kubescape_tooling),
                     },
                 ],
             },
-            "component": {
-                "type": "container",
-                "bom-ref": info.product,
-                "name": info.repository,
-                "version": info.digest,
-                "purl": info.product,
+            component: Container {
+                kind: "container",
+                bom_ref: info.product,
+                name: info.repository,
+                version: info.digest,
+                purl: info.product,
             },
-            "properties": [
-                {"name": "vexxy:openvex:id", "value": info.document_id},
-            ],
+            properties: [Property {
+                name: "vexxy:openvex:id",
+                value: info.document_id,
+            }],
         },
-        "components": components.into_values().collect::<Vec<_>>(),
-        "vulnerabilities": vulnerabilities,
-    });
-    let mut out = Vec::with_capacity(1024 + statements.len() * 600);
+        components: Components(&packages),
+        vulnerabilities: Vulnerabilities { info, statements },
+    };
+    let mut out = Vec::with_capacity(1024 + statements.len() * 900);
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.push(b'\n');
     Ok(out)
 }
 
-fn vulnerability(info: &BomInfo<'_>, s: &Statement<'_>) -> Value {
-    let mut analysis = Map::new();
-    analysis.insert("state".into(), analysis_state(s.status).into());
-    let mut properties = vec![property("vexxy:openvex:status", s.status.as_str())];
-    if let (Status::NotAffected, Some(justification)) = (s.status, s.justification) {
-        let (mapped, lossy) = analysis_justification(justification);
-        analysis.insert("justification".into(), mapped.into());
-        properties.push(property(
-            "vexxy:openvex:justification",
-            justification.as_str(),
-        ));
-        if lossy {
-            properties.push(property("vexxy:mapping:lossy", "justification"));
-        }
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bom<'a> {
+    bom_format: &'static str,
+    spec_version: &'static str,
+    serial_number: &'a str,
+    version: u64,
+    metadata: Metadata<'a>,
+    components: Components<'a>,
+    vulnerabilities: Vulnerabilities<'a>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    timestamp: &'a str,
+    tools: Tools<'a>,
+    component: Container<'a>,
+    properties: [Property<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Tools<'a> {
+    components: [Tool<'a>; 2],
+}
+
+#[derive(Serialize)]
+struct Tool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Container<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "bom-ref")]
+    bom_ref: &'a str,
+    name: &'a str,
+    version: &'a str,
+    purl: &'a str,
+}
+
+#[derive(Serialize)]
+struct Property<'a> {
+    name: &'static str,
+    value: &'a str,
+}
+
+/// The package components, one per distinct purl, in purl order.
+struct Components<'a>(&'a [&'a str]);
+
+impl Serialize for Components<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|purl| {
+            let (name, version) = purl_name_version(purl);
+            Library {
+                kind: "library",
+                bom_ref: purl,
+                name,
+                version,
+                purl,
+            }
+        }))
     }
-    if let Some(notes) = &s.status_notes {
-        analysis.insert("detail".into(), notes.as_ref().into());
+}
+
+/// A library component named after the purl's name and version.
+#[derive(Serialize)]
+struct Library<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "bom-ref")]
+    bom_ref: &'a str,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    purl: &'a str,
+}
+
+struct Vulnerabilities<'a> {
+    info: &'a BomInfo<'a>,
+    statements: &'a [Statement<'a>],
+}
+
+impl Serialize for Vulnerabilities<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.statements.iter().map(|s| vulnerability(self.info, s)))
+    }
+}
+
+#[derive(Serialize)]
+struct Vulnerability<'a> {
+    #[serde(rename = "bom-ref")]
+    bom_ref: String,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Source<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recommendation: Option<&'a str>,
+    analysis: Analysis<'a>,
+    affects: [Affects<'a>; 1],
+    properties: Vec<Property<'static>>,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Analysis<'a> {
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    justification: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<[&'static str; 1]>,
+}
+
+#[derive(Serialize)]
+struct Affects<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a str,
+}
+
+fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerability<'a> {
+    let mut properties = vec![Property {
+        name: "vexxy:openvex:status",
+        value: s.status.as_str(),
+    }];
+    let mut justification = None;
+    if let (Status::NotAffected, Some(openvex)) = (s.status, s.justification) {
+        let (mapped, lossy) = analysis_justification(openvex);
+        justification = Some(mapped);
+        properties.push(Property {
+            name: "vexxy:openvex:justification",
+            value: openvex.as_str(),
+        });
+        if lossy {
+            properties.push(Property {
+                name: "vexxy:mapping:lossy",
+                value: "justification",
+            });
+        }
     }
     let action = match s.status {
         Status::Affected => s.action_statement.as_deref(),
         _ => None,
     };
-    if action.is_some_and(names_a_fixed_version) {
-        analysis.insert("response".into(), json!(["update"]));
+    Vulnerability {
+        bom_ref: vulnerability_ref(info.document_id, s),
+        id: s.vulnerability,
+        source: source_of(s),
+        recommendation: action,
+        analysis: Analysis {
+            state: analysis_state(s.status),
+            justification,
+            detail: s.status_notes.as_deref(),
+            response: action
+                .filter(|a| names_a_fixed_version(a))
+                .map(|_| ["update"]),
+        },
+        affects: [Affects {
+            reference: s.subcomponent.unwrap_or(info.product),
+        }],
+        properties,
     }
-
-    let mut entry = Map::new();
-    entry.insert(
-        "bom-ref".into(),
-        vulnerability_ref(info.document_id, s).into(),
-    );
-    entry.insert("id".into(), s.vulnerability.into());
-    if let Some(source) = source_of(s) {
-        entry.insert("source".into(), source);
-    }
-    if let Some(action) = action {
-        entry.insert("recommendation".into(), action.into());
-    }
-    entry.insert("analysis".into(), Value::Object(analysis));
-    entry.insert(
-        "affects".into(),
-        json!([{ "ref": s.subcomponent.unwrap_or(info.product) }]),
-    );
-    entry.insert("properties".into(), Value::Array(properties));
-    Value::Object(entry)
 }
 
 /// `transform::action_for` words a known fix as "Upgrade <package> to <versions> or later.";
@@ -201,7 +336,7 @@ fn vulnerability_ref(document_id: &str, s: &Statement<'_>) -> String {
     )
 }
 
-fn source_of(s: &Statement<'_>) -> Option<Value> {
+fn source_of<'a>(s: &Statement<'a>) -> Option<Source<'a>> {
     let name = if s.vulnerability.starts_with("CVE-") {
         Some("NVD")
     } else if s.vulnerability.starts_with("GHSA-") {
@@ -209,32 +344,8 @@ fn source_of(s: &Statement<'_>) -> Option<Value> {
     } else {
         None
     };
-    let mut source = Map::new();
-    if let Some(name) = name {
-        source.insert("name".into(), name.into());
-    }
-    if let Some(url) = s.vulnerability_iri {
-        source.insert("url".into(), url.into());
-    }
-    (!source.is_empty()).then_some(Value::Object(source))
-}
-
-fn property(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
-}
-
-/// A library component named after the purl's name and version.
-fn package_component(purl: &str) -> Value {
-    let (name, version) = purl_name_version(purl);
-    let mut component = Map::new();
-    component.insert("type".into(), "library".into());
-    component.insert("bom-ref".into(), purl.into());
-    component.insert("name".into(), name.into());
-    if let Some(version) = version {
-        component.insert("version".into(), version.into());
-    }
-    component.insert("purl".into(), purl.into());
-    Value::Object(component)
+    let url = s.vulnerability_iri;
+    (name.is_some() || url.is_some()).then_some(Source { name, url })
 }
 
 /// `pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64` → (`libssl3`, `3.0.8-r0`), percent-decoded.
