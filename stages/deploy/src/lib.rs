@@ -16,7 +16,10 @@
 //!
 //! Failures: API 5xx/429/unreachable are `Transient` `kubernetes_unavailable`; a missing sandbox
 //! namespace is created when `VEXXY_CREATE_SANDBOX_NAMESPACE=true` and is otherwise a
-//! `Permanent` `kubernetes_unavailable` saying how to create it.
+//! `Permanent` `kubernetes_unavailable` saying how to create it. With creation on, the first job
+//! of the process makes sure the namespace exists before creating its objects, and one job at a
+//! time re-creates it if it disappears later: a burst of jobs sends one namespace POST, not one
+//! per job plus a failed Deployment POST each.
 //!
 //! ## Sandbox hardening
 //! No service-account token, no service links, `allowPrivilegeEscalation: false`,
@@ -48,6 +51,8 @@ pub mod config;
 pub mod manifest;
 pub mod quantity;
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
@@ -65,6 +70,9 @@ use crate::manifest::{CONTAINER_NAME, JOB_ID_LABEL, sandbox_name};
 pub struct Deploy {
     client: Client,
     config: DeployConfig,
+    /// With namespace creation on: when this process last made sure the namespace exists
+    /// (`None`: not yet). Held while creating it, so concurrent jobs wait for one POST.
+    namespace_ensured: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// Why creating the sandbox objects stopped.
@@ -82,7 +90,11 @@ impl From<StageError> for CreateError {
 
 impl Deploy {
     pub fn new(client: Client, config: DeployConfig) -> Self {
-        Deploy { client, config }
+        Deploy {
+            client,
+            config,
+            namespace_ensured: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Built from the environment (see the crate documentation).
@@ -101,13 +113,17 @@ impl Deploy {
         &self,
         request: &ValidatedRequest,
     ) -> Result<SandboxRef, StageError> {
+        if self.config.create_namespace {
+            self.ensure_namespace(None).await?;
+        }
+        let attempted_at = Instant::now();
         match self.create_objects(request).await {
             Ok(sandbox) => return Ok(sandbox),
             Err(CreateError::Stage(e)) => return Err(e),
             Err(CreateError::NamespaceMissing) if !self.config.create_namespace => {
                 return Err(self.namespace_missing_error());
             }
-            Err(CreateError::NamespaceMissing) => self.create_namespace().await?,
+            Err(CreateError::NamespaceMissing) => self.ensure_namespace(Some(attempted_at)).await?,
         }
         match self.create_objects(request).await {
             Ok(sandbox) => Ok(sandbox),
@@ -215,6 +231,23 @@ impl Deploy {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Creates the namespace unless this process already did: before its first job
+    /// (`missing_since: None`), or after the attempt that found it missing began.
+    async fn ensure_namespace(&self, missing_since: Option<Instant>) -> Result<(), StageError> {
+        let mut ensured = self.namespace_ensured.lock().await;
+        let still_valid = match (*ensured, missing_since) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(at), Some(missing_since)) => at >= missing_since,
+        };
+        if still_valid {
+            return Ok(());
+        }
+        self.create_namespace().await?;
+        *ensured = Some(Instant::now());
         Ok(())
     }
 

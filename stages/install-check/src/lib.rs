@@ -9,7 +9,9 @@
 //! unchanged to `vexxy.pipeline.deploy`.
 //!
 //! A positive answer is cached per cluster (API server URL) for `VEXXY_KUBESCAPE_CHECK_TTL`;
-//! a negative one never is. When Kubescape is absent (no storage APIService) and
+//! a negative one never is. The check runs only when a job needs an answer and the cached one
+//! expired, and one at a time: jobs arriving together (a burst at start or when the TTL ran out)
+//! wait for the check in flight and share its answer instead of each sending the same four GETs. When Kubescape is absent (no storage APIService) and
 //! `VEXXY_KUBESCAPE_AUTO_INSTALL=true`, the stage installs it with helm ([`helm`]; one install at
 //! a time per process), waits until every check passes, then goes on.
 //!
@@ -61,7 +63,9 @@ pub struct InstallCheck {
     config: InstallCheckConfig,
     target: Target,
     cache: ReadyCache,
-    install_lock: tokio::sync::Mutex<()>,
+    /// Held while checking; holds the last negative answer and when it was obtained, so jobs
+    /// that waited for that check share it instead of asking the API server again.
+    checking: tokio::sync::Mutex<Option<(Instant, StageError)>>,
 }
 
 impl InstallCheck {
@@ -74,7 +78,7 @@ impl InstallCheck {
                 config_map: config.config_map.clone(),
             },
             cache: ReadyCache::new(config.check_ttl),
-            install_lock: tokio::sync::Mutex::new(()),
+            checking: tokio::sync::Mutex::new(None),
             config,
         }
     }
@@ -92,14 +96,33 @@ impl InstallCheck {
         if self.cache.is_fresh(&self.cluster) {
             return Ok(());
         }
-        match self.check().await? {
-            Readiness::Ready => {}
-            Readiness::Absent if self.config.auto_install => self.install_and_wait().await?,
-            Readiness::Absent => return Err(self.absent_error()),
-            Readiness::NotReady(problems) => return Err(self.not_ready_error(&problems)),
+        let asked_at = Instant::now();
+        let mut last_failure = self.checking.lock().await;
+        // The check this job waited for may have answered already.
+        if self.cache.is_fresh(&self.cluster) {
+            return Ok(());
         }
-        self.cache.remember_ready(&self.cluster);
-        Ok(())
+        if let Some((_, failure)) = last_failure.as_ref().filter(|(at, _)| *at >= asked_at) {
+            return Err(copy_of(failure));
+        }
+        let answer = self.check_or_install().await;
+        match &answer {
+            Ok(()) => {
+                self.cache.remember_ready(&self.cluster);
+                *last_failure = None;
+            }
+            Err(failure) => *last_failure = Some((Instant::now(), copy_of(failure))),
+        }
+        answer
+    }
+
+    async fn check_or_install(&self) -> Result<(), StageError> {
+        match self.check().await? {
+            Readiness::Ready => Ok(()),
+            Readiness::Absent if self.config.auto_install => self.install_and_wait().await,
+            Readiness::Absent => Err(self.absent_error()),
+            Readiness::NotReady(problems) => Err(self.not_ready_error(&problems)),
+        }
     }
 
     async fn check(&self) -> Result<Readiness, StageError> {
@@ -108,12 +131,8 @@ impl InstallCheck {
             .map_err(|e| api_error::stage_error(&e.request, &e.source))
     }
 
+    /// Called with `checking` held, so one install at a time per process.
     async fn install_and_wait(&self) -> Result<(), StageError> {
-        let _one_install_at_a_time = self.install_lock.lock().await;
-        // Another job of this process may have installed Kubescape while this one waited.
-        if self.cache.is_fresh(&self.cluster) {
-            return Ok(());
-        }
         let started = Instant::now();
         let deadline = started + self.config.install_timeout;
         match self.check().await? {
@@ -235,6 +254,25 @@ impl Handler for InstallCheck {
         self.ensure_ready().await?;
         tracing::debug!(job_id = %job.job_id, "Kubescape is ready");
         Ok(Outcome::Next(ticket))
+    }
+}
+
+/// The same failure for another job that waited for the same check.
+fn copy_of(failure: &StageError) -> StageError {
+    match failure {
+        StageError::Transient { reason, message } => StageError::Transient {
+            reason: *reason,
+            message: message.clone(),
+        },
+        StageError::Permanent {
+            reason,
+            message,
+            retryable,
+        } => StageError::Permanent {
+            reason: *reason,
+            message: message.clone(),
+            retryable: *retryable,
+        },
     }
 }
 
