@@ -40,7 +40,7 @@ use crate::config::ConsumerTuning;
 use crate::intake::{self, Intake};
 use crate::metrics::{MessageOutcome, Metrics};
 use crate::publish::{Delivery, Publisher};
-use crate::status::{self, StatusError};
+use crate::status::{self, StatusError, Transition, Versioned};
 use crate::store::Store;
 use crate::{Handler, JobContext, Outcome, StageError};
 
@@ -249,9 +249,22 @@ async fn handle<H: Handler>(
     mut hand_back: watch::Receiver<bool>,
 ) -> MessageOutcome {
     // 1. The ticket.
+    // The job record as last read or written here, with its revision: each status write below
+    // is a compare-and-set starting from it, so it needs no read of its own unless someone else
+    // wrote the record in between (then it reads and re-applies, like any lost race).
+    let mut known: Option<Versioned> = None;
     let ticket = if worker.stage == Stage::InstallCheck {
         match intake::accept(&worker.status, &worker.policy, delivery).await {
-            Ok(Intake::Accepted(ticket)) => *ticket,
+            // A redelivered request whose job a later stage already owns (see step 2).
+            Ok(Intake::Accepted { record, .. })
+                if status::is_past(&record.status, worker.stage) =>
+            {
+                return skip_handed_on(message, &record.status).await;
+            }
+            Ok(Intake::Accepted { ticket, record }) => {
+                known = Some(record);
+                *ticket
+            }
             Ok(Intake::AlreadyFinal(status)) => return skip_final(message, &status).await,
             Ok(Intake::Rejected(rejection)) => {
                 tracing::Span::current()
@@ -320,6 +333,8 @@ async fn handle<H: Handler>(
     //    before the crash that prevented its ack. Redoing it could contradict the later stage
     //    (wait would find the sandbox extract deleted and report a failure). Otherwise claim
     //    the job for this stage first, so that an older stage's stale delivery sees the claim.
+    //    The claim starts from the record just read: usually the previous stage already moved
+    //    the record here and the claim writes nothing.
     if worker.stage != Stage::InstallCheck {
         match status::read(&worker.status, &job_id).await {
             Ok(Some((status, _))) if status.state.is_final() => {
@@ -328,16 +343,34 @@ async fn handle<H: Handler>(
             Ok(Some((status, _))) if status::is_past(&status, worker.stage) => {
                 return skip_handed_on(message, &status).await;
             }
-            Ok(Some(_)) => {
-                let claim = status::transition(
+            Ok(Some((status, revision))) => {
+                let claim = status::transition_from(
                     &worker.status,
                     &job_id,
+                    Some(Versioned { status, revision }),
                     None,
                     status::moved_to(worker.stage),
                 )
                 .await;
-                if let Err(error) = claim {
-                    return status_unavailable(worker, message, delivery, error).await;
+                match claim {
+                    // Both only after a lost race: someone wrote the record since the read.
+                    Ok((Transition::AlreadyFinal(status), _)) => {
+                        return skip_final(message, &status).await;
+                    }
+                    Ok((Transition::Unchanged(status), _))
+                        if status::is_past(&status, worker.stage) =>
+                    {
+                        return skip_handed_on(message, &status).await;
+                    }
+                    Ok((claimed, revision)) => {
+                        known = Some(Versioned {
+                            status: claimed.into_record(),
+                            revision,
+                        });
+                    }
+                    Err(error) => {
+                        return status_unavailable(worker, message, delivery, error).await;
+                    }
                 }
             }
             Ok(None) => {}
@@ -390,8 +423,14 @@ async fn handle<H: Handler>(
             if let Err(error) = worker.publisher.ticket(next, next_ticket).await {
                 return retry_later(worker, message, delivery, &error.to_string()).await;
             }
-            let record =
-                status::transition(&worker.status, &job_id, None, status::moved_to(next)).await;
+            let record = status::transition_from(
+                &worker.status,
+                &job_id,
+                known,
+                None,
+                status::moved_to(next),
+            )
+            .await;
             if let Err(error) = record {
                 if !matches!(error, StatusError::Missing { .. }) {
                     return status_unavailable(worker, message, delivery, error).await;
@@ -410,9 +449,10 @@ async fn handle<H: Handler>(
             if let Err(error) = worker.publisher.completed(*completed).await {
                 return retry_later(worker, message, delivery, &error.to_string()).await;
             }
-            let record = status::transition(
+            let record = status::transition_from(
                 &worker.status,
                 &job_id,
+                known,
                 None,
                 status::completed(worker.stage, result_url),
             )
@@ -536,10 +576,13 @@ pub fn retry_delay(tuning: &ConsumerTuning, delivered: u64) -> Duration {
 }
 
 async fn ack(message: &Message) {
-    // Double ack: wait for the server to confirm, so a lost ack is at least logged. If it is
-    // lost anyway the message comes back and every step above is a harmless repeat.
-    if let Err(error) = message.double_ack().await {
-        tracing::warn!(%error, "ack not confirmed; the message may be redelivered (harmless)");
+    // A plain ack, sent only after every effect above is stored. Waiting for the server to
+    // confirm it (a double ack: one more subscription and round trip per message) would add
+    // nothing but a log line: a lost ack brings the message back after AckWait, and the
+    // redelivery finds the job record already past this stage or final (step 2) and is acked
+    // without running the handler again. Draining the connection at shutdown flushes it.
+    if let Err(error) = message.ack_with(AckKind::Ack).await {
+        tracing::warn!(%error, "cannot send the ack; the message will be redelivered (harmless)");
     }
 }
 
@@ -606,6 +649,7 @@ pub(crate) async fn report_failure<H>(
 ) -> Result<(), String> {
     // A stale delivery must not fail a job that a later stage already owns (see step 2 of
     // `handle`; the job may have been claimed while this handler ran).
+    let mut known = None;
     if let (true, Some(job_id)) = (failure.update_status, failure.facts.job_id.as_deref()) {
         match status::read(&worker.status, job_id).await {
             Ok(Some((current, _))) if status::is_past(&current, worker.stage) => {
@@ -613,7 +657,8 @@ pub(crate) async fn report_failure<H>(
                     "not reporting a failure from a stale delivery: a later stage owns the job");
                 return Ok(());
             }
-            Ok(_) => {}
+            Ok(Some((status, revision))) => known = Some(Versioned { status, revision }),
+            Ok(None) => {}
             Err(error) => return Err(error.to_string()),
         }
     }
@@ -641,7 +686,10 @@ pub(crate) async fn report_failure<H>(
         .map_err(|e| e.to_string())?;
     if let (true, Some(job_id)) = (failure.update_status, failure.facts.job_id.as_deref()) {
         let change = status::failed(worker.stage, failure.reason, failure.message.clone());
-        match status::transition(&worker.status, job_id, None, change).await {
+        // Starting from the record read above: if a later stage claimed the job since (while
+        // the dead letter and the event were published), the revision no longer matches and
+        // the change is re-applied to the fresh record.
+        match status::transition_from(&worker.status, job_id, known, None, change).await {
             Ok(_) | Err(StatusError::Missing { .. }) => {}
             Err(error) => return Err(error.to_string()),
         }

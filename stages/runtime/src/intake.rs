@@ -17,11 +17,15 @@ use vexxy_events::{
 };
 
 use crate::publish::Delivery;
-use crate::status::{self, Created, StatusError};
+use crate::status::{self, Created, StatusError, Versioned};
 
 pub enum Intake {
-    /// Work to do: the ticket for the first stage's handler.
-    Accepted(Box<PipelineTicket>),
+    /// Work to do: the ticket for the first stage's handler, and the job record as it is now
+    /// (so the record's next update needs no read).
+    Accepted {
+        ticket: Box<PipelineTicket>,
+        record: Versioned,
+    },
     /// A redelivery of a request whose job already finished: nothing left to do.
     AlreadyFinal(JobStatus),
     /// Not accepted; becomes a `failed` event and a dead letter.
@@ -46,15 +50,24 @@ pub async fn accept(
         Stage::InstallCheck,
     );
     let existing = match status::create(kv, &record).await? {
-        Created::New(_) => return Ok(Intake::Accepted(Box::new(first_ticket(request)))),
+        Created::New(record) => {
+            return Ok(Intake::Accepted {
+                ticket: Box::new(first_ticket(request)),
+                record,
+            });
+        }
         Created::Existing(existing) => existing,
     };
-    if existing.request_sequence == delivery.stream_sequence {
-        if existing.state.is_final() {
-            return Ok(Intake::AlreadyFinal(existing));
+    if existing.status.request_sequence == delivery.stream_sequence {
+        if existing.status.state.is_final() {
+            return Ok(Intake::AlreadyFinal(existing.status));
         }
-        return Ok(Intake::Accepted(Box::new(first_ticket(request))));
+        return Ok(Intake::Accepted {
+            ticket: Box::new(first_ticket(request)),
+            record: existing,
+        });
     }
+    let existing = existing.status;
     let (reason, message) = if existing.request_fingerprint == fingerprint {
         (
             FailureReason::DuplicateRequest,

@@ -38,9 +38,17 @@ pub enum StatusError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
     /// This call created the record.
-    New(JobStatus),
+    New(Versioned),
     /// A record for the job id already existed; it is returned untouched.
-    Existing(JobStatus),
+    Existing(Versioned),
+}
+
+/// A job record together with the KV revision it was read at (or written as): what a
+/// compare-and-set must name to replace it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub status: JobStatus,
+    pub revision: u64,
 }
 
 /// Result of a transition.
@@ -52,6 +60,25 @@ pub enum Transition {
     AlreadyFinal(JobStatus),
     /// The change function asked for no change.
     Unchanged(JobStatus),
+}
+
+impl Transition {
+    /// The record as it is in KV after the transition.
+    pub fn record(&self) -> &JobStatus {
+        match self {
+            Transition::Applied(record)
+            | Transition::AlreadyFinal(record)
+            | Transition::Unchanged(record) => record,
+        }
+    }
+
+    pub fn into_record(self) -> JobStatus {
+        match self {
+            Transition::Applied(record)
+            | Transition::AlreadyFinal(record)
+            | Transition::Unchanged(record) => record,
+        }
+    }
 }
 
 /// The record of a job accepted from `request` (message `sequence` of the request stream).
@@ -104,12 +131,17 @@ pub async fn create(kv: &kv::Store, status: &JobStatus) -> Result<Created, Statu
     let job_id = &status.job_id;
     for _ in 0..MAX_ATTEMPTS {
         match kv.create(job_id, encode(status)).await {
-            Ok(_) => return Ok(Created::New(status.clone())),
+            Ok(revision) => {
+                return Ok(Created::New(Versioned {
+                    status: status.clone(),
+                    revision,
+                }));
+            }
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                 // Between `create` failing and this read the record could be deleted (an
                 // operator purging it); then the next attempt creates it.
-                if let Some((existing, _)) = read(kv, job_id).await? {
-                    return Ok(Created::Existing(existing));
+                if let Some((status, revision)) = read(kv, job_id).await? {
+                    return Ok(Created::Existing(Versioned { status, revision }));
                 }
             }
             Err(e) => {
@@ -138,12 +170,37 @@ pub async fn transition(
     missing: Option<JobStatus>,
     change: impl Fn(&JobStatus) -> Option<JobStatus>,
 ) -> Result<Transition, StatusError> {
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            // Lost a race: give the other writer a moment before reading again.
-            tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
-        }
-        let current = read(kv, job_id).await?;
+    transition_from(kv, job_id, None, missing, change)
+        .await
+        .map(|(transition, _)| transition)
+}
+
+/// [`transition`] starting from a record the caller already read (`known`: the record and its
+/// revision), so the first compare-and-set needs no read of its own. That is as safe as reading
+/// again: the write names `known`'s revision, so if anyone wrote since, it fails and the change
+/// is re-applied to a fresh read, exactly like a lost race. Returns the outcome and the revision
+/// of the record it describes (the new one when applied), for chaining the next transition.
+pub async fn transition_from(
+    kv: &kv::Store,
+    job_id: &str,
+    mut known: Option<Versioned>,
+    missing: Option<JobStatus>,
+    change: impl Fn(&JobStatus) -> Option<JobStatus>,
+) -> Result<(Transition, u64), StatusError> {
+    let mut lost_races = 0;
+    for _ in 0..MAX_ATTEMPTS {
+        // A write refused for a stale `known` revision is not a race lost to a live writer, so
+        // the read after it does not back off; `fresh` tells the two apart.
+        let (current, fresh) = match known.take() {
+            Some(versioned) => (Some((versioned.status, versioned.revision)), false),
+            None => {
+                if lost_races > 0 {
+                    // Lost a race: give the other writer a moment before reading again.
+                    tokio::time::sleep(Duration::from_millis(5 * lost_races as u64)).await;
+                }
+                (read(kv, job_id).await?, true)
+            }
+        };
         let (current, revision) = match current {
             Some(found) => found,
             None => {
@@ -154,8 +211,11 @@ pub async fn transition(
                 };
                 let record = change(&base).unwrap_or(base);
                 match kv.create(job_id, encode(&record)).await {
-                    Ok(_) => return Ok(Transition::Applied(record)),
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
+                    Ok(revision) => return Ok((Transition::Applied(record), revision)),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                        lost_races += 1;
+                        continue;
+                    }
                     Err(e) => {
                         return Err(StatusError::Unavailable {
                             job_id: job_id.to_string(),
@@ -166,15 +226,20 @@ pub async fn transition(
             }
         };
         if current.state.is_final() {
-            return Ok(Transition::AlreadyFinal(current));
+            return Ok((Transition::AlreadyFinal(current), revision));
         }
         let Some(mut next) = change(&current) else {
-            return Ok(Transition::Unchanged(current));
+            return Ok((Transition::Unchanged(current), revision));
         };
         next.updated_at = Utc::now();
         match kv.update(job_id, encode(&next), revision).await {
-            Ok(_) => return Ok(Transition::Applied(next)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Ok(revision) => return Ok((Transition::Applied(next), revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                if fresh {
+                    lost_races += 1;
+                }
+                continue;
+            }
             Err(e) => {
                 return Err(StatusError::Unavailable {
                     job_id: job_id.to_string(),

@@ -353,3 +353,60 @@ async fn completed_jobs_are_final() {
     );
     stage.stop().await;
 }
+
+/// The status write after a hand-off starts from the record the stage claimed before its
+/// handler ran (no read of its own). A record written by someone else while the handler ran
+/// is not overwritten with that older copy: a change made meanwhile survives next to the new
+/// stage, and a job failed meanwhile stays failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_while_the_handler_ran_is_not_overwritten() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let stage = {
+        let js = js.clone();
+        let handler = TestHandler::new(move |job, ticket| {
+            let js = js.clone();
+            async move {
+                let kv = js.get_key_value(subjects::STATUS_BUCKET).await.unwrap();
+                let change = move |current: &vexxy_events::JobStatus| {
+                    let mut next = current.clone();
+                    if current.job_id == "job-failed-meanwhile" {
+                        next.state = JobState::Failed;
+                    } else {
+                        next.result = Some("written-meanwhile".into());
+                    }
+                    Some(next)
+                };
+                vexxy_runtime::status::transition(&kv, &job.job_id, None, change)
+                    .await
+                    .unwrap();
+                Ok(Outcome::Next(ticket))
+            }
+        });
+        RunningStage::start(config(&nats, store_dir.path(), &[]), Stage::Deploy, handler)
+    };
+    wait_provisioned(&js, Stage::Deploy).await;
+    for job_id in ["job-changed-meanwhile", "job-failed-meanwhile"] {
+        let ticket = ticket(job_id);
+        seed_job(&js, &ticket, Stage::InstallCheck).await;
+        publish_ticket(&js, Stage::Deploy, ticket).await;
+    }
+    wait_stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.wait", 2).await;
+    eventually(Duration::from_secs(10), "both inputs acked", || async {
+        stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.deploy")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    let changed = job_status(&js, "job-changed-meanwhile").await.unwrap();
+    assert_eq!(changed.stage, Stage::Wait);
+    assert_eq!(changed.state, JobState::Running);
+    assert_eq!(changed.result.as_deref(), Some("written-meanwhile"));
+    let failed = job_status(&js, "job-failed-meanwhile").await.unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.stage, Stage::Deploy, "{failed:?}");
+    stage.stop().await;
+}

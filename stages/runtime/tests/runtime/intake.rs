@@ -172,3 +172,73 @@ async fn duplicate_submission_is_rejected_but_redelivery_is_not() {
     );
     stage.stop().await;
 }
+
+/// A redelivered request whose job a later stage already owns is acknowledged without running
+/// the first stage again (the same rule as for every later stage's stale deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_request_of_a_job_handed_on_is_not_run_again() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    // The first delivery fails transiently after the job "moved on" (as if an earlier run had
+    // handed it to deploy and wait had claimed it), so the request comes back stale.
+    let handler = {
+        let js = js.clone();
+        TestHandler::new(move |job, _ticket| {
+            let js = js.clone();
+            async move {
+                let kv = js.get_key_value(subjects::STATUS_BUCKET).await.unwrap();
+                vexxy_runtime::status::transition(
+                    &kv,
+                    &job.job_id,
+                    None,
+                    vexxy_runtime::status::moved_to(Stage::Wait),
+                )
+                .await
+                .unwrap();
+                Err(StageError::Transient {
+                    reason: FailureReason::KubernetesUnavailable,
+                    message: "try again".into(),
+                })
+            }
+        })
+    };
+    let stage = RunningStage::start(
+        config(&nats, store_dir.path(), &[]),
+        Stage::InstallCheck,
+        handler.clone(),
+    );
+    wait_provisioned(&js, Stage::InstallCheck).await;
+
+    let seq = publish_request(&js, &request_body("job-stale-request"), Some("stale-1")).await;
+    let consumer = eventually(
+        std::time::Duration::from_secs(10),
+        "the redelivered request to be acked",
+        || async {
+            let info = consumer_info(&js, Stage::InstallCheck).await;
+            (info.ack_floor.stream_sequence >= seq && info.num_ack_pending == 0).then_some(info)
+        },
+    )
+    .await;
+    assert!(consumer.delivered.stream_sequence >= seq);
+    let deliveries: Vec<u64> = handler.calls().iter().map(|c| c.delivery).collect();
+    assert_eq!(
+        deliveries,
+        vec![1],
+        "the stale redelivery did not reach the handler"
+    );
+    assert!(
+        stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.deploy")
+            .await
+            .is_empty()
+    );
+    assert!(
+        stored(&js, subjects::PUBLIC_STREAM, subjects::FAILED)
+            .await
+            .is_empty()
+    );
+    let status = job_status(&js, "job-stale-request").await.unwrap();
+    assert_eq!(status.stage, Stage::Wait);
+    assert_eq!(status.state, JobState::Running);
+    stage.stop().await;
+}

@@ -4,7 +4,7 @@ use vexxy_events::{FailureReason, JobState, Stage, subjects};
 use vexxy_harness::NatsServer;
 use vexxy_runtime::config::{Env, RuntimeConfig};
 use vexxy_runtime::provision::provision;
-use vexxy_runtime::status::{self, Created, Transition};
+use vexxy_runtime::status::{self, Created, Transition, Versioned};
 
 use crate::support::*;
 
@@ -141,4 +141,100 @@ async fn a_final_state_is_never_overwritten() {
             .state,
         JobState::Running
     );
+}
+
+/// A transition that starts from a record read earlier (no read of its own) never overwrites
+/// what was written since: its compare-and-set names the old revision, fails, and the change is
+/// re-applied to the newer record; a record that became final since is left alone. The
+/// revision it returns is the one to chain the next transition from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_from_a_stale_record_re_reads_and_keeps_the_newer_write() {
+    let nats = NatsServer::start().unwrap();
+    let kv = bucket(&nats).await;
+    let ticket = ticket("job-known");
+    let record = status::new_job(&ticket.request, "fp".into(), 1, Stage::Deploy);
+    let Created::New(created) = status::create(&kv, &record).await.unwrap() else {
+        panic!("the record did not exist")
+    };
+    let (read, revision) = status::read(&kv, "job-known").await.unwrap().unwrap();
+    assert_eq!(
+        created,
+        Versioned {
+            status: read.clone(),
+            revision
+        }
+    );
+
+    // Up to date: applied in one write, at the next revision.
+    let (moved, moved_revision) = status::transition_from(
+        &kv,
+        "job-known",
+        Some(created),
+        None,
+        status::moved_to(Stage::Wait),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(moved, Transition::Applied(_)), "{moved:?}");
+    assert_eq!(moved_revision, revision + 1);
+
+    // Someone else writes the record after our last write.
+    let marked = |current: &vexxy_events::JobStatus| {
+        let mut next = current.clone();
+        next.result = Some("written-meanwhile".into());
+        Some(next)
+    };
+    status::transition(&kv, "job-known", None, marked)
+        .await
+        .unwrap();
+
+    // Starting from our (now stale) record: re-read, re-applied, the other write kept.
+    let (extracted, extracted_revision) = status::transition_from(
+        &kv,
+        "job-known",
+        Some(Versioned {
+            status: moved.into_record(),
+            revision: moved_revision,
+        }),
+        None,
+        status::moved_to(Stage::Extract),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(extracted, Transition::Applied(_)), "{extracted:?}");
+    assert_eq!(extracted_revision, moved_revision + 2);
+    let (stored, stored_revision) = status::read(&kv, "job-known").await.unwrap().unwrap();
+    assert_eq!(stored_revision, extracted_revision);
+    assert_eq!(stored.stage, Stage::Extract);
+    assert_eq!(stored.result.as_deref(), Some("written-meanwhile"));
+
+    // The job fails behind our back: a transition from the stale record is refused.
+    status::transition(
+        &kv,
+        "job-known",
+        None,
+        status::failed(
+            Stage::Extract,
+            FailureReason::Internal,
+            "failed meanwhile".into(),
+        ),
+    )
+    .await
+    .unwrap();
+    let (late, _) = status::transition_from(
+        &kv,
+        "job-known",
+        Some(Versioned {
+            status: stored,
+            revision: stored_revision,
+        }),
+        None,
+        status::moved_to(Stage::Enrich),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(late, Transition::AlreadyFinal(_)), "{late:?}");
+    let (after, _) = status::read(&kv, "job-known").await.unwrap().unwrap();
+    assert_eq!(after.state, JobState::Failed);
+    assert_eq!(after.stage, Stage::Extract);
 }
