@@ -51,22 +51,27 @@ pub struct Provisioned {
 }
 
 /// Provisions all three streams, the KV bucket and `stage`'s consumer.
+///
+/// The streams and the bucket do not depend on each other, so their requests go out together
+/// (one round trip of waiting instead of five in a row); only the consumer waits for its stream.
 pub async fn provision(
     js: &Context,
     stage: Stage,
     tuning: &ConsumerTuning,
 ) -> Result<Provisioned, ProvisionError> {
-    for config in stream_configs(tuning) {
-        let name = config.name.clone();
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|source| ProvisionError::Stream {
-                stream: name,
-                source,
-            })?;
-    }
-    let status = js
-        .create_or_update_key_value(kv::Config {
+    let streams = futures::future::try_join_all(stream_configs(tuning).into_iter().map(
+        |config| async move {
+            let name = config.name.clone();
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|source| ProvisionError::Stream {
+                    stream: name,
+                    source,
+                })
+        },
+    ));
+    let bucket = async {
+        js.create_or_update_key_value(kv::Config {
             bucket: subjects::STATUS_BUCKET.to_string(),
             description: "vexxy job status, one key per job id".to_string(),
             history: STATUS_HISTORY,
@@ -79,7 +84,9 @@ pub async fn provision(
         .map_err(|source| ProvisionError::KeyValue {
             bucket: subjects::STATUS_BUCKET.to_string(),
             source,
-        })?;
+        })
+    };
+    let (_, status) = futures::future::try_join(streams, bucket).await?;
     let stream_name = subjects::input_stream_of(stage);
     let durable = subjects::durable_of(stage);
     let consumer = js
