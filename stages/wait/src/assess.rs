@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub profile: Option<ProfileSummary>,
     pub vex_synced: bool,
     pub vex: Option<VexSummary>,
+    /// Receipt position at which the VEX watch's current list began.
+    pub vex_list_began: Option<u64>,
     /// Last error of each watch that is failing, for messages.
     pub watch_errors: Vec<String>,
 }
@@ -52,9 +54,8 @@ pub struct JobMemory {
     pub deployment_confirmed: bool,
     pub pull_error_since: Option<DateTime<Utc>>,
     pub last_target: Option<Target>,
+    /// When this job first saw the profile completed: the window's end and the settle start.
     pub completed_at: Option<DateTime<Utc>>,
-    /// The VEX resourceVersion when completion was first seen (`None` inside: no VEX yet).
-    pub vex_version_at_completion: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,18 +199,13 @@ pub fn assess(
 
     if let (Some(target), Some(profile)) = (memory.last_target.clone(), &snapshot.profile) {
         let status = profile.status.as_deref().unwrap_or("");
-        let completion = profile.completion.as_deref().unwrap_or("");
-        if status == "completed" && completion == "complete" {
+        if profile.completed_complete() {
             let completed_at = *memory.completed_at.get_or_insert(now);
-            let vex_now = snapshot
-                .vex
-                .as_ref()
-                .and_then(|v| v.resource_version.clone());
-            let vex_before = memory
-                .vex_version_at_completion
-                .get_or_insert_with(|| vex_now.clone())
-                .clone();
-            let vex_written = snapshot.vex.is_some() && vex_now != vex_before;
+            let vex_written = vex_written_after_completion(
+                profile,
+                snapshot.vex.as_ref(),
+                snapshot.vex_list_began,
+            );
             let settled_at = after(completed_at, config.vex_settle);
             if vex_written || now >= settled_at || now >= deadline {
                 return Step::Done(Box::new(observation(
@@ -233,6 +229,38 @@ pub fn assess(
         return on_deadline(config, sandbox, snapshot, memory, now);
     }
     Step::Wait { until: wake }
+}
+
+/// Whether the watches prove that the VEX held now was written after the profile completed
+/// (kubevuln's scan of the completed profile), so there is no need to sit out the settle time.
+///
+/// Proof is receive order within this process: the VEX version arrived as a watch event after
+/// the profile version that first showed completion. Anything less certain is no proof and the
+/// job settles instead, because a VEX from a learning-time scan (kubevuln writes one per profile
+/// update while learning) would hide what the container loaded later:
+/// * a VEX version received before completion, even in the same burst: two watch streams do
+///   not order against each other, so it may be the learning-time scan;
+/// * a VEX version delivered by a (re)list (process start, relist after 410 Gone): written at an
+///   unknown time before the list;
+/// * a completion itself learnt from a list (it happened at an unknown time before that list):
+///   only a VEX watch (re)listed after it streams writes known to be later.
+///
+/// The residual risk is a VEX stream lagging its profile stream by more than the gap between a
+/// learning-time write and completion (minutes with Kubescape's defaults). Comparing
+/// resourceVersions would not remove it: they are opaque and the two kinds need not share an
+/// order. Comparing kubevuln's `spec.last_updated` would need a GET per job and trust two clocks.
+fn vex_written_after_completion(
+    profile: &ProfileSummary,
+    vex: Option<&VexSummary>,
+    vex_list_began: Option<u64>,
+) -> bool {
+    let (Some(completed), Some(vex)) = (profile.completed_received, vex) else {
+        return false;
+    };
+    if vex.received.listed || vex.received.seq <= completed.seq {
+        return false;
+    }
+    !completed.listed || vex_list_began.is_some_and(|began| began > completed.seq)
 }
 
 fn observation(

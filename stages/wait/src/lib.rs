@@ -5,8 +5,11 @@
 //! flight): the job's pod (label `vexxy.io/job-id`), its owning ReplicaSet and hence Kubescape's
 //! instance slug; then waits until the ContainerProfile `<slug>` in the sandbox namespace has
 //! `kubescape.io/status: completed` + `kubescape.io/completion: complete`, and then until the
-//! VEX `<slug>` in the Kubescape namespace is written (appears or changes resourceVersion) or
-//! `VEXXY_VEX_SETTLE` passes without a write.
+//! VEX `<slug>` in the Kubescape namespace is seen written after that completion, or
+//! `VEXXY_VEX_SETTLE` passes without such a write. "After" is proven only by receive order:
+//! a VEX version that arrived as a watch event after the profile version that first showed
+//! completion (see `assess::vex_written_after_completion`); a VEX from learning time, from a
+//! relist or from before a restart is no proof, and the job settles instead.
 //! **Emits** the ticket with `observation` filled to `extract`; or fails fast with
 //! `image_pull_failed`, `container_crash_looping`, `unschedulable`, `sandbox_disappeared`;
 //! at the deadline (`sandbox.created_at` + analysis window + `VEXXY_WAIT_GRACE`) it goes on
@@ -259,6 +262,7 @@ impl WaitHandler {
         {
             let vex = tables.vex.read().expect("vex table lock");
             snapshot.vex_synced = vex.synced;
+            snapshot.vex_list_began = vex.list_began;
             snapshot.vex = slug.as_ref().and_then(|s| vex.get(s).cloned());
             errors.extend(
                 vex.last_error

@@ -50,16 +50,38 @@ pub struct DeploymentSummary {
     pub deleting: bool,
 }
 
+/// When this process first held an object version: a position in one order shared by all
+/// watches (so a profile and a VEX can be compared), and whether the version came from a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    /// Delivered by a (re)list rather than as a watch event: the write happened at some
+    /// unknown time before the list, so its order against other writes is unknown.
+    pub listed: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileSummary {
     pub status: Option<String>,
     pub completion: Option<String>,
     pub resource_version: Option<String>,
+    pub received: Receipt,
+    /// Receipt of the first version that showed `completed` + `complete`, kept across later
+    /// versions that still do.
+    pub completed_received: Option<Receipt>,
+}
+
+impl ProfileSummary {
+    pub fn completed_complete(&self) -> bool {
+        self.status.as_deref() == Some("completed")
+            && self.completion.as_deref() == Some("complete")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VexSummary {
     pub resource_version: Option<String>,
+    pub received: Receipt,
 }
 
 pub fn time(t: &Time) -> Option<DateTime<Utc>> {
@@ -151,8 +173,12 @@ pub fn deployment(deployment: &Deployment) -> Option<(String, DeploymentSummary)
 }
 
 /// A ContainerProfile in `namespace` (the storage group only watches cluster-wide, so the
-/// namespace filter is ours).
-pub fn profile(object: &DynamicObject, namespace: &str) -> Option<(String, ProfileSummary)> {
+/// namespace filter is ours), as received now.
+pub fn profile(
+    object: &DynamicObject,
+    namespace: &str,
+    received: Receipt,
+) -> Option<(String, ProfileSummary)> {
     if object.metadata.namespace.as_deref() != Some(namespace) {
         return None;
     }
@@ -164,18 +190,34 @@ pub fn profile(object: &DynamicObject, namespace: &str) -> Option<(String, Profi
             .and_then(|a| a.get(key))
             .cloned()
     };
-    Some((
-        object.metadata.name.clone()?,
-        ProfileSummary {
-            status: annotation(keys::STATUS),
-            completion: annotation(keys::COMPLETION),
-            resource_version: object.metadata.resource_version.clone(),
-        },
-    ))
+    let mut summary = ProfileSummary {
+        status: annotation(keys::STATUS),
+        completion: annotation(keys::COMPLETION),
+        resource_version: object.metadata.resource_version.clone(),
+        received,
+        completed_received: None,
+    };
+    summary.completed_received = summary.completed_complete().then_some(received);
+    Some((object.metadata.name.clone()?, summary))
 }
 
-/// A VEX document in `namespace` (kubevuln's namespace).
-pub fn vex(object: &DynamicObject, namespace: &str) -> Option<(String, VexSummary)> {
+/// A new profile version keeps what the version before it already established: its receipt
+/// when it is in fact the same version (a relist), and the moment completion was first seen.
+pub fn carry_profile(previous: &ProfileSummary, next: &mut ProfileSummary) {
+    if previous.resource_version.is_some() && previous.resource_version == next.resource_version {
+        next.received = previous.received;
+    }
+    if next.completed_received.is_some() && previous.completed_received.is_some() {
+        next.completed_received = previous.completed_received;
+    }
+}
+
+/// A VEX document in `namespace` (kubevuln's namespace), as received now.
+pub fn vex(
+    object: &DynamicObject,
+    namespace: &str,
+    received: Receipt,
+) -> Option<(String, VexSummary)> {
     if object.metadata.namespace.as_deref() != Some(namespace) {
         return None;
     }
@@ -183,6 +225,14 @@ pub fn vex(object: &DynamicObject, namespace: &str) -> Option<(String, VexSummar
         object.metadata.name.clone()?,
         VexSummary {
             resource_version: object.metadata.resource_version.clone(),
+            received,
         },
     ))
+}
+
+/// The same VEX version seen again (a relist) keeps the receipt of its first sighting.
+pub fn carry_vex(previous: &VexSummary, next: &mut VexSummary) {
+    if previous.resource_version.is_some() && previous.resource_version == next.resource_version {
+        next.received = previous.received;
+    }
 }

@@ -23,7 +23,7 @@ use vexxy_kubescape::keys::kinds;
 use vexxy_kubescape::names::{STORAGE_GROUP, STORAGE_VERSION};
 
 use crate::config::WaitConfig;
-use crate::summary::{self, DeploymentSummary, PodSummary, ProfileSummary, VexSummary};
+use crate::summary::{self, DeploymentSummary, PodSummary, ProfileSummary, Receipt, VexSummary};
 
 /// The label every vexxy sandbox (Deployment and pod) carries.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=vexxy";
@@ -47,6 +47,9 @@ pub struct Table<K, V> {
     relisting: Option<BTreeMap<K, V>>,
     /// True once the first complete list arrived: absence means something only after that.
     pub synced: bool,
+    /// Receipt position at which the current (re)list began: every watch event after it is a
+    /// write made after the list's snapshot.
+    pub list_began: Option<u64>,
     /// The last watch error, cleared by the next event; shown when a job times out.
     pub last_error: Option<String>,
 }
@@ -57,6 +60,7 @@ impl<K: Ord, V> Default for Table<K, V> {
             live: BTreeMap::new(),
             relisting: None,
             synced: false,
+            list_began: None,
             last_error: None,
         }
     }
@@ -79,6 +83,8 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
 /// The four tables.
 #[derive(Default)]
 pub struct Tables {
+    /// Hands out receipt positions: one order for what all four watches deliver.
+    clock: AtomicU64,
     /// Keyed by (job id, pod name).
     pub pods: RwLock<Table<(String, String), PodSummary>>,
     pub deployments: RwLock<Table<String, DeploymentSummary>>,
@@ -87,6 +93,10 @@ pub struct Tables {
 }
 
 impl Tables {
+    fn next_receipt_position(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// All pods of one job.
     pub fn job_pods(&self, job_id: &str) -> Vec<PodSummary> {
         let pods = self.pods.read().expect("pods table lock");
@@ -229,7 +239,8 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.pods,
-                |p| summary::pod(p).map(|(job, pod)| ((job, pod.name.clone()), pod)),
+                |p, _| summary::pod(p).map(|(job, pod)| ((job, pod.name.clone()), pod)),
+                |_, _| {},
                 |(job, _)| WatchKey::JobPods(job.clone()),
             )),
             tokio::spawn(follow(
@@ -237,7 +248,8 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.deployments,
-                summary::deployment,
+                |d, _| summary::deployment(d),
+                |_, _| {},
                 |name| WatchKey::Deployment(name.clone()),
             )),
             tokio::spawn(follow(
@@ -245,7 +257,8 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.profiles,
-                move |o| summary::profile(o, &sandbox_ns),
+                move |o, received| summary::profile(o, &sandbox_ns, received),
+                summary::carry_profile,
                 |name| WatchKey::Profile(name.clone()),
             )),
             tokio::spawn(follow(
@@ -253,7 +266,8 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.vex,
-                move |o| summary::vex(o, &kubescape_ns),
+                move |o, received| summary::vex(o, &kubescape_ns, received),
+                summary::carry_vex,
                 |name| WatchKey::Vex(name.clone()),
             )),
         ];
@@ -271,7 +285,8 @@ async fn follow<O, K, V>(
     tables: Arc<Tables>,
     waiters: Arc<Waiters>,
     table: fn(&Tables) -> &RwLock<Table<K, V>>,
-    summarize: impl Fn(&O) -> Option<(K, V)> + Send + 'static,
+    summarize: impl Fn(&O, Receipt) -> Option<(K, V)> + Send + 'static,
+    carry: fn(&V, &mut V),
     wake_key: fn(&K) -> WatchKey,
 ) where
     O: Debug + Send + 'static,
@@ -286,7 +301,8 @@ async fn follow<O, K, V>(
                 let changed = {
                     let mut table = table.write().expect("table lock");
                     table.last_error = None;
-                    apply(&mut table, event, &summarize)
+                    let position = tables.next_receipt_position();
+                    apply(&mut table, event, position, &summarize, carry)
                 };
                 match changed {
                     Changed::Key(key) => waiters.wake(&wake_key(&key)),
@@ -308,20 +324,31 @@ enum Changed<K> {
     Nothing,
 }
 
+/// Applies one watcher event received at `position`. A version that is already held (same
+/// object, same resourceVersion, e.g. seen again in a relist) keeps its first receipt.
 fn apply<O, K: Ord + Clone, V>(
     table: &mut Table<K, V>,
     event: watcher::Event<O>,
-    summarize: &impl Fn(&O) -> Option<(K, V)>,
+    position: u64,
+    summarize: &impl Fn(&O, Receipt) -> Option<(K, V)>,
+    carry: fn(&V, &mut V),
 ) -> Changed<K> {
+    let event_receipt = Receipt {
+        seq: position,
+        listed: false,
+    };
     match event {
-        watcher::Event::Apply(object) => match summarize(&object) {
-            Some((key, value)) => {
+        watcher::Event::Apply(object) => match summarize(&object, event_receipt) {
+            Some((key, mut value)) => {
+                if let Some(previous) = table.live.get(&key) {
+                    carry(previous, &mut value);
+                }
                 table.live.insert(key.clone(), value);
                 Changed::Key(key)
             }
             None => Changed::Nothing,
         },
-        watcher::Event::Delete(object) => match summarize(&object) {
+        watcher::Event::Delete(object) => match summarize(&object, event_receipt) {
             Some((key, _)) => {
                 table.live.remove(&key);
                 Changed::Key(key)
@@ -330,12 +357,20 @@ fn apply<O, K: Ord + Clone, V>(
         },
         watcher::Event::Init => {
             table.relisting = Some(BTreeMap::new());
+            table.list_began = Some(position);
             Changed::Nothing
         }
         watcher::Event::InitApply(object) => {
-            if let (Some(buffer), Some((key, value))) =
-                (table.relisting.as_mut(), summarize(&object))
+            let listed = Receipt {
+                seq: position,
+                listed: true,
+            };
+            if let (Some(buffer), Some((key, mut value))) =
+                (table.relisting.as_mut(), summarize(&object, listed))
             {
+                if let Some(previous) = table.live.get(&key) {
+                    carry(previous, &mut value);
+                }
                 buffer.insert(key, value);
             }
             Changed::Nothing
@@ -353,40 +388,186 @@ fn apply<O, K: Ord + Clone, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn summarize(o: &(String, u32)) -> Option<(String, u32)> {
+    fn summarize(o: &(String, u32), _: Receipt) -> Option<(String, u32)> {
         Some(o.clone())
     }
+
+    fn keep(_: &u32, _: &mut u32) {}
 
     #[test]
     fn relist_replaces_contents_and_marks_synced() {
         let mut table = Table::<String, u32>::default();
-        apply(
-            &mut table,
-            watcher::Event::Apply(("gone".into(), 1)),
-            &summarize,
-        );
+        let step = |table: &mut Table<String, u32>, event, position| {
+            apply(table, event, position, &summarize, keep);
+        };
+        step(&mut table, watcher::Event::Apply(("gone".into(), 1)), 0);
         assert!(!table.synced);
-        apply(&mut table, watcher::Event::Init, &summarize);
-        apply(
-            &mut table,
-            watcher::Event::InitApply(("kept".into(), 2)),
-            &summarize,
-        );
+        step(&mut table, watcher::Event::Init, 1);
+        assert_eq!(table.list_began, Some(1));
+        step(&mut table, watcher::Event::InitApply(("kept".into(), 2)), 2);
         assert!(
             table.get(&"gone".to_string()).is_some(),
             "old contents stay until InitDone"
         );
-        apply(&mut table, watcher::Event::InitDone, &summarize);
+        step(&mut table, watcher::Event::InitDone, 3);
         assert!(table.synced);
         assert_eq!(table.get(&"kept".to_string()), Some(&2));
         assert!(table.get(&"gone".to_string()).is_none());
-        apply(
-            &mut table,
-            watcher::Event::Delete(("kept".into(), 2)),
-            &summarize,
-        );
+        step(&mut table, watcher::Event::Delete(("kept".into(), 2)), 4);
         assert!(table.is_empty());
+    }
+
+    fn storage_object(namespace: &str, version: &str, status: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+            "kind": "Any",
+            "metadata": {
+                "name": "replicaset-x-app-0000-ffff",
+                "namespace": namespace,
+                "resourceVersion": version,
+                "annotations": {"kubescape.io/status": status, "kubescape.io/completion": "complete"},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn vex_table_step(
+        table: &mut Table<String, VexSummary>,
+        event: watcher::Event<DynamicObject>,
+        position: u64,
+    ) {
+        apply(
+            table,
+            event,
+            position,
+            &|o: &DynamicObject, r| summary::vex(o, "kubescape", r),
+            summary::carry_vex,
+        );
+    }
+
+    #[test]
+    fn a_relist_keeps_the_receipt_of_versions_already_held_and_marks_new_ones_listed() {
+        let key = "replicaset-x-app-0000-ffff".to_string();
+        let mut table = Table::<String, VexSummary>::default();
+        vex_table_step(&mut table, watcher::Event::Init, 0);
+        vex_table_step(&mut table, watcher::Event::InitDone, 1);
+        let v7 = || storage_object("kubescape", "7", "ready");
+        vex_table_step(&mut table, watcher::Event::Apply(v7()), 2);
+        assert_eq!(
+            table.get(&key).unwrap().received,
+            Receipt {
+                seq: 2,
+                listed: false
+            }
+        );
+
+        // 410 Gone, relist: the same version keeps its live receipt.
+        vex_table_step(&mut table, watcher::Event::Init, 3);
+        vex_table_step(&mut table, watcher::Event::InitApply(v7()), 4);
+        vex_table_step(&mut table, watcher::Event::InitDone, 5);
+        assert_eq!(
+            table.get(&key).unwrap().received,
+            Receipt {
+                seq: 2,
+                listed: false
+            }
+        );
+        assert_eq!(table.list_began, Some(3));
+
+        // A version written while the watch was down arrives in the next relist: listed.
+        vex_table_step(&mut table, watcher::Event::Init, 6);
+        vex_table_step(
+            &mut table,
+            watcher::Event::InitApply(storage_object("kubescape", "8", "ready")),
+            7,
+        );
+        vex_table_step(&mut table, watcher::Event::InitDone, 8);
+        assert_eq!(
+            table.get(&key).unwrap().received,
+            Receipt {
+                seq: 7,
+                listed: true
+            }
+        );
+
+        // Objects outside kubevuln's namespace are not ours.
+        vex_table_step(
+            &mut table,
+            watcher::Event::Apply(storage_object("other", "9", "ready")),
+            9,
+        );
+        assert_eq!(
+            table.get(&key).unwrap().resource_version.as_deref(),
+            Some("8")
+        );
+    }
+
+    #[test]
+    fn a_profile_keeps_the_receipt_of_its_first_completed_version() {
+        let key = "replicaset-x-app-0000-ffff".to_string();
+        let mut table = Table::<String, ProfileSummary>::default();
+        let step = |table: &mut Table<String, ProfileSummary>, event, position| {
+            apply(
+                table,
+                event,
+                position,
+                &|o: &DynamicObject, r| summary::profile(o, "vexxy-sandbox", r),
+                summary::carry_profile,
+            );
+        };
+        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
+        step(&mut table, watcher::Event::Apply(profile("1", "ready")), 1);
+        assert_eq!(table.get(&key).unwrap().completed_received, None);
+        step(
+            &mut table,
+            watcher::Event::Apply(profile("2", "completed")),
+            2,
+        );
+        step(
+            &mut table,
+            watcher::Event::Apply(profile("3", "completed")),
+            3,
+        );
+        let held = table.get(&key).unwrap();
+        assert_eq!(
+            held.received,
+            Receipt {
+                seq: 3,
+                listed: false
+            }
+        );
+        assert_eq!(
+            held.completed_received,
+            Some(Receipt {
+                seq: 2,
+                listed: false
+            })
+        );
+        // A relist of the same version changes neither receipt.
+        step(&mut table, watcher::Event::Init, 4);
+        step(
+            &mut table,
+            watcher::Event::InitApply(profile("3", "completed")),
+            5,
+        );
+        step(&mut table, watcher::Event::InitDone, 6);
+        let held = table.get(&key).unwrap();
+        assert_eq!(
+            held.received,
+            Receipt {
+                seq: 3,
+                listed: false
+            }
+        );
+        assert_eq!(
+            held.completed_received,
+            Some(Receipt {
+                seq: 2,
+                listed: false
+            })
+        );
     }
 
     #[tokio::test]

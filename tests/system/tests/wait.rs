@@ -204,18 +204,19 @@ async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T>
 #[tokio::test]
 async fn happy_path_observes_the_completed_profile_and_the_vex_write() -> Result<()> {
     let cluster = cluster(Faults::default()).await?;
-    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    // VEXXY_VEX_SETTLE far beyond TEST_BOUND: the job can only end because kubevuln's write
+    // following completion was seen, not by waiting it out.
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(3600),
+            ..wait_config()
+        },
+    );
     let ticket = deploy(&cluster, "happy", "docker.io/library/nginx", 1, "1s").await?;
-    // VEXXY_VEX_SETTLE is 30 s and TEST_BOUND is 60 s, yet the job must end right after
-    // kubevuln's write following completion: it is seen, not waited out.
-    let started = std::time::Instant::now();
     let observation = wait(&handler, ticket)
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "finished by settle time, not by the VEX write"
-    );
 
     let pod = job_pod(&cluster, "happy").context("pod")?;
     assert_eq!(observation.pod, pod["metadata"]["name"].as_str().unwrap());

@@ -1,5 +1,15 @@
 use super::*;
-use crate::summary::OwnerSummary;
+use crate::summary::{OwnerSummary, Receipt};
+
+/// Received as a watch event at this position.
+fn live(seq: u64) -> Receipt {
+    Receipt { seq, listed: false }
+}
+
+/// Received in a (re)list at this position.
+fn listed(seq: u64) -> Receipt {
+    Receipt { seq, listed: true }
+}
 
 fn sandbox() -> SandboxRef {
     SandboxRef {
@@ -39,6 +49,20 @@ fn pod(waiting: Option<(&str, &str)>, restarts: u32) -> PodSummary {
     }
 }
 
+fn profile_summary(status: &str, completion: &str, received: Receipt) -> ProfileSummary {
+    let mut profile = ProfileSummary {
+        status: Some(status.into()),
+        completion: Some(completion.into()),
+        resource_version: Some("1".into()),
+        received,
+        completed_received: None,
+    };
+    profile.completed_received = profile.completed_complete().then_some(received);
+    profile
+}
+
+/// A snapshot whose profile version arrived live at position 10 and whose VEX (if any) arrived
+/// live at position 5, i.e. from a learning-time scan; the VEX watch listed at position 0.
 fn snapshot(pod: PodSummary, profile: Option<(&str, &str)>, vex_version: Option<&str>) -> Snapshot {
     Snapshot {
         deployments_synced: true,
@@ -46,17 +70,38 @@ fn snapshot(pod: PodSummary, profile: Option<(&str, &str)>, vex_version: Option<
         pods_synced: true,
         target: target(&[pod], "app"),
         profiles_synced: true,
-        profile: profile.map(|(s, c)| ProfileSummary {
-            status: Some(s.into()),
-            completion: Some(c.into()),
-            resource_version: Some("1".into()),
-        }),
+        profile: profile.map(|(s, c)| profile_summary(s, c, live(10))),
         vex_synced: true,
         vex: vex_version.map(|v| VexSummary {
             resource_version: Some(v.into()),
+            received: live(5),
         }),
+        vex_list_began: Some(0),
         watch_errors: vec![],
     }
+}
+
+/// The completed profile (first seen completed at `completed`) and the VEX version `vex`
+/// received at `vex_received`.
+fn completed_with_vex(completed: Receipt, vex: &str, vex_received: Receipt) -> Snapshot {
+    let mut snapshot = snapshot(pod(None, 0), None, None);
+    snapshot.profile = Some(profile_summary("completed", "complete", completed));
+    snapshot.vex = Some(VexSummary {
+        resource_version: Some(vex.into()),
+        received: vex_received,
+    });
+    snapshot
+}
+
+fn step_at(snapshot: &Snapshot, memory: &mut JobMemory, seconds: i64) -> Step {
+    assess(
+        &config(),
+        &sandbox(),
+        at(1000),
+        snapshot,
+        memory,
+        at(seconds),
+    )
 }
 
 fn config() -> WaitConfig {
@@ -107,7 +152,7 @@ fn completion_then_vex_write_finishes_with_the_completion_time_as_window_end() {
         ),
         Step::Wait { until: at(25) }
     );
-    let written = snapshot(pod(None, 0), Some(("completed", "complete")), Some("8"));
+    let written = completed_with_vex(live(10), "8", live(11));
     let Step::Done(observation) =
         assess(&config, &sandbox(), deadline, &written, &mut memory, at(21))
     else {
@@ -382,4 +427,121 @@ fn partial_completion_goes_on_partial_at_once() {
             ..
         }
     ));
+}
+
+#[test]
+fn completion_and_the_vex_write_arriving_in_the_same_look_finish_at_once() {
+    // A zero-delay Kubescape: the job first looks when both changes are already in the view.
+    let both = completed_with_vex(live(10), "8", live(11));
+    let Step::Done(observation) = step_at(&both, &mut JobMemory::default(), 20) else {
+        panic!("the write after completion is proof; no settle")
+    };
+    assert!(!observation.partial);
+    assert_eq!(observation.window_end, at(20));
+}
+
+#[test]
+fn a_vex_received_before_completion_is_no_proof_even_in_the_same_burst() {
+    // The VEX stream delivered first: it may be the learning-time scan, so the job settles.
+    let mut memory = JobMemory::default();
+    let reordered = completed_with_vex(live(10), "8", live(9));
+    assert_eq!(
+        step_at(&reordered, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+    assert!(matches!(step_at(&reordered, &mut memory, 25), Step::Done(o) if !o.partial));
+}
+
+#[test]
+fn a_vex_from_learning_time_then_a_rewrite_after_completion() {
+    let mut memory = JobMemory::default();
+    let learning = completed_with_vex(live(10), "7", live(5));
+    assert_eq!(
+        step_at(&learning, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+    assert_eq!(
+        step_at(&learning, &mut memory, 22),
+        Step::Wait { until: at(25) }
+    );
+    let rewritten = completed_with_vex(live(10), "8", live(12));
+    assert!(
+        matches!(step_at(&rewritten, &mut memory, 23), Step::Done(o) if o.window_end == at(20))
+    );
+}
+
+#[test]
+fn only_a_learning_time_vex_settles() {
+    let mut memory = JobMemory::default();
+    let learning_only = completed_with_vex(live(10), "7", live(5));
+    for second in [20, 21, 24] {
+        assert_eq!(
+            step_at(&learning_only, &mut memory, second),
+            Step::Wait { until: at(25) }
+        );
+    }
+    assert!(matches!(step_at(&learning_only, &mut memory, 25), Step::Done(o) if !o.partial));
+}
+
+#[test]
+fn after_a_restart_listed_objects_are_no_proof_until_the_vex_watch_lists_again() {
+    // A new wait process: both objects come from its first lists, in an unknown write order.
+    let mut memory = JobMemory::default();
+    let mut restarted = completed_with_vex(listed(3), "8", listed(4));
+    restarted.vex_list_began = Some(1);
+    assert_eq!(
+        step_at(&restarted, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+    // A later VEX event is no proof either: the completion happened at some time before the
+    // profile list, possibly after the VEX list's snapshot that this event follows.
+    let mut later_event = completed_with_vex(listed(3), "9", live(9));
+    later_event.vex_list_began = Some(1);
+    assert_eq!(
+        step_at(&later_event, &mut memory, 21),
+        Step::Wait { until: at(25) }
+    );
+    // Once the VEX watch has listed again after the completion was listed, its events are
+    // writes made after the completion.
+    let mut relisted = completed_with_vex(listed(3), "10", live(9));
+    relisted.vex_list_began = Some(5);
+    assert!(matches!(step_at(&relisted, &mut memory, 22), Step::Done(_)));
+    assert!(matches!(step_at(&restarted, &mut memory, 25), Step::Done(o) if !o.partial));
+}
+
+#[test]
+fn a_redelivered_job_in_the_same_process_keeps_the_proof_of_the_view() {
+    // The job's memory is new but the view's receipts are not: the proof stands.
+    let both = completed_with_vex(live(10), "8", live(11));
+    let mut first = JobMemory::default();
+    assert!(matches!(step_at(&both, &mut first, 20), Step::Done(_)));
+    let mut again = JobMemory::default();
+    assert!(matches!(step_at(&both, &mut again, 40), Step::Done(o) if o.window_end == at(40)));
+}
+
+#[test]
+fn a_vex_changed_during_a_watch_outage_is_no_proof_but_the_next_event_is() {
+    // The VEX watch got 410 Gone and relisted at 14: the version written meanwhile came from
+    // the list, at an unknown time, possibly before the completion.
+    let mut memory = JobMemory::default();
+    let mut relisted = completed_with_vex(live(10), "8", listed(15));
+    relisted.vex_list_began = Some(14);
+    assert_eq!(
+        step_at(&relisted, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+    let mut resumed = completed_with_vex(live(10), "9", live(16));
+    resumed.vex_list_began = Some(14);
+    assert!(matches!(step_at(&resumed, &mut memory, 21), Step::Done(_)));
+}
+
+#[test]
+fn a_deleted_vex_is_no_proof() {
+    let mut memory = JobMemory::default();
+    let mut gone = completed_with_vex(live(10), "8", live(11));
+    gone.vex = None;
+    assert_eq!(
+        step_at(&gone, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
 }
