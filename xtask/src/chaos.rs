@@ -1,10 +1,15 @@
 //! `cargo xtask chaos`: the fault-injection scenarios of `tests/system/tests/chaos.rs` at full
 //! size (200 jobs in flight each, a 30 s object-store outage), one scenario at a time so each has
-//! the machine to itself, then the figures as the table docs/RELIABILITY.md shows.
+//! the machine to itself, then the figures as the table docs/RELIABILITY.md shows. `.ci/run`
+//! runs it after `cargo xtask test`.
 //!
-//! The same tests run in `cargo xtask test` at 40 jobs and a 10 s outage; only the size differs
-//! (`VEXXY_CHAOS_JOBS`, `VEXXY_CHAOS_S3_OUTAGE`). Each scenario appends its figures to
-//! `target/chaos/figures.jsonl`; the table goes to `target/chaos/report.md` and stdout.
+//! `cargo xtask test` leaves these tests out (they take minutes each; its nextest filter excludes
+//! the `chaos` binary). Run directly (`cargo test -p vexxy-system-tests --test chaos`) they default
+//! to 40 jobs and a 10 s outage; only the size differs (`VEXXY_CHAOS_JOBS`,
+//! `VEXXY_CHAOS_S3_OUTAGE`). The binaries and the test are built exactly as `cargo xtask test`
+//! builds them (`--workspace`, so the same dependency features), so after it nothing recompiles.
+//! Each scenario appends its figures to `target/chaos/figures.jsonl`; the table goes to
+//! `target/chaos/report.md` and stdout.
 
 use std::process::Command;
 
@@ -12,7 +17,7 @@ use anyhow::Context;
 use vexxy_harness::chaos::{Figures, REPORT_ENV};
 
 use crate::paths::{Paths, cargo};
-use crate::setup;
+use crate::{setup, test};
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -39,6 +44,9 @@ pub fn run(paths: &Paths, args: &ChaosArgs) -> anyhow::Result<bool> {
         args.s3_outage
     );
     let tools = setup::run(paths)?;
+    let Some(env) = test::build_stack_binaries(paths, tools.env(paths), "xtask chaos")? else {
+        return Ok(false);
+    };
     let out_dir = paths.target_dir().join("chaos");
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -47,8 +55,7 @@ pub fn run(paths: &Paths, args: &ChaosArgs) -> anyhow::Result<bool> {
 
     let mut test_args = vec![
         "test",
-        "--package",
-        "vexxy-system-tests",
+        "--workspace",
         "--test",
         "chaos",
         "--",
@@ -73,7 +80,7 @@ pub fn run(paths: &Paths, args: &ChaosArgs) -> anyhow::Result<bool> {
     let status = Command::new(cargo())
         .args(&test_args)
         .current_dir(&paths.root)
-        .envs(tools.env(paths))
+        .envs(env)
         .env("VEXXY_CHAOS_JOBS", args.jobs.to_string())
         .env("VEXXY_CHAOS_S3_OUTAGE", args.s3_outage.to_string())
         .env(REPORT_ENV, &figures_path)

@@ -5,7 +5,7 @@
 //! * [`StageFleet`]: the five stage binaries with any number of replicas each, where one replica
 //!   can be killed (`kill -9`), terminated (SIGTERM) and started again on its own.
 //! * [`Scale`]: how big a run is (jobs in flight, storage outage), from the environment, so the
-//!   same test is short in `cargo xtask test` and full-size in `cargo xtask chaos`.
+//!   same test is short when run directly with `cargo test` and full-size in `cargo xtask chaos`.
 //! * [`Figures`]: what a run measured, appended as one JSON line to `$VEXXY_CHAOS_REPORT` for
 //!   `cargo xtask chaos` to turn into the table in docs/RELIABILITY.md.
 //! * [`http_request`]: a bare HTTP/1.0 client for kubesim's control endpoints and `/metrics`.
@@ -24,9 +24,11 @@ use tempfile::TempDir;
 use crate::stack::{STAGES, StageProcess, binary, log_tail};
 use crate::{ChildProcess, find_binary, free_port, http_get_status, port_is_open, wait_until};
 
-/// Jobs per scenario when `VEXXY_CHAOS_JOBS` is unset (the `cargo xtask test` size).
+/// Jobs per scenario when `VEXXY_CHAOS_JOBS` is unset (a direct `cargo test`; `cargo xtask chaos`
+/// sets 200).
 pub const DEFAULT_JOBS: usize = 40;
-/// Storage outage when `VEXXY_CHAOS_S3_OUTAGE` is unset (the `cargo xtask test` size).
+/// Storage outage when `VEXXY_CHAOS_S3_OUTAGE` is unset (a direct `cargo test`; `cargo xtask
+/// chaos` sets 30 s).
 pub const DEFAULT_S3_OUTAGE: Duration = Duration::from_secs(10);
 /// Where a run appends its [`Figures`] (one JSON object per line) when set.
 pub const REPORT_ENV: &str = "VEXXY_CHAOS_REPORT";

@@ -16,9 +16,10 @@
 //!   created twice;
 //! * no stage process exited that the scenario did not stop itself.
 //!
-//! Sizes come from `VEXXY_CHAOS_JOBS` / `VEXXY_CHAOS_S3_OUTAGE` (40 jobs / 10 s by default, the
-//! size `cargo xtask test` runs; `cargo xtask chaos` runs 200 jobs / 30 s) and every run appends
-//! its figures to `$VEXXY_CHAOS_REPORT` (see `vexxy_harness::chaos::Figures`).
+//! Sizes come from `VEXXY_CHAOS_JOBS` / `VEXXY_CHAOS_S3_OUTAGE` (40 jobs / 10 s by default, for a
+//! direct `cargo test`; `cargo xtask chaos`, which CI runs, sets 200 jobs / 30 s; `cargo xtask
+//! test` leaves these tests out) and every run appends its figures to `$VEXXY_CHAOS_REPORT` (see
+//! `vexxy_harness::chaos::Figures`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
