@@ -24,12 +24,12 @@ pub const ROLE: &str = "runtime reachability analysis (Kubescape relevancy)";
 pub const ANALYSIS_METHOD: &str = "kubescape_runtime";
 
 /// Everything extract saved, parsed. Only `vex` carries statements; the rest adds fix versions,
-/// counts and evidence quality. Raw `filtered_sbom_object` is kept to copy `spec.syft` verbatim.
+/// counts and evidence quality. Of the filtered SBOM only its figures are kept: its content is
+/// written through by [`filtered_sbom_document`] as soon as it is read.
 #[derive(Debug, Default)]
 pub struct Evidence {
     pub vex: Option<KubescapeVex>,
-    pub filtered_sbom: Option<KubescapeSbom>,
-    pub filtered_sbom_object: Option<Value>,
+    pub filtered_sbom: Option<SbomFacts>,
     pub profile: Option<ContainerProfileInfo>,
     /// The relevancy-filtered manifest (instance slug): the matches Kubescape saw loaded.
     pub manifest: Option<KubescapeManifest>,
@@ -39,14 +39,48 @@ pub struct Evidence {
     pub image_sbom_packages: Option<u64>,
 }
 
-/// The documents and the figures for the completed event.
+/// What enrich uses of the relevancy-filtered SBOM besides its verbatim content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SbomFacts {
+    /// Packages Kubescape saw loaded (`spec.syft.artifacts`).
+    pub packages: u64,
+    /// `<name> <version>` of the tool that wrote it, when named.
+    pub tool: Option<String>,
+}
+
+impl SbomFacts {
+    pub fn of(sbom: &KubescapeSbom) -> SbomFacts {
+        let tool = &sbom.metadata.tool;
+        SbomFacts {
+            packages: sbom.syft.artifacts.len() as u64,
+            tool: (!tool.name.is_empty()).then(|| format!("{} {}", tool.name, tool.version)),
+        }
+    }
+}
+
+/// `sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered object verbatim, or an empty Syft
+/// document when Kubescape stored none.
+pub fn filtered_sbom_document(object: Option<&Value>) -> Result<Vec<u8>, ProduceError> {
+    match object.and_then(|o| o.pointer("/spec/syft")) {
+        Some(syft) => serde_json::to_vec_pretty(syft),
+        None => serde_json::to_vec_pretty(&serde_json::json!({
+            "artifacts": [], "artifactRelationships": [], "source": {}, "distro": {}, "descriptor": {}, "schema": {}
+        })),
+    }
+    .map_err(|source| ProduceError::Serialise {
+        document: "filtered SBOM",
+        source,
+    })
+}
+
+/// The documents and the figures for the completed event, all rendered at once (see
+/// [`Conclusions`] for rendering one document at a time).
 #[derive(Debug)]
 pub struct Produced {
     /// `None` for an image without vulnerabilities (an OpenVEX document needs a statement).
     pub openvex: Option<Vec<u8>>,
     /// CycloneDX 1.6 VEX of the same statements; present exactly when `openvex` is.
     pub cyclonedx: Option<Vec<u8>>,
-    pub filtered_sbom: Vec<u8>,
     pub summary_json: Vec<u8>,
     pub summary: Summary,
     pub quality: EvidenceQuality,
@@ -67,6 +101,76 @@ pub fn document_id(base: &str, job_id: &str) -> String {
     format!("{}/{job_id}/vex", base.trim_end_matches('/'))
 }
 
+/// What the analysis concluded, before the VEX documents are rendered: the caller renders and
+/// writes one document at a time, so no two of the large ones are in memory together.
+#[derive(Debug)]
+pub struct Conclusions<'e> {
+    pub statements: Vec<Statement<'e>>,
+    pub summary: Summary,
+    pub quality: EvidenceQuality,
+    pub summary_json: Vec<u8>,
+    product: String,
+    document: Option<DocumentFields>,
+    repository: &'e str,
+    digest: &'e str,
+}
+
+/// Document-level values both VEX formats share.
+#[derive(Debug)]
+struct DocumentFields {
+    id: String,
+    tooling: String,
+    timestamp: DateTime<Utc>,
+    last_updated: DateTime<Utc>,
+}
+
+impl Conclusions<'_> {
+    /// The OpenVEX document; `None` for an image without vulnerabilities.
+    pub fn openvex(&self) -> Result<Option<Vec<u8>>, ProduceError> {
+        let Some(document) = &self.document else {
+            return Ok(None);
+        };
+        let info = DocumentInfo {
+            id: &document.id,
+            author: AUTHOR,
+            role: ROLE,
+            timestamp: document.timestamp,
+            last_updated: document.last_updated,
+            version: 1,
+            tooling: &document.tooling,
+            product: &self.product,
+        };
+        openvex::render(&info, &self.statements)
+            .map(Some)
+            .map_err(|source| ProduceError::Serialise {
+                document: "OpenVEX document",
+                source,
+            })
+    }
+
+    /// The CycloneDX VEX; present exactly when the OpenVEX document is.
+    pub fn cyclonedx(&self) -> Result<Option<Vec<u8>>, ProduceError> {
+        let Some(document) = &self.document else {
+            return Ok(None);
+        };
+        let bom = cyclonedx::BomInfo {
+            document_id: &document.id,
+            timestamp: document.timestamp,
+            product: &self.product,
+            repository: self.repository,
+            digest: self.digest,
+            kubescape_tooling: &document.tooling,
+        };
+        cyclonedx::render(&bom, &self.statements)
+            .map(Some)
+            .map_err(|source| ProduceError::Serialise {
+                document: "CycloneDX VEX",
+                source,
+            })
+    }
+}
+
+/// Every document at once (tests and small jobs); `Enrich::run` renders them one at a time.
 pub fn produce(
     request: &ValidatedRequest,
     observation: &Observation,
@@ -74,6 +178,23 @@ pub fn produce(
     evidence_keys: &BTreeMap<&str, &str>,
     document_base: &str,
 ) -> Result<Produced, ProduceError> {
+    let conclusions = conclude(request, observation, evidence, evidence_keys, document_base)?;
+    Ok(Produced {
+        openvex: conclusions.openvex()?,
+        cyclonedx: conclusions.cyclonedx()?,
+        summary_json: conclusions.summary_json,
+        summary: conclusions.summary,
+        quality: conclusions.quality,
+    })
+}
+
+pub fn conclude<'e>(
+    request: &'e ValidatedRequest,
+    observation: &Observation,
+    evidence: &'e Evidence,
+    evidence_keys: &BTreeMap<&str, &str>,
+    document_base: &str,
+) -> Result<Conclusions<'e>, ProduceError> {
     let product = image_purl(&request.repository, &request.image_digest);
     let partial = partial_evidence(observation, evidence.profile.as_ref());
     let fixes = fix_index(evidence);
@@ -127,10 +248,7 @@ pub fn produce(
     };
     let counts = StatusCounts::of(&statements);
 
-    let relevant_components = evidence
-        .filtered_sbom
-        .as_ref()
-        .map_or(0, |s| s.syft.artifacts.len() as u64);
+    let relevant_components = evidence.filtered_sbom.as_ref().map_or(0, |s| s.packages);
     let summary = Summary {
         total_cves_analyzed: counts.statements,
         not_affected: counts.not_affected,
@@ -184,48 +302,15 @@ pub fn produce(
         kubescape_shape: shape.to_string(),
     };
 
-    let (openvex, cyclonedx) = if statements.is_empty() {
-        (None, None)
-    } else {
+    let document = (!statements.is_empty()).then(|| {
         let (timestamp, last_updated) = document_times(evidence, observation);
-        let info = DocumentInfo {
+        DocumentFields {
             id: document_id(document_base, &request.job_id),
-            author: AUTHOR,
-            role: ROLE,
+            tooling: tooling(evidence),
             timestamp,
             last_updated,
-            version: 1,
-            tooling: tooling(evidence),
-            product: &product,
-        };
-        let openvex =
-            openvex::render(&info, &statements).map_err(|source| ProduceError::Serialise {
-                document: "OpenVEX document",
-                source,
-            })?;
-        let bom = cyclonedx::BomInfo {
-            document_id: &info.id,
-            timestamp,
-            product: &product,
-            repository: &request.repository,
-            digest: &request.image_digest,
-            kubescape_tooling: &info.tooling,
-        };
-        let cyclonedx =
-            cyclonedx::render(&bom, &statements).map_err(|source| ProduceError::Serialise {
-                document: "CycloneDX VEX",
-                source,
-            })?;
-        (Some(openvex), Some(cyclonedx))
-    };
-
-    let filtered_sbom = match evidence.filtered_sbom_object.as_ref().and_then(|o| o.pointer("/spec/syft")) {
-        Some(syft) => serde_json::to_vec_pretty(syft),
-        None => serde_json::to_vec_pretty(&serde_json::json!({
-            "artifacts": [], "artifactRelationships": [], "source": {}, "distro": {}, "descriptor": {}, "schema": {}
-        })),
-    }
-    .map_err(|source| ProduceError::Serialise { document: "filtered SBOM", source })?;
+        }
+    });
 
     let summary_doc = SummaryDocument {
         job_id: &request.job_id,
@@ -249,13 +334,15 @@ pub fn produce(
             source,
         })?;
 
-    Ok(Produced {
-        openvex,
-        cyclonedx,
-        filtered_sbom,
-        summary_json,
+    Ok(Conclusions {
+        statements,
         summary,
         quality,
+        summary_json,
+        product,
+        document,
+        repository: &request.repository,
+        digest: &request.image_digest,
     })
 }
 
@@ -448,12 +535,7 @@ fn kubescape_info(evidence: &Evidence, shape: &str) -> KubescapeInfo {
             .vex
             .as_ref()
             .map_or(0, |v| v.duplicates_merged as u64),
-        sbom_tool: evidence
-            .filtered_sbom
-            .as_ref()
-            .map(|s| &s.metadata.tool)
-            .filter(|t| !t.name.is_empty())
-            .map(|t| format!("{} {}", t.name, t.version)),
+        sbom_tool: evidence.filtered_sbom.as_ref().and_then(|s| s.tool.clone()),
         scanner: tool.map(|t| format!("{} {}", t.name, t.version)),
         scanner_db: tool.and_then(|t| t.database_version.clone()),
     }

@@ -49,7 +49,9 @@ use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, 
 use vexxy_kubescape::ParseError;
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
 
-pub use documents::{Evidence, Produced, produce};
+pub use documents::{
+    Conclusions, Evidence, Produced, SbomFacts, conclude, filtered_sbom_document, produce,
+};
 
 pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
 
@@ -164,14 +166,21 @@ impl Enrich {
         }
 
         let mut evidence = Evidence::default();
+        // The SBOM first: its content is only copied through, so it is rendered now and its
+        // parsed forms are dropped before the VEX is read.
+        let filtered_sbom = match refs.filtered_sbom.as_deref() {
+            Some(key) => {
+                let object = load(store, key).await?;
+                let sbom = vexxy_kubescape::read_sbom(&object).map_err(|e| bad_evidence(key, e))?;
+                evidence.filtered_sbom = Some(SbomFacts::of(&sbom));
+                drop(sbom);
+                filtered_sbom_document(Some(&object))
+            }
+            None => filtered_sbom_document(None),
+        }
+        .map_err(|e| internal(&job_id, e))?;
         if let Some(key) = refs.vex.as_deref() {
             evidence.vex = Some(read(store, key, vexxy_kubescape::read_vex).await?);
-        }
-        if let Some(key) = refs.filtered_sbom.as_deref() {
-            let object = load(store, key).await?;
-            evidence.filtered_sbom =
-                Some(vexxy_kubescape::read_sbom(&object).map_err(|e| bad_evidence(key, e))?);
-            evidence.filtered_sbom_object = Some(object);
         }
         if let Some(key) = refs.container_profile.as_deref() {
             evidence.profile =
@@ -188,23 +197,17 @@ impl Enrich {
             evidence.image_sbom_packages = Some(sbom.syft.artifacts.len() as u64);
         }
 
-        let produced = produce(
+        let conclusions = conclude(
             &ticket.request,
             observation,
             &evidence,
             &keys,
             &self.config.vex_id_base,
         )
-        .map_err(|e| StageError::Permanent {
-            reason: FailureReason::Internal,
-            message: format!(
-                "job {job_id}: {e}; this is a vexxy bug, please report it with the job's evidence"
-            ),
-            retryable: false,
-        })?;
-        drop(evidence);
+        .map_err(|e| internal(&job_id, e))?;
 
-        let openvex_url = match produced.openvex {
+        // One document rendered, written and dropped before the next is rendered.
+        let openvex_url = match conclusions.openvex().map_err(|e| internal(&job_id, e))? {
             Some(body) => {
                 let key = vex_key(&job_id);
                 write(store, &key, body).await?;
@@ -213,15 +216,21 @@ impl Enrich {
             None => None,
         };
         let mut extra = BTreeMap::new();
-        if let Some(body) = produced.cyclonedx {
+        if let Some(body) = conclusions.cyclonedx().map_err(|e| internal(&job_id, e))? {
             let key = cyclonedx_key(&job_id);
             write(store, &key, body).await?;
             extra.insert("cyclonedx".to_string(), store.url(&key));
         }
         let sbom = sbom_key(&job_id);
-        write(store, &sbom, produced.filtered_sbom).await?;
+        write(store, &sbom, filtered_sbom).await?;
         let summary = summary_key(&job_id);
-        write(store, &summary, produced.summary_json).await?;
+        let Conclusions {
+            summary_json,
+            summary: counts,
+            quality,
+            ..
+        } = conclusions;
+        write(store, &summary, summary_json).await?;
 
         let mut timings = ticket.timings.clone();
         let finished_at = Utc::now();
@@ -237,8 +246,8 @@ impl Enrich {
             image_ref: request.image_ref,
             image_digest: request.image_digest,
             request_msg_id: request.request_msg_id,
-            summary: produced.summary,
-            evidence: produced.quality,
+            summary: counts,
+            evidence: quality,
             artifacts: Artifacts {
                 openvex: openvex_url,
                 filtered_sbom: store.url(&sbom),
@@ -287,6 +296,16 @@ impl Handler for Enrich {
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
         self.run(&job.store, ticket).await
+    }
+}
+
+fn internal(job_id: &str, error: documents::ProduceError) -> StageError {
+    StageError::Permanent {
+        reason: FailureReason::Internal,
+        message: format!(
+            "job {job_id}: {error}; this is a vexxy bug, please report it with the job's evidence"
+        ),
+        retryable: false,
     }
 }
 

@@ -15,13 +15,13 @@ pub const CONTEXT: &str = "https://openvex.dev/ns/v0.2.0";
 #[derive(Debug, Clone)]
 pub struct DocumentInfo<'a> {
     /// IRI of the document, e.g. `https://vexxy.io/analyses/<job>/vex`.
-    pub id: String,
+    pub id: &'a str,
     pub author: &'a str,
     pub role: &'a str,
     pub timestamp: DateTime<Utc>,
     pub last_updated: DateTime<Utc>,
     pub version: u64,
-    pub tooling: String,
+    pub tooling: &'a str,
     /// The product every statement is about: the image purl.
     pub product: &'a str,
 }
@@ -38,13 +38,13 @@ pub fn render(
     );
     let document = Document {
         context: CONTEXT,
-        id: &info.id,
+        id: info.id,
         author: info.author,
         role: info.role,
         timestamp: rfc3339(info.timestamp),
         last_updated: rfc3339(info.last_updated),
         version: info.version.max(1),
-        tooling: &info.tooling,
+        tooling: info.tooling,
         statements: StatementList { info, statements },
     };
     // ~450 bytes per statement is typical; reserving avoids repeated growth of a large buffer.
@@ -106,7 +106,7 @@ impl Serialize for StatementOut<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let s = self.statement;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("@id", &statement_id(&self.info.id, s))?;
+        map.serialize_entry("@id", &statement_id(self.info.id, s))?;
         map.serialize_entry(
             "vulnerability",
             &Vulnerability {

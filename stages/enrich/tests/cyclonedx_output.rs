@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value;
-use vexxy_enrich::{Evidence, produce};
+use vexxy_enrich::{Evidence, SbomFacts, produce};
 
 const BASE: &str = "https://vexxy.io/analyses";
 
@@ -73,8 +73,9 @@ fn evidence_from(vex: Option<Value>, matches: &[(Match, bool)], partial: bool) -
     };
     Evidence {
         vex: vex.map(|v| vexxy_kubescape::read_vex(&v).expect("VEX parses")),
-        filtered_sbom: Some(vexxy_kubescape::read_sbom(&filtered).unwrap()),
-        filtered_sbom_object: Some(filtered),
+        filtered_sbom: Some(SbomFacts::of(
+            &vexxy_kubescape::read_sbom(&filtered).unwrap(),
+        )),
         profile: Some(
             vexxy_kubescape::read_container_profile(&container_profile(profile.0, profile.1))
                 .unwrap(),

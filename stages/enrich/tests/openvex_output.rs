@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
-use vexxy_enrich::{Evidence, Produced, produce};
+use vexxy_enrich::{Evidence, Produced, SbomFacts, filtered_sbom_document, produce};
 use vexxy_events::completed::Completeness;
 
 const BASE: &str = "https://vexxy.io/analyses";
@@ -27,8 +27,9 @@ fn evidence_from(
     );
     Evidence {
         vex: vex.map(|v| vexxy_kubescape::read_vex(&v).expect("VEX parses")),
-        filtered_sbom: Some(vexxy_kubescape::read_sbom(&filtered).unwrap()),
-        filtered_sbom_object: Some(filtered),
+        filtered_sbom: Some(SbomFacts::of(
+            &vexxy_kubescape::read_sbom(&filtered).unwrap(),
+        )),
         profile: Some(
             vexxy_kubescape::read_container_profile(&container_profile(profile.0, profile.1))
                 .unwrap(),
@@ -377,16 +378,15 @@ fn output_is_byte_identical_on_redelivery_and_the_sbom_is_verbatim() {
     let (b, _) = run("docker.io/library/nginx", &evidence, false);
     assert_eq!(a.openvex, b.openvex);
     assert_eq!(a.summary_json, b.summary_json);
-    let written: Value = serde_json::from_slice(&a.filtered_sbom).unwrap();
-    assert_eq!(
-        &written,
-        evidence
-            .filtered_sbom_object
-            .as_ref()
-            .unwrap()
-            .pointer("/spec/syft")
-            .unwrap()
+    let object = sbom(
+        "SBOMSyftFiltered",
+        "replicaset-vexxy-job-1-7c5ddbdf54-app-1a2b-3c4d",
+        10,
     );
+    let document = filtered_sbom_document(Some(&object)).unwrap();
+    let written: Value = serde_json::from_slice(&document).unwrap();
+    assert_eq!(&written, object.pointer("/spec/syft").unwrap());
+    assert_eq!(document, filtered_sbom_document(Some(&object)).unwrap());
 }
 
 #[test]
