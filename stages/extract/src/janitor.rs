@@ -2,6 +2,19 @@
 //! `app.kubernetes.io/managed-by=vexxy` in the sandbox namespace, older than the job TTL, whose
 //! job is finished or unknown in the `vexxy-jobs` KV bucket. Catches sandboxes left behind when
 //! a job failed before extract, or extract crashed between reading and deleting.
+//!
+//! Its work follows what can have leaked, not the clock: a sandbox can only be removed once it is
+//! older than the TTL, and leaks come from jobs that failed or from an earlier extract process.
+//! So it sweeps (one labelled LIST, plus a KV read per old sandbox):
+//! * at start, for what an earlier process or a stopped stack left;
+//! * when a sandbox that existed before this process started (spared then as too young)
+//!   reaches the TTL;
+//! * a TTL after a job failed (`vexxy.analysis.failed`, seen on a core NATS subscription):
+//!   that job's sandbox is old enough by then, and failures in a burst share one sweep;
+//! * at the latest every `VEXXY_JANITOR_INTERVAL` (default: the TTL), for what the above
+//!   cannot see (another replica that crashed and did not come back, a missed event).
+//!
+//! A healthy stack therefore sends no periodic LIST more often than once per TTL.
 
 use std::time::Duration;
 
@@ -30,6 +43,8 @@ pub struct JanitorConfig {
 pub struct Sweep {
     pub deleted: Vec<String>,
     pub spared: Vec<String>,
+    /// Creation time of the oldest sandbox spared for being younger than the TTL.
+    pub oldest_young: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +59,37 @@ pub enum JanitorError {
     Status { job_id: String, message: String },
 }
 
-/// Runs sweeps forever, every `interval`; errors are logged and the next sweep tries again.
-/// The KV bucket is opened at each sweep: it may not exist yet when the stage starts.
+/// Runs sweeps forever (see the module documentation for when); errors are logged and the next
+/// sweep tries again. The KV bucket is opened at each sweep: it may not exist yet when the stage
+/// starts.
 pub async fn run(client: Client, jetstream: jetstream::Context, config: JanitorConfig) {
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Utc::now();
+    let mut failures = match jetstream
+        .client()
+        .subscribe(vexxy_events::subjects::FAILED)
+        .await
+    {
+        Ok(failures) => Some(failures),
+        Err(e) => {
+            tracing::warn!(error = %e, interval = ?config.interval, "janitor cannot subscribe to failed analyses; it sweeps every VEXXY_JANITOR_INTERVAL only");
+            None
+        }
+    };
+    let after_failure = config.ttl + SWEEP_MARGIN;
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            failure = next_failure(&mut failures) => {
+                if failure.is_none() {
+                    tracing::warn!("janitor's subscription to failed analyses ended; it sweeps every VEXXY_JANITOR_INTERVAL only");
+                    failures = None;
+                }
+                next = next.min(tokio::time::Instant::now() + after_failure);
+                continue;
+            }
+        }
+        next = tokio::time::Instant::now() + config.interval;
         let jobs = match jetstream
             .get_key_value(vexxy_events::subjects::STATUS_BUCKET)
             .await
@@ -62,17 +101,44 @@ pub async fn run(client: Client, jetstream: jetstream::Context, config: JanitorC
             }
         };
         match sweep(&client, &jobs, &config, Utc::now()).await {
-            Ok(sweep) if !sweep.deleted.is_empty() => {
-                tracing::info!(
-                    deleted = sweep.deleted.len(),
-                    spared = sweep.spared.len(),
-                    "janitor sweep"
-                )
+            Ok(sweep) => {
+                if !sweep.deleted.is_empty() {
+                    tracing::info!(
+                        deleted = sweep.deleted.len(),
+                        spared = sweep.spared.len(),
+                        "janitor sweep"
+                    );
+                }
+                if let Some(due) = sweep
+                    .oldest_young
+                    .filter(|created| *created < started)
+                    .and_then(|created| due_after(created, config.ttl))
+                {
+                    next = next.min(due);
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "janitor sweep failed; retrying next interval"),
         }
     }
+}
+
+/// Past the TTL by this much before sweeping: creation times have whole seconds and "older than
+/// the TTL" is strict.
+const SWEEP_MARGIN: Duration = Duration::from_secs(2);
+
+async fn next_failure(failures: &mut Option<async_nats::Subscriber>) -> Option<()> {
+    use futures::StreamExt as _;
+    match failures {
+        Some(failures) => failures.next().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// When a sandbox created at `created` is older than `ttl`.
+fn due_after(created: DateTime<Utc>, ttl: Duration) -> Option<tokio::time::Instant> {
+    let due = created + chrono::Duration::from_std(ttl + SWEEP_MARGIN).ok()?;
+    let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Some(tokio::time::Instant::now() + wait)
 }
 
 /// One pass over the sandbox namespace at time `now`.
@@ -114,6 +180,9 @@ pub async fn sweep(
             .and_then(|t| DateTime::<Utc>::from_timestamp(t.0.as_second(), 0));
         let old = created.is_some_and(|c| now.signed_duration_since(c) > ttl);
         if !old {
+            if let Some(created) = created {
+                sweep.oldest_young = Some(sweep.oldest_young.map_or(created, |o| o.min(created)));
+            }
             sweep.spared.push(name);
             continue;
         }

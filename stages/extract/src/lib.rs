@@ -22,9 +22,9 @@
 //! (background propagation; already gone is fine) and **emits** the ticket with `evidence` (keys
 //! only, never documents: they can exceed the NATS payload limit) to `vexxy.pipeline.enrich`.
 //!
-//! A **janitor** ([`janitor`]) runs in the same process: every `VEXXY_JANITOR_INTERVAL` it
-//! deletes vexxy sandboxes older than `K8S_JOB_TTL_SECONDS` whose job is final or unknown in
-//! the `vexxy-jobs` KV bucket.
+//! A **janitor** ([`janitor`]) runs in the same process: at start, a TTL after a job failed,
+//! and at the latest every `VEXXY_JANITOR_INTERVAL`, it deletes vexxy sandboxes older than
+//! `K8S_JOB_TTL_SECONDS` whose job is final or unknown in the `vexxy-jobs` KV bucket.
 //!
 //! ## Environment
 //! | variable | default | meaning |
@@ -32,7 +32,7 @@
 //! | `K8S_IN_CLUSTER` / `KUBECONFIG` | kubeconfig | which cluster |
 //! | `VEXXY_KUBESCAPE_NAMESPACE` | `kubescape` | where kubevuln writes VEX, SBOMs and manifests |
 //! | `K8S_SANDBOX_NAMESPACE` | `vexxy-sandbox` | where sandboxes run (janitor scope) |
-//! | `VEXXY_JANITOR_INTERVAL` | `60s` | time between janitor sweeps (humantime, or seconds) |
+//! | `VEXXY_JANITOR_INTERVAL` | `K8S_JOB_TTL_SECONDS` | longest time between janitor sweeps (humantime, or seconds); a failed job's sandbox is swept a TTL after the failure regardless, so this only bounds what no event announces |
 //! | `K8S_JOB_TTL_SECONDS` | `600` | a sandbox older than this whose job is not running is removed |
 
 pub mod cluster;
@@ -82,7 +82,7 @@ impl Default for ExtractConfig {
         ExtractConfig {
             kubescape_namespace: "kubescape".into(),
             sandbox_namespace: "vexxy-sandbox".into(),
-            janitor_interval: Duration::from_secs(60),
+            janitor_interval: Duration::from_secs(600),
             job_ttl: Duration::from_secs(600),
         }
     }
@@ -109,16 +109,6 @@ impl ExtractConfig {
                 problem: "expected a Kubernetes namespace name (lower-case letters, digits, '-', at most 63)",
             }),
         };
-        let interval = match get("VEXXY_JANITOR_INTERVAL") {
-            None => defaults.janitor_interval,
-            Some(v) => parse_duration(&v)
-                .filter(|d| !d.is_zero())
-                .ok_or(ConfigError::Invalid {
-                    name: "VEXXY_JANITOR_INTERVAL",
-                    value: v,
-                    problem: "expected a positive duration such as 60s, 5m or 30",
-                })?,
-        };
         let ttl = match get("K8S_JOB_TTL_SECONDS") {
             None => defaults.job_ttl,
             Some(v) => {
@@ -131,6 +121,16 @@ impl ExtractConfig {
                         problem: "expected a whole number of seconds",
                     })?
             }
+        };
+        let interval = match get("VEXXY_JANITOR_INTERVAL") {
+            None => ttl.max(Duration::from_secs(1)),
+            Some(v) => parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or(ConfigError::Invalid {
+                    name: "VEXXY_JANITOR_INTERVAL",
+                    value: v,
+                    problem: "expected a positive duration such as 60s, 5m or 30",
+                })?,
         };
         Ok(ExtractConfig {
             kubescape_namespace: namespace(
