@@ -6,9 +6,11 @@
 //!   explicit ack).
 //! * hop: the real stage runtime (`vexxy_runtime::run_with`, production consumer settings) for
 //!   the extract stage with a pass-through handler. One iteration: publish a ticket to
-//!   `vexxy.pipeline.extract` (PubAck) → the runtime pulls it, reads and claims the job record in
-//!   KV, runs the handler, publishes to `vexxy.pipeline.enrich` (PubAck), updates KV, double-acks
-//!   → an observer pulls the hand-off from `vexxy.pipeline.enrich` and acks it.
+//!   `vexxy.pipeline.extract` (PubAck) → the runtime pulls it, reads the job record in KV (and
+//!   claims it: no write when the record already names this stage), runs the
+//!   handler, publishes to `vexxy.pipeline.enrich` (PubAck) → an observer pulls the hand-off from
+//!   `vexxy.pipeline.enrich` and acks it. The runtime's KV update and ack follow the PubAck
+//!   outside the timed window, but on the same server and cores as the next iteration.
 //!   The job record exists beforehand (as intake would have written it).
 //!
 //! Both loops run one message at a time, so the figure is latency, not throughput.
