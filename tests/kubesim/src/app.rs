@@ -168,6 +168,7 @@ impl Server {
         let seed = config.seed.unwrap_or_else(rng::clock_seed);
         let store = Arc::new(Store::new(
             config.watch_history,
+            std::time::Duration::from_secs(config.watch_history_seconds),
             crate::kubescape::MAX_VEX_BYTES,
             seed,
         ));

@@ -14,8 +14,13 @@ pub struct Config {
     pub seed: Option<u64>,
     /// Cluster name used in wlids and the Kubescape configuration.
     pub cluster_name: String,
-    /// Watch history ring size (events); a watch from an older resourceVersion gets 410 Gone.
+    /// Most events kept in the watch history (a memory bound); a watch from an older
+    /// resourceVersion gets 410 Gone.
     pub watch_history: usize,
+    /// How long events stay in the watch history. A real API server serves watches from etcd's
+    /// history, compacted every 5 minutes by default (`--etcd-compaction-interval`), so a
+    /// resourceVersion stays watchable for about that long however many events happen.
+    pub watch_history_seconds: u64,
     pub timings: Timings,
     pub failures: FailurePatterns,
     pub faults: Faults,
@@ -28,7 +33,8 @@ impl Default for Config {
             port: 0,
             seed: None,
             cluster_name: "kubesim".into(),
-            watch_history: 10_000,
+            watch_history: 1_000_000,
+            watch_history_seconds: 300,
             timings: Timings::default(),
             failures: FailurePatterns::default(),
             faults: Faults::default(),

@@ -25,9 +25,14 @@ struct Cli {
     seed: Option<u64>,
     #[arg(long, default_value = "kubesim")]
     cluster_name: String,
-    /// Watch history size in events (older resourceVersions get 410 Gone).
-    #[arg(long, default_value_t = 10_000)]
+    /// Most events kept in the watch history, a memory bound (older resourceVersions get 410
+    /// Gone).
+    #[arg(long, default_value_t = 1_000_000)]
     watch_history: usize,
+    /// Seconds an event stays in the watch history (a real API server: etcd's 5-minute
+    /// compaction).
+    #[arg(long, default_value_t = 300)]
+    watch_history_seconds: u64,
 
     /// Pod creation -> running.
     #[arg(long, default_value_t = 500)]
@@ -105,6 +110,7 @@ impl Cli {
             seed: self.seed,
             cluster_name: self.cluster_name.clone(),
             watch_history: self.watch_history,
+            watch_history_seconds: self.watch_history_seconds,
             ..Config::default()
         };
         c.timings.pod_start_delay_ms = self.pod_start_delay_ms;

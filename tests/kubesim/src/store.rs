@@ -36,6 +36,8 @@ impl EventType {
 #[derive(Debug)]
 pub struct StoreEvent {
     pub rv: u64,
+    /// When it happened: history is kept for a time, like etcd before compaction.
+    pub at: std::time::Instant,
     pub resource: &'static Resource,
     pub event_type: EventType,
     pub object: Value,
@@ -62,6 +64,7 @@ pub enum Propagation {
 pub struct Store {
     inner: Mutex<Inner>,
     history_cap: usize,
+    history_retention: std::time::Duration,
     /// Size cap for OpenVulnerabilityExchangeContainer writes (the storage queue manager's).
     pub max_vex_bytes: usize,
     events: broadcast::Sender<Arc<StoreEvent>>,
@@ -114,7 +117,13 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 impl Store {
-    pub fn new(history_cap: usize, max_vex_bytes: usize, seed: u64) -> Self {
+    /// History keeps the events of the last `history_retention`, at most `history_cap` of them.
+    pub fn new(
+        history_cap: usize,
+        history_retention: std::time::Duration,
+        max_vex_bytes: usize,
+        seed: u64,
+    ) -> Self {
         let (events, _) = broadcast::channel(65536);
         let (changed, _) = watch::channel(0);
         Store {
@@ -124,6 +133,7 @@ impl Store {
                 history: VecDeque::new(),
             }),
             history_cap: history_cap.max(1),
+            history_retention,
             max_vex_bytes,
             events,
             changed,
@@ -164,14 +174,21 @@ impl Store {
         event_type: EventType,
         object: Value,
     ) {
+        let now = std::time::Instant::now();
         let ev = Arc::new(StoreEvent {
             rv: inner.rv,
+            at: now,
             resource,
             event_type,
             object,
         });
         inner.history.push_back(ev.clone());
-        while inner.history.len() > self.history_cap {
+        while inner.history.len() > self.history_cap
+            || inner
+                .history
+                .front()
+                .is_some_and(|oldest| now.duration_since(oldest.at) > self.history_retention)
+        {
             inner.history.pop_front();
         }
         let _ = self.events.send(ev);

@@ -490,3 +490,56 @@ async fn raw_request(url: &str, method: &str, body: &str) -> String {
     s.read_to_end(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// History is kept for a time, like etcd before compaction: with the default (5 minutes) a
+/// watch resumes from an earlier resourceVersion; once the events after it are older than the
+/// retention, the same watch gets 410 Expired however few events there were.
+#[tokio::test]
+async fn watch_history_is_kept_for_a_time() {
+    for (retention_seconds, expect_gone) in [(300, false), (0, true)] {
+        let mut cfg = fast_config();
+        cfg.watch_history_seconds = retention_seconds;
+        let sim = start(cfg).await;
+        let client = client(&sim).await;
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let old_rv = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        for i in 0..3 {
+            cms.create(&PostParams::default(), &cm(&format!("kept-{i}"), json!({})))
+                .await
+                .unwrap();
+        }
+        // One more event after the three, so with no retention they are all dropped.
+        cms.create(&PostParams::default(), &cm("last", json!({})))
+            .await
+            .unwrap();
+        let mut raw = cms
+            .watch(&kube::api::WatchParams::default(), &old_rv)
+            .await
+            .unwrap()
+            .boxed();
+        let first = tokio::time::timeout(Duration::from_secs(5), raw.next())
+            .await
+            .unwrap();
+        match (expect_gone, first) {
+            (true, Some(Ok(kube::api::WatchEvent::Error(s)))) => {
+                assert_eq!((s.code, s.reason.as_str()), (410, "Expired"))
+            }
+            (true, Some(Err(kube::Error::Api(s)))) => {
+                assert_eq!((s.code, s.reason.as_str()), (410, "Expired"))
+            }
+            (false, Some(Ok(kube::api::WatchEvent::Added(cm)))) => {
+                assert_eq!(cm.metadata.name.as_deref(), Some("kept-0"))
+            }
+            (expect_gone, other) => {
+                panic!("retention {retention_seconds} s (gone expected: {expect_gone}): {other:?}")
+            }
+        }
+        sim.shutdown().await;
+    }
+}
