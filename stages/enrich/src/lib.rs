@@ -47,6 +47,7 @@ use serde_json::Value;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::ParseError;
+use vexxy_kubescape::from_bytes::ReadError;
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
 
 pub use documents::{
@@ -180,7 +181,13 @@ impl Enrich {
         }
         .map_err(|e| internal(&job_id, e))?;
         if let Some(key) = refs.vex.as_deref() {
-            evidence.vex = Some(read(store, key, vexxy_kubescape::read_vex).await?);
+            // The largest object: read from its bytes, never held as a `serde_json::Value`.
+            let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+            let vex = vexxy_kubescape::from_bytes::read_vex_bytes(&bytes).map_err(|e| match e {
+                ReadError::NotJson(e) => not_json(key, e),
+                ReadError::Invalid(e) => bad_evidence(key, e),
+            })?;
+            evidence.vex = Some(vex);
         }
         if let Some(key) = refs.container_profile.as_deref() {
             evidence.profile =
@@ -263,13 +270,17 @@ impl Enrich {
 
 async fn load(store: &Store, key: &str) -> Result<Value, StageError> {
     let bytes = store.get_bytes(key).await.map_err(storage_error)?;
-    serde_json::from_slice(&bytes).map_err(|e| StageError::Permanent {
-            reason: FailureReason::Internal,
-            message: format!(
-                "evidence object {key} is not JSON ({e}); it was written by extract, so the object store content is damaged: resubmit the analysis"
-            ),
-            retryable: true,
-        })
+    serde_json::from_slice(&bytes).map_err(|e| not_json(key, e))
+}
+
+fn not_json(key: &str, error: serde_json::Error) -> StageError {
+    StageError::Permanent {
+        reason: FailureReason::Internal,
+        message: format!(
+            "evidence object {key} is not JSON ({error}); it was written by extract, so the object store content is damaged: resubmit the analysis"
+        ),
+        retryable: true,
+    }
 }
 
 async fn read<T>(

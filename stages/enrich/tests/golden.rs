@@ -46,7 +46,7 @@ fn cve(package: usize, n: usize) -> String {
 }
 
 fn loaded(package: usize) -> bool {
-    package % 3 == 0
+    package.is_multiple_of(3)
 }
 
 fn meta(kind: &str, name: &str, ns: &str) -> Value {

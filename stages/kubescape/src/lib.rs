@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod from_bytes;
 pub mod keys;
 pub mod manifest;
 pub mod names;

@@ -321,6 +321,12 @@ pub fn read_vex(object: &Value) -> Result<KubescapeVex, ParseError> {
         return Err(ParseError::SpecMissing { kind: KIND, name });
     }
     let doc: VexDocument = typed(spec, KIND, &name, "spec")?;
+    normalise(info, doc)
+}
+
+/// Findings, shape and counts of a VEX whose envelope and spec are already read.
+pub(crate) fn normalise(info: ObjectInfo, doc: VexDocument) -> Result<KubescapeVex, ParseError> {
+    let name = info.name.clone();
     let time = |path: String, value: &Option<String>| parse_time(value, &name, path);
 
     let document = VexDocumentInfo {
@@ -341,9 +347,10 @@ pub fn read_vex(object: &Value) -> Result<KubescapeVex, ParseError> {
     let mut conflicting_duplicates = 0;
     for (i, statement) in doc.statements.iter().enumerate() {
         for finding in statement_findings(statement, i, &name)? {
-            match index_of.get(&finding.key()) {
+            let key = finding.key();
+            match index_of.get(&key) {
                 None => {
-                    index_of.insert(finding.key(), findings.len());
+                    index_of.insert(key, findings.len());
                     findings.push(finding);
                 }
                 Some(&at) => {
