@@ -100,7 +100,7 @@ pub fn step(
     what: &str,
     args: &[&str],
 ) -> anyhow::Result<ExitStatus> {
-    println!("\nxtask test: {what}: cargo {}", args.join(" "));
+    println!("\nxtask: {what}: cargo {}", args.join(" "));
     Command::new(cargo())
         .args(args)
         .current_dir(&paths.root)
