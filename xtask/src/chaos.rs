@@ -77,6 +77,8 @@ pub fn run(paths: &Paths, args: &ChaosArgs) -> anyhow::Result<bool> {
     );
     println!("xtask chaos: {command_line}: cargo {}", test_args.join(" "));
     let started = chrono::Utc::now();
+    // Figures from a shared machine mean little without how busy it was.
+    let load_before = load_average();
     let status = Command::new(cargo())
         .args(&test_args)
         .current_dir(&paths.root)
@@ -89,9 +91,12 @@ pub fn run(paths: &Paths, args: &ChaosArgs) -> anyhow::Result<bool> {
 
     let figures = read_figures(&figures_path)?;
     let report = format!(
-        "Measured with `{command_line}` on {} ({}), {}.\n\n{}",
-        started.format("%Y-%m-%d"),
+        "Measured with `{command_line}` on {} ({}; 1-minute load average {} before the \
+         scenarios, {} after), {}.\n\n{}",
+        started.format("%Y-%m-%d %H:%M UTC"),
         machine(),
+        load_before,
+        load_average(),
         if status.success() {
             "every check passed"
         } else {
@@ -170,6 +175,14 @@ pub fn table(figures: &[Figures]) -> String {
         ));
     }
     out
+}
+
+/// The 1-minute load average from /proc/loadavg ("unknown" where there is none).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// "Linux 6.8 x86_64, 2 cores, <cpu model>" for the report.
