@@ -3,7 +3,7 @@
 //! **Consumes** `vexxy.pipeline.enrich`: a ticket whose `evidence` names the raw Kubescape
 //! objects extract saved under `analyses/<job_id>/evidence/`.
 //!
-//! **Decides**, from Kubescape's VEX (parsed by `vexxy_kubescape::read_vex`, both kubevuln
+//! **Decides**, from Kubescape's VEX (parsed from its stored bytes by `vexxy_kubescape::from_bytes::read_vex_bytes`, both kubevuln
 //! generations and the legacy shape), the vulnerability manifests and the ContainerProfile:
 //! one statement per (vulnerability, image, package) after de-duplication (the least suppressing
 //! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`purl`]),
@@ -16,7 +16,8 @@
 //! the image `under_investigation`.
 //!
 //! **Writes** (deterministic keys; timestamps taken from the evidence, so a redelivery writes
-//! the same bytes):
+//! the same bytes; each document rendered, written and dropped before the next, so peak memory
+//! holds one output at a time):
 //! * `analyses/<job_id>/vex.openvex.json`: OpenVEX 0.2.0, valid against the official schema —
 //!   not written for an image without vulnerabilities (a document needs ≥ 1 statement);
 //! * `analyses/<job_id>/vex.cdx.json`: the same statements as a CycloneDX 1.6 VEX
