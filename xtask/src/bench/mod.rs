@@ -231,7 +231,14 @@ fn api_row(
         summary: api
             .iter()
             .map(|run| match run["per_analysis"].as_f64() {
-                Some(per) => format!("{per:.1} ({} s window)", run["window_s"]),
+                Some(per) => format!(
+                    "{per:.1} ({} s window: {:.1} per job + {} stack-wide watch/list)",
+                    run["window_s"],
+                    run["per_analysis_without_watch_and_list"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                    run["watch_and_list_requests"]
+                ),
                 None => format!("not measured: {}", run["error"]),
             })
             .collect::<Vec<_>>()
