@@ -196,8 +196,11 @@ impl KubesimProcess {
             .arg(&ready_file)
             .args(args);
         let mut process = ChildProcess::spawn(KUBESIM, command, &dir.join("kubesim.log"))?;
+        // Complete means the URL and its newline: kubesim renames the file into place, and
+        // checking the content as well keeps a reader from ever taking a half-written file.
         let ready = wait_until(KUBESIM_READY_TIMEOUT, || {
-            ready_file.is_file() || !process.is_running()
+            std::fs::read_to_string(&ready_file).is_ok_and(|text| text.ends_with('\n'))
+                || !process.is_running()
         });
         let url = std::fs::read_to_string(&ready_file)
             .map(|text| text.trim().to_string())

@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
             .context("writing the kubeconfig")?;
     }
     if let Some(path) = &cli.ready_file {
-        std::fs::write(path, format!("{url}\n"))
+        write_atomically(path, &format!("{url}\n"))
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     println!("{url}");
@@ -189,4 +189,14 @@ async fn main() -> anyhow::Result<()> {
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it into place: whoever waits
+/// for the ready file to exist must never read it empty or half-written (`std::fs::write`
+/// creates the file before writing to it).
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
 }
