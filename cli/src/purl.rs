@@ -72,23 +72,11 @@ pub fn matches(vex: &str, scanned: &str) -> bool {
     }
 }
 
-/// The `pkg:oci` purl Grype and Trivy give an image: name = last path element (lower-cased),
-/// version = digest, `repository_url` = registry/path with Docker Hub spelled `index.docker.io`
-/// (and `library/` for official images). `reference` is `repo[:tag][@digest]`; `digest` wins.
+/// The `pkg:oci` purl Grype and Trivy give an image — the same identifier enrich writes as the
+/// VEX product ([`vexxy_events::purl::image_purl`]). `reference` is `repo[:tag][@digest]`;
+/// `digest` wins.
 pub fn image_purl(reference: &str, digest: &str) -> String {
-    let repository = strip_tag_and_digest(reference);
-    let repository_url = normalized_repository(repository);
-    let name = repository_url
-        .rsplit('/')
-        .next()
-        .unwrap_or(&repository_url)
-        .to_lowercase();
-    format!(
-        "pkg:oci/{}@{}?repository_url={}",
-        encode(&name, b""),
-        encode(digest, b""),
-        encode(&repository_url, b"/:")
-    )
+    vexxy_events::purl::image_purl(strip_tag_and_digest(reference), digest)
 }
 
 /// `repo:tag@sha256:...` → `repo` (a `:port` in the registry is kept).
@@ -106,46 +94,6 @@ pub fn digest_of(reference: &str) -> Option<&str> {
         .split_once('@')
         .map(|(_, digest)| digest)
         .filter(|d| d.starts_with("sha256:"))
-}
-
-const DOCKER_HUB_ALIASES: [&str; 4] = [
-    "docker.io",
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-];
-
-fn normalized_repository(repository: &str) -> String {
-    let (registry, path) = match repository.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first, rest)
-        }
-        _ => ("docker.io", repository),
-    };
-    if DOCKER_HUB_ALIASES.contains(&registry.to_ascii_lowercase().as_str()) {
-        let path = if path.contains('/') {
-            path.to_string()
-        } else {
-            format!("library/{path}")
-        };
-        format!("index.docker.io/{path}")
-    } else {
-        format!("{registry}/{path}")
-    }
-}
-
-fn encode(value: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn decode(value: &str) -> String {

@@ -19,6 +19,7 @@ pub mod emit;
 pub mod envelope;
 pub mod failed;
 pub mod pipeline;
+pub mod purl;
 pub mod request;
 pub mod schemas;
 pub mod status;

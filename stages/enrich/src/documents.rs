@@ -15,9 +15,9 @@ use vexxy_kubescape::{
 use crate::cyclonedx;
 use crate::model::{Statement, StatusCounts};
 use crate::openvex::{self, DocumentInfo};
-use crate::purl::image_purl;
 use crate::summary::{ImageInfo, KubescapeInfo, SummaryDocument};
 use crate::transform::{Fix, FixIndex, PartialEvidence, SourceStatement, build_statements};
+use vexxy_events::purl::image_purl;
 
 pub const AUTHOR: &str = "vexxy";
 pub const ROLE: &str = "runtime reachability analysis (Kubescape relevancy)";

@@ -6,7 +6,7 @@
 //! **Decides**, from Kubescape's VEX (parsed from its stored bytes by `vexxy_kubescape::from_bytes::read_vex_bytes`, both kubevuln
 //! generations and the legacy shape), the vulnerability manifests and the ContainerProfile:
 //! one statement per (vulnerability, image, package) after de-duplication (the least suppressing
-//! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`purl`]),
+//! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`vexxy_events::purl`]),
 //! `affected` with an upgrade action (fix version from the manifest when known),
 //! `not_affected` with the justification `vulnerable_code_not_present` (Kubescape's text in
 //! `status_notes`). **Partial evidence never yields `not_affected`**: such statements become
@@ -36,7 +36,6 @@ pub mod cyclonedx;
 pub mod documents;
 pub mod model;
 pub mod openvex;
-pub mod purl;
 pub mod summary;
 pub mod transform;
 

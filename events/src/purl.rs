@@ -1,4 +1,6 @@
-//! The image's product identifier: the `pkg:oci` package URL scanners compare VEX products with.
+//! The image's product identifier: the `pkg:oci` package URL vexxy writes as the VEX product and
+//! that scanners compare with. Part of the public contract: enrich writes it, and clients (the
+//! `vexxy` CLI's `apply`) compute the same identifier for the image they scanned.
 //!
 //! # How Grype and Trivy match an OpenVEX product (researched in their sources)
 //!
