@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
 use vexxy_events::{FailureReason as R, ValidationPolicy, parse_request};
 
@@ -610,54 +611,71 @@ fn catalogue() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn every_bad_request_gets_its_exact_reason_and_an_actionable_message() {
-    let cases = catalogue();
-    assert!(cases.len() >= 30, "the catalogue shrank to {}", cases.len());
-    let mut failures = Vec::new();
-    for case in &cases {
-        match parse_request(&case.body, Some("msg-1"), &case.policy) {
-            Ok(accepted) => failures.push(format!("{}: accepted as {accepted:?}", case.name)),
-            Err(rejection) => {
-                if rejection.reason != case.reason {
-                    failures.push(format!(
-                        "{}: reason {} (expected {}): {}",
-                        case.name, rejection.reason, case.reason, rejection.message
-                    ));
-                }
-                for needle in case.mentions {
-                    if !rejection.message.contains(needle) {
-                        failures.push(format!(
-                            "{}: message does not mention {needle:?}: {}",
-                            case.name, rejection.message
-                        ));
-                    }
-                }
-                if rejection.message.chars().any(|c| c.is_control()) {
-                    failures.push(format!(
-                        "{}: message carries a raw control character: {:?}",
-                        case.name, rejection.message
-                    ));
-                }
-                if rejection.message.len() < 30 {
-                    failures.push(format!(
-                        "{}: message too terse: {}",
-                        case.name, rejection.message
-                    ));
-                }
-            }
+/// What every bad request must get: a rejection (never an acceptance) with the case's exact
+/// reason, a message naming the field at fault, readable as one line and long enough to say what
+/// to do — and the same answer every time.
+fn check_case(case: &Case) -> Result<(), Failed> {
+    let rejection = match parse_request(&case.body, Some("msg-1"), &case.policy) {
+        Ok(accepted) => return Err(format!("accepted as {accepted:?}").into()),
+        Err(rejection) => rejection,
+    };
+    let mut wrong = Vec::new();
+    if rejection.reason != case.reason {
+        wrong.push(format!(
+            "reason {} (expected {})",
+            rejection.reason, case.reason
+        ));
+    }
+    for needle in case.mentions {
+        if !rejection.message.contains(needle) {
+            wrong.push(format!("the message does not mention {needle:?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases wrong:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    if rejection.message.chars().any(|c| c.is_control()) {
+        wrong.push("the message carries a raw control character".to_string());
+    }
+    if rejection.message.len() < 30 {
+        wrong.push("the message is too terse to act on".to_string());
+    }
+    let again = parse_request(&case.body, Some("msg-1"), &case.policy);
+    if again.as_ref().err() != Some(&rejection) {
+        wrong.push(format!("a second parse answered differently: {again:?}"));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} — message: {}", wrong.join("; "), rejection.message).into())
+    }
 }
 
-#[test]
+/// The test name of a case: its description in snake case.
+fn test_name(case: &Case) -> String {
+    let mut name = String::new();
+    for c in case.name.chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
+        } else if !name.ends_with('_') {
+            name.push('_');
+        }
+    }
+    format!("case::{}", name.trim_end_matches('_'))
+}
+
+fn the_catalogue_is_large_and_its_test_names_unique() -> Result<(), Failed> {
+    let cases = catalogue();
+    if cases.len() < 30 {
+        return Err(format!("the catalogue shrank to {} cases", cases.len()).into());
+    }
+    let mut names: Vec<String> = cases.iter().map(test_name).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    if names.len() != before {
+        return Err("two cases share a test name; describe them differently".into());
+    }
+    Ok(())
+}
+
 fn rejections_carry_what_could_be_read_for_correlation() {
     let body = json!({"image_ref": "ghcr.io/owner/repo:1.0", "labels": {"team": "payments"}});
     let rejection =
@@ -700,11 +718,28 @@ fn rejections_carry_what_could_be_read_for_correlation() {
     );
 }
 
-#[test]
-fn the_same_bad_message_always_gets_the_same_answer() {
-    for case in catalogue() {
-        let first = parse_request(&case.body, None, &case.policy).unwrap_err();
-        let second = parse_request(&case.body, None, &case.policy).unwrap_err();
-        assert_eq!(first, second, "{}", case.name);
-    }
+/// Every catalogue case is a test of its own (`case::<description>`), so a run names each bad
+/// input that passed or failed and one can be run alone (`cargo test -p vexxy-events --test
+/// bad_requests -- case::empty_body`).
+fn main() {
+    let arguments = Arguments::from_args();
+    let mut trials = vec![
+        Trial::test(
+            "the_catalogue_is_large_and_its_test_names_unique",
+            the_catalogue_is_large_and_its_test_names_unique,
+        ),
+        Trial::test(
+            "rejections_carry_what_could_be_read_for_correlation",
+            || {
+                rejections_carry_what_could_be_read_for_correlation();
+                Ok(())
+            },
+        ),
+    ];
+    trials.extend(
+        catalogue()
+            .into_iter()
+            .map(|case| Trial::test(test_name(&case), move || check_case(&case))),
+    );
+    libtest_mimic::run(&arguments, trials).exit();
 }
