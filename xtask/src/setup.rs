@@ -202,10 +202,25 @@ os.replace(partial, destination)
     Ok(())
 }
 
+/// `binary --version`'s output. A binary written a moment ago can still be "busy" (ETXTBSY: a
+/// writer's descriptor not yet released, seen once on a fresh clone right after the install), so
+/// that one error is retried a few times before it counts.
+fn version_output(binary: &Path) -> std::io::Result<std::process::Output> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match Command::new(binary).arg("--version").output() {
+            Err(error) if error.raw_os_error() == Some(libc::ETXTBSY) && attempt < ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 fn nats_version(binary: &Path) -> anyhow::Result<(u32, u32)> {
-    let output = Command::new(binary)
-        .arg("--version")
-        .output()
+    let output = version_output(binary)
         .with_context(|| format!("cannot run {} --version", binary.display()))?;
     let text = String::from_utf8_lossy(&output.stdout);
     parse_nats_version(&text).with_context(|| {
@@ -302,7 +317,7 @@ fn cargo_install_s3s_fs(paths: &Paths, locked: bool) -> anyhow::Result<bool> {
 
 /// `0.14.1` from `s3s-fs 0.14.1`.
 fn s3s_fs_version(binary: &Path) -> Option<String> {
-    let output = Command::new(binary).arg("--version").output().ok()?;
+    let output = version_output(binary).ok()?;
     parse_s3s_fs_version(&String::from_utf8_lossy(&output.stdout))
 }
 
