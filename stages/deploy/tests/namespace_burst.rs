@@ -25,18 +25,6 @@ async fn kubesim() -> kubesim::Handle {
     .expect("kubesim starts")
 }
 
-async fn client_for(sim: &kubesim::Handle) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kubeconfig usable");
-    kube::Client::try_from(config).expect("client")
-}
-
 fn request(job_id: &str) -> ValidatedRequest {
     let body = serde_json::json!({
         "job_id": job_id,
@@ -66,7 +54,7 @@ async fn burst(deploy: &Deploy, prefix: &str, jobs: usize) {
 #[tokio::test]
 async fn a_burst_of_jobs_creates_the_namespace_once() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     let mut config = DeployConfig::from_lookup(|_| None).expect("defaults are valid");
     config.create_namespace = true;
     let deploy = Deploy::new(client.clone(), config);

@@ -14,18 +14,6 @@ const CHECK_RESOURCES: [&str; 4] = [
     "configmaps",
 ];
 
-async fn client_for(sim: &kubesim::Handle) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml())
-        .expect("kubesim writes a valid kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kubeconfig usable");
-    kube::Client::try_from(config).expect("client")
-}
-
 /// kubesim's Kubescape components become ready once their pods started.
 async fn wait_until_ready(check: &InstallCheck) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -60,7 +48,7 @@ async fn ready_kubesim() -> kubesim::Handle {
 #[tokio::test]
 async fn a_burst_of_jobs_sends_one_check() {
     let sim = ready_kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     let config = InstallCheckConfig::from_lookup(|_| None).expect("defaults are valid");
     wait_until_ready(&InstallCheck::new(
         client.clone(),
@@ -98,7 +86,11 @@ async fn a_burst_shares_a_negative_answer_and_the_next_job_looks_again() {
     .expect("kubesim starts");
     let mut config = InstallCheckConfig::from_lookup(|_| None).expect("defaults are valid");
     config.auto_install = false;
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), config);
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config,
+    );
 
     sim.reset_counters();
     let answers = futures::future::join_all((0..8).map(|_| check.ensure_ready())).await;

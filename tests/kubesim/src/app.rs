@@ -42,6 +42,8 @@ pub enum ControlError {
         path: String,
         source: std::io::Error,
     },
+    #[error("kube-rs cannot use kubesim's kubeconfig: {0}")]
+    Client(String),
 }
 
 pub struct App {
@@ -358,6 +360,22 @@ impl Handle {
     /// A kubeconfig with cluster, context and user `kubesim` (no auth).
     pub fn kubeconfig_yaml(&self) -> String {
         kubeconfig_yaml(&self.url())
+    }
+
+    /// kube-rs's configuration for this server, read from the same kubeconfig kubectl gets (so
+    /// production's loading path is exercised); tests may tune it before building a client.
+    pub async fn kube_config(&self) -> Result<kube::Config, ControlError> {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml())
+            .map_err(|e| ControlError::Client(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| ControlError::Client(e.to_string()))
+    }
+
+    /// A kube-rs client for this server (see [`Handle::kube_config`]).
+    pub async fn client(&self) -> Result<kube::Client, ControlError> {
+        kube::Client::try_from(self.kube_config().await?)
+            .map_err(|e| ControlError::Client(e.to_string()))
     }
 
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), ControlError> {

@@ -31,18 +31,6 @@ async fn kubesim() -> kubesim::Handle {
     .expect("kubesim starts")
 }
 
-async fn client_for(sim: &kubesim::Handle) -> kube::Client {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kubeconfig usable");
-    kube::Client::try_from(config).expect("client")
-}
-
 async fn create_namespace(client: &kube::Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
@@ -119,7 +107,7 @@ fn to_chrono(
 #[tokio::test]
 async fn the_sandbox_is_hardened_pinned_and_carries_the_request_literally() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     create_namespace(&client).await;
     let deploy = Deploy::new(client.clone(), defaults());
     let req = request("job-hardened", 'a');
@@ -282,7 +270,7 @@ async fn the_sandbox_is_hardened_pinned_and_carries_the_request_literally() {
 #[tokio::test]
 async fn a_redelivery_finds_its_deployment_and_keeps_the_window() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     create_namespace(&client).await;
     let deploy = Deploy::new(client.clone(), defaults());
     let req = request("job-redelivered", 'b');
@@ -321,7 +309,7 @@ async fn a_redelivery_finds_its_deployment_and_keeps_the_window() {
 #[tokio::test]
 async fn a_deployment_of_another_job_or_image_is_a_job_id_conflict() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     create_namespace(&client).await;
     let deploy = Deploy::new(client.clone(), defaults());
 
@@ -361,7 +349,7 @@ async fn a_deployment_of_another_job_or_image_is_a_job_id_conflict() {
 #[tokio::test]
 async fn deny_egress_adds_a_policy_for_the_job_pod() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     create_namespace(&client).await;
     let mut config = defaults();
     config.deny_egress = true;
@@ -408,7 +396,7 @@ async fn deny_egress_adds_a_policy_for_the_job_pod() {
 #[tokio::test]
 async fn a_missing_namespace_fails_or_is_created_with_pod_security_labels() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
 
     let deploy = Deploy::new(client.clone(), defaults());
     let (reason, message, retryable) =
@@ -475,7 +463,7 @@ fn fail(verb: &str, resource: &str, status: u16, max: Option<u64>) -> Faults {
 #[tokio::test]
 async fn api_faults_are_transient_and_never_double_deploy() {
     let sim = kubesim().await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     create_namespace(&client).await;
     let deploy = Deploy::new(client.clone(), defaults());
     let req = request("job-faults", '9');

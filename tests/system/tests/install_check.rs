@@ -33,18 +33,6 @@ async fn kubesim(installed: bool) -> kubesim::Handle {
     .expect("kubesim starts")
 }
 
-async fn client_for(sim: &kubesim::Handle) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml())
-        .expect("kubesim writes a valid kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kubeconfig usable");
-    kube::Client::try_from(config).expect("client")
-}
-
 fn values_file() -> PathBuf {
     vexxy_harness::workspace_root().join("deploy/kubescape-values.yaml")
 }
@@ -145,7 +133,7 @@ async fn installed_kubescape_passes_and_the_answer_is_cached_per_cluster() {
     let sim = kubesim(true).await;
     let helm = FakeHelm::new(&sim, &[]);
     let check = InstallCheck::new(
-        client_for(&sim).await,
+        sim.client().await.expect("a kube client for kubesim"),
         sim.url(),
         config(&helm.bin(), false),
     );
@@ -164,7 +152,11 @@ async fn installed_kubescape_passes_and_the_answer_is_cached_per_cluster() {
     // Without a TTL every job looks again, one GET per object checked.
     let mut uncached = config(&helm.bin(), false);
     uncached.check_ttl = Duration::ZERO;
-    let uncached = InstallCheck::new(client_for(&sim).await, sim.url(), uncached);
+    let uncached = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        uncached,
+    );
     sim.reset_counters();
     uncached.ensure_ready().await.expect("ready");
     uncached.ensure_ready().await.expect("ready");
@@ -192,7 +184,11 @@ async fn vex_generation_off_names_the_fix_and_is_not_cached() {
         ..Capabilities::default()
     })
     .expect("reconfigure");
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), config(&helm.bin(), true));
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config(&helm.bin(), true),
+    );
 
     let (reason, message, retryable) = permanent(check.ensure_ready().await);
     assert_eq!(reason, FailureReason::KubescapeUnavailable);
@@ -229,7 +225,7 @@ async fn filtered_sbom_off_names_its_own_setting() {
     .expect("reconfigure");
     let helm = FakeHelm::new(&sim, &[]);
     let check = InstallCheck::new(
-        client_for(&sim).await,
+        sim.client().await.expect("a kube client for kubesim"),
         sim.url(),
         config(&helm.bin(), false),
     );
@@ -249,7 +245,11 @@ async fn filtered_sbom_off_names_its_own_setting() {
 async fn absent_with_auto_install_runs_helm_once_then_passes() {
     let sim = kubesim(false).await;
     let helm = FakeHelm::new(&sim, &[]);
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), config(&helm.bin(), true));
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config(&helm.bin(), true),
+    );
 
     // Three jobs arrive together: one install, the others wait for it.
     let (a, b, c) = tokio::join!(
@@ -301,7 +301,7 @@ async fn absent_without_auto_install_fails_with_the_install_command() {
     let sim = kubesim(false).await;
     let helm = FakeHelm::new(&sim, &[]);
     let check = InstallCheck::new(
-        client_for(&sim).await,
+        sim.client().await.expect("a kube client for kubesim"),
         sim.url(),
         config(&helm.bin(), false),
     );
@@ -329,7 +329,11 @@ async fn absent_without_auto_install_fails_with_the_install_command() {
 async fn failing_or_missing_helm_is_kubescape_unavailable() {
     let sim = kubesim(false).await;
     let helm = FakeHelm::new(&sim, &[("FAKE_HELM_FAIL", "1")]);
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), config(&helm.bin(), true));
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config(&helm.bin(), true),
+    );
     let (reason, message, _) = permanent(check.ensure_ready().await);
     assert_eq!(reason, FailureReason::KubescapeUnavailable);
     assert!(
@@ -345,7 +349,7 @@ async fn failing_or_missing_helm_is_kubescape_unavailable() {
     assert!(!sim.config().kubescape.installed);
 
     let missing = InstallCheck::new(
-        client_for(&sim).await,
+        sim.client().await.expect("a kube client for kubesim"),
         sim.url(),
         config(Path::new("/nonexistent/vexxy-test/helm"), true),
     );
@@ -364,7 +368,11 @@ async fn a_hanging_helm_is_stopped_at_the_install_timeout() {
     let helm = FakeHelm::new(&sim, &[("FAKE_HELM_SLEEP", "30")]);
     let mut cfg = config(&helm.bin(), true);
     cfg.install_timeout = Duration::from_millis(500);
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), cfg);
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        cfg,
+    );
     let started = std::time::Instant::now();
     let (reason, message, _) = permanent(check.ensure_ready().await);
     assert!(
@@ -394,7 +402,11 @@ fn fail_apiservice_gets(status: u16, max: Option<u64>) -> Faults {
 async fn api_server_errors_are_transient() {
     let sim = kubesim(true).await;
     let helm = FakeHelm::new(&sim, &[]);
-    let check = InstallCheck::new(client_for(&sim).await, sim.url(), config(&helm.bin(), true));
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config(&helm.bin(), true),
+    );
     sim.set_faults(fail_apiservice_gets(500, None));
     let (reason, message) = transient(check.ensure_ready().await);
     assert_eq!(reason, FailureReason::KubernetesUnavailable, "{message}");
@@ -406,12 +418,7 @@ async fn api_server_errors_are_transient() {
 
     // A persistent 429: the production client (kube's default policy) retries it with backoff
     // for minutes, so the classification is shown with that retry layer off.
-    let mut no_retry = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).expect("kubeconfig"),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
+    let mut no_retry = sim.kube_config().await.expect("kube config for kubesim");
     no_retry.default_retry = false;
     let no_retry = InstallCheck::new(
         kube::Client::try_from(no_retry).expect("client"),
@@ -434,7 +441,7 @@ async fn api_server_errors_are_transient() {
 #[tokio::test]
 async fn unreachable_api_server_is_transient() {
     let sim = kubesim(true).await;
-    let client = client_for(&sim).await;
+    let client = sim.client().await.expect("a kube client for kubesim");
     let url = sim.url();
     sim.shutdown().await;
     let check = InstallCheck::new(client, url, config(Path::new("helm"), false));

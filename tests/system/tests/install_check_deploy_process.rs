@@ -209,14 +209,7 @@ async fn the_binaries_install_kubescape_and_deploy_the_sandbox() {
     assert_eq!(installs, 1, "one install for both jobs: {calls:?}");
     assert!(sim.config().kubescape.installed);
 
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&sim.kubeconfig_yaml()).expect("kubeconfig");
-    let kube_client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("config"),
-    )
-    .expect("client");
+    let kube_client = sim.client().await.expect("a kube client for kubesim");
     for job in jobs {
         let d = Api::<Deployment>::namespaced(kube_client.clone(), "vexxy-process-test")
             .get(&format!("vexxy-{job}"))
