@@ -35,22 +35,14 @@ use vexxy_events::{FailureReason as R, JobState, JobStatus, Stage, subjects};
 use vexxy_harness::http_get_status;
 
 use security_support::{
-    Outcome, Outcomes, SandboxCapture, StackOptions, TestStack, dead_letters, publish_raw,
+    CheckReport, Outcome, Outcomes, SandboxCapture, StackOptions, TestStack, dead_letters,
+    publish_raw,
 };
 
 const ALLOWLIST: &str = "docker.io,ghcr.io,quay.io";
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const OUTCOME_TIMEOUT: Duration = Duration::from_secs(120);
 const DLQ_SUBJECT: &str = "vexxy.dlq.install-check";
-
-fn hex_digest(prefix: &str, fill: char) -> String {
-    let hex: String = prefix
-        .chars()
-        .chain(std::iter::repeat(fill))
-        .take(64)
-        .collect();
-    format!("sha256:{hex}")
-}
 
 fn good_body(image_ref: &str, digest: &str, job_id: &str, seconds: u64) -> Value {
     json!({
@@ -66,7 +58,7 @@ fn good_body(image_ref: &str, digest: &str, job_id: &str, seconds: u64) -> Value
 fn base() -> Value {
     json!({
         "image_ref": "ghcr.io/acme/app",
-        "image_digest": hex_digest("abc", '1'),
+        "image_digest": security_support::digest("abc", '1'),
         "config": {"analysis_duration": 2}
     })
 }
@@ -131,7 +123,7 @@ fn catalogue() -> Vec<Case> {
     let many_command: Vec<String> = (0..65).map(|i| format!("--flag-{i}")).collect();
     let big_value = "x".repeat(MAX_REQUEST_BYTES + 100);
     let mut duplicate_keys = br#"{"image_ref": "ghcr.io/acme/app", "image_ref": "ghcr.io/acme/other", "image_digest": ""#.to_vec();
-    duplicate_keys.extend_from_slice(hex_digest("abc", '1').as_bytes());
+    duplicate_keys.extend_from_slice(security_support::digest("abc", '1').as_bytes());
     duplicate_keys.extend_from_slice(b"\"}");
     vec![
         raw(
@@ -421,7 +413,7 @@ fn good_jobs() -> Vec<Good> {
         "type": "io.vexxy.analysis.requested.v1",
         "id": "ce-good-1",
         "source": "/ci/bad-input",
-        "data": good_body("quay.io/bigco/checkout", &hex_digest("2bad5eed", '3'), "bi-good-cloudevent", 2)
+        "data": good_body("quay.io/bigco/checkout", &security_support::digest("2bad5eed", '3'), "bi-good-cloudevent", 2)
     });
     let mut shell = good_body(
         "docker.io/library/alpine",
@@ -437,7 +429,7 @@ fn good_jobs() -> Vec<Good> {
             "bi-good-plain",
             good_body(
                 "ghcr.io/acme/cart",
-                &hex_digest("1c0ffee", '7'),
+                &security_support::digest("1c0ffee", '7'),
                 "bi-good-plain",
                 2,
             ),
@@ -449,7 +441,7 @@ fn good_jobs() -> Vec<Good> {
             "bi-reused",
             good_body(
                 "ghcr.io/acme/cart",
-                &hex_digest("7e57", 'a'),
+                &security_support::digest("7e57", 'a'),
                 "bi-reused",
                 2,
             ),
@@ -459,49 +451,12 @@ fn good_jobs() -> Vec<Good> {
             "bi-running",
             good_body(
                 "ghcr.io/acme/cart",
-                &hex_digest("7e57", 'b'),
+                &security_support::digest("7e57", 'b'),
                 "bi-running",
                 8,
             ),
         ),
     ]
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<(String, Result<()>)>,
-}
-
-impl Report {
-    fn add(&mut self, name: &str, result: Result<()>) {
-        self.rows.push((name.to_string(), result));
-    }
-
-    fn print_and_check(self) -> Result<()> {
-        let mut failures = Vec::new();
-        for (name, result) in &self.rows {
-            match result {
-                Ok(()) => eprintln!("  PASS  {name}"),
-                Err(error) => {
-                    eprintln!("  FAIL  {name}: {error:#}");
-                    failures.push(format!("{name}: {error:#}"));
-                }
-            }
-        }
-        eprintln!(
-            "bad input: {} passed, {} failed",
-            self.rows.len() - failures.len(),
-            failures.len()
-        );
-        ensure!(
-            failures.is_empty(),
-            "{} of {} cases failed:\n{}",
-            failures.len(),
-            self.rows.len(),
-            failures.join("\n")
-        );
-        Ok(())
-    }
 }
 
 #[test]
@@ -610,7 +565,7 @@ async fn run(stack: &mut TestStack) -> Result<()> {
         "job_id_reused_for_another_image",
         serde_json::to_vec(&good_body(
             "ghcr.io/acme/other",
-            &hex_digest("0be", 'c'),
+            &security_support::digest("0be", 'c'),
             "bi-reused",
             2,
         ))?,
@@ -657,7 +612,7 @@ async fn run(stack: &mut TestStack) -> Result<()> {
         .await?;
     let letters = dead_letters(&js).await?;
 
-    let mut report = Report::default();
+    let mut report = CheckReport::new("bad input", "cases");
     for case in &all_cases {
         let msg_id = format!("bad-{}", case.name);
         let result = check_case(case, &msg_id, sequences[&msg_id], &outcomes, &letters);
@@ -685,7 +640,7 @@ async fn run(stack: &mut TestStack) -> Result<()> {
         all_cases.len(),
         goods.len()
     );
-    report.print_and_check()
+    report.finish()
 }
 
 async fn wait_for_job(

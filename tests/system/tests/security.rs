@@ -36,8 +36,8 @@ use serde_json::json;
 use vexxy_events::{FailureReason, subjects};
 
 use security_support::{
-    DeadLetter, Outcome, Outcomes, SANDBOX_NAMESPACE, SandboxCapture, StackOptions, TestStack,
-    all_messages, publish_raw,
+    CheckReport, DeadLetter, Outcome, Outcomes, SANDBOX_NAMESPACE, SandboxCapture, StackOptions,
+    TestStack, all_messages, publish_raw,
 };
 
 const NATS_USER: &str = "vexxy-stages";
@@ -45,52 +45,6 @@ const NATS_PASSWORD: &str = "nats-pw-7d1f9c2e44b0-do-not-log";
 const S3_ACCESS_KEY: &str = "vexxy-security-access";
 const S3_SECRET_KEY: &str = "s3-secret-91b3e0d4c7a2-do-not-log";
 const OUTCOME_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn digest(prefix: &str, fill: char) -> String {
-    let hex: String = prefix
-        .chars()
-        .chain(std::iter::repeat(fill))
-        .take(64)
-        .collect();
-    format!("sha256:{hex}")
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<(&'static str, Result<()>)>,
-}
-
-impl Report {
-    fn add(&mut self, name: &'static str, result: Result<()>) {
-        self.rows.push((name, result));
-    }
-
-    fn finish(self) -> Result<()> {
-        let mut failures = Vec::new();
-        for (name, result) in &self.rows {
-            match result {
-                Ok(()) => eprintln!("  PASS  {name}"),
-                Err(error) => {
-                    eprintln!("  FAIL  {name}: {error:#}");
-                    failures.push(format!("{name}: {error:#}"));
-                }
-            }
-        }
-        eprintln!(
-            "security: {} passed, {} failed",
-            self.rows.len() - failures.len(),
-            failures.len()
-        );
-        ensure!(
-            failures.is_empty(),
-            "{} of {} checks failed:\n{}",
-            failures.len(),
-            self.rows.len(),
-            failures.join("\n")
-        );
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_run_leaks_no_credentials_and_runs_only_pinned_images_in_a_hardened_sandbox()
@@ -149,7 +103,7 @@ fn jobs() -> Vec<Job> {
             body: json!({
                 "job_id": "sec-tagged",
                 "image_ref": "ghcr.io/acme/cart:v1.2.3",
-                "image_digest": digest("5ec", '1'),
+                "image_digest": security_support::digest("5ec", '1'),
                 "config": {"analysis_duration": 2, "environment": {"LOG_LEVEL": "debug"}}
             }),
         },
@@ -167,7 +121,7 @@ fn jobs() -> Vec<Job> {
             body: json!({
                 "job_id": "sec-not-allowed",
                 "image_ref": "registry.attacker.example/acme/cart",
-                "image_digest": digest("ba4", '2'),
+                "image_digest": security_support::digest("ba4", '2'),
                 "config": {"analysis_duration": 2}
             }),
         },
@@ -201,7 +155,7 @@ async fn run(stack: &mut TestStack) -> Result<()> {
         Ok(events[0].clone())
     };
 
-    let mut report = Report::default();
+    let mut report = CheckReport::new("security", "checks");
     report.add("analyses complete over an authenticated NATS connection", {
         let mut result = Ok(());
         for id in ["sec-tagged", "sec-alpine"] {
@@ -408,7 +362,7 @@ fn check_pinned(capture: &SandboxCapture) -> Result<()> {
     let expected = [
         (
             "sec-tagged",
-            format!("ghcr.io/acme/cart@{}", digest("5ec", '1')),
+            format!("ghcr.io/acme/cart@{}", security_support::digest("5ec", '1')),
         ),
         (
             "sec-alpine",

@@ -538,3 +538,63 @@ where
     });
     task.abort_handle()
 }
+
+/// `sha256:` + `prefix` padded to 64 hex digits with `fill`: distinct, valid digests per case.
+pub fn digest(prefix: &str, fill: char) -> String {
+    let hex: String = prefix
+        .chars()
+        .chain(std::iter::repeat(fill))
+        .take(64)
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Named checks of one run: each is printed PASS/FAIL, and the run fails listing every failed one
+/// (not just the first), so one report says all that is wrong.
+pub struct CheckReport {
+    suite: &'static str,
+    noun: &'static str,
+    rows: Vec<(String, Result<()>)>,
+}
+
+impl CheckReport {
+    pub fn new(suite: &'static str, noun: &'static str) -> Self {
+        Self {
+            suite,
+            noun,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, name: &str, result: Result<()>) {
+        self.rows.push((name.to_string(), result));
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let mut failures = Vec::new();
+        for (name, result) in &self.rows {
+            match result {
+                Ok(()) => eprintln!("  PASS  {name}"),
+                Err(error) => {
+                    eprintln!("  FAIL  {name}: {error:#}");
+                    failures.push(format!("{name}: {error:#}"));
+                }
+            }
+        }
+        eprintln!(
+            "{}: {} passed, {} failed",
+            self.suite,
+            self.rows.len() - failures.len(),
+            failures.len()
+        );
+        anyhow::ensure!(
+            failures.is_empty(),
+            "{} of {} {} failed:\n{}",
+            failures.len(),
+            self.rows.len(),
+            self.noun,
+            failures.join("\n")
+        );
+        Ok(())
+    }
+}
