@@ -54,7 +54,7 @@ fn meta(kind: &str, name: &str, ns: &str) -> Value {
 }
 
 fn loaded(package: usize) -> bool {
-    package % 3 == 0
+    package.is_multiple_of(3)
 }
 
 /// kubevuln `main` shape: vulnerability `@id` = URL, `name` = CVE.

@@ -79,6 +79,16 @@ fn summary(mut samples: Vec<f64>) -> serde_json::Value {
     json!({"n": samples.len(), "p50_us": percentile(&samples, 0.5), "p99_us": percentile(&samples, 0.99), "mean_us": mean})
 }
 
+/// The next message of a pull stream, acked — the consuming half of both measured paths.
+async fn receive_and_ack(messages: &mut pull::Stream, what: &str) -> Result<()> {
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .with_context(|| format!("{what} did not arrive within 10 s"))?
+        .with_context(|| format!("the stream carrying {what} ended"))?
+        .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+    message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))
+}
+
 async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Vec<f64>> {
     let stream = js
         .create_stream(stream::Config {
@@ -108,15 +118,7 @@ async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Re
         js.publish_with_headers("bench.floor", headers, payload.clone())
             .await?
             .await?;
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .context("the floor message did not arrive within 10 s")?
-            .context("the floor message stream ended")?
-            .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
-        message
-            .ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        receive_and_ack(&mut messages, "the floor message").await?;
         if i >= WARMUP {
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
@@ -188,15 +190,7 @@ async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Resu
         js.publish_with_headers(subjects::input_of(stage), headers, payload)
             .await?
             .await?;
-        let message = tokio::time::timeout(Duration::from_secs(10), handed_on.next())
-            .await
-            .context("the hand-off did not arrive within 10 s")?
-            .context("the observer stream ended")?
-            .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
-        message
-            .ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        receive_and_ack(&mut handed_on, "the hand-off").await?;
         if i >= WARMUP {
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
