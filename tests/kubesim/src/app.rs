@@ -189,7 +189,7 @@ impl Server {
             crate::kubescape::install(&app).map_err(StartError::Bootstrap)?;
         }
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::controllers::run(
+        tasks.push(tokio::spawn(crate::controller_loop::run(
             app.clone(),
             shutdown_rx.clone(),
         )));

@@ -9,7 +9,9 @@
 pub mod api;
 pub mod app;
 pub mod catalogue;
+pub mod change_feed;
 pub mod config;
+pub mod controller_loop;
 pub mod controllers;
 pub mod discovery;
 pub mod errors;

@@ -150,6 +150,12 @@ impl Store {
         self.lock().rv
     }
 
+    /// Every change from now on, in resourceVersion order (what the controllers and the Kubescape
+    /// emulator work from).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<StoreEvent>> {
+        self.events.subscribe()
+    }
+
     /// A receiver that changes whenever anything is written.
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
