@@ -10,7 +10,7 @@
 //!
 //! learning = pod label `kubescape.io/max-sniffing-time` (Go duration) or the configured default.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +19,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::change_feed::Timers;
 use crate::config::{Capabilities, Config, Generation, KubescapeConfig};
 use crate::errors::ApiError;
 use crate::resources::{self, KUBESCAPE_GROUP};
 use crate::store::namespace_of;
-use crate::store::{Propagation, Store, name_of};
+use crate::store::{EventType, Propagation, Store, StoreEvent, name_of};
 
 /// The storage queue manager's cap for OpenVulnerabilityExchangeContainer writes.
 pub const MAX_VEX_BYTES: usize = 500_000;
@@ -285,24 +286,58 @@ pub fn generation_for(k: &KubescapeConfig, image: &str) -> Generation {
         .unwrap_or(k.generation)
 }
 
-/// What the emulator remembers across ticks.
+/// What the emulator remembers across changes.
 #[derive(Default)]
 pub struct EmulatorState {
     /// Containers that were running when Kubescape was installed: their profiles are partial.
     pub preexisting: HashSet<(String, String)>,
 }
 
+/// Events taken from the feed at once before the emulator advances.
+const MAX_DRAIN: usize = 100_000;
+
+/// Runs the emulator from the store's change feed: a pod change starts or stops the emulation of
+/// its containers, and each container's next step (profile stage, scan) is a timer, so the work
+/// per change does not grow with the number of containers. A full resync (list of pods) happens
+/// at start, when the feed lags and when the configuration changes (install, capabilities).
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut changes = app.store.subscribe_changes();
+    let mut feed = app.store.subscribe_events();
+    let mut cfg = app.config();
     let mut emulator = emulator::Emulator::default();
+    emulator.resync(&app, &cfg);
     loop {
-        let cfg = app.config();
-        emulator.tick(&app, &cfg);
+        emulator.advance(&app, &cfg);
+        // Only a configuration change needs this wake-up; pods wake it through the feed.
         let tick = Duration::from_millis(cfg.timings.tick_ms.max(5));
+        let next = emulator.next_due(&cfg);
         tokio::select! {
             _ = crate::app::stopped(&mut shutdown) => return,
-            _ = changes.changed() => {}
+            r = feed.recv() => match r {
+                Ok(ev) => {
+                    emulator.observe(&app, &cfg, &ev);
+                    for _ in 0..MAX_DRAIN {
+                        match feed.try_recv() {
+                            Ok(ev) => emulator.observe(&app, &cfg, &ev),
+                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                                emulator.resync(&app, &cfg)
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => emulator.resync(&app, &cfg),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
             _ = tokio::time::sleep(tick) => {}
+        }
+        let latest = app.config();
+        let changed = latest.kubescape != cfg.kubescape
+            || latest.cluster_name != cfg.cluster_name
+            || latest.timings != cfg.timings;
+        cfg = latest;
+        if changed {
+            emulator.resync(&app, &cfg);
         }
     }
 }
@@ -371,9 +406,34 @@ mod emulator {
         scans: u8,
     }
 
+    impl Tracked {
+        /// When this container's next step (profile stage or scan) is due, if any is left.
+        fn next_due(&self) -> Option<Instant> {
+            let next_stage = match self.stage {
+                None | Some(ProfileStage::Initializing) => Some(self.timeline.ready),
+                Some(ProfileStage::Ready) => Some(self.timeline.completed),
+                Some(ProfileStage::Completed) => None,
+            };
+            let next_scan = match self.scans {
+                0 => Some(self.timeline.scan_after_ready),
+                1 => Some(self.timeline.scan_after_completed),
+                _ => None,
+            };
+            [next_stage, next_scan]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| self.t0 + d)
+        }
+    }
+
+    type ContainerKey = (String, String);
+
     #[derive(Default)]
     pub struct Emulator {
-        tracked: HashMap<(String, String), Tracked>,
+        /// (pod uid, container name) -> its emulation; ordered so a pod's containers are a range.
+        tracked: BTreeMap<ContainerKey, Tracked>,
+        due: Timers<ContainerKey>,
         last_cleanup: Option<Instant>,
     }
 
@@ -428,78 +488,125 @@ mod emulator {
     }
 
     impl Emulator {
-        pub fn tick(&mut self, app: &App, cfg: &Config) {
-            let store = &app.store;
+        /// Rebuilds the emulated containers from a full list of pods.
+        pub fn resync(&mut self, app: &App, cfg: &Config) {
             if !cfg.kubescape.installed {
                 self.tracked.clear();
+                self.due.clear();
                 return;
             }
-            let caps = &cfg.kubescape.capabilities;
-            let (pods, _) = store.list(resources::pods(), None);
+            let (pods, _) = app.store.list(resources::pods(), None);
             let mut live = HashSet::new();
-            let preexisting = app.preexisting_containers();
             for pod in &pods {
-                let ns = namespace_of(pod);
-                if cfg.kubescape.excluded_namespaces.iter().any(|x| x == ns) {
-                    continue;
-                }
-                let pod_uid = crate::store::uid_of(pod).to_string();
-                for cs in pod
-                    .pointer("/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if cs.pointer("/state/running").is_none() || cs["ready"] != json!(true) {
-                        continue;
-                    }
-                    let cname = cs["name"].as_str().unwrap_or("").to_string();
-                    let key = (pod_uid.clone(), cname.clone());
-                    live.insert(key.clone());
-                    if self.tracked.contains_key(&key) || !caps.relevancy {
-                        continue;
-                    }
-                    let image = cs["image"].as_str().unwrap_or("").to_string();
-                    let (learning, learning_label) =
-                        learning_period(pod, cfg.timings.learning_period());
-                    let (av, kind, oname, wk, wn) = owner_of(store, pod);
-                    let instance = ContainerInstance {
-                        cluster: cfg.cluster_name.clone(),
-                        workload_namespace: ns.to_string(),
-                        workload_kind: wk,
-                        workload_name: wn,
-                        owner_api_version: av,
-                        owner_kind: kind,
-                        owner_name: oname,
-                        template_hash: pod
-                            .pointer("/metadata/labels/pod-template-hash")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        pod_name: name_of(pod).to_string(),
-                        pod_uid: pod_uid.clone(),
-                        container_name: cname.clone(),
-                        image: image.clone(),
-                        image_digest: crate::images::digest(&image),
-                        learning_period: learning_label,
-                        started_at: chrono::Utc::now(),
-                    };
-                    self.tracked.insert(
-                        key.clone(),
-                        Tracked {
-                            t0: Instant::now(),
-                            instance,
-                            complete: !preexisting.contains(&key),
-                            timeline: Timeline::new(cfg, learning),
-                            stage: None,
-                            scans: 0,
-                        },
-                    );
-                }
+                live.extend(self.observe_pod(app, cfg, pod));
             }
             // A deleted (or no longer running) pod stops its emulation.
             self.tracked.retain(|k, _| live.contains(k));
-            for t in self.tracked.values_mut() {
+        }
+
+        /// Follows one change: a pod's containers start or stop being emulated.
+        pub fn observe(&mut self, app: &App, cfg: &Config, ev: &StoreEvent) {
+            if !cfg.kubescape.installed || ev.resource != resources::pods() {
+                return;
+            }
+            let pod_uid = crate::store::uid_of(&ev.object).to_string();
+            let live = if ev.event_type == EventType::Deleted {
+                HashSet::new()
+            } else {
+                self.observe_pod(app, cfg, &ev.object)
+            };
+            let gone: Vec<ContainerKey> = self
+                .tracked
+                .range((pod_uid.clone(), String::new())..)
+                .take_while(|(k, _)| k.0 == pod_uid)
+                .filter(|(k, _)| !live.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                self.tracked.remove(&k);
+            }
+        }
+
+        /// Starts tracking the pod's newly running containers; returns all its running ones.
+        fn observe_pod(&mut self, app: &App, cfg: &Config, pod: &Value) -> HashSet<ContainerKey> {
+            let store = &app.store;
+            let caps = &cfg.kubescape.capabilities;
+            let mut live = HashSet::new();
+            let ns = namespace_of(pod);
+            if cfg.kubescape.excluded_namespaces.iter().any(|x| x == ns) {
+                return live;
+            }
+            let pod_uid = crate::store::uid_of(pod).to_string();
+            for cs in pod
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if cs.pointer("/state/running").is_none() || cs["ready"] != json!(true) {
+                    continue;
+                }
+                let cname = cs["name"].as_str().unwrap_or("").to_string();
+                let key = (pod_uid.clone(), cname.clone());
+                live.insert(key.clone());
+                if self.tracked.contains_key(&key) || !caps.relevancy {
+                    continue;
+                }
+                let image = cs["image"].as_str().unwrap_or("").to_string();
+                let (learning, learning_label) =
+                    learning_period(pod, cfg.timings.learning_period());
+                let (av, kind, oname, wk, wn) = owner_of(store, pod);
+                let instance = ContainerInstance {
+                    cluster: cfg.cluster_name.clone(),
+                    workload_namespace: ns.to_string(),
+                    workload_kind: wk,
+                    workload_name: wn,
+                    owner_api_version: av,
+                    owner_kind: kind,
+                    owner_name: oname,
+                    template_hash: pod
+                        .pointer("/metadata/labels/pod-template-hash")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    pod_name: name_of(pod).to_string(),
+                    pod_uid: pod_uid.clone(),
+                    container_name: cname.clone(),
+                    image: image.clone(),
+                    image_digest: crate::images::digest(&image),
+                    learning_period: learning_label,
+                    started_at: chrono::Utc::now(),
+                };
+                let t0 = Instant::now();
+                let complete = !app.preexisting_containers().contains(&key);
+                self.due.at(t0, key.clone());
+                self.tracked.insert(
+                    key.clone(),
+                    Tracked {
+                        t0,
+                        instance,
+                        complete,
+                        timeline: Timeline::new(cfg, learning),
+                        stage: None,
+                        scans: 0,
+                    },
+                );
+            }
+            live
+        }
+
+        /// Takes every container whose next step is due through it: the profile stage write,
+        /// then the scan (kubevuln's writes), as one tick of the node agent and kubevuln would.
+        pub fn advance(&mut self, app: &App, cfg: &Config) {
+            if !cfg.kubescape.installed {
+                return;
+            }
+            let store = &app.store;
+            let caps = &cfg.kubescape.capabilities;
+            for key in self.due.take_due(Instant::now()) {
+                let Some(t) = self.tracked.get_mut(&key) else {
+                    continue;
+                };
                 let elapsed = t.t0.elapsed();
                 let stage = t.timeline.stage(elapsed);
                 let completion = if t.complete { "complete" } else { "partial" };
@@ -525,8 +632,24 @@ mod emulator {
                         scan(store, cfg, &t.instance);
                     }
                 }
+                if let Some(at) = t.next_due() {
+                    self.due.at(at, key);
+                }
             }
             self.cleanup(app, cfg);
+        }
+
+        /// The earliest instant the emulator has something to do by itself.
+        pub fn next_due(&self, cfg: &Config) -> Option<Instant> {
+            let cleanup = cfg
+                .kubescape
+                .vex_cleanup_interval_ms
+                .filter(|_| cfg.kubescape.installed)
+                .map(|ms| {
+                    self.last_cleanup
+                        .map_or_else(Instant::now, |t| t + Duration::from_millis(ms))
+                });
+            [self.due.next(), cleanup].into_iter().flatten().min()
         }
 
         fn cleanup(&mut self, app: &App, cfg: &Config) {
