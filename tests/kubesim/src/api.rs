@@ -124,13 +124,18 @@ pub fn verb_of(method: &Method, target: &Target, query: &HashMap<String, String>
 
 /// Spec-less copy, as the storage server answers LIST (and watches) without `fullSpec`.
 pub fn metadata_only(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut()
-        && m.contains_key("spec")
-    {
-        m.insert("spec".into(), json!({}));
+    // Copies everything but the spec, which is what makes storage objects large (an SBOM).
+    match obj.as_object() {
+        Some(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if k == "spec" { json!({}) } else { v.clone() };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        None => obj.clone(),
     }
-    o
 }
 
 /// Entry point for every non-control request.
@@ -415,12 +420,13 @@ fn list(
 ) -> Result<Response, ApiError> {
     let labels = label_selector(r, query)?;
     let fields = field_selector(query)?;
-    let (items, current_rv) = app.store.list(r, ns);
+    let trim = r.is_kubescape_storage()
+        && query.get("resourceVersion").map(String::as_str) != Some("fullSpec");
+    let (mut matching, current_rv) = app.store.list_map(r, ns, |o| {
+        (labels.matches(o) && fields.matches(o))
+            .then(|| if trim { metadata_only(o) } else { o.clone() })
+    });
     let mut list_rv = current_rv;
-    let mut matching: Vec<Value> = items
-        .into_iter()
-        .filter(|o| labels.matches(o) && fields.matches(o))
-        .collect();
     if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
         let (rv, cns, cname) = decode_continue(token)?;
         list_rv = rv;
@@ -443,11 +449,6 @@ fn list(
         matching.truncate(limit);
         let last = matching.last().expect("non-empty page");
         cont = Some(encode_continue(list_rv, namespace_of(last), name_of(last)));
-    }
-    if r.is_kubescape_storage()
-        && query.get("resourceVersion").map(String::as_str) != Some("fullSpec")
-    {
-        matching = matching.iter().map(metadata_only).collect();
     }
     if table::wants_table(accept) {
         let mut t = table::table(

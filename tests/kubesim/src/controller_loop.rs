@@ -139,7 +139,7 @@ impl Controllers {
 
     /// Marks what one change affects.
     fn observe(&mut self, ev: &StoreEvent) {
-        let obj = &ev.object;
+        let obj: &Value = &ev.object;
         let deleted = ev.event_type == EventType::Deleted;
         let current = (!deleted).then_some(obj);
         let r = ev.resource;

@@ -40,14 +40,15 @@ pub struct StoreEvent {
     pub at: std::time::Instant,
     pub resource: &'static Resource,
     pub event_type: EventType,
-    pub object: Value,
+    /// Shared with the store's copy (objects are never changed in place, only replaced).
+    pub object: Arc<Value>,
 }
 
 type Key = (String, String);
 
 struct Inner {
     rv: u64,
-    objects: HashMap<&'static str, BTreeMap<Key, Value>>,
+    objects: HashMap<&'static str, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<StoreEvent>>,
 }
 
@@ -178,7 +179,7 @@ impl Store {
         inner: &mut Inner,
         resource: &'static Resource,
         event_type: EventType,
-        object: Value,
+        object: Arc<Value>,
     ) {
         let now = std::time::Instant::now();
         let ev = Arc::new(StoreEvent {
@@ -245,13 +246,24 @@ impl Store {
             .objects
             .get(res_key(resource))
             .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .cloned()
+            .map(|v| Value::clone(v))
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))
     }
 
     /// All objects of a type (optionally one namespace), ordered by (namespace, name), and the
     /// store's resourceVersion at that instant.
     pub fn list(&self, resource: &'static Resource, ns: Option<&str>) -> (Vec<Value>, u64) {
+        self.list_map(resource, ns, |v| Some(v.clone()))
+    }
+
+    /// Like [`Store::list`], but only what `keep` makes of each object (None: skipped), so a
+    /// filtered or trimmed list does not copy every object first.
+    pub fn list_map<T>(
+        &self,
+        resource: &'static Resource,
+        ns: Option<&str>,
+        mut keep: impl FnMut(&Value) -> Option<T>,
+    ) -> (Vec<T>, u64) {
         let inner = self.lock();
         let items = inner
             .objects
@@ -259,7 +271,7 @@ impl Store {
             .map(|m| {
                 m.iter()
                     .filter(|((n, _), _)| ns.is_none_or(|want| !resource.namespaced || n == want))
-                    .map(|(_, v)| v.clone())
+                    .filter_map(|(_, v)| keep(v))
                     .collect()
             })
             .unwrap_or_default();
@@ -380,12 +392,14 @@ impl Store {
             inner.rv -= 1;
             return Err(e);
         }
+        let stored = Arc::new(obj);
         inner
             .objects
             .entry(res_key(resource))
             .or_default()
-            .insert((key_ns, name), obj.clone());
-        self.record(&mut inner, resource, EventType::Added, obj.clone());
+            .insert((key_ns, name), stored.clone());
+        let obj = Value::clone(&stored);
+        self.record(&mut inner, resource, EventType::Added, stored);
         Ok(obj)
     }
 
@@ -419,13 +433,14 @@ impl Store {
         };
         let key = (key_ns, name.to_string());
         let mut inner = self.lock();
-        let current = inner
+        let current: Arc<Value> = inner
             .objects
             .get(res_key(resource))
             .and_then(|m| m.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))?;
-        let mut new = f(&current)?;
+        let current: &Value = &current;
+        let mut new = f(current)?;
         if !new.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -446,7 +461,7 @@ impl Store {
                 "the name of the object ({n}) does not match the name on the URL ({name})"
             )));
         }
-        let current_rv = meta_str(&current, "resourceVersion")
+        let current_rv = meta_str(current, "resourceVersion")
             .unwrap_or("")
             .to_string();
         if let Some(rv) = meta_str(&new, "resourceVersion")
@@ -476,9 +491,9 @@ impl Store {
         result["kind"] = json!(resource.kind);
         result["apiVersion"] = json!(resource.api_version());
         let spec_changed = current.get("spec") != result.get("spec");
-        if result == current {
+        if result == *current {
             // A no-op write does not bump the resourceVersion, like the real apiserver.
-            return Ok(current);
+            return Ok(current.clone());
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -514,12 +529,14 @@ impl Store {
             inner.rv -= 1;
             return Err(e);
         }
+        let stored = Arc::new(result);
         inner
             .objects
             .entry(res_key(resource))
             .or_default()
-            .insert(key, result.clone());
-        self.record(&mut inner, resource, EventType::Modified, result.clone());
+            .insert(key, stored.clone());
+        let result = Value::clone(&stored);
+        self.record(&mut inner, resource, EventType::Modified, stored);
         Ok(result)
     }
 
@@ -532,13 +549,23 @@ impl Store {
         obj: Value,
     ) -> Result<Value, ApiError> {
         let name = name_of(&obj).to_string();
-        match self.get(resource, ns, &name) {
-            Ok(_) => self.update_with(resource, ns, &name, false, |_| {
-                let mut o = obj.clone();
+        let key = (
+            if resource.namespaced { ns } else { "" }.to_string(),
+            name.clone(),
+        );
+        let exists = self
+            .lock()
+            .objects
+            .get(res_key(resource))
+            .is_some_and(|m| m.contains_key(&key));
+        if exists {
+            self.update_with(resource, ns, &name, false, move |_| {
+                let mut o = obj;
                 metadata_mut(&mut o).remove("resourceVersion");
                 Ok(o)
-            }),
-            Err(_) => self.create(resource, ns, obj),
+            })
+        } else {
+            self.create(resource, ns, obj)
         }
     }
 
@@ -563,23 +590,25 @@ impl Store {
             .and_then(|m| m.remove(&(key_ns, name.to_string())))
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))?;
         inner.rv += 1;
-        let mut deleted = removed.clone();
+        let removed_uid = uid_of(&removed).to_string();
+        let mut deleted = Arc::unwrap_or_clone(removed);
         metadata_mut(&mut deleted).insert("resourceVersion".into(), json!(inner.rv.to_string()));
+        let deleted = Arc::new(deleted);
         self.record(&mut inner, resource, EventType::Deleted, deleted.clone());
         if resource.plural == "namespaces" && resource.group.is_empty() {
             self.delete_namespace_contents(&mut inner, name);
         }
         if propagation == Propagation::Cascade {
-            self.delete_dependents(&mut inner, uid_of(&removed).to_string());
+            self.delete_dependents(&mut inner, removed_uid);
         }
-        Ok(deleted)
+        Ok(Value::clone(&deleted))
     }
 
     fn remove_where(
         &self,
         inner: &mut Inner,
         pred: impl Fn(&Resource, &Value) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<String> {
         let mut removed = Vec::new();
         for r in resources::RESOURCES.iter() {
             let Some(map) = inner.objects.get_mut(res_key(r)) else {
@@ -600,11 +629,12 @@ impl Store {
             .into_iter()
             .map(|(r, v)| {
                 inner.rv += 1;
-                let mut deleted = v.clone();
+                let uid = uid_of(&v).to_string();
+                let mut deleted = Arc::unwrap_or_clone(v);
                 metadata_mut(&mut deleted)
                     .insert("resourceVersion".into(), json!(inner.rv.to_string()));
-                self.record(inner, r, EventType::Deleted, deleted);
-                v
+                self.record(inner, r, EventType::Deleted, Arc::new(deleted));
+                uid
             })
             .collect()
     }
@@ -630,7 +660,7 @@ impl Store {
                             .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
                     })
             });
-            queue.extend(removed.iter().map(|v| uid_of(v).to_string()));
+            queue.extend(removed);
         }
     }
 

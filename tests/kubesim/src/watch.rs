@@ -27,6 +27,14 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{StoreEvent, namespace_of};
 use crate::table;
 
+/// One line of a watch stream, as the apiserver writes it.
+#[derive(serde::Serialize)]
+struct WatchLine<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    object: &'a Value,
+}
+
 struct Filter {
     resource: &'static Resource,
     namespace: Option<String>,
@@ -49,19 +57,33 @@ impl Filter {
     }
 
     fn render(&self, event_type: &str, obj: &Value) -> Bytes {
+        let trimmed;
         let obj = if self.full_spec {
-            obj.clone()
+            obj
         } else {
-            metadata_only(obj)
+            trimmed = metadata_only(obj);
+            &trimmed
         };
+        let table;
         let obj = if self.as_table {
-            table::table(self.resource, &[obj], None, self.include_object)
+            table = table::table(
+                self.resource,
+                std::slice::from_ref(obj),
+                None,
+                self.include_object,
+            );
+            &table
         } else {
             obj
         };
-        let mut line = json!({"type": event_type, "object": obj}).to_string();
-        line.push('\n');
-        Bytes::from(line)
+        // Serialised in place: one watch event per watcher must not copy the object first.
+        let line = WatchLine {
+            event_type,
+            object: obj,
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
     }
 }
 
@@ -158,7 +180,9 @@ pub fn serve(
         }
     };
     let initial = if start_rv.is_none() {
-        let (items, rv) = app.store.list(resource, namespace.as_deref());
+        let (items, rv) = app.store.list_map(resource, namespace.as_deref(), |o| {
+            filter.matches(resource, o).then(|| o.clone())
+        });
         Some((items, rv))
     } else {
         None
