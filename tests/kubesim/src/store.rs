@@ -1,7 +1,7 @@
 //! The one in-memory object store: every write (API, controllers, the Kubescape emulator) goes
 //! through here, so resourceVersions, watches and size limits are the same for all of them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
@@ -50,6 +50,39 @@ struct Inner {
     rv: u64,
     objects: HashMap<&'static str, BTreeMap<Key, Arc<Value>>>,
     history: VecDeque<Arc<StoreEvent>>,
+    /// Owner uid -> the objects naming it in their ownerReferences, as (position of their
+    /// resource in the table, key): the garbage collector's view, so a cascading delete does not
+    /// scan every object.
+    dependents: HashMap<String, BTreeSet<(usize, Key)>>,
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("uid").and_then(Value::as_str))
+}
+
+impl Inner {
+    /// Moves `key` in the dependents index from the owners of `old` to those of `new`.
+    fn reindex(&mut self, r: &Resource, key: &Key, old: Option<&Value>, new: Option<&Value>) {
+        let entry = (res_index(r), key.clone());
+        for uid in old.into_iter().flat_map(owner_uids) {
+            if let Some(set) = self.dependents.get_mut(uid) {
+                set.remove(&entry);
+                if set.is_empty() {
+                    self.dependents.remove(uid);
+                }
+            }
+        }
+        for uid in new.into_iter().flat_map(owner_uids) {
+            self.dependents
+                .entry(uid.to_string())
+                .or_default()
+                .insert(entry.clone());
+        }
+    }
 }
 
 /// History after a resourceVersion, and the live feed from then on.
@@ -71,6 +104,13 @@ pub struct Store {
     events: broadcast::Sender<Arc<StoreEvent>>,
     changed: watch::Sender<u64>,
     names: Mutex<crate::rng::Rng>,
+}
+
+fn res_index(r: &Resource) -> usize {
+    resources::RESOURCES
+        .iter()
+        .position(|x| x.group == r.group && x.plural == r.plural)
+        .expect("resource is in the table")
 }
 
 fn res_key(r: &Resource) -> &'static str {
@@ -132,6 +172,7 @@ impl Store {
                 rv: 1,
                 objects: HashMap::new(),
                 history: VecDeque::new(),
+                dependents: HashMap::new(),
             }),
             history_cap: history_cap.max(1),
             history_retention,
@@ -393,11 +434,13 @@ impl Store {
             return Err(e);
         }
         let stored = Arc::new(obj);
+        let key = (key_ns, name);
+        inner.reindex(resource, &key, None, Some(&stored));
         inner
             .objects
             .entry(res_key(resource))
             .or_default()
-            .insert((key_ns, name), stored.clone());
+            .insert(key, stored.clone());
         let obj = Value::clone(&stored);
         self.record(&mut inner, resource, EventType::Added, stored);
         Ok(obj)
@@ -530,6 +573,7 @@ impl Store {
             return Err(e);
         }
         let stored = Arc::new(result);
+        inner.reindex(resource, &key, Some(current), Some(&stored));
         inner
             .objects
             .entry(res_key(resource))
@@ -584,11 +628,13 @@ impl Store {
             String::new()
         };
         let mut inner = self.lock();
+        let key = (key_ns, name.to_string());
         let removed = inner
             .objects
             .get_mut(res_key(resource))
-            .and_then(|m| m.remove(&(key_ns, name.to_string())))
+            .and_then(|m| m.remove(&key))
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))?;
+        inner.reindex(resource, &key, Some(&removed), None);
         inner.rv += 1;
         let removed_uid = uid_of(&removed).to_string();
         let mut deleted = Arc::unwrap_or_clone(removed);
@@ -609,20 +655,33 @@ impl Store {
         inner: &mut Inner,
         pred: impl Fn(&Resource, &Value) -> bool,
     ) -> Vec<String> {
-        let mut removed = Vec::new();
-        for r in resources::RESOURCES.iter() {
-            let Some(map) = inner.objects.get_mut(res_key(r)) else {
+        let mut targets = Vec::new();
+        for (pos, r) in resources::RESOURCES.iter().enumerate() {
+            let Some(map) = inner.objects.get(res_key(r)) else {
                 continue;
             };
-            let keys: Vec<Key> = map
-                .iter()
-                .filter(|(_, v)| pred(r, v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in keys {
-                if let Some(v) = map.remove(&k) {
-                    removed.push((r, v));
-                }
+            targets.extend(
+                map.iter()
+                    .filter(|(_, v)| pred(r, v))
+                    .map(|(k, _)| (pos, k.clone())),
+            );
+        }
+        self.remove_keys(inner, targets)
+    }
+
+    /// Removes the objects (in the order given) and records their DELETED events; returns the
+    /// uids of those removed.
+    fn remove_keys(&self, inner: &mut Inner, targets: Vec<(usize, Key)>) -> Vec<String> {
+        let mut removed = Vec::new();
+        for (pos, k) in targets {
+            let r = &resources::RESOURCES[pos];
+            if let Some(v) = inner
+                .objects
+                .get_mut(res_key(r))
+                .and_then(|map| map.remove(&k))
+            {
+                inner.reindex(r, &k, Some(&v), None);
+                removed.push((r, v));
             }
         }
         removed
@@ -652,14 +711,13 @@ impl Store {
             if rounds > 100_000 {
                 break;
             }
-            let removed = self.remove_where(inner, |_, v| {
-                v.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
-                    })
-            });
+            // In table order, then (namespace, name): the order a scan of every object found them.
+            let targets: Vec<(usize, Key)> = inner
+                .dependents
+                .get(&uid)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default();
+            let removed = self.remove_keys(inner, targets);
             queue.extend(removed);
         }
     }
@@ -695,5 +753,67 @@ impl Store {
             .cloned()
             .collect();
         Ok((backlog, rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        let s = Store::new(1_000, std::time::Duration::from_secs(300), 500_000, 1);
+        s.create(
+            resources::namespaces(),
+            "",
+            json!({"metadata": {"name": "ns"}}),
+        )
+        .expect("namespace");
+        s
+    }
+
+    fn owned(name: &str, owner_uid: &str) -> Value {
+        json!({"metadata": {"name": name, "ownerReferences": [{"uid": owner_uid, "name": "x", "kind": "ReplicaSet", "apiVersion": "apps/v1"}]}})
+    }
+
+    fn names(s: &Store, r: &'static Resource) -> Vec<String> {
+        s.list(r, None)
+            .0
+            .iter()
+            .map(|o| name_of(o).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_cascading_delete_follows_owner_references_as_they_are_now() {
+        let s = store();
+        let cms = resources::find("", "configmaps").expect("configmaps");
+        let owner = s
+            .create(cms, "ns", json!({"metadata": {"name": "owner"}}))
+            .expect("owner");
+        let other = s
+            .create(cms, "ns", json!({"metadata": {"name": "other"}}))
+            .expect("other");
+        let child = s
+            .create(resources::pods(), "ns", owned("child", uid_of(&owner)))
+            .expect("child");
+        s.create(resources::pods(), "ns", owned("grandchild", uid_of(&child)))
+            .expect("grandchild");
+        s.create(resources::pods(), "ns", owned("moved", uid_of(&owner)))
+            .expect("moved");
+        // Re-owned after creation: no longer goes with `owner`.
+        s.update_with(resources::pods(), "ns", "moved", false, |cur| {
+            let mut c = cur.clone();
+            c["metadata"]["ownerReferences"][0]["uid"] = json!(uid_of(&other));
+            Ok(c)
+        })
+        .expect("re-owned");
+        let before = s.resource_version();
+        s.delete(cms, "ns", "owner", Propagation::Cascade)
+            .expect("deleted");
+        assert_eq!(names(&s, resources::pods()), vec!["moved"]);
+        assert_eq!(s.resource_version(), before + 3, "owner, child, grandchild");
+        s.delete(cms, "ns", "other", Propagation::Orphan)
+            .expect("deleted");
+        assert_eq!(names(&s, resources::pods()), vec!["moved"], "orphaned");
     }
 }
