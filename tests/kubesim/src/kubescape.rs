@@ -479,11 +479,12 @@ mod emulator {
         }
     }
 
-    fn write(store: &Store, plural: &str, obj: &Value, default_ns: &str) {
-        let ns = target_ns(obj, default_ns);
-        if let Err(e) = store.upsert(resources::kubescape(plural), &ns, obj.clone()) {
+    fn write(store: &Store, plural: &str, obj: Value, default_ns: &str) {
+        let ns = target_ns(&obj, default_ns);
+        let name = name_of(&obj).to_string();
+        if let Err(e) = store.upsert(resources::kubescape(plural), &ns, obj) {
             // kubevuln only logs a failed write (e.g. 413 for a too-large VEX).
-            tracing::warn!(error = %e, kind = plural, name = name_of(obj), "emulated Kubescape write failed");
+            tracing::warn!(error = %e, kind = plural, name, "emulated Kubescape write failed");
         }
     }
 
@@ -615,7 +616,7 @@ mod emulator {
                     write(
                         store,
                         "containerprofiles",
-                        &cp,
+                        cp,
                         &t.instance.workload_namespace,
                     );
                     t.stage = Some(stage);
@@ -693,34 +694,34 @@ mod emulator {
         let previous = store.get(vex, NAMESPACE, &inst.slug()).ok();
         let out = catalogue::scan(inst, generation, previous.as_ref());
         let caps = &cfg.kubescape.capabilities;
-        write(store, "sbomsyfts", &out.sbom_full, NAMESPACE);
+        write(store, "sbomsyfts", out.sbom_full, NAMESPACE);
         write(
             store,
             "vulnerabilitymanifests",
-            &out.manifest_full,
+            out.manifest_full,
             NAMESPACE,
         );
         write(
             store,
             "vulnerabilitymanifests",
-            &out.manifest_filtered,
+            out.manifest_filtered,
             NAMESPACE,
         );
         if caps.store_filtered_sbom {
-            write(store, "sbomsyftfiltereds", &out.sbom_filtered, NAMESPACE);
+            write(store, "sbomsyftfiltereds", out.sbom_filtered, NAMESPACE);
         }
         if caps.vex_generation {
             write(
                 store,
                 "openvulnerabilityexchangecontainers",
-                &out.vex,
+                out.vex,
                 NAMESPACE,
             );
         }
         write(
             store,
             "vulnerabilitymanifestsummaries",
-            &out.summary,
+            out.summary,
             &inst.workload_namespace,
         );
     }
