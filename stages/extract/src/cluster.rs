@@ -51,7 +51,9 @@ pub async fn get_storage_object(
     }
 }
 
-/// Deletes the sandbox Deployment and the job's NetworkPolicy; already gone is fine.
+/// Deletes the sandbox Deployment and the job's NetworkPolicy, both requests at once (neither
+/// waits for the pod to stop, so their order never kept the pod under the policy); already gone
+/// is fine.
 pub async fn delete_sandbox(
     client: &Client,
     namespace: &str,
@@ -59,32 +61,38 @@ pub async fn delete_sandbox(
 ) -> Result<(), StageError> {
     let params = DeleteParams::background();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    match deployments.delete(name, &params).await {
-        Ok(_) => tracing::info!(namespace, deployment = name, "sandbox deleted"),
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => {
-            return Err(api_error(
-                &format!("DELETE deployments {namespace}/{name}"),
-                &e,
-            ));
-        }
-    }
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
-    match policies.delete(name, &params).await {
-        Ok(_) => tracing::info!(
-            namespace,
-            network_policy = name,
-            "sandbox network policy deleted"
-        ),
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => {
-            return Err(api_error(
-                &format!("DELETE networkpolicies {namespace}/{name}"),
-                &e,
-            ));
+    let deployment = async {
+        match deployments.delete(name, &params).await {
+            Ok(_) => tracing::info!(namespace, deployment = name, "sandbox deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(api_error(
+                    &format!("DELETE deployments {namespace}/{name}"),
+                    &e,
+                ));
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    let policy = async {
+        match policies.delete(name, &params).await {
+            Ok(_) => tracing::info!(
+                namespace,
+                network_policy = name,
+                "sandbox network policy deleted"
+            ),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(api_error(
+                    &format!("DELETE networkpolicies {namespace}/{name}"),
+                    &e,
+                ));
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(deployment, policy).map(|_| ())
 }
 
 /// Kubernetes API failures as stage errors: refusals are permanent (RBAC), the rest may pass.

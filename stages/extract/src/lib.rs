@@ -241,7 +241,11 @@ impl Extract {
         };
         let summary_name =
             names::summary_name("deployment", &sandbox.deployment, &sandbox.container);
-        let (vex, filtered_sbom, profile, summary, manifest) = tokio::try_join!(
+        // The image's manifest and SBOM are named after the image slug the summary records;
+        // asking for the slug the ticket implies in the same round saves a second round trip
+        // whenever both agree (kubevuln derives it from the same digest-pinned image).
+        let expected_image_slug = expected_image_slug(&ticket);
+        let (vex, filtered_sbom, profile, summary, manifest, image_manifest, image_sbom) = tokio::try_join!(
             get(ks, kinds::VEX, kinds::VEX_PLURAL, slug.to_string()),
             get(
                 ks,
@@ -267,6 +271,18 @@ impl Extract {
                 kinds::MANIFEST_PLURAL,
                 slug.to_string()
             ),
+            get(
+                ks,
+                kinds::MANIFEST,
+                kinds::MANIFEST_PLURAL,
+                expected_image_slug.clone()
+            ),
+            get(
+                ks,
+                kinds::SBOM,
+                kinds::SBOM_PLURAL,
+                expected_image_slug.clone()
+            ),
         )?;
         let mut found = Found {
             vex,
@@ -274,21 +290,25 @@ impl Extract {
             profile,
             summary,
             manifest,
-            ..Found::default()
+            image_manifest,
+            image_sbom,
         };
 
         let image_slug = self.image_slug(&ticket, &found);
-        let (image_manifest, image_sbom) = tokio::try_join!(
-            get(
-                ks,
-                kinds::MANIFEST,
-                kinds::MANIFEST_PLURAL,
-                image_slug.clone()
-            ),
-            get(ks, kinds::SBOM, kinds::SBOM_PLURAL, image_slug.clone()),
-        )?;
-        found.image_manifest = image_manifest;
-        found.image_sbom = image_sbom;
+        if image_slug != expected_image_slug {
+            tracing::info!(job_id = %job_id, %image_slug, %expected_image_slug, "the image's objects are named differently than the ticket implies; reading them by the recorded name");
+            let (image_manifest, image_sbom) = tokio::try_join!(
+                get(
+                    ks,
+                    kinds::MANIFEST,
+                    kinds::MANIFEST_PLURAL,
+                    image_slug.clone()
+                ),
+                get(ks, kinds::SBOM, kinds::SBOM_PLURAL, image_slug.clone()),
+            )?;
+            found.image_manifest = image_manifest;
+            found.image_sbom = image_sbom;
+        }
         if found.image_sbom.is_none() {
             tracing::info!(job_id = %job_id, image_slug = %image_slug, "unfiltered SBOM not found; total_components_in_image will be unknown");
         }
@@ -364,15 +384,17 @@ impl Extract {
     }
 }
 
+/// The image slug kubevuln gives a digest-pinned image: its normalised reference and digest.
+fn expected_image_slug(ticket: &PipelineTicket) -> String {
+    names::image_slug(
+        &names::normalize_image_reference(&ticket.request.pinned_image()),
+        &ticket.request.image_digest,
+    )
+}
+
+/// Writes every object found, all at once (each key is its own file or S3 object), and returns
+/// their keys. The objects are serialised first so a serialisation bug writes nothing.
 async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs, StageError> {
-    let mut refs = EvidenceRefs {
-        vex: None,
-        filtered_sbom: None,
-        container_profile: None,
-        vulnerability_summary: None,
-        vulnerability_manifest: None,
-        other: BTreeMap::new(),
-    };
     let objects = [
         ("vex", found.vex),
         ("sbom-filtered", found.filtered_sbom),
@@ -382,9 +404,9 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
         ("vulnerability-manifest-image", found.image_manifest),
         ("sbom-image", found.image_sbom),
     ];
+    let mut bodies = Vec::with_capacity(objects.len());
     for (kind, object) in objects {
         let Some(object) = object else { continue };
-        let key = evidence_key(job_id, kind);
         let body = serde_json::to_vec(&object).map_err(|e| StageError::Permanent {
             reason: FailureReason::Internal,
             message: format!(
@@ -393,7 +415,24 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
             retryable: false,
         })?;
         drop(object);
-        store.put_bytes(&key, Bytes::from(body)).await?;
+        bodies.push((kind, evidence_key(job_id, kind), Bytes::from(body)));
+    }
+    futures::future::try_join_all(
+        bodies
+            .iter()
+            .map(|(_, key, body)| store.put_bytes(key, body.clone())),
+    )
+    .await?;
+
+    let mut refs = EvidenceRefs {
+        vex: None,
+        filtered_sbom: None,
+        container_profile: None,
+        vulnerability_summary: None,
+        vulnerability_manifest: None,
+        other: BTreeMap::new(),
+    };
+    for (kind, key, _) in bodies {
         match kind {
             "vex" => refs.vex = Some(key),
             "sbom-filtered" => refs.filtered_sbom = Some(key),
