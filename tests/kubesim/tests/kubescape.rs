@@ -322,3 +322,60 @@ async fn vex_generation_off_and_too_large_vex_leave_no_vex() {
     );
     sim.shutdown().await;
 }
+
+/// A burst of workloads: every container gets a completed profile, and kubevuln's writes for it
+/// (filtered SBOM, then VEX) come after the completion, as the facts describe.
+#[tokio::test]
+async fn every_container_of_a_burst_completes_then_gets_its_sbom_and_vex() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let names: Vec<String> = (0..20).map(|i| format!("burst-{i}")).collect();
+    futures::future::try_join_all(names.iter().map(|n| {
+        let deploys = deploys.clone();
+        let d = deployment(n, NGINX, Some("300ms"));
+        async move { deploys.create(&PostParams::default(), &d).await }
+    }))
+    .await
+    .expect("deployments created");
+    let store = sim.store();
+    let rv_of = |o: &Value| -> u64 {
+        o.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .expect("resourceVersion")
+    };
+    for name in &names {
+        let slug = slug_of(&client, name).await;
+        let (profile, sbom, vex) = eventually(
+            "completed profile, filtered SBOM and VEX",
+            Duration::from_secs(20),
+            || {
+                let store = store.clone();
+                let slug = slug.clone();
+                async move {
+                    let get = |plural: &str, ns: &str| {
+                        store
+                            .get(kubesim::resources::kubescape(plural), ns, &slug)
+                            .ok()
+                    };
+                    let profile = get("containerprofiles", "default")?;
+                    (profile.pointer("/metadata/annotations/kubescape.io~1status")
+                        == Some(&json!("completed")))
+                    .then_some(())?;
+                    let sbom = get("sbomsyftfiltereds", "kubescape")?;
+                    let vex = get("openvulnerabilityexchangecontainers", "kubescape")?;
+                    (rv_of(&vex) > rv_of(&profile)).then_some((profile, sbom, vex))
+                }
+            },
+        )
+        .await;
+        assert!(
+            rv_of(&profile) < rv_of(&sbom) && rv_of(&sbom) < rv_of(&vex),
+            "{name}: profile {} < filtered SBOM {} < VEX {}",
+            rv_of(&profile),
+            rv_of(&sbom),
+            rv_of(&vex)
+        );
+    }
+}
