@@ -58,7 +58,8 @@ pub struct Timings {
     pub scan_delay_ms: u64,
     /// Interval between BOOKMARK events on watches that ask for them.
     pub bookmark_interval_ms: u64,
-    /// How often controllers re-check time-driven transitions.
+    /// How often the controllers and the emulator look for a configuration change. Objects wake
+    /// them through the store's change feed and delays through timers, not through this.
     pub tick_ms: u64,
 }
 
