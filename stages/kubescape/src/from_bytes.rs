@@ -1,21 +1,30 @@
 //! Readers that take the stored bytes of an object instead of a `serde_json::Value`, for
 //! documents large enough that the `Value` tree costs more than the reading itself (a 10,000
-//! statement VEX is ~5 MB of JSON and several times that as a `Value`).
+//! statement VEX is ~5 MB of JSON and several times that as a `Value`; a 5,000-package SBOM
+//! ~2.7 MB).
 //!
 //! Two passes over the bytes, so the checks happen in the same order and with the same errors
 //! as the `Value` readers: the first checks the JSON syntax and reads only `kind`, `metadata`
-//! and the outline of `spec` (which keys it has) without keeping anything else; the second
-//! deserializes `spec` straight into the typed view.
+//! and the outline of `spec` (its keys, each value kept as its stored text, borrowed, not
+//! parsed); the second deserializes the part of `spec` the reader needs straight into its typed
+//! view. The checks the `Value` readers make on the envelope and on the small parts of `spec`
+//! are made by those same readers, on a stand-in object holding only those parts.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ParseError;
 use crate::keys::kinds;
+use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
 use crate::object::read_envelope;
+use crate::sbom::{KubescapeSbom, SyftArtifact, read_sbom};
 use crate::vex::{self, KubescapeVex, VexDocument};
 
 /// Why stored bytes could not be read.
@@ -33,11 +42,10 @@ pub enum ReadError {
 pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
     let info = read_envelope(&outline.envelope(), &[kinds::VEX])?;
-    let spec = match outline.spec {
-        Some(SpecOutline::Object {
-            entries,
-            has_document_key,
-        }) if entries > 0 => has_document_key,
+    let spec = match &outline.spec {
+        Some(SpecOutline::Object(entries)) if !entries.is_empty() => entries
+            .iter()
+            .any(|(key, _)| matches!(key.as_ref(), "statements" | "@context" | "@id")),
         _ => false,
     };
     if !spec {
@@ -58,26 +66,165 @@ pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     Ok(vex::normalise(info, doc)?)
 }
 
-/// The top level of a storage object, without the content of `spec`.
+/// What enrich needs of an SBOMSyftFiltered / SBOMSyft, read from its stored bytes: everything
+/// [`crate::read_sbom`] reads except the Syft document, which is kept as stored.
+#[derive(Debug)]
+pub struct StoredSbom<'a> {
+    /// Envelope, kind and `spec.metadata`; `syft` is empty (the content is in [`Self::syft`]).
+    pub sbom: KubescapeSbom,
+    /// `spec.syft.artifacts`: one per package.
+    pub artifacts: usize,
+    /// `spec.syft` exactly as stored.
+    pub syft: &'a RawValue,
+}
+
+/// [`crate::read_sbom`] on the stored bytes, with the same checks and errors (a type error also
+/// says where it is in the bytes): the Syft document must have the shape of
+/// [`crate::SyftDocument`], its packages are checked one at a time and not kept.
+pub fn read_sbom_bytes(bytes: &[u8]) -> Result<StoredSbom<'_>, ReadError> {
+    let outline: Outline = serde_json::from_slice(bytes)?;
+    let stand_in = outline.stand_in(&["metadata"], "syft")?;
+    let sbom = read_sbom(&stand_in)?;
+    let label = match sbom.kind {
+        crate::SbomKind::Filtered => kinds::SBOM_FILTERED,
+        crate::SbomKind::Full => kinds::SBOM,
+    };
+    let syft = outline
+        .spec_entry("syft")
+        .expect("read_sbom refuses a spec without spec.syft");
+    let checked: SyftCheck = typed_at(bytes, syft, label, &sbom.object.name, "spec.syft")?;
+    Ok(StoredSbom {
+        sbom,
+        artifacts: checked.artifacts,
+        syft,
+    })
+}
+
+/// [`crate::read_manifest`] on the stored bytes, with the same checks and errors (a type error
+/// also says where it is in the bytes).
+pub fn read_manifest_bytes(bytes: &[u8]) -> Result<KubescapeManifest, ReadError> {
+    let outline: Outline = serde_json::from_slice(bytes)?;
+    let stand_in = outline.stand_in(&["metadata"], "payload")?;
+    let mut manifest = read_manifest(&stand_in)?;
+    let payload = outline
+        .spec_entry("payload")
+        .expect("read_manifest refuses a spec without spec.payload");
+    manifest.payload = typed_at::<GrypeDocument>(
+        bytes,
+        payload,
+        kinds::MANIFEST,
+        &manifest.object.name,
+        "spec.payload",
+    )?;
+    Ok(manifest)
+}
+
+/// What [`crate::SyftDocument`] accepts, checked without keeping it: the packages are read one at
+/// a time as [`SyftArtifact`] and counted.
+#[derive(Deserialize)]
+struct SyftCheck {
+    #[serde(default, deserialize_with = "count_artifacts")]
+    artifacts: usize,
+    #[serde(rename = "artifactRelationships", default)]
+    _relationships: Option<Vec<IgnoredAny>>,
+    #[serde(rename = "files", default)]
+    _files: Option<Vec<IgnoredAny>>,
+}
+
+fn count_artifacts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    struct Count;
+    impl<'de> Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_unit<E>(self) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_none<E>(self) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+            deserializer.deserialize_seq(Count)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut count = 0;
+            while seq.next_element::<SyftArtifact>()?.is_some() {
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+    deserializer.deserialize_option(Count)
+}
+
+/// Deserialises `raw` (the stored text found at `prefix`, a slice of `document`) with the failing
+/// path in the error and its position counted from the start of `document`.
+fn typed_at<T: DeserializeOwned>(
+    document: &[u8],
+    raw: &RawValue,
+    kind: &'static str,
+    name: &str,
+    prefix: &str,
+) -> Result<T, ParseError> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match inner.as_str() {
+            "." | "" => prefix.to_string(),
+            _ => format!("{prefix}.{inner}"),
+        };
+        ParseError::InvalidField {
+            kind,
+            name: name.to_string(),
+            path,
+            message: located_in(document, raw, e.into_inner()),
+        }
+    })
+}
+
+/// The error's message with its line and column moved from `raw` to the whole `document`.
+fn located_in(document: &[u8], raw: &RawValue, error: serde_json::Error) -> String {
+    let message = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let Some(text) = message.strip_suffix(&suffix).filter(|_| error.line() > 0) else {
+        return message;
+    };
+    let offset = (raw.get().as_ptr() as usize).saturating_sub(document.as_ptr() as usize);
+    let before = &document[..offset.min(document.len())];
+    let start_line = 1 + before.iter().filter(|b| **b == b'\n').count();
+    let start_column = before.len()
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+    let (line, column) = if error.line() == 1 {
+        (start_line, start_column + error.column())
+    } else {
+        (start_line + error.line() - 1, error.column())
+    };
+    format!("{text} at line {line} column {column}")
+}
+
+/// The top level of a storage object: `kind` and `metadata` parsed, `spec` as the stored text of
+/// each of its entries.
 #[derive(Default)]
-struct Outline {
+struct Outline<'a> {
     /// `None` when the top level is not an object: the JSON type it is instead.
     not_an_object: Option<Value>,
     kind: Option<Value>,
     metadata: Option<Value>,
-    spec: Option<SpecOutline>,
+    spec: Option<SpecOutline<'a>>,
 }
 
-enum SpecOutline {
-    Object {
-        entries: usize,
-        /// `statements`, `@context` or `@id` present (what tells a VEX spec from a stub).
-        has_document_key: bool,
-    },
+enum SpecOutline<'a> {
+    /// The entries in stored order (a repeated key appears twice; the last one counts, as in
+    /// a `Value`).
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
     Other,
 }
 
-impl Outline {
+impl<'a> Outline<'a> {
     /// The object as `read_envelope` expects it: only `kind` and `metadata`.
     fn envelope(&self) -> Value {
         if let Some(other) = &self.not_an_object {
@@ -92,9 +239,51 @@ impl Outline {
         }
         Value::Object(map)
     }
+
+    /// The last `spec` entry named `key`.
+    fn spec_entry(&self, key: &str) -> Option<&'a RawValue> {
+        match &self.spec {
+            Some(SpecOutline::Object(entries)) => entries
+                .iter()
+                .rev()
+                .find(|(k, _)| k.as_ref() == key)
+                .map(|(_, raw)| *raw),
+            _ => None,
+        }
+    }
+
+    /// The envelope with a `spec` a `Value` reader checks as it would the stored one: the entries
+    /// named in `parsed` parsed (they are small), `content` an empty object when it is one (else
+    /// null), every other key null. The reader then finds the same problems, in the same order,
+    /// except inside `content`, which the caller reads from its stored text.
+    fn stand_in(&self, parsed: &[&str], content: &str) -> Result<Value, serde_json::Error> {
+        let mut object = self.envelope();
+        let (Value::Object(map), Some(spec)) = (&mut object, &self.spec) else {
+            return Ok(object);
+        };
+        let spec = match spec {
+            SpecOutline::Object(entries) => {
+                let mut stand_in = Map::new();
+                for (key, raw) in entries {
+                    let value = if parsed.contains(&key.as_ref()) {
+                        serde_json::from_str(raw.get())?
+                    } else if key == content && raw.get().starts_with('{') {
+                        Value::Object(Map::new())
+                    } else {
+                        Value::Null
+                    };
+                    stand_in.insert(key.to_string(), value);
+                }
+                Value::Object(stand_in)
+            }
+            SpecOutline::Other => Value::Null,
+        };
+        map.insert("spec".into(), spec);
+        Ok(object)
+    }
 }
 
-impl<'de> Deserialize<'de> for Outline {
+impl<'de> Deserialize<'de> for Outline<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(OutlineVisitor)
     }
@@ -102,7 +291,7 @@ impl<'de> Deserialize<'de> for Outline {
 
 /// A value of the same JSON type as a top level that is not an object, for the "expected a JSON
 /// object, got …" error.
-fn stand_in(value: Value) -> Outline {
+fn of_type(value: Value) -> Outline<'static> {
     Outline {
         not_an_object: Some(value),
         ..Outline::default()
@@ -112,15 +301,15 @@ fn stand_in(value: Value) -> Outline {
 struct OutlineVisitor;
 
 impl<'de> Visitor<'de> for OutlineVisitor {
-    type Value = Outline;
+    type Value = Outline<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Outline, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Outline<'de>, A::Error> {
         let mut outline = Outline::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "kind" => outline.kind = Some(map.next_value()?),
                 "metadata" => outline.metadata = Some(map.next_value()?),
@@ -133,37 +322,40 @@ impl<'de> Visitor<'de> for OutlineVisitor {
         Ok(outline)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Outline, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Outline<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(stand_in(Value::Array(Vec::new())))
+        Ok(of_type(Value::Array(Vec::new())))
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Outline, E> {
-        Ok(stand_in(Value::Bool(v)))
+    fn visit_bool<E>(self, v: bool) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Outline, E> {
-        Ok(stand_in(Value::from(v)))
+    fn visit_i64<E>(self, v: i64) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::from(v)))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Outline, E> {
-        Ok(stand_in(Value::from(v)))
+    fn visit_u64<E>(self, v: u64) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::from(v)))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Outline, E> {
-        Ok(stand_in(Value::from(v)))
+    fn visit_f64<E>(self, v: f64) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::from(v)))
     }
-    fn visit_str<E>(self, _: &str) -> Result<Outline, E> {
-        Ok(stand_in(Value::String(String::new())))
+    fn visit_str<E>(self, _: &str) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::String(String::new())))
     }
-    fn visit_unit<E>(self) -> Result<Outline, E> {
-        Ok(stand_in(Value::Null))
+    fn visit_unit<E>(self) -> Result<Outline<'de>, E> {
+        Ok(of_type(Value::Null))
     }
 }
 
 struct SpecSeed;
 
 impl<'de> DeserializeSeed<'de> for SpecSeed {
-    type Value = SpecOutline;
+    type Value = SpecOutline<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<SpecOutline, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<SpecOutline<'de>, D::Error> {
         deserializer.deserialize_any(SpecVisitor)
     }
 }
@@ -171,47 +363,42 @@ impl<'de> DeserializeSeed<'de> for SpecSeed {
 struct SpecVisitor;
 
 impl<'de> Visitor<'de> for SpecVisitor {
-    type Value = SpecOutline;
+    type Value = SpecOutline<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpecOutline, A::Error> {
-        let mut entries = 0;
-        let mut has_document_key = false;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            entries += 1;
-            has_document_key |= matches!(key.as_ref(), "statements" | "@context" | "@id");
-            map.next_value::<IgnoredAny>()?;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpecOutline<'de>, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            entries.push((key, raw));
         }
-        Ok(SpecOutline::Object {
-            entries,
-            has_document_key,
-        })
+        Ok(SpecOutline::Object(entries))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SpecOutline, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SpecOutline<'de>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(SpecOutline::Other)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<SpecOutline, E> {
+    fn visit_bool<E>(self, _: bool) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<SpecOutline, E> {
+    fn visit_i64<E>(self, _: i64) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<SpecOutline, E> {
+    fn visit_u64<E>(self, _: u64) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<SpecOutline, E> {
+    fn visit_f64<E>(self, _: f64) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
-    fn visit_str<E>(self, _: &str) -> Result<SpecOutline, E> {
+    fn visit_str<E>(self, _: &str) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
-    fn visit_unit<E>(self) -> Result<SpecOutline, E> {
+    fn visit_unit<E>(self) -> Result<SpecOutline<'de>, E> {
         Ok(SpecOutline::Other)
     }
 }
@@ -314,5 +501,190 @@ mod tests {
             read_vex_bytes(b"{} trailing"),
             Err(ReadError::NotJson(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod sbom_and_manifest_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sbom_object() -> Value {
+        json!({"apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1", "kind": "SBOMSyftFiltered",
+               "metadata": {"name": "replicaset-x-app-1a2b-3c4d", "namespace": "kubescape",
+                            "labels": {"kubescape.io/context": "filtered"}},
+               "spec": {"metadata": {"tool": {"name": "syft", "version": "v1.18.1"}, "report": {"createdAt": "2025-06-15T15:06:00Z"}},
+                        "syft": {"artifacts": [
+                                    {"id": "a", "name": "libc6", "version": "2.36-9", "type": "deb",
+                                     "locations": [{"path": "/lib/x86_64-linux-gnu/libc.so.6"}], "purl": "pkg:deb/debian/libc6@2.36-9"},
+                                    {"id": "b", "name": "zlib", "version": null, "type": "deb", "locations": null,
+                                     "metadata": {"files": [{"path": "/usr/lib/libz.so.1"}]}}],
+                                 "artifactRelationships": null, "source": {"type": "image"}, "distro": {"name": "debian"},
+                                 "descriptor": {"name": "syft"}, "schema": {"version": "16.0.20"}}}})
+    }
+
+    fn manifest_object() -> Value {
+        json!({"kind": "VulnerabilityManifest",
+               "metadata": {"name": "replicaset-x-app-1a2b-3c4d", "namespace": "kubescape"},
+               "spec": {"metadata": {"withRelevancy": true, "tool": {"name": "grype", "version": "v0.92.2", "databaseVersion": "v6"},
+                                     "report": {"createdAt": "2025-06-15T15:06:00Z"}},
+                        "payload": {"matches": [
+                            {"vulnerability": {"id": "CVE-2023-4911", "dataSource": "https://security-tracker.debian.org/tracker/CVE-2023-4911",
+                                               "fix": {"versions": ["2.36-9+deb12u3"], "state": "fixed"}, "cvss": [1, 2.5]},
+                             "artifact": {"name": "libc6", "version": "2.36-9", "type": "deb", "purl": "pkg:deb/debian/libc6@2.36-9"},
+                             "matchDetails": []}],
+                                    "source": {"type": "image"}}}})
+    }
+
+    fn bytes(object: &Value) -> Vec<u8> {
+        serde_json::to_vec_pretty(object).unwrap()
+    }
+
+    #[test]
+    fn the_sbom_from_bytes_has_what_the_value_reader_reads() {
+        let object = sbom_object();
+        let stored = bytes(&object);
+        let from_bytes = read_sbom_bytes(&stored).unwrap();
+        let from_value = crate::read_sbom(&object).unwrap();
+        assert_eq!(from_bytes.sbom.object, from_value.object);
+        assert_eq!(from_bytes.sbom.kind, from_value.kind);
+        assert_eq!(from_bytes.sbom.metadata, from_value.metadata);
+        assert_eq!(from_bytes.artifacts, from_value.syft.artifacts.len());
+        assert_eq!(
+            serde_json::from_str::<Value>(from_bytes.syft.get()).unwrap(),
+            object["spec"]["syft"]
+        );
+    }
+
+    #[test]
+    fn the_manifest_from_bytes_equals_the_value_reader() {
+        let object = manifest_object();
+        let from_bytes = read_manifest_bytes(&bytes(&object)).unwrap();
+        let from_value = crate::read_manifest(&object).unwrap();
+        assert_eq!(from_bytes.object, from_value.object);
+        assert_eq!(from_bytes.metadata, from_value.metadata);
+        assert_eq!(from_bytes.payload, from_value.payload);
+    }
+
+    /// The same message as the `Value` reader, plus where the problem is in the stored bytes.
+    fn assert_same_error(from_bytes: ReadError, from_value: ParseError, stored: &[u8]) {
+        let ReadError::Invalid(from_bytes) = from_bytes else {
+            panic!("JSON that is not a valid object is Invalid, got {from_bytes:?}");
+        };
+        let (actual, expected) = (from_bytes.to_string(), from_value.to_string());
+        if actual == expected {
+            return;
+        }
+        let (text, position) = actual
+            .rsplit_once(" at line ")
+            .unwrap_or_else(|| panic!("{actual} differs from {expected}"));
+        assert_eq!(text, expected);
+        let (line, column) = position.split_once(" column ").unwrap();
+        let (line, column): (usize, usize) = (line.parse().unwrap(), column.parse().unwrap());
+        let line_text = String::from_utf8_lossy(stored)
+            .lines()
+            .nth(line - 1)
+            .unwrap()
+            .to_string();
+        assert!(
+            column <= line_text.len() + 1,
+            "{actual}: column {column} is past line {line}: {line_text}"
+        );
+    }
+
+    #[test]
+    fn bad_sboms_give_the_value_readers_errors_with_their_position() {
+        let mut cases = Vec::new();
+        let mut wrong_kind = sbom_object();
+        wrong_kind["kind"] = json!("OpenVulnerabilityExchangeContainer");
+        cases.push(wrong_kind);
+        let mut no_syft = sbom_object();
+        no_syft["spec"]["syft"] = json!(null);
+        cases.push(no_syft);
+        let mut syft_array = sbom_object();
+        syft_array["spec"]["syft"] = json!([]);
+        cases.push(syft_array);
+        let mut only_other = sbom_object();
+        only_other["spec"] = json!({"other": 1});
+        cases.push(only_other);
+        let mut empty_spec = sbom_object();
+        empty_spec["spec"] = json!({});
+        cases.push(empty_spec);
+        let mut bad_metadata = sbom_object();
+        bad_metadata["spec"]["metadata"]["tool"]["name"] = json!(7);
+        cases.push(bad_metadata);
+        let mut bad_location = sbom_object();
+        bad_location["spec"]["syft"]["artifacts"][1]["locations"] = json!([{"path": 7}]);
+        cases.push(bad_location);
+        let mut artifacts_object = sbom_object();
+        artifacts_object["spec"]["syft"]["artifacts"] = json!({});
+        cases.push(artifacts_object);
+        let mut relationships_string = sbom_object();
+        relationships_string["spec"]["syft"]["artifactRelationships"] = json!("x");
+        cases.push(relationships_string);
+        let mut files_number = sbom_object();
+        files_number["spec"]["syft"]["files"] = json!(3);
+        cases.push(files_number);
+        cases.push(json!(["not", "an", "object"]));
+        for object in cases {
+            let expected = crate::read_sbom(&object).unwrap_err();
+            let stored = bytes(&object);
+            let actual = read_sbom_bytes(&stored).unwrap_err();
+            assert_same_error(actual, expected, &stored);
+        }
+    }
+
+    #[test]
+    fn bad_manifests_give_the_value_readers_errors_with_their_position() {
+        let mut cases = Vec::new();
+        let mut no_name = manifest_object();
+        no_name["spec"]["payload"]["matches"][0]["artifact"] = json!({"version": "1"});
+        cases.push(no_name);
+        let mut no_payload = manifest_object();
+        no_payload["spec"]["payload"] = json!("x");
+        cases.push(no_payload);
+        let mut bad_versions = manifest_object();
+        bad_versions["spec"]["payload"]["matches"][0]["vulnerability"]["fix"]["versions"] =
+            json!([1]);
+        cases.push(bad_versions);
+        let mut bad_relevancy = manifest_object();
+        bad_relevancy["spec"]["metadata"]["withRelevancy"] = json!("yes");
+        cases.push(bad_relevancy);
+        let mut no_metadata = manifest_object();
+        no_metadata.as_object_mut().unwrap().remove("metadata");
+        cases.push(no_metadata);
+        for object in cases {
+            let expected = crate::read_manifest(&object).unwrap_err();
+            let stored = bytes(&object);
+            let actual = read_manifest_bytes(&stored).unwrap_err();
+            assert_same_error(actual, expected, &stored);
+        }
+    }
+
+    #[test]
+    fn positions_are_counted_from_the_start_of_the_stored_bytes() {
+        let mut object = manifest_object();
+        object["spec"]["payload"]["matches"][0]["vulnerability"]["fix"]["versions"] = json!([1]);
+        for stored in [serde_json::to_vec(&object).unwrap(), bytes(&object)] {
+            // Where serde_json itself puts the error when it reads the whole document.
+            #[derive(Debug, Deserialize)]
+            #[allow(dead_code)]
+            struct Whole {
+                spec: WholeSpec,
+            }
+            #[derive(Debug, Deserialize)]
+            #[allow(dead_code)]
+            struct WholeSpec {
+                payload: GrypeDocument,
+            }
+            let whole = serde_json::from_slice::<Whole>(&stored).unwrap_err();
+            let expected = format!("at line {} column {}", whole.line(), whole.column());
+            let message = read_manifest_bytes(&stored).unwrap_err().to_string();
+            assert!(
+                message.ends_with(&expected),
+                "{message} ends with {expected}"
+            );
+        }
     }
 }
