@@ -1,13 +1,19 @@
 //! From parsed evidence to the three documents enrich writes. Pure: no I/O, no clock — every
 //! timestamp comes from the evidence, so a redelivered job writes byte-identical documents.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use vexxy_events::completed::Completeness;
 use vexxy_events::pipeline::Observation;
 use vexxy_events::{EvidenceQuality, Summary, ValidatedRequest};
+use vexxy_kubescape::from_bytes::StoredSbom;
 use vexxy_kubescape::{
     Completion, ContainerProfileInfo, KubescapeManifest, KubescapeSbom, KubescapeVex, ProfileStatus,
 };
@@ -58,6 +64,16 @@ impl SbomFacts {
     }
 }
 
+impl SbomFacts {
+    /// The same figures from an SBOM read from its stored bytes.
+    pub fn of_stored(stored: &StoredSbom<'_>) -> SbomFacts {
+        SbomFacts {
+            packages: stored.artifacts as u64,
+            ..SbomFacts::of(&stored.sbom)
+        }
+    }
+}
+
 /// `sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered object verbatim, or an empty Syft
 /// document when Kubescape stored none.
 pub fn filtered_sbom_document(object: Option<&Value>) -> Result<Vec<u8>, ProduceError> {
@@ -71,6 +87,109 @@ pub fn filtered_sbom_document(object: Option<&Value>) -> Result<Vec<u8>, Produce
         document: "filtered SBOM",
         source,
     })
+}
+
+/// [`filtered_sbom_document`] from `spec.syft` as stored: the same bytes, written straight from
+/// the stored text instead of through a `Value` tree. A `Value` keeps only the last of repeated
+/// keys (at the first one's place); text with a repeated key goes through a `Value` so the
+/// document stays the same.
+pub fn filtered_sbom_from_stored(syft: &RawValue) -> Result<Vec<u8>, ProduceError> {
+    let serialise = |source| ProduceError::Serialise {
+        document: "filtered SBOM",
+        source,
+    };
+    let keys_unique = serde_json::from_str::<UniqueKeys>(syft.get()).map_err(serialise)?;
+    if !keys_unique.0 {
+        let syft: Value = serde_json::from_str(syft.get()).map_err(serialise)?;
+        return filtered_sbom_document(Some(&serde_json::json!({ "spec": { "syft": syft } })));
+    }
+    // Pretty printing adds indentation; half again the stored size avoids most regrowth.
+    let mut out = Vec::with_capacity(syft.get().len() + syft.get().len() / 2);
+    let mut reader = serde_json::Deserializer::from_str(syft.get());
+    let mut writer = serde_json::Serializer::pretty(&mut out);
+    serde_transcode::transcode(&mut reader, &mut writer).map_err(serialise)?;
+    Ok(out)
+}
+
+/// Whether no object in a JSON text repeats a key.
+struct UniqueKeys(bool);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut unique = true;
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            unique &= map.next_value::<UniqueKeys>()?.0;
+            keys.push(key);
+        }
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(UniqueKeys(
+            unique && keys.windows(2).all(|w| w[0].0 != w[1].0),
+        ))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        let mut unique = true;
+        while let Some(element) = seq.next_element::<UniqueKeys>()? {
+            unique &= element.0;
+        }
+        Ok(UniqueKeys(unique))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys(true))
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 /// The documents and the figures for the completed event, all rendered at once (see
@@ -538,5 +657,63 @@ fn kubescape_info(evidence: &Evidence, shape: &str) -> KubescapeInfo {
         sbom_tool: evidence.filtered_sbom.as_ref().and_then(|s| s.tool.clone()),
         scanner: tool.map(|t| format!("{} {}", t.name, t.version)),
         scanner_db: tool.and_then(|t| t.database_version.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn both_ways(syft: &str) -> (Vec<u8>, Vec<u8>) {
+        let stored = format!(r#"{{"kind": "SBOMSyftFiltered", "spec": {{"syft": {syft}}}}}"#);
+        let object: Value = serde_json::from_str(&stored).unwrap();
+        let through_value = filtered_sbom_document(Some(&object)).unwrap();
+        #[derive(Deserialize)]
+        struct Outer<'a> {
+            #[serde(borrow)]
+            spec: Spec<'a>,
+        }
+        #[derive(Deserialize)]
+        struct Spec<'a> {
+            #[serde(borrow)]
+            syft: &'a RawValue,
+        }
+        let outer: Outer = serde_json::from_str(&stored).unwrap();
+        (
+            through_value,
+            filtered_sbom_from_stored(outer.spec.syft).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_sbom_written_from_its_stored_text_is_the_sbom_written_from_a_value() {
+        for syft in [
+            r#"{"artifacts": [{"name": "a\"b\\c\u00e9\ud83d\ude00\n", "n": [1, -2, 3.5, 1e3, -0, 18446744073709551615, 0.1e-7],
+                "x": {}, "y": [], "z": null, "t": true}], "schema": {"version": "16.0.20"}, "esc\u0041ped": "é"}"#,
+            r#"{"b": 1, "a": 2, "b": 3, "nested": [{"k": 1, "k": 2}]}"#,
+            r#"{"outer": {"k": {"a": 1}, "k": {"b": 2}}, "z": 0}"#,
+            r#"{"weird key \"quoted\"": 1, "weird key \"quoted\"": 2}"#,
+            "{}",
+        ] {
+            let (expected, actual) = both_ways(syft);
+            assert_eq!(
+                String::from_utf8(actual).unwrap(),
+                String::from_utf8(expected).unwrap(),
+                "{syft}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_found_at_any_depth() {
+        let unique = |text: &str| serde_json::from_str::<UniqueKeys>(text).unwrap().0;
+        assert!(unique(r#"{"a": [{"b": 1, "c": 2}], "d": {"b": 1}}"#));
+        assert!(!unique(r#"{"a": [{"b": 1, "b": 2}]}"#));
+        assert!(!unique(r#"{"a\u0062": 1, "ab": 2}"#));
+        assert!(unique(
+            &serde_json::to_string(&json!([1, "x", null])).unwrap()
+        ));
     }
 }

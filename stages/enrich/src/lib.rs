@@ -47,11 +47,12 @@ use serde_json::Value;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::ParseError;
-use vexxy_kubescape::from_bytes::ReadError;
+use vexxy_kubescape::from_bytes::{self, ReadError};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
 
 pub use documents::{
-    Conclusions, Evidence, Produced, SbomFacts, conclude, filtered_sbom_document, produce,
+    Conclusions, Evidence, Produced, SbomFacts, conclude, filtered_sbom_document,
+    filtered_sbom_from_stored, produce,
 };
 
 pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
@@ -167,15 +168,14 @@ impl Enrich {
         }
 
         let mut evidence = Evidence::default();
-        // The SBOM first: its content is only copied through, so it is rendered now and its
-        // parsed forms are dropped before the VEX is read.
+        // The SBOM first: its content is only copied through, so it is written out now (from
+        // its stored text) and its bytes are dropped before the VEX is read.
         let filtered_sbom = match refs.filtered_sbom.as_deref() {
             Some(key) => {
-                let object = load(store, key).await?;
-                let sbom = vexxy_kubescape::read_sbom(&object).map_err(|e| bad_evidence(key, e))?;
-                evidence.filtered_sbom = Some(SbomFacts::of(&sbom));
-                drop(sbom);
-                filtered_sbom_document(Some(&object))
+                let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+                let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
+                evidence.filtered_sbom = Some(SbomFacts::of_stored(&stored));
+                filtered_sbom_from_stored(stored.syft)
             }
             None => filtered_sbom_document(None),
         }
@@ -183,10 +183,7 @@ impl Enrich {
         if let Some(key) = refs.vex.as_deref() {
             // The largest object: read from its bytes, never held as a `serde_json::Value`.
             let bytes = store.get_bytes(key).await.map_err(storage_error)?;
-            let vex = vexxy_kubescape::from_bytes::read_vex_bytes(&bytes).map_err(|e| match e {
-                ReadError::NotJson(e) => not_json(key, e),
-                ReadError::Invalid(e) => bad_evidence(key, e),
-            })?;
+            let vex = from_bytes::read_vex_bytes(&bytes).map_err(|e| unreadable(key, e))?;
             evidence.vex = Some(vex);
         }
         if let Some(key) = refs.container_profile.as_deref() {
@@ -194,14 +191,15 @@ impl Enrich {
                 Some(read(store, key, vexxy_kubescape::read_container_profile).await?);
         }
         if let Some(key) = refs.vulnerability_manifest.as_deref() {
-            evidence.manifest = Some(read(store, key, vexxy_kubescape::read_manifest).await?);
+            evidence.manifest = Some(read_manifest(store, key).await?);
         }
         if let Some(key) = refs.other.get(OTHER_IMAGE_MANIFEST) {
-            evidence.image_manifest = Some(read(store, key, vexxy_kubescape::read_manifest).await?);
+            evidence.image_manifest = Some(read_manifest(store, key).await?);
         }
         if let Some(key) = refs.other.get(OTHER_IMAGE_SBOM) {
-            let sbom = read(store, key, vexxy_kubescape::read_sbom).await?;
-            evidence.image_sbom_packages = Some(sbom.syft.artifacts.len() as u64);
+            let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+            let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
+            evidence.image_sbom_packages = Some(stored.artifacts as u64);
         }
 
         let conclusions = conclude(
@@ -290,6 +288,21 @@ async fn read<T>(
 ) -> Result<T, StageError> {
     let object = load(store, key).await?;
     reader(&object).map_err(|e| bad_evidence(key, e))
+}
+
+async fn read_manifest(
+    store: &Store,
+    key: &str,
+) -> Result<vexxy_kubescape::KubescapeManifest, StageError> {
+    let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+    from_bytes::read_manifest_bytes(&bytes).map_err(|e| unreadable(key, e))
+}
+
+fn unreadable(key: &str, error: ReadError) -> StageError {
+    match error {
+        ReadError::NotJson(e) => not_json(key, e),
+        ReadError::Invalid(e) => bad_evidence(key, e),
+    }
 }
 
 async fn write(store: &Store, key: &str, body: Vec<u8>) -> Result<(), StageError> {
