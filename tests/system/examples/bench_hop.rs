@@ -13,7 +13,14 @@
 //!   outside the timed window, but on the same server and cores as the next iteration.
 //!   The job record exists beforehand (as intake would have written it).
 //!
-//! Both loops run one message at a time, so the figure is latency, not throughput.
+//! * design floor (reported, not part of the target): the hop's broker effects done by hand with
+//!   no runtime — a task pulls the message, reads the job record (one KV get), publishes the same
+//!   bytes onward (PubAck), writes the record (compare-and-set on the revision read) and acks;
+//!   the timed window is the hop's. It is what the hand-off protocol itself costs on this server,
+//!   so `hop - design_floor` is the runtime's own overhead and `design_floor / floor` what the
+//!   protocol's round trips cost against the raw floor.
+//!
+//! All loops run one message at a time, so the figure is latency, not throughput.
 
 use std::time::{Duration, Instant};
 
@@ -200,6 +207,101 @@ async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Resu
     Ok(samples)
 }
 
+/// The hop's broker effects without the runtime: see the module comment.
+async fn design_floor(
+    js: &jetstream::Context,
+    nats_url: &str,
+    iterations: usize,
+) -> Result<Vec<f64>> {
+    let stream = js
+        .create_stream(stream::Config {
+            name: "BENCH_DESIGN".into(),
+            subjects: vec!["bench.design.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .context("create the design-floor stream")?;
+    let consumer = |name: &str, subject: &str| {
+        stream.create_consumer(pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: subject.into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+    };
+    let stage_input = consumer("bench-design-stage", "bench.design.in")
+        .await
+        .context("create the design-floor stage consumer")?;
+    let observer = consumer("bench-design-observer", "bench.design.out")
+        .await
+        .context("create the design-floor observer consumer")?;
+    // The stage side has a connection of its own, like the runtime.
+    let stage_js = jetstream::new(async_nats::connect(nats_url).await?);
+    let kv = stage_js.get_key_value(subjects::STATUS_BUCKET).await?;
+    let mut inputs = stage_input.messages().await?;
+    let stage = tokio::spawn(async move {
+        while let Some(message) = inputs.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+            let mut headers = message.headers.clone().unwrap_or_default();
+            let job_id = headers
+                .get(subjects::HEADER_JOB_ID)
+                .context("the design-floor message has no job id")?
+                .to_string();
+            // The hand-off is a new event with an id of its own (the input's would be a duplicate).
+            headers.insert("Nats-Msg-Id", format!("{job_id}.handed-on").as_str());
+            let entry = kv
+                .entry(&job_id)
+                .await?
+                .context("the design-floor job has no record")?;
+            stage_js
+                .publish_with_headers("bench.design.out", headers, message.payload.clone())
+                .await?
+                .await?;
+            kv.update(&job_id, entry.value, entry.revision).await?;
+            message
+                .ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        anyhow::Ok(())
+    });
+    let kv = js.get_key_value(subjects::STATUS_BUCKET).await?;
+    let mut handed_on = observer.messages().await?;
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..WARMUP + iterations {
+        let job_id = format!("bench-design-{i}");
+        let ticket = ticket(&job_id);
+        let status = vexxy_runtime::status::new_job(
+            &ticket.request,
+            "bench".into(),
+            i as u64,
+            Stage::Extract,
+        );
+        vexxy_runtime::status::create(&kv, &status).await?;
+        let event = vexxy_events::ticket_event(Stage::Wait, ticket);
+        let payload = Bytes::from(serde_json::to_vec(&event)?);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        headers.insert(subjects::HEADER_JOB_ID, job_id.as_str());
+        let started = Instant::now();
+        js.publish_with_headers("bench.design.in", headers, payload)
+            .await?
+            .await?;
+        receive_and_ack(&mut handed_on, "the design-floor hand-off").await?;
+        if i >= WARMUP {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    stage.abort();
+    if let Ok(Err(error)) = stage.await {
+        return Err(error.context("the design-floor stage failed"));
+    }
+    Ok(samples)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let iterations: usize = std::env::args()
@@ -220,9 +322,16 @@ async fn main() -> Result<()> {
     ))?);
     let floor = floor(&js, payload.clone(), iterations).await?;
     let hop = hop(&js, &nats.url(), iterations).await?;
+    // After the hop: it uses the status bucket the runtime provisioned.
+    let design_floor = design_floor(&js, &nats.url(), iterations).await?;
     println!(
         "BENCH_RESULT {}",
-        json!({"payload_bytes": payload.len(), "floor": summary(floor), "hop": summary(hop)})
+        json!({
+            "payload_bytes": payload.len(),
+            "floor": summary(floor),
+            "hop": summary(hop),
+            "design_floor": summary(design_floor),
+        })
     );
     Ok(())
 }
