@@ -704,3 +704,104 @@ pub(crate) async fn report_failure<H>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vexxy_events::{RunConfig, ValidatedRequest};
+
+    fn delivery(payload: &[u8]) -> Delivery {
+        Delivery {
+            stream: subjects::PIPELINE_STREAM.into(),
+            subject: subjects::input_of(Stage::Extract),
+            stream_sequence: 7,
+            delivered: 1,
+            msg_id: None,
+            headers: None,
+            payload: bytes::Bytes::copy_from_slice(payload),
+        }
+    }
+
+    fn ticket() -> PipelineTicket {
+        PipelineTicket {
+            request: ValidatedRequest {
+                job_id: "job-1".into(),
+                image_ref: "docker.io/library/nginx".into(),
+                image_digest: format!("sha256:{}", "ab".repeat(32)),
+                repository: "docker.io/library/nginx".into(),
+                registry: "docker.io".into(),
+                tag: None,
+                request_msg_id: Some("job-1.request".into()),
+                analysis_duration_seconds: 300,
+                config: RunConfig::default(),
+                labels: [("team".to_string(), "payments".to_string())].into(),
+            },
+            timings: vec![],
+            sandbox: None,
+            observation: None,
+            evidence: None,
+        }
+    }
+
+    fn event_json() -> serde_json::Value {
+        serde_json::to_value(vexxy_events::ticket_event(Stage::Wait, ticket())).unwrap()
+    }
+
+    fn decode(event: &serde_json::Value) -> Result<PipelineTicket, (FailureReason, String)> {
+        decode_ticket(&delivery(&serde_json::to_vec(event).unwrap()))
+    }
+
+    #[test]
+    fn a_ticket_event_decodes_to_its_ticket() {
+        assert_eq!(decode(&event_json()).unwrap(), ticket());
+    }
+
+    #[test]
+    fn bytes_that_are_not_json_are_malformed() {
+        let (reason, problem) = decode_ticket(&delivery(b"{not json")).unwrap_err();
+        assert_eq!(reason, FailureReason::MalformedRequest);
+        assert!(
+            problem.starts_with("not a CloudEvent in JSON: "),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn an_event_without_data_is_not_a_cloud_event() {
+        let mut event = event_json();
+        event.as_object_mut().unwrap().remove("data");
+        let (reason, problem) = decode(&event).unwrap_err();
+        assert_eq!(reason, FailureReason::MalformedRequest);
+        assert!(problem.contains("missing field `data`"), "{problem}");
+    }
+
+    #[test]
+    fn another_event_type_is_unsupported_whatever_its_data() {
+        let mut event = event_json();
+        event["type"] = "io.vexxy.analysis.completed.v1".into();
+        event["data"] = serde_json::json!({"something": "else"});
+        let (reason, problem) = decode(&event).unwrap_err();
+        assert_eq!(reason, FailureReason::UnsupportedEvent);
+        assert!(
+            problem.contains("io.vexxy.analysis.completed.v1")
+                && problem.contains("io.vexxy.pipeline.ticket.v1"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_ticket_event_whose_data_breaks_the_contract_is_malformed() {
+        let mut event = event_json();
+        event["data"]["request"]
+            .as_object_mut()
+            .unwrap()
+            .remove("job_id");
+        let (reason, problem) = decode(&event).unwrap_err();
+        assert_eq!(reason, FailureReason::MalformedRequest);
+        assert!(
+            problem.starts_with("the ticket does not match the contract: ")
+                && problem.contains("job_id"),
+            "{problem}"
+        );
+    }
+}
