@@ -168,18 +168,6 @@ impl Enrich {
         }
 
         let mut evidence = Evidence::default();
-        // The SBOM first: its content is only copied through, so it is written out now (from
-        // its stored text) and its bytes are dropped before the VEX is read.
-        let filtered_sbom = match refs.filtered_sbom.as_deref() {
-            Some(key) => {
-                let bytes = store.get_bytes(key).await.map_err(storage_error)?;
-                let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
-                evidence.filtered_sbom = Some(SbomFacts::of_stored(&stored));
-                filtered_sbom_from_stored(stored.syft)
-            }
-            None => filtered_sbom_document(None),
-        }
-        .map_err(|e| internal(&job_id, e))?;
         if let Some(key) = refs.vex.as_deref() {
             // The largest object: read from its bytes, never held as a `serde_json::Value`.
             let bytes = store.get_bytes(key).await.map_err(storage_error)?;
@@ -202,6 +190,22 @@ impl Enrich {
             evidence.image_sbom_packages = Some(stored.artifacts as u64);
         }
 
+        // The SBOM last, once every other piece of evidence has been read and checked (so
+        // evidence enrich refuses leaves nothing written): its content is only copied through,
+        // so it is written now, from its stored text, and neither its bytes nor the document are
+        // held while the VEX documents are rendered.
+        let filtered_sbom = match refs.filtered_sbom.as_deref() {
+            Some(key) => {
+                let bytes = store.get_bytes(key).await.map_err(storage_error)?;
+                let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
+                evidence.filtered_sbom = Some(SbomFacts::of_stored(&stored));
+                filtered_sbom_from_stored(stored.syft)
+            }
+            None => filtered_sbom_document(None),
+        }
+        .map_err(|e| internal(&job_id, e))?;
+        let sbom = sbom_key(&job_id);
+        write(store, &sbom, filtered_sbom).await?;
         let conclusions = conclude(
             &ticket.request,
             observation,
@@ -226,8 +230,6 @@ impl Enrich {
             write(store, &key, body).await?;
             extra.insert("cyclonedx".to_string(), store.url(&key));
         }
-        let sbom = sbom_key(&job_id);
-        write(store, &sbom, filtered_sbom).await?;
         let summary = summary_key(&job_id);
         let Conclusions {
             summary_json,
