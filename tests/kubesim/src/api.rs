@@ -250,18 +250,18 @@ async fn serve(
     match verb {
         "get" => {
             let name = target.name.as_deref().unwrap_or("");
-            let mut obj = store.get(r, &ns, name)?;
+            let mut obj = store.get_shared(r, &ns, name)?;
             if storage_quirks
                 && query.get("resourceVersion").map(String::as_str) == Some("metadata")
             {
-                obj = metadata_only(&obj);
+                obj = Arc::new(metadata_only(&obj));
             }
             if table::wants_table(accept) {
                 return Ok(json_response(
                     StatusCode::OK,
                     &table::table(
                         r,
-                        &[obj],
+                        std::slice::from_ref(&*obj),
                         None,
                         query.get("includeObject").map(String::as_str) == Some("Object"),
                     ),

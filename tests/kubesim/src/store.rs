@@ -291,6 +291,24 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))
     }
 
+    /// Like [`Store::get`], but the stored object itself (shared, never changed in place), for
+    /// a reader that only serialises it.
+    pub fn get_shared(
+        &self,
+        resource: &'static Resource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        let inner = self.lock();
+        let ns = if resource.namespaced { ns } else { "" };
+        inner
+            .objects
+            .get(res_key(resource))
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))
+    }
+
     /// All objects of a type (optionally one namespace), ordered by (namespace, name), and the
     /// store's resourceVersion at that instant.
     pub fn list(&self, resource: &'static Resource, ns: Option<&str>) -> (Vec<Value>, u64) {
