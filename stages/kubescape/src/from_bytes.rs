@@ -59,8 +59,7 @@ pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     struct SpecOnly {
         spec: VexDocument,
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let doc = serde_path_to_error::deserialize::<_, SpecOnly>(&mut deserializer)
+    let doc = deserialize_tracked::<SpecOnly>(bytes)
         .map_err(|e| ParseError::from_serde(kinds::VEX, &info.name, "", e))?
         .spec;
     Ok(vex::normalise(info, doc)?)
@@ -167,8 +166,7 @@ fn typed_at<T: DeserializeOwned>(
     name: &str,
     prefix: &str,
 ) -> Result<T, ParseError> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|e| {
+    deserialize_tracked::<T>(raw.get().as_bytes()).map_err(|e| {
         let inner = e.path().to_string();
         let path = match inner.as_str() {
             "." | "" => prefix.to_string(),
@@ -181,6 +179,18 @@ fn typed_at<T: DeserializeOwned>(
             message: located_in(document, raw, e.into_inner()),
         }
     })
+}
+
+/// Deserialises `text` without tracking where the reader is (tracking costs a good share of
+/// the time on a large document, and almost every object is valid); only when that fails, again
+/// with tracking, for an error that names the failing field.
+fn deserialize_tracked<'de, T: Deserialize<'de>>(
+    text: &'de [u8],
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(text)) {
+        return Ok(value);
+    }
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))
 }
 
 /// The error's message with its line and column moved from `raw` to the whole `document`.
