@@ -309,11 +309,17 @@ fn hop(release: &Path) -> Result<Figure> {
     let floor = result["floor"]["p50_us"].as_f64().unwrap_or(0.0);
     let hop = result["hop"]["p50_us"].as_f64().unwrap_or(0.0);
     let ratio = hop / floor;
+    // The hop's broker effects done by hand (no runtime): splits the protocol's cost from the
+    // runtime's. Reported beside the target, never in its place.
+    let design_floor = result["design_floor"]["p50_us"].as_f64().unwrap_or(0.0);
     Ok(Figure {
         name: "per-hop overhead vs JetStream floor".into(),
         target: "≤ 3× the floor".into(),
         met: ratio <= 3.0,
-        summary: format!("hop p50 {hop:.0} µs vs floor p50 {floor:.0} µs = {ratio:.1}×"),
+        summary: format!(
+            "hop p50 {hop:.0} µs vs floor p50 {floor:.0} µs = {ratio:.1}× (the same broker effects by hand: {design_floor:.0} µs = {:.1}×)",
+            design_floor / floor
+        ),
         figures: json!({"ratio_p50": ratio, "result": result}),
     })
 }
