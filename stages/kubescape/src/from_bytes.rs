@@ -25,7 +25,8 @@ use crate::keys::kinds;
 use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
 use crate::object::read_envelope;
 use crate::sbom::{KubescapeSbom, SyftArtifact, read_sbom};
-use crate::vex::{self, KubescapeVex, VexDocument};
+use crate::vex::KubescapeVex;
+use crate::vex_stream::StreamedVexDocument;
 
 /// Why stored bytes could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,9 @@ pub enum ReadError {
     Invalid(#[from] ParseError),
 }
 
-/// [`crate::read_vex`] on the stored bytes of an OpenVulnerabilityExchangeContainer.
+/// [`crate::read_vex`] on the stored bytes of an OpenVulnerabilityExchangeContainer: the same
+/// checks, order and errors (a type error also says where it is in the bytes), with each
+/// statement normalised as it is read and not kept.
 pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
     let info = read_envelope(&outline.envelope(), &[kinds::VEX])?;
@@ -57,12 +60,12 @@ pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     }
     #[derive(Deserialize)]
     struct SpecOnly {
-        spec: VexDocument,
+        spec: StreamedVexDocument,
     }
     let doc = deserialize_tracked::<SpecOnly>(bytes)
         .map_err(|e| ParseError::from_serde(kinds::VEX, &info.name, "", e))?
         .spec;
-    Ok(vex::normalise(info, doc)?)
+    Ok(doc.normalise(info)?)
 }
 
 /// What enrich needs of an SBOMSyftFiltered / SBOMSyft, read from its stored bytes: everything
@@ -499,6 +502,108 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn statement_errors_come_after_document_time_errors_in_the_value_readers_order() {
+        let mut bad_time_and_status = vex_object();
+        bad_time_and_status["spec"]["last_updated"] = json!("yesterday");
+        bad_time_and_status["spec"]["statements"][0]["status"] = json!("exploitable");
+        let mut two_bad_statements = vex_object();
+        two_bad_statements["spec"]["statements"][0]["products"] = json!([]);
+        two_bad_statements["spec"]["statements"][1]["status"] = json!("");
+        let mut statements_null = vex_object();
+        statements_null["spec"]["statements"] = json!(null);
+        let mut unknown_fields = vex_object();
+        unknown_fields["spec"]["extra"] = json!({"nested": [1, 2]});
+        unknown_fields["spec"]["statements"][1]["extra"] = json!("x");
+        for object in [bad_time_and_status, two_bad_statements] {
+            let expected = crate::read_vex(&object).unwrap_err().to_string();
+            let actual = from_bytes(&object).unwrap_err().to_string();
+            assert_eq!(actual, expected);
+        }
+        for object in [statements_null, unknown_fields] {
+            let (a, b) = (
+                from_bytes(&object).unwrap(),
+                crate::read_vex(&object).unwrap(),
+            );
+            assert_eq!(a.findings, b.findings);
+            assert_eq!(a.document, b.document);
+            assert_eq!(
+                (a.shape, a.statement_count, a.duplicates_merged),
+                (b.shape, b.statement_count, b.duplicates_merged)
+            );
+        }
+    }
+
+    #[test]
+    fn a_type_error_after_a_refused_statement_is_reported_first() {
+        let mut object = vex_object();
+        object["spec"]["statements"][0]["status"] = json!("exploitable");
+        object["spec"]["statements"][1]["vulnerability"]["aliases"] = json!(3);
+        object["spec"]["timestamp"] = json!("yesterday");
+        let Err(ReadError::Invalid(ParseError::InvalidField { path, message, .. })) =
+            from_bytes(&object)
+        else {
+            panic!("a type error is an invalid field");
+        };
+        assert_eq!(path, "spec.statements[1].vulnerability.aliases");
+        assert!(
+            message.starts_with("invalid type: integer `3`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_shape_and_its_duplicates_read_as_from_a_value() {
+        let statement = |id: Option<&str>, vid: &str, vname: &str, status: &str, legacy: bool| {
+            let product = if legacy {
+                json!({"@id": "nginx", "identifiers": {"purl": "pkg:deb/debian/libc6@2.36-9"}})
+            } else {
+                json!({"@id": "pkg:oci/nginx", "subcomponents": [{"@id": "pkg:deb/debian/libc6@2.36-9"}]})
+            };
+            let mut s = json!({"vulnerability": {"@id": vid, "name": vname, "aliases": ["GHSA-1"]},
+                               "products": [product], "status": status,
+                               "last_updated": "2025-06-15T15:06:40Z"});
+            if let Some(id) = id {
+                s["@id"] = json!(id);
+            }
+            s
+        };
+        let url = "https://security-tracker.debian.org/tracker/CVE-2023-4911";
+        let shapes = [
+            vec![],
+            vec![
+                statement(None, "CVE-2023-4911", url, "affected", false),
+                statement(None, "CVE-2023-4911", url, "not_affected", false),
+                statement(None, "CVE-2023-4912", url, "fixed", false),
+            ],
+            vec![statement(
+                Some("https://kubescape.io/vex/statement/CVE-2023-4911/x"),
+                url,
+                "CVE-2023-4911",
+                "under_investigation",
+                false,
+            )],
+            vec![
+                statement(None, url, "CVE-2023-4911", "affected", true),
+                statement(None, url, "CVE-2023-4911", "affected", true),
+            ],
+        ];
+        for statements in shapes {
+            let mut object = vex_object();
+            object["spec"]["statements"] = json!(statements);
+            let (a, b) = (
+                from_bytes(&object).unwrap(),
+                crate::read_vex(&object).unwrap(),
+            );
+            assert_eq!(a.findings, b.findings);
+            assert_eq!((a.shape, a.statement_count), (b.shape, b.statement_count));
+            assert_eq!(
+                (a.duplicates_merged, a.conflicting_duplicates),
+                (b.duplicates_merged, b.conflicting_duplicates)
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod profile;
 pub mod sbom;
 pub mod summary;
 pub mod vex;
+mod vex_stream;
 
 pub use error::ParseError;
 pub use manifest::{

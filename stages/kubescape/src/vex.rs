@@ -381,39 +381,52 @@ pub fn has_swapped_vulnerability_fields(id: &str, name: &str) -> bool {
 }
 
 fn detect_shape(doc: &VexDocument) -> KubevulnShape {
-    let statements = &doc.statements;
-    if statements.is_empty() {
-        return KubevulnShape::Undetermined;
+    let mut clues = ShapeClues::default();
+    for statement in &doc.statements {
+        clues.add(statement);
     }
-    let has_subcomponents = statements
-        .iter()
-        .any(|s| s.products.iter().any(|p| !p.subcomponents.is_empty()));
-    let has_identifiers = statements
-        .iter()
-        .any(|s| s.products.iter().any(|p| !p.identifiers.is_empty()));
-    if !has_subcomponents && has_identifiers {
-        return KubevulnShape::Legacy;
-    }
-    if statements.iter().any(|s| {
-        s.id.as_deref()
-            .is_some_and(|id| id.starts_with("https://kubescape.io/vex/statement/"))
-    }) {
-        return KubevulnShape::Main;
-    }
-    let swapped = statements.iter().any(|s| {
-        has_swapped_vulnerability_fields(
+    clues.shape()
+}
+
+/// What the statements tell about their writer, gathered one statement at a time (so a reader
+/// that does not keep the statements can tell the shape too).
+#[derive(Debug, Default)]
+pub(crate) struct ShapeClues {
+    statements: bool,
+    subcomponents: bool,
+    identifiers: bool,
+    main_statement_id: bool,
+    swapped: bool,
+}
+
+impl ShapeClues {
+    pub(crate) fn add(&mut self, s: &VexStatement) {
+        self.statements = true;
+        self.subcomponents |= s.products.iter().any(|p| !p.subcomponents.is_empty());
+        self.identifiers |= s.products.iter().any(|p| !p.identifiers.is_empty());
+        self.main_statement_id |=
+            s.id.as_deref()
+                .is_some_and(|id| id.starts_with("https://kubescape.io/vex/statement/"));
+        self.swapped |= has_swapped_vulnerability_fields(
             s.vulnerability.id.as_deref().unwrap_or(""),
             s.vulnerability.name.as_deref().unwrap_or(""),
-        )
-    });
-    if swapped {
-        KubevulnShape::V0_3_159
-    } else {
-        KubevulnShape::Main
+        );
+    }
+
+    pub(crate) fn shape(&self) -> KubevulnShape {
+        if !self.statements {
+            KubevulnShape::Undetermined
+        } else if !self.subcomponents && self.identifiers {
+            KubevulnShape::Legacy
+        } else if self.main_statement_id || !self.swapped {
+            KubevulnShape::Main
+        } else {
+            KubevulnShape::V0_3_159
+        }
     }
 }
 
-fn statement_findings(
+pub(crate) fn statement_findings(
     statement: &VexStatement,
     i: usize,
     name: &str,
@@ -558,7 +571,7 @@ fn statement_findings(
     Ok(out)
 }
 
-fn merge_duplicate(earlier: Finding, later: Finding) -> Finding {
+pub(crate) fn merge_duplicate(earlier: Finding, later: Finding) -> Finding {
     let later_wins = match later.status.caution().cmp(&earlier.status.caution()) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
@@ -589,7 +602,7 @@ fn merge_duplicate(earlier: Finding, later: Finding) -> Finding {
     winner
 }
 
-fn non_empty(value: &Option<String>) -> Option<String> {
+pub(crate) fn non_empty(value: &Option<String>) -> Option<String> {
     value
         .as_deref()
         .map(str::trim)
@@ -597,7 +610,7 @@ fn non_empty(value: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn parse_time(
+pub(crate) fn parse_time(
     value: &Option<String>,
     name: &str,
     path: String,
