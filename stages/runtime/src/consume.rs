@@ -103,10 +103,10 @@ pub async fn pull_loop<H: Handler>(
             let next = tokio::select! {
                 next = batch.next() => next,
                 _ = stop_requested(stopping) => {
-                    // Messages of this pull may still arrive; hand each straight back so
-                    // another replica gets it now rather than after its AckWait.
+                    // Messages of this pull may still arrive; hand each back so another
+                    // replica gets it soon rather than after its AckWait.
                     while let Some(Ok(message)) = batch.next().await {
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        hand_back_message(&message, tuning).await;
                     }
                     return Ok(());
                 }
@@ -127,6 +127,16 @@ pub async fn pull_loop<H: Handler>(
             });
         }
     }
+}
+
+/// Hands back a message that arrived in the pull being drained at shutdown, redelivered once
+/// that pull has expired: a Nak without a delay would be redelivered at once into the same
+/// pull (it is still waiting for more), come back here and be nacked again, using up
+/// deliveries until the pull ends.
+async fn hand_back_message(message: &Message, tuning: &ConsumerTuning) {
+    let _ = message
+        .ack_with(AckKind::Nak(Some(tuning.pull_expires)))
+        .await;
 }
 
 /// Logs tasks that ended by panicking: their message was neither acked nor nacked, so the
@@ -394,6 +404,8 @@ async fn handle<H: Handler>(
         result = worker.handler.handle(&context, ticket) => result,
         _ = handed_back(&mut hand_back) => {
             tracing::info!("shutting down: handing the message back unfinished");
+            // This process's pulls have ended by now (the pull loop drained them first), so
+            // another replica can have it at once; the runtime flushes before draining.
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return MessageOutcome::Retry;
         }

@@ -279,6 +279,13 @@ pub async fn run_with<H: Handler>(
     readiness.set(false);
     finish_in_flight(stage, &mut tasks, config.shutdown_grace, &hand_back_tx).await;
     advisories.abort();
+    // The hand-backs and acks above are only queued; drain may close the socket before the
+    // queue is written (seen: a Nak lost, its message then waiting out AckWait), so flush first.
+    match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "flushing the NATS connection failed"),
+        Err(_) => tracing::warn!("flushing the NATS connection timed out"),
+    }
     match tokio::time::timeout(Duration::from_secs(5), client.drain()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "draining the NATS connection failed"),
