@@ -459,6 +459,24 @@ fn pod_ip(uid: &str) -> String {
     format!("10.244.{}.{}", (h >> 8) % 250, h % 250 + 2)
 }
 
+/// The kubelet's two events for a container it has just created and started.
+fn container_started_events(cname: &str) -> [(&'static str, String, String, &'static str); 2] {
+    [
+        (
+            "Normal",
+            format!("Created/{cname}"),
+            format!("Created container: {cname}"),
+            "kubelet",
+        ),
+        (
+            "Normal",
+            format!("Started/{cname}"),
+            format!("Started container {cname}"),
+            "kubelet",
+        ),
+    ]
+}
+
 fn container_id(pod_uid: &str, name: &str, restart: i64) -> String {
     use sha2::{Digest, Sha256};
     format!(
@@ -572,18 +590,7 @@ pub(crate) fn reconcile_pod(
                     "kubelet",
                 ));
                 new_events.push(("Normal", format!("Pulled/{cname}"), format!("Successfully pulled image \"{image}\" in 412ms (412ms including waiting). Image size: 67345123 bytes."), "kubelet"));
-                new_events.push((
-                    "Normal",
-                    format!("Created/{cname}"),
-                    format!("Created container: {cname}"),
-                    "kubelet",
-                ));
-                new_events.push((
-                    "Normal",
-                    format!("Started/{cname}"),
-                    format!("Started container {cname}"),
-                    "kubelet",
-                ));
+                new_events.extend(container_started_events(cname));
             }
             Fate::PullFails => {
                 all_ready = false;
@@ -675,18 +682,7 @@ pub(crate) fn reconcile_pod(
                     format!("Container image \"{image}\" already present on machine"),
                     "kubelet",
                 ));
-                new_events.push((
-                    "Normal",
-                    format!("Created/{cname}"),
-                    format!("Created container: {cname}"),
-                    "kubelet",
-                ));
-                new_events.push((
-                    "Normal",
-                    format!("Started/{cname}"),
-                    format!("Started container {cname}"),
-                    "kubelet",
-                ));
+                new_events.extend(container_started_events(cname));
             }
         }
         statuses.push(cs);

@@ -281,14 +281,8 @@ impl Store {
         ns: &str,
         name: &str,
     ) -> Result<Value, ApiError> {
-        let inner = self.lock();
-        let ns = if resource.namespaced { ns } else { "" };
-        inner
-            .objects
-            .get(res_key(resource))
-            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .map(|v| Value::clone(v))
-            .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))
+        self.get_shared(resource, ns, name)
+            .map(|shared| Value::clone(&shared))
     }
 
     /// Like [`Store::get`], but the stored object itself (shared, never changed in place), for

@@ -96,16 +96,26 @@ async fn receive_and_ack(messages: &mut pull::Stream, what: &str) -> Result<()> 
     message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))
 }
 
+/// A stream with the runtime's pipeline settings (file storage, work-queue retention, a
+/// duplicate window), so the floors pay what the pipeline stream pays.
+async fn work_queue_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    js.create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+}
+
 async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Vec<f64>> {
-    let stream = js
-        .create_stream(stream::Config {
-            name: "BENCH_FLOOR".into(),
-            subjects: vec!["bench.floor".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+    let stream = work_queue_stream(js, "BENCH_FLOOR", "bench.floor")
         .await
         .context("create the floor stream")?;
     let consumer = stream
@@ -213,15 +223,7 @@ async fn design_floor(
     nats_url: &str,
     iterations: usize,
 ) -> Result<Vec<f64>> {
-    let stream = js
-        .create_stream(stream::Config {
-            name: "BENCH_DESIGN".into(),
-            subjects: vec!["bench.design.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+    let stream = work_queue_stream(js, "BENCH_DESIGN", "bench.design.>")
         .await
         .context("create the design-floor stream")?;
     let consumer = |name: &str, subject: &str| {
