@@ -51,7 +51,13 @@ pub struct Timings {
     pub pod_start_delay_ms: u64,
     /// Default node-agent learning period when the pod has no `kubescape.io/max-sniffing-time` label.
     pub learning_period_ms: u64,
-    /// node-agent save + storage consolidation: container start -> profile `ready`, and
+    /// node-agent's first ContainerProfile save: its `initialDelay`, set by the chart's
+    /// `nodeAgent.config.learningPeriod` (default 2m). A Kubescape setting, not machinery speed:
+    /// only a container still learning at its first save ever has a `ready` (learning-time)
+    /// profile and a learning-time scan; one whose learning ends earlier goes from
+    /// `initializing` straight to `completed`.
+    pub first_save_delay_ms: u64,
+    /// Storage consolidation (plus node-agent's save): first save -> profile `ready`, and
     /// learning end -> profile `completed`.
     pub consolidation_delay_ms: u64,
     /// Profile `ready`/`completed` -> kubevuln's ScanCP writes (operator cooldown + scan time).
@@ -68,6 +74,7 @@ impl Default for Timings {
         Timings {
             pod_start_delay_ms: 500,
             learning_period_ms: 5_000,
+            first_save_delay_ms: 120_000,
             consolidation_delay_ms: 500,
             scan_delay_ms: 500,
             bookmark_interval_ms: 1_000,
@@ -82,6 +89,9 @@ impl Timings {
     }
     pub fn learning_period(&self) -> Duration {
         Duration::from_millis(self.learning_period_ms)
+    }
+    pub fn first_save_delay(&self) -> Duration {
+        Duration::from_millis(self.first_save_delay_ms)
     }
     pub fn consolidation_delay(&self) -> Duration {
         Duration::from_millis(self.consolidation_delay_ms)

@@ -5,8 +5,14 @@
 //! Timeline of one container (t0 = container running, or install time for a container that was
 //! already running, which then gets completion `partial`):
 //! - t0: ContainerProfile `initializing`
-//! - t0 + consolidation: `ready` (learning) -> scan at + scan_delay (complete profiles only)
+//! - only if learning > first save (node-agent's `initialDelay`, chart
+//!   `nodeAgent.config.learningPeriod`, 2m by default): t0 + first save + consolidation: `ready`
+//!   (learning) -> scan at + scan_delay (complete profiles only)
 //! - max(t0 + learning, ready) + consolidation: `completed` -> scan at + scan_delay
+//!
+//! A container whose learning ends before node-agent's first save goes from `initializing`
+//! straight to `completed` and is scanned once, as with real node-agent. Each scan writes the
+//! filtered SBOM before the VEX, right after the profile version it follows.
 //!
 //! learning = pod label `kubescape.io/max-sniffing-time` (Go duration) or the configured default.
 
@@ -360,24 +366,27 @@ impl ProfileStage {
 }
 
 /// When each step of a container's timeline happens, relative to t0.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeline {
-    pub ready: Duration,
+    /// The `ready` (learning-time) profile, which exists only when learning outlasts
+    /// node-agent's first save.
+    pub ready: Option<Duration>,
     pub completed: Duration,
-    pub scan_after_ready: Duration,
+    pub scan_after_ready: Option<Duration>,
     pub scan_after_completed: Duration,
 }
 
 impl Timeline {
     pub fn new(cfg: &Config, learning: Duration) -> Self {
         let consolidation = cfg.timings.consolidation_delay();
-        let ready = consolidation;
-        let completed = learning.max(ready) + consolidation;
+        let first_save = cfg.timings.first_save_delay();
+        let ready = (learning > first_save).then_some(first_save + consolidation);
+        let completed = learning.max(ready.unwrap_or_default()) + consolidation;
         let scan = cfg.timings.scan_delay();
         Timeline {
             ready,
             completed,
-            scan_after_ready: ready + scan,
+            scan_after_ready: ready.map(|ready| ready + scan),
             scan_after_completed: completed + scan,
         }
     }
@@ -385,11 +394,19 @@ impl Timeline {
     pub fn stage(&self, elapsed: Duration) -> ProfileStage {
         if elapsed >= self.completed {
             ProfileStage::Completed
-        } else if elapsed >= self.ready {
+        } else if self.ready.is_some_and(|ready| elapsed >= ready) {
             ProfileStage::Ready
         } else {
             ProfileStage::Initializing
         }
+    }
+
+    /// When kubevuln's scan number `done` (0-based: the learning-time one first, if any) is due.
+    pub fn scan_at(&self, done: u8) -> Option<Duration> {
+        self.scan_after_ready
+            .into_iter()
+            .chain([self.scan_after_completed])
+            .nth(usize::from(done))
     }
 }
 
@@ -410,15 +427,13 @@ mod emulator {
         /// When this container's next step (profile stage or scan) is due, if any is left.
         fn next_due(&self) -> Option<Instant> {
             let next_stage = match self.stage {
-                None | Some(ProfileStage::Initializing) => Some(self.timeline.ready),
+                None | Some(ProfileStage::Initializing) => {
+                    Some(self.timeline.ready.unwrap_or(self.timeline.completed))
+                }
                 Some(ProfileStage::Ready) => Some(self.timeline.completed),
                 Some(ProfileStage::Completed) => None,
             };
-            let next_scan = match self.scans {
-                0 => Some(self.timeline.scan_after_ready),
-                1 => Some(self.timeline.scan_after_completed),
-                _ => None,
-            };
+            let next_scan = self.timeline.scan_at(self.scans);
             [next_stage, next_scan]
                 .into_iter()
                 .flatten()
@@ -621,11 +636,7 @@ mod emulator {
                     );
                     t.stage = Some(stage);
                 }
-                let due = match t.scans {
-                    0 => elapsed >= t.timeline.scan_after_ready,
-                    1 => elapsed >= t.timeline.scan_after_completed,
-                    _ => false,
-                };
+                let due = t.timeline.scan_at(t.scans).is_some_and(|at| elapsed >= at);
                 if due {
                     t.scans += 1;
                     // kubevuln skips partial profiles (no partialRelevancy in the chart).
@@ -750,6 +761,53 @@ mod tests {
         assert_eq!(
             learning_period(&bad, Duration::from_secs(5)).0,
             Duration::from_secs(5)
+        );
+    }
+
+    fn timeline(first_save_ms: u64, learning: Duration) -> Timeline {
+        let mut cfg = Config::default();
+        cfg.timings.first_save_delay_ms = first_save_ms;
+        cfg.timings.consolidation_delay_ms = 100;
+        cfg.timings.scan_delay_ms = 10;
+        Timeline::new(&cfg, learning)
+    }
+
+    #[test]
+    fn learning_that_ends_before_the_first_save_has_no_ready_stage_and_one_scan() {
+        let t = timeline(120_000, Duration::from_secs(1));
+        assert_eq!(t.ready, None);
+        assert_eq!(t.completed, Duration::from_millis(1_100));
+        assert_eq!(t.scan_at(0), Some(Duration::from_millis(1_110)));
+        assert_eq!(t.scan_at(1), None);
+        assert_eq!(
+            t.stage(Duration::from_millis(1_099)),
+            ProfileStage::Initializing
+        );
+        assert_eq!(
+            t.stage(Duration::from_millis(1_100)),
+            ProfileStage::Completed
+        );
+        // Learning exactly as long as the first save: the save finds learning over.
+        assert_eq!(timeline(1_000, Duration::from_secs(1)).ready, None);
+    }
+
+    #[test]
+    fn learning_past_the_first_save_is_ready_at_first_save_plus_consolidation() {
+        let t = timeline(2_000, Duration::from_secs(5));
+        assert_eq!(t.ready, Some(Duration::from_millis(2_100)));
+        assert_eq!(t.completed, Duration::from_millis(5_100));
+        assert_eq!(t.scan_at(0), Some(Duration::from_millis(2_110)));
+        assert_eq!(t.scan_at(1), Some(Duration::from_millis(5_110)));
+        assert_eq!(t.scan_at(2), None);
+        assert_eq!(
+            t.stage(Duration::from_millis(2_099)),
+            ProfileStage::Initializing
+        );
+        assert_eq!(t.stage(Duration::from_millis(2_100)), ProfileStage::Ready);
+        // Learning that ends during the first save's consolidation completes after it.
+        assert_eq!(
+            timeline(2_000, Duration::from_millis(2_050)).completed,
+            Duration::from_millis(2_200)
         );
     }
 

@@ -40,7 +40,12 @@ struct Cli {
     /// Default node-agent learning period (pod label kubescape.io/max-sniffing-time overrides).
     #[arg(long, default_value_t = 5_000)]
     learning_period_ms: u64,
-    /// Profile save + consolidation delay.
+    /// node-agent's first ContainerProfile save (`initialDelay`; chart
+    /// `nodeAgent.config.learningPeriod`, default 2m). Only a container still learning then gets
+    /// a `ready` profile and a learning-time scan.
+    #[arg(long, default_value_t = 120_000)]
+    first_save_delay_ms: u64,
+    /// Storage consolidation delay after a profile save.
     #[arg(long, default_value_t = 500)]
     consolidation_delay_ms: u64,
     /// Profile ready/completed -> kubevuln writes.
@@ -115,6 +120,7 @@ impl Cli {
         };
         c.timings.pod_start_delay_ms = self.pod_start_delay_ms;
         c.timings.learning_period_ms = self.learning_period_ms;
+        c.timings.first_save_delay_ms = self.first_save_delay_ms;
         c.timings.consolidation_delay_ms = self.consolidation_delay_ms;
         c.timings.scan_delay_ms = self.scan_delay_ms;
         c.timings.bookmark_interval_ms = self.bookmark_interval_ms;

@@ -81,11 +81,14 @@ fn annotation(o: &DynamicObject, key: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profile_lifecycle_then_vex_in_kubescape() {
-    let sim = start(fast_config()).await;
-    let client = client(&sim).await;
-    let profiles = storage_api(&client, "ContainerProfile", "containerprofiles", None);
+/// Follows the profile of the deployment's container until it is `completed`; returns the
+/// distinct statuses in order, the completed profile and the slug.
+async fn watch_profile_until_completed(
+    client: &kube::Client,
+    name: &str,
+    sniffing: &str,
+) -> (Vec<String>, DynamicObject, String) {
+    let profiles = storage_api(client, "ContainerProfile", "containerprofiles", None);
     let mut events = profiles
         .watch(&WatchParams::default(), "0")
         .await
@@ -95,11 +98,11 @@ async fn profile_lifecycle_then_vex_in_kubescape() {
     deploys
         .create(
             &PostParams::default(),
-            &deployment("web", NGINX, Some("1s")),
+            &deployment(name, NGINX, Some(sniffing)),
         )
         .await
         .unwrap();
-    let slug = slug_of(&client, "web").await;
+    let slug = slug_of(client, name).await;
 
     let mut statuses = Vec::new();
     let completed = loop {
@@ -126,6 +129,73 @@ async fn profile_lifecycle_then_vex_in_kubescape() {
         }
         assert!(statuses.len() < 10, "{statuses:?}");
     };
+    (statuses, completed, slug)
+}
+
+fn resource_version(o: &DynamicObject) -> u64 {
+    o.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("numeric resourceVersion")
+}
+
+/// The VEX of `slug` once kubevuln's scan of the completed profile wrote it.
+async fn vex_after(client: &kube::Client, slug: &str, completed: &DynamicObject) -> DynamicObject {
+    let vex_api = storage_api(
+        client,
+        "OpenVulnerabilityExchangeContainer",
+        "openvulnerabilityexchangecontainers",
+        Some("kubescape"),
+    );
+    let completed_rv = resource_version(completed);
+    eventually(
+        "a VEX written after the profile completed",
+        Duration::from_secs(10),
+        || {
+            let vex_api = vex_api.clone();
+            let slug = slug.to_string();
+            async move {
+                let v = vex_api.get_opt(&slug).await.ok()??;
+                (resource_version(&v) > completed_rv).then_some(v)
+            }
+        },
+    )
+    .await
+}
+
+/// kubevuln v0.3.159 counts its writes of one document in `version` (0 for the first scan).
+fn scans_before(vex: &DynamicObject) -> i64 {
+    vex.data["spec"]["version"]
+        .as_i64()
+        .expect("the VEX has a numeric version")
+}
+
+/// node-agent saves its first profile at `initialDelay`: a container whose learning ends before
+/// that never has a `ready` profile, so kubevuln scans it once, after completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_shorter_than_the_first_save_has_no_ready_stage_and_one_scan() {
+    let mut cfg = fast_config();
+    cfg.timings.first_save_delay_ms = 120_000;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let (statuses, completed, slug) = watch_profile_until_completed(&client, "brief", "1s").await;
+    assert_eq!(statuses, ["initializing", "completed"]);
+    let vex = vex_after(&client, &slug, &completed).await;
+    assert_eq!(
+        scans_before(&vex),
+        0,
+        "the scan of the completed profile is the only one"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_lifecycle_then_vex_in_kubescape() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    // Learning (1 s) outlasts the first save (300 ms): a `ready` profile and its scan come first.
+    let (statuses, completed, slug) = watch_profile_until_completed(&client, "web", "1s").await;
     assert_eq!(statuses, ["initializing", "ready", "completed"]);
     let labels = completed.metadata.labels.clone().unwrap();
     assert_eq!(
@@ -134,35 +204,14 @@ async fn profile_lifecycle_then_vex_in_kubescape() {
             .map(String::as_str),
         Some("1s")
     );
-    let completed_rv: u64 = completed
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
 
     // The VEX (named by the same slug, in `kubescape`) is rewritten after completion.
-    let vex_api = storage_api(
-        &client,
-        "OpenVulnerabilityExchangeContainer",
-        "openvulnerabilityexchangecontainers",
-        Some("kubescape"),
+    let vex = vex_after(&client, &slug, &completed).await;
+    assert_eq!(
+        scans_before(&vex),
+        1,
+        "the learning-time scan wrote it first"
     );
-    let vex = eventually(
-        "a VEX written after the profile completed",
-        Duration::from_secs(10),
-        || {
-            let vex_api = vex_api.clone();
-            let slug = slug.clone();
-            async move {
-                let v = vex_api.get_opt(&slug).await.ok()??;
-                let rv: u64 = v.metadata.resource_version.clone()?.parse().ok()?;
-                (rv > completed_rv).then_some(v)
-            }
-        },
-    )
-    .await;
     assert_eq!(
         annotation(&vex, "kubescape.io/instance-id"),
         annotation(&completed, "kubescape.io/instance-id")

@@ -14,6 +14,10 @@ pub fn fast_config() -> Config {
         timings: Timings {
             pod_start_delay_ms: 150,
             learning_period_ms: 600,
+            // Shorter than the learning periods below, so their containers have a `ready`
+            // (learning-time) profile and scan, like a real container still learning at
+            // node-agent's first save.
+            first_save_delay_ms: 300,
             consolidation_delay_ms: 150,
             scan_delay_ms: 100,
             bookmark_interval_ms: 200,
