@@ -201,13 +201,8 @@ pub fn assess(
         let status = profile.status.as_deref().unwrap_or("");
         if profile.completed_complete() {
             let completed_at = *memory.completed_at.get_or_insert(now);
-            let vex_written = vex_written_after_completion(
-                profile,
-                snapshot.vex.as_ref(),
-                snapshot.vex_list_began,
-            );
-            let settled_at = after(completed_at, config.vex_settle);
-            if vex_written || now >= settled_at || now >= deadline {
+            let final_at = evidence_final_at(config, profile, snapshot, completed_at);
+            if now >= final_at || now >= deadline {
                 return Step::Done(Box::new(observation(
                     sandbox,
                     &target,
@@ -217,7 +212,7 @@ pub fn assess(
                 )));
             }
             return Step::Wait {
-                until: wake.min(settled_at),
+                until: wake.min(final_at),
             };
         }
         if status == "completed" || FAILED_LEARNING.contains(&status) {
@@ -231,13 +226,61 @@ pub fn assess(
     Step::Wait { until: wake }
 }
 
+/// From when the VEX held for a completed profile is final, given what the watches show now (a
+/// later VEX or profile event re-evaluates; `completed_at` is when this job first saw the
+/// completion).
+///
+/// kubevuln's ScanCP scans only `ready` (learning-time) and `completed` profiles, and the
+/// operator, which triggers it, learns of profile versions through the same watch API as this
+/// process. So what may be held depends on the profile's learning history:
+/// * **Rule A — no learning-time scan was possible**: this process held the profile from its
+///   creation and no version was `ready` (a window shorter than node-agent's first save). Every
+///   VEX under the slug is then a scan of the completed profile: a version received live is
+///   final at once, in whatever order the VEX and profile streams delivered. A VEX known only
+///   from a list falls back to [`vex_written_after_completion`] or the settle time.
+/// * **Rule B — a learning-time scan may still be running** (a `ready` version was seen, or the
+///   history is unknown after a relist or restart): a scan of a `ready` profile that started
+///   before completion can write after it, and nothing on the VEX says which profile version it
+///   was built from. So on top of the write after completion (or the settle time), wait until
+///   such a scan must have ended: `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version
+///   was received, or, with an unknown history, after this job first saw the completion (every
+///   `ready` version was written before that).
+fn evidence_final_at(
+    config: &WaitConfig,
+    profile: &ProfileSummary,
+    snapshot: &Snapshot,
+    completed_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let vex = snapshot.vex.as_ref();
+    let written_after = || vex_written_after_completion(profile, vex, snapshot.vex_list_began);
+    let written_or_settled = |written: bool| {
+        if written {
+            completed_at
+        } else {
+            after(completed_at, config.vex_settle)
+        }
+    };
+    if profile.never_ready_since_creation() {
+        let received_live = vex.is_some_and(|v| !v.received.listed);
+        return written_or_settled(received_live || written_after());
+    }
+    let learning_scans_from = match profile.last_ready_received {
+        Some(ready) if profile.history_from_creation => ready,
+        _ => completed_at,
+    };
+    written_or_settled(written_after()).max(after(learning_scans_from, config.learning_scan_bound))
+}
+
 /// Whether the watches prove that the VEX held now was written after the profile completed
 /// (kubevuln's scan of the completed profile), so there is no need to sit out the settle time.
 ///
 /// Proof is receive order within this process: the VEX version arrived as a watch event after
 /// the profile version that first showed completion. Anything less certain is no proof and the
 /// job settles instead, because a VEX from a learning-time scan (kubevuln writes one per profile
-/// update while learning) would hide what the container loaded later:
+/// update while learning) would hide what the container loaded later. This check alone cannot
+/// tell a learning-time scan that *finishes* after completion from the scan of the completed
+/// profile; [`evidence_final_at`] adds `VEXXY_LEARNING_SCAN_BOUND` for that (rule B) and skips
+/// this check when no learning-time scan was possible (rule A). No proof here:
 /// * a VEX version received before completion, even in the same burst: two watch streams do
 ///   not order against each other, so it may be the learning-time scan;
 /// * a VEX version delivered by a (re)list (process start, relist after 410 Gone): written at an

@@ -19,6 +19,10 @@ pub struct WaitConfig {
     pub kubescape_namespace: String,
     /// `VEXXY_VEX_SETTLE`: after the profile completed, how long to wait for a VEX write.
     pub vex_settle: Duration,
+    /// `VEXXY_LEARNING_SCAN_BOUND`: how long after a `ready` (learning-time) profile version a
+    /// kubevuln scan of it may still write its VEX: the operator's cooldown (15 s) plus
+    /// kubevuln's `scanTimeout` (5 m). Zero accepts that such a write may be taken for final.
+    pub learning_scan_bound: Duration,
     /// `VEXXY_WAIT_GRACE`: added to the analysis window to form the deadline.
     pub grace: Duration,
     /// `VEXXY_ON_TIMEOUT`: `partial` or `fail`.
@@ -39,6 +43,7 @@ impl Default for WaitConfig {
             sandbox_namespace: "vexxy-sandbox".into(),
             kubescape_namespace: "kubescape".into(),
             vex_settle: Duration::from_secs(60),
+            learning_scan_bound: Duration::from_secs(315),
             grace: Duration::from_secs(600),
             on_timeout: OnTimeout::Partial,
             image_pull_grace: Duration::from_secs(30),
@@ -78,6 +83,9 @@ impl WaitConfig {
         }
         if let Some(v) = get("VEXXY_VEX_SETTLE") {
             config.vex_settle = duration("VEXXY_VEX_SETTLE", v)?;
+        }
+        if let Some(v) = get("VEXXY_LEARNING_SCAN_BOUND") {
+            config.learning_scan_bound = duration("VEXXY_LEARNING_SCAN_BOUND", v)?;
         }
         if let Some(v) = get("VEXXY_WAIT_GRACE") {
             config.grace = duration("VEXXY_WAIT_GRACE", v)?;
@@ -161,6 +169,7 @@ mod tests {
         assert_eq!(config.sandbox_namespace, "vexxy-sandbox");
         assert_eq!(config.kubescape_namespace, "kubescape");
         assert_eq!(config.vex_settle, Duration::from_secs(60));
+        assert_eq!(config.learning_scan_bound, Duration::from_secs(315));
         assert_eq!(config.grace, Duration::from_secs(600));
         assert_eq!(config.on_timeout, OnTimeout::Partial);
         assert_eq!(config.crashloop_restarts, 1);
@@ -170,6 +179,7 @@ mod tests {
     fn reads_short_local_stack_values() {
         let config = from(&[
             ("VEXXY_VEX_SETTLE", "1s"),
+            ("VEXXY_LEARNING_SCAN_BOUND", "0"),
             ("VEXXY_WAIT_GRACE", "5"),
             ("VEXXY_ON_TIMEOUT", "fail"),
             ("VEXXY_CRASHLOOP_RESTARTS", "3"),
@@ -177,6 +187,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.vex_settle, Duration::from_secs(1));
+        assert_eq!(config.learning_scan_bound, Duration::ZERO);
         assert_eq!(config.grace, Duration::from_secs(5));
         assert_eq!(config.on_timeout, OnTimeout::Fail);
         assert_eq!(config.crashloop_restarts, 3);
@@ -191,6 +202,15 @@ mod tests {
         assert_eq!(
             from(&[("VEXXY_VEX_SETTLE", "soon")]).unwrap_err().variable,
             "VEXXY_VEX_SETTLE"
+        );
+        let bound = from(&[("VEXXY_LEARNING_SCAN_BOUND", "5 minutes-ish")]).unwrap_err();
+        assert_eq!(bound.variable, "VEXXY_LEARNING_SCAN_BOUND");
+        assert!(bound.to_string().contains("VEXXY_LEARNING_SCAN_BOUND"));
+        assert_eq!(
+            from(&[("VEXXY_LEARNING_SCAN_BOUND", "6m15s")])
+                .unwrap()
+                .learning_scan_bound,
+            Duration::from_secs(375)
         );
         assert_eq!(
             from(&[("K8S_SANDBOX_NAMESPACE", "Bad_NS")])

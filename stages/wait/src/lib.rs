@@ -5,11 +5,20 @@
 //! flight): the job's pod (label `vexxy.io/job-id`), its owning ReplicaSet and hence Kubescape's
 //! instance slug; then waits until the ContainerProfile `<slug>` in the sandbox namespace has
 //! `kubescape.io/status: completed` + `kubescape.io/completion: complete`, and then until the
-//! VEX `<slug>` in the Kubescape namespace is seen written after that completion, or
-//! `VEXXY_VEX_SETTLE` passes without such a write. "After" is proven only by receive order:
-//! a VEX version that arrived as a watch event after the profile version that first showed
-//! completion (see `assess::vex_written_after_completion`); a VEX from learning time, from a
-//! relist or from before a restart is no proof, and the job settles instead.
+//! VEX `<slug>` in the Kubescape namespace is final (see `assess::evidence_final_at`):
+//! * kubevuln scans only `ready` (learning-time) and `completed` profiles, and learns of them
+//!   through the same watch API. If this process saw the profile from its creation (its first
+//!   version as a watch event, no relist since) and no version was `ready` — a window shorter
+//!   than node-agent's first save — every VEX under the slug is a scan of the completed
+//!   profile: a VEX version received as a watch event is final at once (**rule A**).
+//! * Otherwise a learning-time scan may still be running and could write after completion
+//!   (**rule B**): the job needs a VEX version received as a watch event after the profile
+//!   version that first showed completion (receive order across the watches, see
+//!   `assess::vex_written_after_completion`), or `VEXXY_VEX_SETTLE` without such a write; and
+//!   it goes on no earlier than `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version was
+//!   received (after the job first saw completion if the history is unknown, e.g. after a
+//!   relist or a restart). A VEX from a list is never proof of order.
+//!
 //! **Emits** the ticket with `observation` filled to `extract`; or fails fast with
 //! `image_pull_failed`, `container_crash_looping`, `unschedulable`, `sandbox_disappeared`;
 //! at the deadline (`sandbox.created_at` + analysis window + `VEXXY_WAIT_GRACE`) it goes on
@@ -19,7 +28,8 @@
 //! job goes on partial (or fails with `no_vex_produced` under `VEXXY_ON_TIMEOUT=fail`).
 //!
 //! Nothing is kept in process memory that a restart would need: the deadline comes from the
-//! ticket and the state from the watches' initial lists, so a redelivered message resumes.
+//! ticket and the state from the watches' initial lists, so a redelivered message resumes (a
+//! restart does lose the profiles' learning history, so its jobs take rule B).
 //! Per job the only API request is at most one GET of the Deployment when the watch has not
 //! shown it (to tell "not delivered yet" from "deleted").
 //!
@@ -30,6 +40,7 @@
 //! | `K8S_SANDBOX_NAMESPACE` | `vexxy-sandbox` | where sandboxes run (must match deploy) |
 //! | `VEXXY_KUBESCAPE_NAMESPACE` | `kubescape` | where kubevuln writes VEX documents |
 //! | `VEXXY_VEX_SETTLE` | `60s` | after profile completion, how long to wait for a VEX write |
+//! | `VEXXY_LEARNING_SCAN_BOUND` | `315s` | how long a scan of a `ready` profile may still write its VEX: the operator's cooldown (15 s) + kubevuln's `scanTimeout` (5 m); set your cluster's values; `0` accepts a learning-time VEX written after completion as final |
 //! | `VEXXY_WAIT_GRACE` | `10m` | added to the analysis window to form the deadline |
 //! | `VEXXY_ON_TIMEOUT` | `partial` | `partial`: go on with partial evidence; `fail`: `analysis_timeout` |
 //! | `VEXXY_IMAGE_PULL_GRACE` | `30s` | how long `ErrImagePull` may last (`ImagePullBackOff` fails at once) |

@@ -51,13 +51,16 @@ pub struct DeploymentSummary {
 }
 
 /// When this process first held an object version: a position in one order shared by all
-/// watches (so a profile and a VEX can be compared), and whether the version came from a list.
+/// watches (so a profile and a VEX can be compared), the local time, and whether the version
+/// came from a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
     /// Delivered by a (re)list rather than as a watch event: the write happened at some
     /// unknown time before the list, so its order against other writes is unknown.
     pub listed: bool,
+    /// This process's clock when the version arrived (never compared with cluster clocks).
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,12 +72,29 @@ pub struct ProfileSummary {
     /// Receipt of the first version that showed `completed` + `complete`, kept across later
     /// versions that still do.
     pub completed_received: Option<Receipt>,
+    /// This process held the object from its creation: its first version arrived as a watch
+    /// event (not from a list) and no relist happened since, so every version reached this
+    /// table and `last_ready_received` is the whole learning history. A relist (start-up, 410
+    /// Gone) makes it unknown for good: versions may have come and gone while the watch was down.
+    pub history_from_creation: bool,
+    /// Local receive time of the last version with status `ready` (a learning-time save, which
+    /// the operator has kubevuln scan), kept across later versions.
+    pub last_ready_received: Option<DateTime<Utc>>,
 }
+
+/// `kubescape.io/status` of a learning-time save, which kubevuln's ScanCP scans like a completed one.
+pub const LEARNING_STATUS: &str = "ready";
 
 impl ProfileSummary {
     pub fn completed_complete(&self) -> bool {
         self.status.as_deref() == Some("completed")
             && self.completion.as_deref() == Some("complete")
+    }
+
+    /// This process saw every version since creation and none was `ready`: kubevuln (which
+    /// scans only `ready` and `completed` profiles) cannot have scanned it while it learnt.
+    pub fn never_ready_since_creation(&self) -> bool {
+        self.history_from_creation && self.last_ready_received.is_none()
     }
 }
 
@@ -196,17 +216,26 @@ pub fn profile(
         resource_version: object.metadata.resource_version.clone(),
         received,
         completed_received: None,
+        history_from_creation: !received.listed,
+        last_ready_received: None,
     };
     summary.completed_received = summary.completed_complete().then_some(received);
+    summary.last_ready_received =
+        (summary.status.as_deref() == Some(LEARNING_STATUS)).then_some(received.at);
     Some((object.metadata.name.clone()?, summary))
 }
 
-/// A new profile version keeps what the version before it already established: its receipt
-/// when it is in fact the same version (a relist), and the moment completion was first seen.
+/// A new profile version keeps what the versions before it already established: its receipt
+/// when it is in fact the same version (a relist), the moment completion was first seen, the
+/// last `ready` version, and whether the history is known from creation (lost by any relist).
 pub fn carry_profile(previous: &ProfileSummary, next: &mut ProfileSummary) {
     if previous.resource_version.is_some() && previous.resource_version == next.resource_version {
         next.received = previous.received;
+        next.last_ready_received = previous.last_ready_received;
+    } else if next.last_ready_received.is_none() {
+        next.last_ready_received = previous.last_ready_received;
     }
+    next.history_from_creation &= previous.history_from_creation;
     if next.completed_received.is_some() && previous.completed_received.is_some() {
         next.completed_received = previous.completed_received;
     }

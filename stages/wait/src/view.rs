@@ -11,6 +11,7 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -302,7 +303,7 @@ async fn follow<O, K, V>(
                     let mut table = table.write().expect("table lock");
                     table.last_error = None;
                     let position = tables.next_receipt_position();
-                    apply(&mut table, event, position, &summarize, carry)
+                    apply(&mut table, event, position, Utc::now(), &summarize, carry)
                 };
                 match changed {
                     Changed::Key(key) => waiters.wake(&wake_key(&key)),
@@ -324,18 +325,21 @@ enum Changed<K> {
     Nothing,
 }
 
-/// Applies one watcher event received at `position`. A version that is already held (same
-/// object, same resourceVersion, e.g. seen again in a relist) keeps its first receipt.
+/// Applies one watcher event received at `position` and local time `at`. A version that is
+/// already held (same object, same resourceVersion, e.g. seen again in a relist) keeps its
+/// first receipt.
 fn apply<O, K: Ord + Clone, V>(
     table: &mut Table<K, V>,
     event: watcher::Event<O>,
     position: u64,
+    at: DateTime<Utc>,
     summarize: &impl Fn(&O, Receipt) -> Option<(K, V)>,
     carry: fn(&V, &mut V),
 ) -> Changed<K> {
     let event_receipt = Receipt {
         seq: position,
         listed: false,
+        at,
     };
     match event {
         watcher::Event::Apply(object) => match summarize(&object, event_receipt) {
@@ -364,6 +368,7 @@ fn apply<O, K: Ord + Clone, V>(
             let listed = Receipt {
                 seq: position,
                 listed: true,
+                at,
             };
             if let (Some(buffer), Some((key, mut value))) =
                 (table.relisting.as_mut(), summarize(&object, listed))
@@ -390,6 +395,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The local receive time of receipt position `position`, in these tests.
+    fn clock(position: u64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + position as i64, 0).unwrap()
+    }
+
+    fn live(seq: u64) -> Receipt {
+        Receipt {
+            seq,
+            listed: false,
+            at: clock(seq),
+        }
+    }
+
+    fn listed(seq: u64) -> Receipt {
+        Receipt {
+            seq,
+            listed: true,
+            at: clock(seq),
+        }
+    }
+
     fn summarize(o: &(String, u32), _: Receipt) -> Option<(String, u32)> {
         Some(o.clone())
     }
@@ -400,7 +426,7 @@ mod tests {
     fn relist_replaces_contents_and_marks_synced() {
         let mut table = Table::<String, u32>::default();
         let step = |table: &mut Table<String, u32>, event, position| {
-            apply(table, event, position, &summarize, keep);
+            apply(table, event, position, clock(position), &summarize, keep);
         };
         step(&mut table, watcher::Event::Apply(("gone".into(), 1)), 0);
         assert!(!table.synced);
@@ -442,6 +468,7 @@ mod tests {
             table,
             event,
             position,
+            clock(position),
             &|o: &DynamicObject, r| summary::vex(o, "kubescape", r),
             summary::carry_vex,
         );
@@ -455,25 +482,13 @@ mod tests {
         vex_table_step(&mut table, watcher::Event::InitDone, 1);
         let v7 = || storage_object("kubescape", "7", "ready");
         vex_table_step(&mut table, watcher::Event::Apply(v7()), 2);
-        assert_eq!(
-            table.get(&key).unwrap().received,
-            Receipt {
-                seq: 2,
-                listed: false
-            }
-        );
+        assert_eq!(table.get(&key).unwrap().received, live(2));
 
         // 410 Gone, relist: the same version keeps its live receipt.
         vex_table_step(&mut table, watcher::Event::Init, 3);
         vex_table_step(&mut table, watcher::Event::InitApply(v7()), 4);
         vex_table_step(&mut table, watcher::Event::InitDone, 5);
-        assert_eq!(
-            table.get(&key).unwrap().received,
-            Receipt {
-                seq: 2,
-                listed: false
-            }
-        );
+        assert_eq!(table.get(&key).unwrap().received, live(2));
         assert_eq!(table.list_began, Some(3));
 
         // A version written while the watch was down arrives in the next relist: listed.
@@ -484,13 +499,7 @@ mod tests {
             7,
         );
         vex_table_step(&mut table, watcher::Event::InitDone, 8);
-        assert_eq!(
-            table.get(&key).unwrap().received,
-            Receipt {
-                seq: 7,
-                listed: true
-            }
-        );
+        assert_eq!(table.get(&key).unwrap().received, listed(7));
 
         // Objects outside kubevuln's namespace are not ours.
         vex_table_step(
@@ -513,6 +522,7 @@ mod tests {
                 table,
                 event,
                 position,
+                clock(position),
                 &|o: &DynamicObject, r| summary::profile(o, "vexxy-sandbox", r),
                 summary::carry_profile,
             );
@@ -531,20 +541,8 @@ mod tests {
             3,
         );
         let held = table.get(&key).unwrap();
-        assert_eq!(
-            held.received,
-            Receipt {
-                seq: 3,
-                listed: false
-            }
-        );
-        assert_eq!(
-            held.completed_received,
-            Some(Receipt {
-                seq: 2,
-                listed: false
-            })
-        );
+        assert_eq!(held.received, live(3));
+        assert_eq!(held.completed_received, Some(live(2)));
         // A relist of the same version changes neither receipt.
         step(&mut table, watcher::Event::Init, 4);
         step(
@@ -554,20 +552,113 @@ mod tests {
         );
         step(&mut table, watcher::Event::InitDone, 6);
         let held = table.get(&key).unwrap();
-        assert_eq!(
-            held.received,
-            Receipt {
-                seq: 3,
-                listed: false
-            }
+        assert_eq!(held.received, live(3));
+        assert_eq!(held.completed_received, Some(live(2)));
+    }
+
+    fn profile_table_step(
+        table: &mut Table<String, ProfileSummary>,
+        event: watcher::Event<DynamicObject>,
+        position: u64,
+    ) {
+        apply(
+            table,
+            event,
+            position,
+            clock(position),
+            &|o: &DynamicObject, r| summary::profile(o, "vexxy-sandbox", r),
+            summary::carry_profile,
         );
-        assert_eq!(
-            held.completed_received,
-            Some(Receipt {
-                seq: 2,
-                listed: false
-            })
+    }
+
+    #[test]
+    fn a_profile_created_under_the_watch_has_a_known_history_and_keeps_its_last_ready_time() {
+        let key = "replicaset-x-app-0000-ffff".to_string();
+        let mut table = Table::<String, ProfileSummary>::default();
+        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
+        profile_table_step(&mut table, watcher::Event::Init, 0);
+        profile_table_step(&mut table, watcher::Event::InitDone, 1);
+        profile_table_step(
+            &mut table,
+            watcher::Event::Apply(profile("1", "initializing")),
+            2,
         );
+        let held = table.get(&key).unwrap();
+        assert!(held.history_from_creation);
+        assert!(held.never_ready_since_creation());
+
+        // A window shorter than node-agent's first save: straight to completed.
+        profile_table_step(
+            &mut table,
+            watcher::Event::Apply(profile("2", "completed")),
+            3,
+        );
+        assert!(table.get(&key).unwrap().never_ready_since_creation());
+
+        // A longer window: each `ready` save moves the time; completion keeps the last one.
+        let mut learning = Table::<String, ProfileSummary>::default();
+        profile_table_step(&mut learning, watcher::Event::InitDone, 0);
+        for (version, status, position) in [
+            ("1", "initializing", 1),
+            ("2", "ready", 2),
+            ("3", "ready", 5),
+            ("4", "completed", 9),
+        ] {
+            profile_table_step(
+                &mut learning,
+                watcher::Event::Apply(profile(version, status)),
+                position,
+            );
+        }
+        let held = learning.get(&key).unwrap();
+        assert!(held.history_from_creation);
+        assert_eq!(held.last_ready_received, Some(clock(5)));
+        assert!(!held.never_ready_since_creation());
+    }
+
+    #[test]
+    fn a_relist_makes_the_learning_history_unknown_for_good() {
+        let key = "replicaset-x-app-0000-ffff".to_string();
+        let mut table = Table::<String, ProfileSummary>::default();
+        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
+        profile_table_step(&mut table, watcher::Event::InitDone, 0);
+        profile_table_step(
+            &mut table,
+            watcher::Event::Apply(profile("1", "initializing")),
+            1,
+        );
+        // 410 Gone: the relist shows the same version, but a `ready` one may have come and gone
+        // if it had changed, and this table cannot tell.
+        profile_table_step(&mut table, watcher::Event::Init, 2);
+        profile_table_step(
+            &mut table,
+            watcher::Event::InitApply(profile("1", "initializing")),
+            3,
+        );
+        profile_table_step(&mut table, watcher::Event::InitDone, 4);
+        assert!(!table.get(&key).unwrap().history_from_creation);
+        profile_table_step(
+            &mut table,
+            watcher::Event::Apply(profile("2", "completed")),
+            5,
+        );
+        let held = table.get(&key).unwrap();
+        assert!(!held.history_from_creation);
+        assert!(!held.never_ready_since_creation());
+        assert_eq!(held.received, live(5));
+
+        // A profile first seen in a list (e.g. at start-up) has an unknown history too.
+        let mut started = Table::<String, ProfileSummary>::default();
+        profile_table_step(&mut started, watcher::Event::Init, 0);
+        profile_table_step(
+            &mut started,
+            watcher::Event::InitApply(profile("7", "completed")),
+            1,
+        );
+        profile_table_step(&mut started, watcher::Event::InitDone, 2);
+        let held = started.get(&key).unwrap();
+        assert_eq!(held.received, listed(1));
+        assert!(!held.never_ready_since_creation());
     }
 
     #[tokio::test]

@@ -1,14 +1,22 @@
 use super::*;
 use crate::summary::{OwnerSummary, Receipt};
 
-/// Received as a watch event at this position.
+/// Received as a watch event at this position (at `seq` seconds after the sandbox's creation).
 fn live(seq: u64) -> Receipt {
-    Receipt { seq, listed: false }
+    Receipt {
+        seq,
+        listed: false,
+        at: at(seq as i64),
+    }
 }
 
 /// Received in a (re)list at this position.
 fn listed(seq: u64) -> Receipt {
-    Receipt { seq, listed: true }
+    Receipt {
+        seq,
+        listed: true,
+        at: at(seq as i64),
+    }
 }
 
 fn sandbox() -> SandboxRef {
@@ -49,6 +57,8 @@ fn pod(waiting: Option<(&str, &str)>, restarts: u32) -> PodSummary {
     }
 }
 
+/// A profile that had a `ready` (learning-time) version, received live at 8 s when its history
+/// is known (rule B: a learning-time VEX is possible).
 fn profile_summary(status: &str, completion: &str, received: Receipt) -> ProfileSummary {
     let mut profile = ProfileSummary {
         status: Some(status.into()),
@@ -56,9 +66,20 @@ fn profile_summary(status: &str, completion: &str, received: Receipt) -> Profile
         resource_version: Some("1".into()),
         received,
         completed_received: None,
+        history_from_creation: !received.listed,
+        last_ready_received: Some(at(8)),
     };
     profile.completed_received = profile.completed_complete().then_some(received);
     profile
+}
+
+/// A completed profile this process saw from its creation and never `ready` (rule A: no
+/// learning-time scan was possible).
+fn never_ready_profile(completed: Receipt) -> ProfileSummary {
+    ProfileSummary {
+        last_ready_received: None,
+        ..profile_summary("completed", "complete", completed)
+    }
 }
 
 /// A snapshot whose profile version arrived live at position 10 and whose VEX (if any) arrived
@@ -104,11 +125,30 @@ fn step_at(snapshot: &Snapshot, memory: &mut JobMemory, seconds: i64) -> Step {
     )
 }
 
+/// Settle 5 s; no learning-scan bound, so the tests of the receive-order check see it alone
+/// (the bound has its own tests below).
 fn config() -> WaitConfig {
     WaitConfig {
         vex_settle: std::time::Duration::from_secs(5),
+        learning_scan_bound: std::time::Duration::ZERO,
         ..WaitConfig::default()
     }
+}
+
+fn bounded(seconds: u64) -> WaitConfig {
+    WaitConfig {
+        learning_scan_bound: std::time::Duration::from_secs(seconds),
+        ..config()
+    }
+}
+
+fn step_with(
+    config: &WaitConfig,
+    snapshot: &Snapshot,
+    memory: &mut JobMemory,
+    seconds: i64,
+) -> Step {
+    assess(config, &sandbox(), at(1000), snapshot, memory, at(seconds))
 }
 
 #[test]
@@ -544,4 +584,166 @@ fn a_deleted_vex_is_no_proof() {
         step_at(&gone, &mut memory, 20),
         Step::Wait { until: at(25) }
     );
+}
+
+// Rule A: no learning-time scan was possible.
+
+#[test]
+fn rule_a_accepts_a_vex_received_live_before_the_completion_event() {
+    // kubesim at zero delays writes profile and VEX back to back; the VEX stream delivered
+    // first. With no `ready` version ever, that VEX can only be the scan of the completed
+    // profile: no settle, no bound.
+    let mut reordered = completed_with_vex(live(10), "8", live(9));
+    reordered.profile = Some(never_ready_profile(live(10)));
+    let mut memory = JobMemory::default();
+    let Step::Done(observation) = step_with(&bounded(315), &reordered, &mut memory, 20) else {
+        panic!("rule A needs no settle and no bound")
+    };
+    assert!(!observation.partial);
+    assert_eq!(observation.window_end, at(20));
+}
+
+#[test]
+fn rule_a_falls_back_to_the_settle_for_a_listed_vex() {
+    // The VEX came from the VEX watch's relist at 4: written at an unknown time; it could be a
+    // leftover the live history says nothing about, so the order check or the settle decides.
+    let config = bounded(315);
+    let mut memory = JobMemory::default();
+    let mut listed_vex = completed_with_vex(live(10), "8", listed(4));
+    listed_vex.profile = Some(never_ready_profile(live(10)));
+    listed_vex.vex_list_began = Some(3);
+    assert_eq!(
+        step_with(&config, &listed_vex, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+    assert!(matches!(
+        step_with(&config, &listed_vex, &mut memory, 25),
+        Step::Done(o) if !o.partial
+    ));
+    // Before the settle, the next live VEX version decides at once.
+    let mut memory = JobMemory::default();
+    step_with(&config, &listed_vex, &mut memory, 20);
+    let mut rewritten = listed_vex.clone();
+    rewritten.vex = Some(VexSummary {
+        resource_version: Some("9".into()),
+        received: live(12),
+    });
+    assert!(matches!(
+        step_with(&config, &rewritten, &mut memory, 21),
+        Step::Done(_)
+    ));
+}
+
+#[test]
+fn rule_a_without_a_vex_settles() {
+    let mut no_vex = completed_with_vex(live(10), "8", live(9));
+    no_vex.profile = Some(never_ready_profile(live(10)));
+    no_vex.vex = None;
+    let mut memory = JobMemory::default();
+    assert_eq!(
+        step_with(&bounded(315), &no_vex, &mut memory, 20),
+        Step::Wait { until: at(25) }
+    );
+}
+
+// Rule B: a learning-time scan may still be running.
+
+#[test]
+fn an_unknown_history_after_a_relist_takes_rule_b_from_the_first_look_at_completion() {
+    // The profile was never `ready` while watched, but a relist made its history unknown: a
+    // `ready` version may have come and gone meanwhile.
+    let config = bounded(30);
+    let mut memory = JobMemory::default();
+    let mut relisted = completed_with_vex(live(10), "8", live(11));
+    relisted.profile = Some(ProfileSummary {
+        history_from_creation: false,
+        ..never_ready_profile(live(10))
+    });
+    assert_eq!(
+        step_with(&config, &relisted, &mut memory, 20),
+        Step::Wait { until: at(50) },
+        "the write after completion is not enough: bound from the first look at completion"
+    );
+    assert_eq!(
+        step_with(&config, &relisted, &mut memory, 49),
+        Step::Wait { until: at(50) }
+    );
+    let Step::Done(observation) = step_with(&config, &relisted, &mut memory, 50) else {
+        panic!("the bound passed")
+    };
+    assert_eq!(observation.window_end, at(20));
+}
+
+#[test]
+fn a_ready_version_waits_for_the_bound_from_its_receive_time() {
+    // `ready` received at 8 s; the completion first seen much later, at 100 s.
+    let config = bounded(30);
+    let written = completed_with_vex(live(90), "9", live(96));
+    let mut memory = JobMemory::default();
+    assert!(
+        matches!(step_with(&config, &written, &mut memory, 100), Step::Done(o) if o.window_end == at(100)),
+        "8 s + 30 s passed long before"
+    );
+    // A `ready` version received at 80 s: the same job waits until 110 s.
+    let mut late_ready = written.clone();
+    late_ready.profile.as_mut().unwrap().last_ready_received = Some(at(80));
+    let mut memory = JobMemory::default();
+    assert_eq!(
+        step_with(&config, &late_ready, &mut memory, 100),
+        Step::Wait { until: at(110) }
+    );
+    assert!(matches!(
+        step_with(&config, &late_ready, &mut memory, 110),
+        Step::Done(o) if o.window_end == at(100)
+    ));
+}
+
+#[test]
+fn a_zero_bound_accepts_the_write_after_completion_at_once() {
+    let mut memory = JobMemory::default();
+    let written = completed_with_vex(live(10), "8", live(11));
+    assert!(matches!(
+        step_with(&bounded(0), &written, &mut memory, 20),
+        Step::Done(o) if !o.partial
+    ));
+}
+
+#[test]
+fn a_learning_time_vex_written_after_completion_is_not_final_before_the_bound() {
+    // The gap rule B closes: the operator started a scan of the `ready` profile (received at
+    // 8 s) shortly before completion; kubevuln writes its VEX after the completion event.
+    let config = bounded(315);
+    let mut memory = JobMemory::default();
+    let completed = completed_with_vex(live(10), "7", live(5));
+    assert_eq!(
+        step_with(&config, &completed, &mut memory, 12),
+        Step::Wait { until: at(323) }
+    );
+    let learning_write = completed_with_vex(live(10), "8", live(14));
+    for second in [14, 17, 100, 322] {
+        assert_eq!(
+            step_with(&config, &learning_write, &mut memory, second),
+            Step::Wait { until: at(323) },
+            "at {second} s a learning-time scan may still be writing"
+        );
+    }
+    assert!(matches!(
+        step_with(&config, &learning_write, &mut memory, 323),
+        Step::Done(o) if o.window_end == at(12) && !o.partial
+    ));
+}
+
+#[test]
+fn the_deadline_still_goes_on_before_the_bound() {
+    let mut memory = JobMemory::default();
+    let written = completed_with_vex(live(10), "8", live(11));
+    let config = bounded(3_600);
+    assert_eq!(
+        step_with(&config, &written, &mut memory, 20),
+        Step::Wait { until: at(1000) }
+    );
+    assert!(matches!(
+        step_with(&config, &written, &mut memory, 1000),
+        Step::Done(o) if !o.partial
+    ));
 }
