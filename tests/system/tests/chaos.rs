@@ -180,6 +180,10 @@ impl ChaosStack {
             "7",
             "--pod-start-delay-ms",
             "200",
+            // node-agent's first save within the 2 s window: a `ready` profile and a
+            // learning-time scan, so restarted wait processes meet both kinds of VEX write.
+            "--first-save-delay-ms",
+            "1000",
             "--consolidation-delay-ms",
             "300",
             "--scan-delay-ms",
@@ -282,6 +286,9 @@ fn stage_timings(stage: &str) -> Vec<(String, String)> {
         ("VEXXY_PULL_EXPIRES", "1s"),
         ("VEXXY_SHUTDOWN_GRACE", "3s"),
         ("VEXXY_VEX_SETTLE", "1s"),
+        // kubesim's kubevuln scans within 300 ms; a restarted wait (history unknown) waits
+        // this long after it first sees a completion.
+        ("VEXXY_LEARNING_SCAN_BOUND", "1s"),
         ("VEXXY_WAIT_GRACE", "60s"),
         ("VEXXY_ON_TIMEOUT", "fail"),
         ("VEXXY_JANITOR_INTERVAL", "1s"),

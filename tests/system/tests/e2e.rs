@@ -185,6 +185,10 @@ impl Stack {
             "--no-kubescape",
             "--pod-start-delay-ms",
             "200",
+            // node-agent's first save within the 3 s window: a `ready` profile and a
+            // learning-time scan (kubevuln v0.3.159's update path) precede the final one.
+            "--first-save-delay-ms",
+            "1000",
             "--consolidation-delay-ms",
             "300",
             "--scan-delay-ms",
@@ -295,8 +299,9 @@ impl Stack {
 }
 
 /// Short settings so a job takes seconds: fast retries, short AckWait (in-progress signals every
-/// third of it), a 1 s VEX settle, a grace that still leaves the deadline far from the happy
-/// path, and a janitor that removes the sandbox of a job that failed before extract.
+/// third of it), a 1 s VEX settle and learning-scan bound, a grace that still leaves the
+/// deadline far from the happy path, and a janitor that removes the sandbox of a job that
+/// failed before extract.
 fn test_timings() -> Vec<(String, String)> {
     [
         ("VEXXY_MAX_IN_FLIGHT", "16"),
@@ -306,6 +311,8 @@ fn test_timings() -> Vec<(String, String)> {
         ("VEXXY_PULL_EXPIRES", "1s"),
         ("VEXXY_SHUTDOWN_GRACE", "3s"),
         ("VEXXY_VEX_SETTLE", "1s"),
+        // kubesim's kubevuln scans within 300 ms.
+        ("VEXXY_LEARNING_SCAN_BOUND", "1s"),
         ("VEXXY_WAIT_GRACE", "45s"),
         ("VEXXY_ON_TIMEOUT", "fail"),
         ("VEXXY_JANITOR_INTERVAL", "1s"),

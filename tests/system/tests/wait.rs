@@ -26,10 +26,15 @@ const VEX: &str = "openvulnerabilityexchangecontainers.spdx.softwarecomposition.
 const TEST_BOUND: Duration = Duration::from_secs(60);
 const DIGEST: &str = "sha256:3b1f0a9c6f5e2d4b8a7c9e0f1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5e4";
 
+/// Short delays, and node-agent's first save (200 ms) shorter than these tests' learning
+/// periods: their containers have a `ready` profile and a learning-time scan, so wait takes rule
+/// B (see `wait_config`'s short bound). The tests of rule A set the first save back to its
+/// 2-minute default.
 fn fast_timings() -> Timings {
     Timings {
         pod_start_delay_ms: 100,
         learning_period_ms: 1_000,
+        first_save_delay_ms: 200,
         consolidation_delay_ms: 100,
         scan_delay_ms: 100,
         bookmark_interval_ms: 1_000,
@@ -43,9 +48,13 @@ struct Cluster {
 }
 
 async fn cluster(faults: Faults) -> Result<Cluster> {
+    cluster_with(fast_timings(), faults).await
+}
+
+async fn cluster_with(timings: Timings, faults: Faults) -> Result<Cluster> {
     let sim = kubesim::Server::start(Config {
         seed: Some(7),
-        timings: fast_timings(),
+        timings,
         faults,
         ..Config::default()
     })
@@ -61,9 +70,12 @@ async fn cluster(faults: Faults) -> Result<Cluster> {
     Ok(Cluster { sim, client })
 }
 
+/// kubesim's emulated kubevuln scans within `scan_delay_ms` (100 ms): a 1 s learning-scan bound
+/// covers it.
 fn wait_config() -> WaitConfig {
     WaitConfig {
         vex_settle: Duration::from_secs(30),
+        learning_scan_bound: Duration::from_secs(1),
         grace: Duration::from_secs(30),
         image_pull_grace: Duration::from_secs(30),
         ..WaitConfig::default()
@@ -201,11 +213,171 @@ async fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T>
     bail!("timed out waiting for {what}")
 }
 
+/// Waits until the handler's four watches have listed, so objects created afterwards reach it
+/// as watch events (as in production, where wait runs long before the jobs it waits for).
+async fn synced(handler: &WaitHandler) -> Result<()> {
+    until("the wait handler's watches to list", || {
+        handler.stats().synced.then_some(())
+    })
+    .await
+}
+
+fn storage_object(cluster: &Cluster, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+    let resource = kubesim::resources::find("spdx.softwarecomposition.kubescape.io", plural)?;
+    cluster.sim.store().get(resource, namespace, name).ok()
+}
+
+/// kubevuln v0.3.159 counts its writes of one VEX document in `spec.version` (0 = first scan).
+fn vex_scans_before(vex: &Value) -> i64 {
+    vex.pointer("/spec/version")
+        .and_then(Value::as_i64)
+        .expect("the VEX has a version")
+}
+
+#[tokio::test]
+async fn a_short_window_without_a_ready_save_finishes_on_the_vex_in_any_order() -> Result<()> {
+    // Zero delays: kubesim writes the completed profile, the filtered SBOM and the VEX back to
+    // back, and the separate watch streams often deliver the VEX first. node-agent's first save
+    // is the chart's 2 minutes, longer than the 1 s windows: no `ready` profile, no learning-time
+    // scan. Settle, bound and deadline far beyond TEST_BOUND: every job can only finish by
+    // rule A.
+    let cluster = cluster_with(
+        Timings {
+            pod_start_delay_ms: 0,
+            consolidation_delay_ms: 0,
+            scan_delay_ms: 0,
+            first_save_delay_ms: 120_000,
+            ..fast_timings()
+        },
+        Faults::default(),
+    )
+    .await?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(3600),
+            learning_scan_bound: Duration::from_secs(3600),
+            grace: Duration::from_secs(3600),
+            ..wait_config()
+        },
+    );
+    synced(&handler).await?;
+    let names: Vec<String> = (0..30).map(|i| format!("brief-{i}")).collect();
+    let tickets: Vec<PipelineTicket> = futures::future::try_join_all(
+        names
+            .iter()
+            .map(|job| deploy(&cluster, job, "docker.io/library/nginx", 1, "1s")),
+    )
+    .await?;
+    let results = futures::future::join_all(tickets.into_iter().map(|t| wait(&handler, t))).await;
+    for result in results {
+        let observation = result?.map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(!observation.partial, "{observation:?}");
+        assert_eq!(observation.learning_status, "completed");
+        let vex = storage_object(
+            &cluster,
+            "openvulnerabilityexchangecontainers",
+            "kubescape",
+            &observation.instance_slug,
+        )
+        .context("the VEX the job finished on")?;
+        assert_eq!(
+            vex_scans_before(&vex),
+            0,
+            "one scan, of the completed profile"
+        );
+    }
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_learning_time_vex_written_after_completion_is_not_taken_before_the_bound() -> Result<()>
+{
+    // node-agent saves `ready` at 200 ms + 100 ms; learning ends at 2 s, `completed` at 2.1 s.
+    // kubevuln's scan of the `ready` profile takes 2.5 s: it writes at 2.8 s, after the
+    // completion, and the scan of the completed profile only at 4.6 s. The old receive-order
+    // rule took the learning-time write for final; rule B must not before the bound (an hour
+    // here, so nothing but the bound can hold the job).
+    let cluster = cluster_with(
+        Timings {
+            scan_delay_ms: 2_500,
+            ..fast_timings()
+        },
+        Faults::default(),
+    )
+    .await?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(5),
+            learning_scan_bound: Duration::from_secs(3600),
+            grace: Duration::from_secs(3600),
+            ..wait_config()
+        },
+    );
+    synced(&handler).await?;
+    // Every store change in resourceVersion order, to see the writes as they happen.
+    let mut changes = cluster.sim.store().subscribe_events();
+    let ticket = deploy(&cluster, "gap", "docker.io/library/nginx", 2, "2s").await?;
+    let waiting = tokio::spawn({
+        let handler = handler.clone();
+        async move { wait(&handler, ticket).await }
+    });
+    let mut statuses: Vec<String> = Vec::new();
+    let mut vex_versions: Vec<(i64, Option<String>)> = Vec::new();
+    while vex_versions.len() < 2 {
+        let change = tokio::time::timeout(TEST_BOUND, changes.recv())
+            .await
+            .context("kubesim stopped writing")?
+            .context("the store's change feed")?;
+        let object = &change.object;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !name.starts_with("replicaset-vexxy-gap-") {
+            continue;
+        }
+        match change.resource.plural {
+            "containerprofiles" => {
+                let status = object
+                    .pointer("/metadata/annotations/kubescape.io~1status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if statuses.last() != Some(&status) {
+                    statuses.push(status);
+                }
+            }
+            "openvulnerabilityexchangecontainers" => {
+                vex_versions.push((vex_scans_before(object), statuses.last().cloned()));
+            }
+            _ => {}
+        }
+    }
+    // The scenario: the learning-time scan's VEX (version 0) was written after the profile
+    // completed, then the completed profile's scan rewrote it.
+    assert_eq!(statuses, ["initializing", "ready", "completed"]);
+    assert_eq!(
+        vex_versions,
+        [(0, Some("completed".into())), (1, Some("completed".into()))]
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the job was handed on before VEXXY_LEARNING_SCAN_BOUND: {:?}",
+        waiting.await
+    );
+    waiting.abort();
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn happy_path_observes_the_completed_profile_and_the_vex_write() -> Result<()> {
     let cluster = cluster(Faults::default()).await?;
-    // VEXXY_VEX_SETTLE far beyond TEST_BOUND: the job can only end because kubevuln's write
-    // following completion was seen, not by waiting it out.
+    // VEXXY_VEX_SETTLE far beyond TEST_BOUND: the job (which had a `ready` save, so rule B) can
+    // only end because kubevuln's write following completion was seen, not by waiting it out.
     let handler = WaitHandler::start(
         cluster.client.clone(),
         WaitConfig {

@@ -29,9 +29,15 @@ pub struct BenchStack {
     pub pipeline: Pipeline,
 }
 
-/// kubesim flags: every delay zero (its controllers tick at their 5 ms floor). The watch history
-/// is kubesim's default, five minutes like a real API server's etcd (a count-based 10,000 events
-/// was overrun within seconds by a burst of 2,000 analyses, and wait's re-watches got 410 forever).
+/// kubesim flags: every delay of emulated machinery zero (its controllers tick at their 5 ms
+/// floor). The watch history is kubesim's default, five minutes like a real API server's etcd (a
+/// count-based 10,000 events was overrun within seconds by a burst of 2,000 analyses, and wait's
+/// re-watches got 410 forever). node-agent's first profile save (`--first-save-delay-ms`) is left
+/// at kubesim's default, 2 minutes like the chart's `nodeAgent.config.learningPeriod`: it is a
+/// Kubescape setting, not machinery speed, so zeroing it would invent a learning-time scan for
+/// every short window. Windows shorter than it have no `ready` save, as on a real cluster; the
+/// 300 s API-request window has one, and wait then sits out `VEXXY_LEARNING_SCAN_BOUND` after it
+/// (rule B: correct, and it only costs bench wall time).
 pub fn zero_delay_kubesim_args() -> Vec<String> {
     [
         "--seed",
