@@ -17,8 +17,10 @@
 //! unless learning did not complete, in which case the manifests are partial evidence and the
 //! job goes on (enrich then marks everything not seen loaded `under_investigation`).
 //!
-//! **Writes** each raw object as JSON to `analyses/<job_id>/evidence/<kind>.json` (deterministic
-//! keys: a redelivery overwrites), **deletes** the sandbox Deployment and its NetworkPolicy
+//! **Writes** each raw object, the JSON bytes exactly as the API server sent them (never decoded
+//! and encoded again; only the metadata, the summary and, without a VEX, the manifests are
+//! decoded), to `analyses/<job_id>/evidence/<kind>.json` (deterministic keys: a redelivery
+//! overwrites), **deletes** the sandbox Deployment and its NetworkPolicy
 //! (background propagation; already gone is fine) and **emits** the ticket with `evidence` (keys
 //! only, never documents: they can exceed the NATS payload limit) to `vexxy.pipeline.enrich`.
 //!
@@ -53,6 +55,7 @@ use vexxy_kubescape::keys::{self, kinds};
 use vexxy_kubescape::names;
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store};
 
+use crate::cluster::StorageObject;
 use crate::decide::{MissingVex, VulnerabilityCount, missing_vex};
 
 /// Keys in `EvidenceRefs::other` (read by enrich).
@@ -173,13 +176,22 @@ pub struct Extract {
 /// The raw objects found for one job.
 #[derive(Debug, Default)]
 struct Found {
-    vex: Option<Value>,
-    filtered_sbom: Option<Value>,
-    profile: Option<Value>,
-    summary: Option<Value>,
-    manifest: Option<Value>,
-    image_manifest: Option<Value>,
-    image_sbom: Option<Value>,
+    vex: Option<StorageObject>,
+    filtered_sbom: Option<StorageObject>,
+    profile: Option<StorageObject>,
+    summary: Option<StorageObject>,
+    manifest: Option<StorageObject>,
+    image_manifest: Option<StorageObject>,
+    image_sbom: Option<StorageObject>,
+}
+
+impl Found {
+    /// The summary as Kubescape wrote it, if found and readable (it is small; the other objects
+    /// are only decoded where a decision needs them).
+    fn summary(&self) -> Option<vexxy_kubescape::KubescapeSummary> {
+        let summary: Value = serde_json::from_slice(&self.summary.as_ref()?.bytes).ok()?;
+        vexxy_kubescape::read_summary(&summary).ok()
+    }
 }
 
 impl Extract {
@@ -294,7 +306,7 @@ impl Extract {
             image_sbom,
         };
 
-        let image_slug = self.image_slug(&ticket, &found);
+        let image_slug = image_slug(&ticket, &found);
         if image_slug != expected_image_slug {
             tracing::info!(job_id = %job_id, %image_slug, %expected_image_slug, "the image's objects are named differently than the ticket implies; reading them by the recorded name");
             let (image_manifest, image_sbom) = tokio::try_join!(
@@ -353,35 +365,25 @@ impl Extract {
         });
         Ok(Outcome::Next(ticket))
     }
+}
 
-    /// The name of the image's unfiltered manifest and SBOM: the summary's `vulnerabilitiesRef.all`,
-    /// else kubevuln's image slug of the image tag it recorded (else the pinned image).
-    fn image_slug(&self, ticket: &PipelineTicket, found: &Found) -> String {
-        if let Some(all) = found
-            .summary
-            .as_ref()
-            .and_then(|s| vexxy_kubescape::read_summary(s).ok())
-            .and_then(|summary| summary.all)
-        {
-            return all.name;
-        }
-        let annotation = |key: &str| {
-            [&found.vex, &found.manifest, &found.filtered_sbom]
-                .into_iter()
-                .flatten()
-                .find_map(|o| {
-                    o.pointer("/metadata/annotations")
-                        .and_then(|a| a.get(key))
-                        .and_then(Value::as_str)
-                })
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        let image = annotation(keys::IMAGE_TAG).unwrap_or_else(|| ticket.request.pinned_image());
-        let hash =
-            annotation(keys::IMAGE_ID).unwrap_or_else(|| ticket.request.image_digest.clone());
-        names::image_slug(&image, &hash)
+/// The name of the image's unfiltered manifest and SBOM: the summary's `vulnerabilitiesRef.all`,
+/// else kubevuln's image slug of the image tag it recorded (else the pinned image).
+fn image_slug(ticket: &PipelineTicket, found: &Found) -> String {
+    if let Some(all) = found.summary().and_then(|summary| summary.all) {
+        return all.name;
     }
+    let annotation = |key: &str| {
+        [&found.vex, &found.manifest, &found.filtered_sbom]
+            .into_iter()
+            .flatten()
+            .find_map(|o| o.annotation(key))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let image = annotation(keys::IMAGE_TAG).unwrap_or_else(|| ticket.request.pinned_image());
+    let hash = annotation(keys::IMAGE_ID).unwrap_or_else(|| ticket.request.image_digest.clone());
+    names::image_slug(&image, &hash)
 }
 
 /// The image slug kubevuln gives a digest-pinned image: its normalised reference and digest.
@@ -392,8 +394,8 @@ fn expected_image_slug(ticket: &PipelineTicket) -> String {
     )
 }
 
-/// Writes every object found, all at once (each key is its own file or S3 object), and returns
-/// their keys. The objects are serialised first so a serialisation bug writes nothing.
+/// Writes every object found, all at once (each key is its own file or S3 object), as the API
+/// server sent it, and returns their keys.
 async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs, StageError> {
     let objects = [
         ("vex", found.vex),
@@ -404,19 +406,10 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
         ("vulnerability-manifest-image", found.image_manifest),
         ("sbom-image", found.image_sbom),
     ];
-    let mut bodies = Vec::with_capacity(objects.len());
-    for (kind, object) in objects {
-        let Some(object) = object else { continue };
-        let body = serde_json::to_vec(&object).map_err(|e| StageError::Permanent {
-            reason: FailureReason::Internal,
-            message: format!(
-                "cannot serialise the {kind} evidence: {e}; report this with the job id"
-            ),
-            retryable: false,
-        })?;
-        drop(object);
-        bodies.push((kind, evidence_key(job_id, kind), Bytes::from(body)));
-    }
+    let bodies: Vec<(&str, String, Bytes)> = objects
+        .into_iter()
+        .filter_map(|(kind, object)| object.map(|o| (kind, evidence_key(job_id, kind), o.bytes)))
+        .collect();
     futures::future::try_join_all(
         bodies
             .iter()
@@ -450,24 +443,26 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
     Ok(refs)
 }
 
-/// Matches in the manifests, or the summary's counts when no manifest was found.
+/// Matches in the manifests, or the summary's counts when no manifest was found. Only asked
+/// when there is no VEX, so the manifests are decoded here and nowhere else.
 fn vulnerability_count(found: &Found) -> VulnerabilityCount {
-    let matches = |o: &Option<Value>| {
+    let matches = |o: &Option<StorageObject>| {
         o.as_ref().map(|m| {
-            m.pointer("/spec/payload/matches")
-                .and_then(Value::as_array)
-                .map_or(0, |a| a.len() as u64)
+            serde_json::from_slice::<Value>(&m.bytes)
+                .ok()
+                .and_then(|m| {
+                    m.pointer("/spec/payload/matches")
+                        .and_then(Value::as_array)
+                        .map(|a| a.len() as u64)
+                })
+                .unwrap_or(0)
         })
     };
     let manifests = [matches(&found.manifest), matches(&found.image_manifest)];
     if manifests.iter().any(Option::is_some) {
         return VulnerabilityCount::Known(manifests.into_iter().flatten().sum());
     }
-    match found
-        .summary
-        .as_ref()
-        .and_then(|s| vexxy_kubescape::read_summary(s).ok())
-    {
+    match found.summary() {
         Some(summary) => {
             let s = &summary.severities;
             let all = [
@@ -547,6 +542,7 @@ mod tests {
             "metadata": {"name": "deployment-x-app", "namespace": "vexxy-sandbox"},
             "spec": {"severities": {"high": {"all": 3, "relevant": 1}}, "vulnerabilitiesRef": {}}
         });
+        let summary = StorageObject::from_bytes(Bytes::from(summary.to_string())).unwrap();
         let found = Found {
             summary: Some(summary),
             ..Found::default()
