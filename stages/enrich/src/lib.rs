@@ -34,6 +34,7 @@
 
 pub mod cyclonedx;
 pub mod documents;
+pub mod memory;
 pub mod model;
 pub mod openvex;
 pub mod summary;
@@ -122,7 +123,11 @@ pub struct Enrich {
 }
 
 impl Enrich {
+    /// The stage; also fixes how the process's allocator returns large buffers
+    /// ([`memory::return_large_buffers_to_the_system`]), here so that every process that runs
+    /// jobs — the binary and anything measuring it — runs them with the same allocator settings.
     pub fn new(config: EnrichConfig) -> Self {
+        memory::return_large_buffers_to_the_system();
         Enrich { config }
     }
 

@@ -74,10 +74,10 @@ pub fn build_statements<'a>(
     partial: Option<&PartialEvidence>,
 ) -> Vec<Statement<'a>> {
     let merged = merge_duplicates(source);
-    let mut statements: Vec<Statement<'a>> = merged
-        .into_iter()
-        .map(|m| shape(m, fixes, partial))
-        .collect();
+    // Not collected in place: that would keep the larger allocation of `merged` (sized for the
+    // merge records) for as long as the statements live, which is while every document renders.
+    let mut statements: Vec<Statement<'a>> = Vec::with_capacity(merged.len());
+    statements.extend(merged.into_iter().map(|m| shape(m, fixes, partial)));
     statements.sort_unstable_by(|a, b| {
         (a.vulnerability, a.subcomponent).cmp(&(b.vulnerability, b.subcomponent))
     });

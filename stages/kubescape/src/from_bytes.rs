@@ -118,6 +118,8 @@ pub fn read_manifest_bytes(bytes: &[u8]) -> Result<KubescapeManifest, ReadError>
         &manifest.object.name,
         "spec.payload",
     )?;
+    // Kept while enrich renders its documents: without the room the vector kept for growth.
+    manifest.payload.matches.shrink_to_fit();
     Ok(manifest)
 }
 

@@ -63,10 +63,13 @@ impl StreamedVexDocument {
             tooling: non_empty(&self.tooling),
             supplier: non_empty(&self.supplier),
         };
-        let statements = self.statements;
+        let mut statements = self.statements;
         if let Some(error) = statements.first_error {
             return Err(named(error, name));
         }
+        // The findings outlive the read (enrich renders its documents from them): drop the
+        // room the vector kept for growth.
+        statements.findings.shrink_to_fit();
         Ok(KubescapeVex {
             object: info,
             document,
