@@ -157,6 +157,22 @@ fn is_dns_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// The size of `obj` as compact JSON (what the storage server measures), without building it.
+fn serialized_len(obj: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, obj).map_or(0, |()| count.0)
+}
+
 impl Store {
     /// History keeps the events of the last `history_retention`, at most `history_cap` of them.
     pub fn new(
@@ -262,7 +278,7 @@ impl Store {
         if resource.is_kubescape_storage()
             && resource.plural == "openvulnerabilityexchangecontainers"
         {
-            let size = obj.to_string().len();
+            let size = serialized_len(obj);
             if size > self.max_vex_bytes {
                 return Err(ApiError::too_large(format!(
                     "{} \"{}\" is {size} bytes, more than the storage queue limit of {} bytes for openvulnerabilityexchangecontainers",
@@ -337,7 +353,7 @@ impl Store {
         resource: &'static Resource,
         ns: &str,
         mut obj: Value,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -453,9 +469,8 @@ impl Store {
             .entry(res_key(resource))
             .or_default()
             .insert(key, stored.clone());
-        let obj = Value::clone(&stored);
-        self.record(&mut inner, resource, EventType::Added, stored);
-        Ok(obj)
+        self.record(&mut inner, resource, EventType::Added, stored.clone());
+        Ok(stored)
     }
 
     /// Replaces an object (PUT). With `status_only`, only `.status` is taken from `obj`; otherwise
@@ -467,7 +482,7 @@ impl Store {
         name: &str,
         obj: Value,
         status_only: bool,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         self.update_with(resource, ns, name, status_only, |_| Ok(obj))
     }
 
@@ -480,7 +495,7 @@ impl Store {
         name: &str,
         status_only: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let key_ns = if resource.namespaced {
             ns.to_string()
         } else {
@@ -488,13 +503,13 @@ impl Store {
         };
         let key = (key_ns, name.to_string());
         let mut inner = self.lock();
-        let current: Arc<Value> = inner
+        let current_shared: Arc<Value> = inner
             .objects
             .get(res_key(resource))
             .and_then(|m| m.get(&key))
             .cloned()
             .ok_or_else(|| ApiError::not_found(resource.group, resource.plural, name))?;
-        let current: &Value = &current;
+        let current: &Value = &current_shared;
         let mut new = f(current)?;
         if !new.is_object() {
             return Err(ApiError::bad_request(
@@ -548,7 +563,7 @@ impl Store {
         let spec_changed = current.get("spec") != result.get("spec");
         if result == *current {
             // A no-op write does not bump the resourceVersion, like the real apiserver.
-            return Ok(current.clone());
+            return Ok(current_shared);
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -591,9 +606,8 @@ impl Store {
             .entry(res_key(resource))
             .or_default()
             .insert(key, stored.clone());
-        let result = Value::clone(&stored);
-        self.record(&mut inner, resource, EventType::Modified, stored);
-        Ok(result)
+        self.record(&mut inner, resource, EventType::Modified, stored.clone());
+        Ok(stored)
     }
 
     /// Creates the object or replaces the existing one (no resourceVersion check): how the
@@ -603,7 +617,7 @@ impl Store {
         resource: &'static Resource,
         ns: &str,
         obj: Value,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let name = name_of(&obj).to_string();
         let key = (
             if resource.namespaced { ns } else { "" }.to_string(),
@@ -633,7 +647,7 @@ impl Store {
         ns: &str,
         name: &str,
         propagation: Propagation,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         let key_ns = if resource.namespaced {
             ns.to_string()
         } else {
@@ -659,7 +673,7 @@ impl Store {
         if propagation == Propagation::Cascade {
             self.delete_dependents(&mut inner, removed_uid);
         }
-        Ok(Value::clone(&deleted))
+        Ok(deleted)
     }
 
     fn remove_where(
