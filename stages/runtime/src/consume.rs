@@ -263,6 +263,8 @@ async fn handle<H: Handler>(
     // is a compare-and-set starting from it, so it needs no read of its own unless someone else
     // wrote the record in between (then it reads and re-applies, like any lost race).
     let mut known: Option<Versioned> = None;
+    // The job record, when its read could start before the ticket was decoded (hand-offs only).
+    let mut early_read: Option<EarlyRead> = None;
     let ticket = if worker.stage == Stage::InstallCheck {
         match intake::accept(&worker.status, &worker.policy, delivery).await {
             // A redelivered request whose job a later stage already owns (see step 2).
@@ -303,7 +305,9 @@ async fn handle<H: Handler>(
             Err(error) => return status_unavailable(worker, message, delivery, error).await,
         }
     } else {
-        match decode_ticket(delivery) {
+        let (decoded, read) = decode_while_reading(worker, delivery).await;
+        early_read = read;
+        match decoded {
             Ok(ticket) => ticket,
             Err((reason, problem)) => {
                 let job_id = delivery.header(subjects::HEADER_JOB_ID);
@@ -346,7 +350,15 @@ async fn handle<H: Handler>(
     //    The claim starts from the record just read: usually the previous stage already moved
     //    the record here and the claim writes nothing.
     if worker.stage != Stage::InstallCheck {
-        match status::read(&worker.status, &job_id).await {
+        let read = match early_read {
+            Some(EarlyRead {
+                job_id: read_for,
+                result,
+            }) if read_for == job_id => result,
+            // No job id header, or one naming another job than the ticket: the ticket decides.
+            _ => status::read(&worker.status, &job_id).await,
+        };
+        match read {
             Ok(Some((status, _))) if status.state.is_final() => {
                 return skip_final(message, &status).await;
             }
@@ -544,15 +556,56 @@ fn timing(stage: Stage, started_at: chrono::DateTime<Utc>) -> StageTiming {
     }
 }
 
+/// A job record read started from the job id header of a hand-off, before its ticket was
+/// decoded.
+struct EarlyRead {
+    job_id: String,
+    result: Result<Option<(JobStatus, u64)>, StatusError>,
+}
+
+/// Decodes the hand-off in `delivery` while its job record is being read.
+///
+/// The record read (a KV round trip) is on every hand-off's timed path and needs only the job
+/// id, which the publisher also puts in a header; decoding needs only the payload. So the
+/// request goes out first and the payload is decoded while it is in flight. The read is used
+/// only when the header names the job the decoded ticket names (otherwise step 2 reads the
+/// ticket's own record), and it is used exactly as a read after decoding would be: it has no
+/// effect of its own, and it is still taken before the claim and the handler.
+async fn decode_while_reading<H>(
+    worker: &Worker<H>,
+    delivery: &Delivery,
+) -> (
+    Result<PipelineTicket, (FailureReason, String)>,
+    Option<EarlyRead>,
+) {
+    let Some(job_id) = delivery.header(subjects::HEADER_JOB_ID) else {
+        return (decode_ticket(delivery), None);
+    };
+    // `join!` polls in order: the read sends its request and waits; then the decode runs.
+    let (result, decoded) = futures::join!(status::read(&worker.status, &job_id), async {
+        decode_ticket(delivery)
+    });
+    (decoded, Some(EarlyRead { job_id, result }))
+}
+
 /// Decodes a pipeline hand-off: a CloudEvent of type `io.vexxy.pipeline.ticket.v1`.
 ///
-/// Two passes over the bytes, in the order of the checks: the envelope (with `data` only
-/// checked to be JSON, not kept), then, once the type is known to be a ticket, the whole event
-/// straight into the typed ticket. This is on every hand-off's path, and building a
-/// `serde_json::Value` tree of the event first cost more than both passes together.
+/// A well-formed ticket (every hand-off but a broken one) takes one pass straight into the
+/// typed event. Anything else is explained by two passes, in the order of the checks: the
+/// envelope (with `data` only checked to be JSON, not kept), then, once the type is known to be
+/// a ticket, the whole event again, for the error in `data`. The outcome is the same as always
+/// taking the two passes: the first pass succeeds only where both would (the envelope of an
+/// event that parses with its `data` parses with `data` ignored), and a parsed event of
+/// another type is still refused as unsupported. Building a `serde_json::Value` tree of the
+/// event first cost more than both passes together.
 pub(crate) fn decode_ticket(
     delivery: &Delivery,
 ) -> Result<PipelineTicket, (FailureReason, String)> {
+    if let Ok(event) = serde_json::from_slice::<CloudEvent<PipelineTicket>>(&delivery.payload)
+        && event.is_type(EventType::PipelineTicket)
+    {
+        return Ok(event.data);
+    }
     let envelope: CloudEvent<serde::de::IgnoredAny> = serde_json::from_slice(&delivery.payload)
         .map_err(|e| {
             (
@@ -797,6 +850,18 @@ mod tests {
         assert!(
             problem.contains("io.vexxy.analysis.completed.v1")
                 && problem.contains("io.vexxy.pipeline.ticket.v1"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn another_event_type_is_unsupported_even_when_its_data_is_a_ticket() {
+        let mut event = event_json();
+        event["type"] = "io.vexxy.analysis.completed.v1".into();
+        let (reason, problem) = decode(&event).unwrap_err();
+        assert_eq!(reason, FailureReason::UnsupportedEvent);
+        assert!(
+            problem.contains("io.vexxy.analysis.completed.v1"),
             "{problem}"
         );
     }

@@ -5,7 +5,7 @@
 //! (`vexxy_handler_duration_seconds{stage}`) and how busy the process is right now
 //! (`vexxy_in_flight{stage}`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,6 +34,12 @@ pub enum MessageOutcome {
 }
 
 impl MessageOutcome {
+    const COUNT: usize = 6;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MessageOutcome::Next => "next",
@@ -58,12 +64,19 @@ struct StageLabels {
 }
 
 /// The metrics of one stage; cheap to clone.
+///
+/// A process has one stage, so each series' handle is looked up once and kept (the handles
+/// share their value with the registry): a message then costs an atomic update per series
+/// rather than label strings built, hashed and looked up under a lock. An outcome's counter is
+/// still created on its first use, so `/metrics` lists the same series as before.
 #[derive(Clone)]
 pub struct Metrics {
     stage: Stage,
     messages: Family<OutcomeLabels, Counter>,
+    outcome_counters: Arc<[OnceLock<Counter>; MessageOutcome::COUNT]>,
     handler_duration: Family<StageLabels, Histogram>,
-    in_flight: Family<StageLabels, Gauge>,
+    stage_histogram: Arc<OnceLock<Histogram>>,
+    in_flight: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -95,48 +108,53 @@ impl Metrics {
             "Messages being handled right now",
             in_flight.clone(),
         );
-        let metrics = Metrics {
+        let stage_labels = StageLabels {
+            stage: stage.to_string(),
+        };
+        // Created up front so dashboards see zeros instead of gaps.
+        let in_flight = in_flight.get_or_create(&stage_labels).clone();
+        Metrics {
             stage,
             messages,
+            outcome_counters: Arc::new(std::array::from_fn(|_| OnceLock::new())),
             handler_duration,
+            stage_histogram: Arc::new(OnceLock::new()),
             in_flight,
             registry: Arc::new(registry),
-        };
-        // Create the series up front so dashboards see zeros instead of gaps.
-        metrics.in_flight_gauge();
-        metrics
+        }
     }
 
     pub fn record(&self, outcome: MessageOutcome) {
-        self.messages
-            .get_or_create(&OutcomeLabels {
-                stage: self.stage.to_string(),
-                outcome: outcome.as_str().to_string(),
+        self.outcome_counters[outcome.index()]
+            .get_or_init(|| {
+                self.messages
+                    .get_or_create(&OutcomeLabels {
+                        stage: self.stage.to_string(),
+                        outcome: outcome.as_str().to_string(),
+                    })
+                    .clone()
             })
             .inc();
     }
 
     pub fn observe_handler(&self, elapsed: Duration) {
-        self.handler_duration
-            .get_or_create(&StageLabels {
-                stage: self.stage.to_string(),
+        self.stage_histogram
+            .get_or_init(|| {
+                self.handler_duration
+                    .get_or_create(&StageLabels {
+                        stage: self.stage.to_string(),
+                    })
+                    .clone()
             })
             .observe(elapsed.as_secs_f64());
     }
 
-    fn in_flight_gauge(&self) -> Gauge {
-        self.in_flight
-            .get_or_create(&StageLabels {
-                stage: self.stage.to_string(),
-            })
-            .clone()
-    }
-
     /// Counts one message as in flight until the returned guard is dropped (also on panic).
     pub fn in_flight(&self) -> InFlightGuard {
-        let gauge = self.in_flight_gauge();
-        gauge.inc();
-        InFlightGuard { gauge }
+        self.in_flight.inc();
+        InFlightGuard {
+            gauge: self.in_flight.clone(),
+        }
     }
 
     /// The Prometheus text exposition of all metrics.

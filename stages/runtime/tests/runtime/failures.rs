@@ -313,3 +313,72 @@ async fn stale_delivery_of_a_job_a_later_stage_owns_is_skipped() {
     assert_eq!(owned_status.stage, Stage::Wait);
     stage.stop().await;
 }
+
+/// The record read of a hand-off starts from its job id header, before the ticket is decoded;
+/// the ticket still decides whose record is checked. Two hand-offs whose headers name each
+/// other's job: the one whose ticket names a job a later stage owns is skipped, the other is
+/// handled, whatever the headers say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ticket_not_the_job_id_header_decides_whose_record_is_checked() {
+    let nats = NatsServer::start().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let js = jetstream(&nats).await;
+    let handler = TestHandler::pass_through();
+    let stage = RunningStage::start(
+        config(&nats, store_dir.path(), &[]),
+        Stage::Wait,
+        handler.clone(),
+    );
+    wait_provisioned(&js, Stage::Wait).await;
+
+    let stale = ticket("job-stale");
+    seed_job(&js, &stale, Stage::Extract).await;
+    let owned = ticket("job-owned");
+    seed_job(&js, &owned, Stage::Wait).await;
+    for (ticket, header_job_id) in [(stale, "job-owned"), (owned, "job-stale")] {
+        let event = vexxy_events::ticket_event(Stage::Deploy, ticket);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        headers.insert(subjects::HEADER_JOB_ID, header_job_id);
+        js.publish_with_headers(
+            subjects::input_of(Stage::Wait),
+            headers,
+            serde_json::to_vec(&event).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let handed_on =
+        tickets(&wait_stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.extract", 1).await);
+    assert_eq!(handed_on[0].data.request.job_id, "job-owned");
+    eventually(
+        Duration::from_secs(10),
+        "both messages to be settled",
+        || async {
+            let info = consumer_info(&js, Stage::Wait).await;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+    let calls: Vec<String> = handler.calls().into_iter().map(|c| c.job_id).collect();
+    assert_eq!(calls, vec!["job-owned".to_string()]);
+    assert_eq!(
+        stored(&js, subjects::PIPELINE_STREAM, "vexxy.pipeline.extract")
+            .await
+            .len(),
+        1,
+        "the stale job is not handed on again"
+    );
+    assert_eq!(
+        job_status(&js, "job-owned").await.unwrap().stage,
+        Stage::Extract
+    );
+    assert_eq!(
+        job_status(&js, "job-stale").await.unwrap().stage,
+        Stage::Extract
+    );
+    stage.stop().await;
+}
