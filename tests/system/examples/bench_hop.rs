@@ -21,6 +21,11 @@
 //!   protocol's round trips cost against the raw floor.
 //!
 //! All loops run one message at a time, so the figure is latency, not throughput.
+//!
+//! Each loop also reports this process's CPU time per measured iteration (user + system, from
+//! `getrusage`; nats-server's is not included). Everything but the runtime is the same in the
+//! hop and the design floor (the same ticket built, the same record created, the same observer),
+//! so `hop - design_floor` of it is the runtime's CPU per message beyond the bare broker calls.
 
 use std::time::{Duration, Instant};
 
@@ -80,10 +85,74 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn summary(mut samples: Vec<f64>) -> serde_json::Value {
+/// Latencies of the measured iterations, and the process CPU time of the measured loop (each
+/// iteration's preparation included: the work of a hand-off does not all fall inside its timed
+/// window, e.g. the runtime's KV update and ack follow the PubAck).
+struct Measured {
+    samples: Vec<f64>,
+    cpu_started: f64,
+    cpu_us: f64,
+}
+
+impl Measured {
+    fn new(iterations: usize) -> Self {
+        Measured {
+            samples: Vec::with_capacity(iterations),
+            cpu_started: 0.0,
+            cpu_us: 0.0,
+        }
+    }
+
+    /// Called first thing in iteration `i`: the CPU clock starts with the first measured one.
+    fn begin(&mut self, i: usize) {
+        if i == WARMUP {
+            self.cpu_started = process_cpu_us();
+        }
+    }
+
+    /// Records iteration `i`'s latency (timed from `started`) unless it is a warm-up iteration.
+    fn record(&mut self, i: usize, started: Instant) {
+        if i >= WARMUP {
+            self.samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+
+    /// Called after the last iteration.
+    fn end(mut self) -> Self {
+        self.cpu_us = process_cpu_us() - self.cpu_started;
+        self
+    }
+}
+
+/// User + system CPU time of this process so far, in µs.
+fn process_cpu_us() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let micros = |time: libc::timeval| time.tv_sec as f64 * 1e6 + time.tv_usec as f64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
+
+fn summary(measured: Measured) -> serde_json::Value {
+    let Measured {
+        mut samples,
+        cpu_us,
+        ..
+    } = measured;
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    json!({"n": samples.len(), "p50_us": percentile(&samples, 0.5), "p99_us": percentile(&samples, 0.99), "mean_us": mean})
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    json!({
+        "n": samples.len(),
+        "p50_us": percentile(&samples, 0.5),
+        "p90_us": percentile(&samples, 0.9),
+        "p99_us": percentile(&samples, 0.99),
+        "mean_us": mean,
+        "cpu_us_per_iteration": cpu_us / n,
+    })
 }
 
 /// The next message of a pull stream, acked — the consuming half of both measured paths.
@@ -114,7 +183,7 @@ async fn work_queue_stream(
     .await
 }
 
-async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Vec<f64>> {
+async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Measured> {
     let stream = work_queue_stream(js, "BENCH_FLOOR", "bench.floor")
         .await
         .context("create the floor stream")?;
@@ -127,8 +196,9 @@ async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Re
         .await
         .context("create the floor consumer")?;
     let mut messages = consumer.messages().await?;
-    let mut samples = Vec::with_capacity(iterations);
+    let mut measured = Measured::new(iterations);
     for i in 0..WARMUP + iterations {
+        measured.begin(i);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("floor-{i}").as_str());
         let started = Instant::now();
@@ -136,14 +206,12 @@ async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Re
             .await?
             .await?;
         receive_and_ack(&mut messages, "the floor message").await?;
-        if i >= WARMUP {
-            samples.push(started.elapsed().as_secs_f64() * 1e6);
-        }
+        measured.record(i, started);
     }
-    Ok(samples)
+    Ok(measured.end())
 }
 
-async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Result<Vec<f64>> {
+async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Result<Measured> {
     let stage = Stage::Extract;
     let store_dir = tempfile::tempdir()?;
     let mut config = RuntimeConfig::load(&Env::from_pairs(&[
@@ -191,8 +259,9 @@ async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Resu
         .await
         .context("create the observer consumer")?;
     let mut handed_on = observer.messages().await?;
-    let mut samples = Vec::with_capacity(iterations);
+    let mut measured = Measured::new(iterations);
     for i in 0..WARMUP + iterations {
+        measured.begin(i);
         let job_id = format!("bench-hop-{i}");
         let ticket = ticket(&job_id);
         let status =
@@ -208,13 +277,12 @@ async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Resu
             .await?
             .await?;
         receive_and_ack(&mut handed_on, "the hand-off").await?;
-        if i >= WARMUP {
-            samples.push(started.elapsed().as_secs_f64() * 1e6);
-        }
+        measured.record(i, started);
     }
+    let measured = measured.end();
     let _ = stop_tx.send(());
     runtime.await??;
-    Ok(samples)
+    Ok(measured)
 }
 
 /// The hop's broker effects without the runtime: see the module comment.
@@ -222,7 +290,7 @@ async fn design_floor(
     js: &jetstream::Context,
     nats_url: &str,
     iterations: usize,
-) -> Result<Vec<f64>> {
+) -> Result<Measured> {
     let stream = work_queue_stream(js, "BENCH_DESIGN", "bench.design.>")
         .await
         .context("create the design-floor stream")?;
@@ -272,8 +340,9 @@ async fn design_floor(
     });
     let kv = js.get_key_value(subjects::STATUS_BUCKET).await?;
     let mut handed_on = observer.messages().await?;
-    let mut samples = Vec::with_capacity(iterations);
+    let mut measured = Measured::new(iterations);
     for i in 0..WARMUP + iterations {
+        measured.begin(i);
         let job_id = format!("bench-design-{i}");
         let ticket = ticket(&job_id);
         let status = vexxy_runtime::status::new_job(
@@ -293,15 +362,14 @@ async fn design_floor(
             .await?
             .await?;
         receive_and_ack(&mut handed_on, "the design-floor hand-off").await?;
-        if i >= WARMUP {
-            samples.push(started.elapsed().as_secs_f64() * 1e6);
-        }
+        measured.record(i, started);
     }
+    let measured = measured.end();
     stage.abort();
     if let Ok(Err(error)) = stage.await {
         return Err(error.context("the design-floor stage failed"));
     }
-    Ok(samples)
+    Ok(measured)
 }
 
 #[tokio::main]
