@@ -14,8 +14,10 @@ use vexxy_events::completed::Completeness;
 use vexxy_events::pipeline::Observation;
 use vexxy_events::{EvidenceQuality, Summary, ValidatedRequest};
 use vexxy_kubescape::from_bytes::StoredSbom;
+use vexxy_kubescape::sbom::ToolMeta;
 use vexxy_kubescape::{
-    Completion, ContainerProfileInfo, KubescapeManifest, KubescapeSbom, KubescapeVex, ProfileStatus,
+    Completion, ContainerProfileInfo, GrypeMatch, KubescapeManifest, KubescapeSbom, KubescapeVex,
+    ProfileStatus,
 };
 
 use crate::cyclonedx;
@@ -38,11 +40,68 @@ pub struct Evidence {
     pub filtered_sbom: Option<SbomFacts>,
     pub profile: Option<ContainerProfileInfo>,
     /// The relevancy-filtered manifest (instance slug): the matches Kubescape saw loaded.
-    pub manifest: Option<KubescapeManifest>,
+    pub manifest: Option<ManifestFacts>,
     /// The image manifest (image slug): every match in the image.
-    pub image_manifest: Option<KubescapeManifest>,
+    pub image_manifest: Option<ManifestFacts>,
     /// Packages in the unfiltered SBOM, when it was found.
     pub image_sbom_packages: Option<u64>,
+}
+
+/// What enrich uses of a vulnerability manifest. The manifest is held while the documents render
+/// (statements borrow from it), so the rest of each Grype match (severity, match details, the
+/// artifact's other fields, …) is dropped when it is read: a [`KubescapeManifest`] match costs
+/// several times these facts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManifestFacts {
+    pub matches: Vec<MatchFacts>,
+    /// The scanner that matched (`spec.metadata.tool`).
+    pub tool: ToolMeta,
+    /// `spec.metadata.report.createdAt`, as stored.
+    pub created_at: Option<String>,
+}
+
+/// One Grype match: the vulnerability, the package and its fix.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchFacts {
+    pub vulnerability: String,
+    /// The vulnerability's `dataSource` (empty when Grype gave none).
+    pub data_source: String,
+    /// The package's purl (empty when Grype gave none).
+    pub purl: String,
+    /// The package's name.
+    pub package: String,
+    /// [`GrypeMatch::fix_versions`]: the fixed versions, when the fix state is `fixed`.
+    pub fix_versions: Option<Vec<String>>,
+}
+
+impl From<KubescapeManifest> for ManifestFacts {
+    fn from(manifest: KubescapeManifest) -> ManifestFacts {
+        // Not collected in place: that would keep the matches' larger allocation.
+        let mut matches = Vec::with_capacity(manifest.payload.matches.len());
+        matches.extend(manifest.payload.matches.into_iter().map(MatchFacts::from));
+        ManifestFacts {
+            matches,
+            tool: manifest.metadata.tool,
+            created_at: manifest.metadata.report.created_at,
+        }
+    }
+}
+
+impl From<GrypeMatch> for MatchFacts {
+    fn from(m: GrypeMatch) -> MatchFacts {
+        let fixed = m.fix_versions().is_some();
+        MatchFacts {
+            fix_versions: m
+                .vulnerability
+                .fix
+                .filter(|_| fixed)
+                .map(|fix| fix.versions),
+            vulnerability: m.vulnerability.id,
+            data_source: m.vulnerability.data_source,
+            purl: m.artifact.purl,
+            package: m.artifact.name,
+        }
+    }
 }
 
 /// What enrich uses of the relevancy-filtered SBOM besides its verbatim content.
@@ -484,13 +543,12 @@ fn loaded_sources(evidence: &Evidence) -> Vec<SourceStatement<'_>> {
         return Vec::new();
     };
     manifest
-        .payload
         .matches
         .iter()
         .map(|m| SourceStatement {
-            vulnerability: &m.vulnerability.id,
-            vulnerability_url: Some(m.vulnerability.data_source.as_str()).filter(|s| !s.is_empty()),
-            subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
+            vulnerability: &m.vulnerability,
+            vulnerability_url: Some(m.data_source.as_str()).filter(|s| !s.is_empty()),
+            subcomponent: Some(m.purl.as_str()).filter(|s| !s.is_empty()),
             status: "affected",
             justification: None,
             impact_statement: Some(
@@ -510,15 +568,15 @@ fn manifest_sources(evidence: &Evidence) -> Vec<SourceStatement<'_>> {
         .map(|s| (s.vulnerability, s.subcomponent))
         .collect();
     if let Some(manifest) = &evidence.image_manifest {
-        for m in &manifest.payload.matches {
-            let purl = Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty());
-            if loaded.contains(&(m.vulnerability.id.as_str(), purl)) {
+        for m in &manifest.matches {
+            let purl = Some(m.purl.as_str()).filter(|s| !s.is_empty());
+            if loaded.contains(&(m.vulnerability.as_str(), purl)) {
                 continue;
             }
             out.push(SourceStatement {
-                vulnerability: &m.vulnerability.id,
-                vulnerability_url: Some(m.vulnerability.data_source.as_str()).filter(|s| !s.is_empty()),
-                subcomponent: Some(m.artifact.purl.as_str()).filter(|s| !s.is_empty()),
+                vulnerability: &m.vulnerability,
+                vulnerability_url: Some(m.data_source.as_str()).filter(|s| !s.is_empty()),
+                subcomponent: purl,
                 status: "under_investigation",
                 justification: None,
                 impact_statement: Some(
@@ -537,13 +595,13 @@ fn fix_index(evidence: &Evidence) -> FixIndex<'_> {
         .into_iter()
         .flatten()
     {
-        for m in &manifest.payload.matches {
-            if let Some(versions) = m.fix_versions() {
+        for m in &manifest.matches {
+            if let Some(versions) = &m.fix_versions {
                 fixes.insert(
-                    &m.vulnerability.id,
-                    &m.artifact.purl,
+                    &m.vulnerability,
+                    &m.purl,
                     Fix {
-                        package: &m.artifact.name,
+                        package: &m.package,
                         versions: versions.iter().map(String::as_str).collect(),
                     },
                 );
@@ -595,7 +653,7 @@ fn document_times(
         .manifest
         .iter()
         .chain(evidence.image_manifest.iter())
-        .filter_map(|m| m.metadata.report.created_at.as_deref())
+        .filter_map(|m| m.created_at.as_deref())
         .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .max();
@@ -624,7 +682,7 @@ fn tooling(evidence: &Evidence) -> String {
         .manifest
         .iter()
         .chain(evidence.image_manifest.iter())
-        .map(|m| &m.metadata.tool)
+        .map(|m| &m.tool)
         .find(|t| !t.name.is_empty())
         .map(|t| format!(", matches by {} {}", t.name, t.version))
         .unwrap_or_default();
@@ -636,7 +694,7 @@ fn kubescape_info(evidence: &Evidence, shape: &str) -> KubescapeInfo {
         .manifest
         .iter()
         .chain(evidence.image_manifest.iter())
-        .map(|m| &m.metadata.tool)
+        .map(|m| &m.tool)
         .find(|t| !t.name.is_empty());
     KubescapeInfo {
         vex_shape: shape.to_string(),

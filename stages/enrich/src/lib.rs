@@ -52,8 +52,8 @@ use vexxy_kubescape::from_bytes::{self, ReadError};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
 
 pub use documents::{
-    Conclusions, Evidence, Produced, SbomFacts, conclude, filtered_sbom_document,
-    filtered_sbom_from_stored, produce,
+    Conclusions, Evidence, ManifestFacts, MatchFacts, Produced, SbomFacts, conclude,
+    filtered_sbom_document, filtered_sbom_from_stored, produce,
 };
 
 pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
@@ -297,12 +297,11 @@ async fn read<T>(
     reader(&object).map_err(|e| bad_evidence(key, e))
 }
 
-async fn read_manifest(
-    store: &Store,
-    key: &str,
-) -> Result<vexxy_kubescape::KubescapeManifest, StageError> {
+async fn read_manifest(store: &Store, key: &str) -> Result<ManifestFacts, StageError> {
     let bytes = store.get_bytes(key).await.map_err(storage_error)?;
-    from_bytes::read_manifest_bytes(&bytes).map_err(|e| unreadable(key, e))
+    from_bytes::read_manifest_bytes(&bytes)
+        .map(ManifestFacts::from)
+        .map_err(|e| unreadable(key, e))
 }
 
 fn unreadable(key: &str, error: ReadError) -> StageError {

@@ -81,11 +81,14 @@ fn evidence_from(vex: Option<Value>, matches: &[(Match, bool)], partial: bool) -
                 .unwrap(),
         ),
         manifest: Some(
-            vexxy_kubescape::read_manifest(&manifest("replicaset-x", &relevant)).unwrap(),
+            vexxy_kubescape::read_manifest(&manifest("replicaset-x", &relevant))
+                .unwrap()
+                .into(),
         ),
         image_manifest: Some(
             vexxy_kubescape::read_manifest(&manifest("docker.io-library-nginx-1.27-c9b3ae", &all))
-                .unwrap(),
+                .unwrap()
+                .into(),
         ),
         image_sbom_packages: Some(40),
     }

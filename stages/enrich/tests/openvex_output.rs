@@ -35,11 +35,14 @@ fn evidence_from(
                 .unwrap(),
         ),
         manifest: Some(
-            vexxy_kubescape::read_manifest(&manifest("replicaset-x", relevant)).unwrap(),
+            vexxy_kubescape::read_manifest(&manifest("replicaset-x", relevant))
+                .unwrap()
+                .into(),
         ),
         image_manifest: Some(
             vexxy_kubescape::read_manifest(&manifest("docker.io-library-nginx-1.27-c9b3ae", all))
-                .unwrap(),
+                .unwrap()
+                .into(),
         ),
         image_sbom_packages: Some(packages as u64),
     }
