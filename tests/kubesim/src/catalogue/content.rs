@@ -14,8 +14,8 @@
 //!   10–40 % of packages loaded, 5–10 % of matches only reported from the second scan on (a
 //!   Grype DB update) and ~3 % reported twice by two matchers (as Grype does).
 
-use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -79,7 +79,28 @@ impl ImageContent {
     }
 }
 
-pub fn content_for(digest: &str) -> ImageContent {
+/// Most images whose content is kept once built (a pure function of the digest): a scan and every
+/// ContainerProfile write ask for it, and building or copying it each time cost more than the
+/// rest of the emulator together.
+const CONTENT_CACHE_IMAGES: usize = 256;
+
+/// What the image with `digest` contains: always the same for the same digest.
+pub fn content_for(digest: &str) -> Arc<ImageContent> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<ImageContent>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(content) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
+        return content.clone();
+    }
+    let content = Arc::new(build_content(digest));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= CONTENT_CACHE_IMAGES {
+        cache.clear();
+    }
+    cache.insert(digest.to_string(), content.clone());
+    content
+}
+
+fn build_content(digest: &str) -> ImageContent {
     let mut rng = Rng::new(seed(digest));
     if digest == ALPINE_FIXTURE_DIGEST {
         return alpine_fixture();
@@ -113,35 +134,28 @@ fn artifact_id(purl: &str) -> String {
 // Fixtures.
 
 fn alpine_fixture() -> ImageContent {
-    static CACHE: OnceLock<ImageContent> = OnceLock::new();
-    CACHE
-        .get_or_init(|| {
-            let sbom: Value =
-                serde_json::from_str(ALPINE_SBOM).expect("alpine SBOM fixture is JSON");
-            let syft = read_syft_document(&sbom).expect("alpine SBOM fixture parses");
-            let report: Value =
-                serde_json::from_str(ALPINE_CVE).expect("alpine Grype fixture is JSON");
-            let grype = read_grype_document(&report).expect("alpine Grype fixture parses");
-            let packages: Vec<Package> = syft.artifacts.iter().map(package_from_artifact).collect();
-            let matches = grype_matches(&grype.matches, &packages);
-            let loaded = packages
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| {
-                    ["busybox", "busybox-binsh", "musl", "libcrypto3"].contains(&p.name.as_str())
-                })
-                .map(|(i, _)| i)
-                .collect();
-            ImageContent {
-                packages,
-                matches,
-                loaded,
-                distro: syft.distro,
-                grype_distro: grype.distro,
-                schema: syft.schema,
-            }
+    let sbom: Value = serde_json::from_str(ALPINE_SBOM).expect("alpine SBOM fixture is JSON");
+    let syft = read_syft_document(&sbom).expect("alpine SBOM fixture parses");
+    let report: Value = serde_json::from_str(ALPINE_CVE).expect("alpine Grype fixture is JSON");
+    let grype = read_grype_document(&report).expect("alpine Grype fixture parses");
+    let packages: Vec<Package> = syft.artifacts.iter().map(package_from_artifact).collect();
+    let matches = grype_matches(&grype.matches, &packages);
+    let loaded = packages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            ["busybox", "busybox-binsh", "musl", "libcrypto3"].contains(&p.name.as_str())
         })
-        .clone()
+        .map(|(i, _)| i)
+        .collect();
+    ImageContent {
+        packages,
+        matches,
+        loaded,
+        distro: syft.distro,
+        grype_distro: grype.distro,
+        schema: syft.schema,
+    }
 }
 
 fn nginx_fixture(rng: &mut Rng) -> ImageContent {
