@@ -244,7 +244,10 @@ pub fn assess(
 ///   was built from. So on top of the write after completion (or the settle time), wait until
 ///   such a scan must have ended: `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version
 ///   was received, or, with an unknown history, after this job first saw the completion (every
-///   `ready` version was written before that).
+///   `ready` version was written before that). A write received before that bound ran out may
+///   itself be a learning-time scan's, so it counts only if received after it; otherwise the
+///   job waits the bound from its first look at completion, by when the completed profile's
+///   own scan has ended as well.
 fn evidence_final_at(
     config: &WaitConfig,
     profile: &ProfileSummary,
@@ -268,7 +271,20 @@ fn evidence_final_at(
         Some(ready) if profile.history_from_creation => ready,
         _ => completed_at,
     };
-    written_or_settled(written_after()).max(after(learning_scans_from, config.learning_scan_bound))
+    let learning_scans_end = after(learning_scans_from, config.learning_scan_bound);
+    // A write after completion may still be a learning-time scan's, and the completed
+    // profile's own scan may not have written yet. Only a VEX version received once every
+    // learning-time scan has ended is the completed profile's scan; without one, wait until
+    // that scan has ended too (it starts after completion and is bounded the same way), so the
+    // VEX held then is its result, or one it found unchanged.
+    let completed_scan_seen = written_after()
+        && vex.is_some_and(|v| !v.received.listed && v.received.at >= learning_scans_end);
+    let scans_over = if completed_scan_seen {
+        learning_scans_end
+    } else {
+        after(completed_at, config.learning_scan_bound)
+    };
+    written_or_settled(written_after()).max(scans_over)
 }
 
 /// Whether the watches prove that the VEX held now was written after the profile completed

@@ -17,7 +17,9 @@
 //!   `assess::vex_written_after_completion`), or `VEXXY_VEX_SETTLE` without such a write; and
 //!   it goes on no earlier than `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version was
 //!   received (after the job first saw completion if the history is unknown, e.g. after a
-//!   relist or a restart). A VEX from a list is never proof of order.
+//!   relist or a restart). Unless a VEX version arrives after that bound (then it is the
+//!   completed profile's scan), the job waits the bound from its first look at completion,
+//!   when the completed profile's scan is over too. A VEX from a list is never proof of order.
 //!
 //! **Emits** the ticket with `observation` filled to `extract`; or fails fast with
 //! `image_pull_failed`, `container_crash_looping`, `unschedulable`, `sandbox_disappeared`;

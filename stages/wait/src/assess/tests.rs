@@ -687,13 +687,31 @@ fn a_ready_version_waits_for_the_bound_from_its_receive_time() {
     // A `ready` version received at 80 s: the same job waits until 110 s.
     let mut late_ready = written.clone();
     late_ready.profile.as_mut().unwrap().last_ready_received = Some(at(80));
+    // The VEX received at 96 s may be that learning-time scan's: it is no proof. A version
+    // received from 110 s on can only be the completed profile's scan.
     let mut memory = JobMemory::default();
     assert_eq!(
         step_with(&config, &late_ready, &mut memory, 100),
-        Step::Wait { until: at(110) }
+        Step::Wait { until: at(130) }
     );
-    assert!(matches!(
+    assert_eq!(
         step_with(&config, &late_ready, &mut memory, 110),
+        Step::Wait { until: at(130) }
+    );
+    let mut final_scan = late_ready.clone();
+    final_scan.vex = Some(VexSummary {
+        resource_version: Some("10".into()),
+        received: live(112),
+    });
+    assert!(matches!(
+        step_with(&config, &final_scan, &mut memory, 112),
+        Step::Done(o) if o.window_end == at(100)
+    ));
+    // Without such a version, the completed profile's scan is over 30 s after completion.
+    let mut memory = JobMemory::default();
+    step_with(&config, &late_ready, &mut memory, 100);
+    assert!(matches!(
+        step_with(&config, &late_ready, &mut memory, 130),
         Step::Done(o) if o.window_end == at(100)
     ));
 }
@@ -717,18 +735,28 @@ fn a_learning_time_vex_written_after_completion_is_not_final_before_the_bound() 
     let completed = completed_with_vex(live(10), "7", live(5));
     assert_eq!(
         step_with(&config, &completed, &mut memory, 12),
-        Step::Wait { until: at(323) }
+        Step::Wait { until: at(327) }
     );
+    // Its write after completion does not end the wait, not even once the learning-time scans
+    // are over (323 s): the completed profile's own scan, slower, may not have written yet.
     let learning_write = completed_with_vex(live(10), "8", live(14));
-    for second in [14, 17, 100, 322] {
+    for second in [14, 17, 100, 322, 323, 326] {
         assert_eq!(
             step_with(&config, &learning_write, &mut memory, second),
-            Step::Wait { until: at(323) },
-            "at {second} s a learning-time scan may still be writing"
+            Step::Wait { until: at(327) },
+            "at {second} s the VEX held may be the learning-time scan's"
         );
     }
     assert!(matches!(
-        step_with(&config, &learning_write, &mut memory, 323),
+        step_with(&config, &learning_write, &mut memory, 327),
+        Step::Done(o) if o.window_end == at(12) && !o.partial
+    ));
+    // A write received after every learning-time scan ended is the completed profile's scan.
+    let mut memory = JobMemory::default();
+    step_with(&config, &completed, &mut memory, 12);
+    let final_write = completed_with_vex(live(10), "9", live(324));
+    assert!(matches!(
+        step_with(&config, &final_write, &mut memory, 324),
         Step::Done(o) if o.window_end == at(12) && !o.partial
     ));
 }
