@@ -202,7 +202,7 @@ pub fn assess(
         if profile.completed_complete() {
             let completed_at = *memory.completed_at.get_or_insert(now);
             let final_at = evidence_final_at(config, profile, snapshot, completed_at);
-            if now >= final_at || now >= deadline {
+            if now >= final_at {
                 return Step::Done(Box::new(observation(
                     sandbox,
                     &target,
@@ -210,6 +210,12 @@ pub fn assess(
                     completed_at,
                     false,
                 )));
+            }
+            if now >= deadline {
+                // The VEX held is not shown final (a learning-time scan may have written it):
+                // like any unfinished analysis, partial or `analysis_timeout` per
+                // VEXXY_ON_TIMEOUT, never a complete result.
+                return on_deadline(config, sandbox, snapshot, memory, now);
             }
             return Step::Wait {
                 until: wake.min(final_at),

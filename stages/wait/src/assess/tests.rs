@@ -762,7 +762,8 @@ fn a_learning_time_vex_written_after_completion_is_not_final_before_the_bound() 
 }
 
 #[test]
-fn the_deadline_still_goes_on_before_the_bound() {
+fn a_deadline_before_the_bound_is_an_unfinished_analysis() {
+    // The VEX held may still be a learning-time scan's: never a complete result.
     let mut memory = JobMemory::default();
     let written = completed_with_vex(live(10), "8", live(11));
     let config = bounded(3_600);
@@ -772,6 +773,19 @@ fn the_deadline_still_goes_on_before_the_bound() {
     );
     assert!(matches!(
         step_with(&config, &written, &mut memory, 1000),
-        Step::Done(o) if !o.partial
+        Step::Done(o) if o.partial && o.window_end == at(1000)
+    ));
+    let fail = WaitConfig {
+        on_timeout: OnTimeout::Fail,
+        ..bounded(3_600)
+    };
+    let mut memory = JobMemory::default();
+    step_with(&fail, &written, &mut memory, 20);
+    assert!(matches!(
+        step_with(&fail, &written, &mut memory, 1000),
+        Step::Fail {
+            reason: FailureReason::AnalysisTimeout,
+            ..
+        }
     ));
 }
