@@ -159,7 +159,10 @@ pub async fn api_requests(
     // window longer than node-agent's first save takes wait's rule B and may need up to
     // VEXXY_LEARNING_SCAN_BOUND (315 s) after completion, so a shorter bound would cut real runs.
     let arrived = outcomes
-        .wait_count(analyses, Duration::from_secs(window_seconds + WAIT_GRACE_SECONDS + 60))
+        .wait_count(
+            analyses,
+            Duration::from_secs(window_seconds + WAIT_GRACE_SECONDS + 60),
+        )
         .await;
     anyhow::ensure!(
         arrived == analyses,
