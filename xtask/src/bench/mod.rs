@@ -101,6 +101,9 @@ fn row(name: &str, result: Result<Figure>) -> Figure {
 }
 
 pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
+    // The source the binaries are built from: taken before the build, since the tree may move on
+    // during a run that lasts many minutes.
+    let source = source_revision(paths);
     let tools = setup::run(paths)?;
     build(
         paths,
@@ -193,7 +196,7 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     let load_after = load_average();
     print_table(&rows);
     let report = json!({
-        "machine": machine(paths, &load_before, &load_after),
+        "machine": machine(&source, &load_before, &load_after),
         "command": "cargo xtask bench",
         "only": args.only.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
         "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
@@ -383,7 +386,28 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-fn machine(paths: &Paths, load_before: &str, load_after: &str) -> Value {
+/// `HEAD`'s commit, with ` (uncommitted changes)` when the working tree differs from it.
+fn source_revision(paths: &Paths) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&paths.root)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|changes| !changes.is_empty());
+    Some(if dirty {
+        format!("{commit} (uncommitted changes)")
+    } else {
+        commit
+    })
+}
+
+fn machine(source: &Option<String>, load_before: &str, load_after: &str) -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -398,18 +422,12 @@ fn machine(paths: &Paths, load_before: &str, load_after: &str) -> Value {
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         });
-    let commit = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(&paths.root)
-        .output()
-        .ok()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "memory_mb": memory_kb.map(|kb| kb / 1024),
         "cpu_model": cpu_model,
         "date": chrono::Utc::now().to_rfc3339(),
-        "git_commit": commit,
+        "git_commit": source,
         "load_average_before": load_before,
         "load_average_after": load_after,
     })
