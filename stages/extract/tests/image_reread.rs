@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::{Value, json};
 use vexxy_events::PipelineTicket;
 use vexxy_events::pipeline::{Observation, SandboxRef};
@@ -18,7 +16,9 @@ use vexxy_extract::{Extract, ExtractConfig, OTHER_IMAGE_MANIFEST, OTHER_IMAGE_SB
 use vexxy_kubescape::names;
 use vexxy_runtime::{Outcome, Store};
 
-const SANDBOX_NS: &str = "vexxy-sandbox";
+mod support;
+use support::{SANDBOX_NS, client_with_sandbox_namespace};
+
 const KS_NS: &str = "kubescape";
 const REPOSITORY: &str = "docker.io/library/nginx";
 const DIGEST: &str = "sha256:6a59f1cbb8d28ac484176d52c473494859a512ddba3ea62a547258cf16c9b3ae";
@@ -187,18 +187,7 @@ fn kubescape_objects(sim: &kubesim::Handle, job: &str) {
 }
 
 async fn create_sandbox(client: &kube::Client, job: &str) {
-    let labels = json!({"app.kubernetes.io/managed-by": "vexxy", "vexxy.io/job-id": job});
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": format!("vexxy-{job}"), "namespace": SANDBOX_NS, "labels": labels},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"vexxy.io/job-id": job}},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": CONTAINER, "image": format!("{REPOSITORY}@{DIGEST}")}]}}}
-    }))
-    .expect("a Deployment");
-    Api::<Deployment>::namespaced(client.clone(), SANDBOX_NS)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("sandbox created");
+    support::create_sandbox(client, job, CONTAINER, &format!("{REPOSITORY}@{DIGEST}")).await;
 }
 
 fn store_dir() -> std::path::PathBuf {
@@ -250,15 +239,7 @@ async fn the_image_objects_are_read_again_by_the_slug_the_summary_records() {
     })
     .await
     .expect("kubesim starts");
-    let client = kube::Client::try_from(kube::Config::new(sim.url().parse().expect("url")))
-        .expect("kube client");
-    // kubesim installs Kubescape, and with it the kubescape namespace.
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": SANDBOX_NS}})).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("namespace created");
+    let client = client_with_sandbox_namespace(&sim).await;
     let job = "reread";
     create_sandbox(&client, job).await;
     kubescape_objects(&sim, job);

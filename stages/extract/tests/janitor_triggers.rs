@@ -5,28 +5,18 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PostParams;
-use serde_json::json;
 use vexxy_extract::janitor::{self, JanitorConfig};
 use vexxy_harness::NatsServer;
 
-const SANDBOX_NS: &str = "vexxy-sandbox";
+mod support;
+use support::{SANDBOX_NS, client_with_sandbox_namespace};
+
+/// The image of every sandbox here; its pod never needs to run.
+const IMAGE: &str = "docker.io/library/nginx@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 async fn create_sandbox(client: &kube::Client, job: &str) {
-    let labels = json!({"app.kubernetes.io/managed-by": "vexxy", "vexxy.io/job-id": job});
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": format!("vexxy-{job}"), "namespace": SANDBOX_NS, "labels": labels},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"vexxy.io/job-id": job}},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [{"name": "target", "image": "docker.io/library/nginx@sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}}}
-    }))
-    .expect("a Deployment");
-    Api::<Deployment>::namespaced(client.clone(), SANDBOX_NS)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("sandbox created");
+    support::create_sandbox(client, job, "target", IMAGE).await;
 }
 
 /// Polls until the sandbox of `job` is gone; false if it is still there after `bound`.
@@ -55,14 +45,7 @@ async fn leftovers_and_failed_jobs_are_swept_without_waiting_for_the_interval() 
     })
     .await
     .expect("kubesim starts");
-    let client = kube::Client::try_from(kube::Config::new(sim.url().parse().expect("url")))
-        .expect("kube client");
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": SANDBOX_NS}})).expect("namespace");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("namespace created");
+    let client = client_with_sandbox_namespace(&sim).await;
     let nats = NatsServer::start().expect("nats-server starts");
     let nats_client = nats.client().await.expect("connect");
     let js = async_nats::jetstream::new(nats_client.clone());

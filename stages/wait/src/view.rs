@@ -517,16 +517,7 @@ mod tests {
     fn a_profile_keeps_the_receipt_of_its_first_completed_version() {
         let key = "replicaset-x-app-0000-ffff".to_string();
         let mut table = Table::<String, ProfileSummary>::default();
-        let step = |table: &mut Table<String, ProfileSummary>, event, position| {
-            apply(
-                table,
-                event,
-                position,
-                clock(position),
-                &|o: &DynamicObject, r| summary::profile(o, "vexxy-sandbox", r),
-                summary::carry_profile,
-            );
-        };
+        let step = profile_table_step;
         let profile = |version, status| storage_object("vexxy-sandbox", version, status);
         step(&mut table, watcher::Event::Apply(profile("1", "ready")), 1);
         assert_eq!(table.get(&key).unwrap().completed_received, None);
