@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use vexxy_harness::stack::{self, STAGES};
 use vexxy_harness::{ChildProcess, free_port, http_get_status};
 
-use super::stack::{BenchStack, Outcomes, http, stage_env, submit};
+use super::stack::{BenchStack, Outcomes, Seen, http, stage_env, submit};
 use super::{Figure, percentile};
 
 /// Window of the end-to-end and throughput analyses: the policy minimum (it cannot be 0).
@@ -37,50 +38,102 @@ pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize)
                     return Ok::<_, anyhow::Error>(samples);
                 }
                 let job = format!("bench-e2e-{i}");
-                let started = Instant::now();
+                let (started, started_wall) = (Instant::now(), Utc::now());
                 submit(&js, &job, MIN_WINDOW_SECONDS).await?;
                 let seen = outcomes
                     .wait_for(&job, Duration::from_secs(120))
                     .await
                     .with_context(|| format!("{job} had no outcome within 120 s"))?;
                 anyhow::ensure!(seen.completed, "{job} failed; see the stage logs");
-                samples.push((seen.at - started, seen.stage_ms));
+                samples.push((seen.at - started, path_steps(started_wall, &seen)));
             }
         });
     }
     let mut latencies = Vec::new();
-    let mut per_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut steps = PathSteps::default();
     while let Some(result) = workers.join_next().await {
-        for (latency, stages) in result?? {
+        for (latency, sample_steps) in result?? {
             latencies.push(latency.as_secs_f64() * 1e3 - (MIN_WINDOW_SECONDS * 1000) as f64);
-            for (stage, ms) in stages {
-                per_stage.entry(stage).or_default().push(ms as f64);
+            for (step, ms) in sample_steps {
+                steps.push(step, ms);
             }
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let stage_p50: BTreeMap<String, f64> = per_stage
-        .into_iter()
-        .map(|(stage, mut ms)| {
-            ms.sort_by(|a, b| a.total_cmp(b));
-            (stage, percentile(&ms, 0.5))
-        })
-        .collect();
+    let steps_p50 = steps.p50();
     let p50 = percentile(&latencies, 0.5);
     Ok(Figure {
         name: "end-to-end overhead per analysis".into(),
         target: "p50 ≤ 20 ms".into(),
         met: p50 <= 20.0,
         summary: format!(
-            "p50 {p50:.1} ms, p99 {:.1} ms over {} analyses (window 1 s subtracted)",
+            "p50 {p50:.1} ms, p99 {:.1} ms over {} analyses (window 1 s subtracted); p50 per step: {}",
             percentile(&latencies, 0.99),
-            latencies.len()
+            latencies.len(),
+            steps_p50
+                .iter()
+                .map(|(step, ms)| format!("{step} {ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         figures: json!({"analyses": latencies.len(), "concurrency": concurrency, "window_subtracted_ms": MIN_WINDOW_SECONDS * 1000,
                         "p50_ms": p50, "p90_ms": percentile(&latencies, 0.9), "p99_ms": percentile(&latencies, 0.99),
                         "max_ms": latencies.last().copied().unwrap_or(0.0),
-                        "stage_handler_p50_ms": stage_p50}),
+                        "path_step_p50_ms": steps_p50.iter().map(|(step, ms)| json!({"step": step, "p50_ms": ms})).collect::<Vec<_>>()}),
     })
+}
+
+/// One analysis's path, step by step in pipeline order: each stage's handler (wait's minus the
+/// window) and each gap between one stage finishing and the next starting — the broker hop, the
+/// next stage's status read and claim — from the stages' own timestamps (all on this machine's
+/// clock), plus the request's way in and the completed event's way out.
+fn path_steps(submitted_at: DateTime<Utc>, seen: &Seen) -> Vec<(String, f64)> {
+    let ms = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1e3
+    };
+    let mut steps = Vec::new();
+    let mut previous: Option<(&str, DateTime<Utc>)> = None;
+    for span in &seen.spans {
+        let gap_from = previous.map_or(("request", submitted_at), |(stage, at)| (stage, at));
+        steps.push((
+            format!("{} → {}", gap_from.0, span.stage),
+            ms(gap_from.1, span.started_at),
+        ));
+        let mut handler = ms(span.started_at, span.finished_at);
+        if span.stage == "wait" {
+            handler -= (MIN_WINDOW_SECONDS * 1000) as f64;
+        }
+        steps.push((span.stage.clone(), handler));
+        previous = Some((&span.stage, span.finished_at));
+    }
+    if let Some((stage, at)) = previous {
+        steps.push((format!("{stage} → subscriber"), ms(at, seen.at_wall)));
+    }
+    steps
+}
+
+/// Samples per step, keeping the order steps were first seen in.
+#[derive(Default)]
+struct PathSteps(Vec<(String, Vec<f64>)>);
+
+impl PathSteps {
+    fn push(&mut self, step: String, ms: f64) {
+        match self.0.iter_mut().find(|(known, _)| *known == step) {
+            Some((_, samples)) => samples.push(ms),
+            None => self.0.push((step, vec![ms])),
+        }
+    }
+
+    fn p50(&self) -> Vec<(String, f64)> {
+        self.0
+            .iter()
+            .map(|(step, samples)| {
+                let mut sorted = samples.clone();
+                sorted.sort_by(|a, b| a.total_cmp(b));
+                (step.clone(), percentile(&sorted, 0.5))
+            })
+            .collect()
+    }
 }
 
 /// `analyses` requests published at once; completions per second.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::pull};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -152,9 +153,32 @@ pub fn http(port: u16, method: &str, path: &str) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub at: Instant,
+    /// The same moment on the wall clock, to set against the stages' own timestamps.
+    pub at_wall: DateTime<Utc>,
     pub completed: bool,
-    /// Per-stage handler durations from the completed event (`stage` → ms).
-    pub stage_ms: Vec<(String, u64)>,
+    /// Each stage's handler span from the completed event's `timings`, in pipeline order.
+    pub spans: Vec<StageSpan>,
+}
+
+/// One stage's handler, as the stage itself timed it.
+#[derive(Debug, Clone)]
+pub struct StageSpan {
+    pub stage: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+fn stage_span(timing: &Value) -> Option<StageSpan> {
+    let at = |field: &str| {
+        DateTime::parse_from_rfc3339(timing[field].as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some(StageSpan {
+        stage: timing["stage"].as_str()?.to_string(),
+        started_at: at("started_at")?,
+        finished_at: at("finished_at")?,
+    })
 }
 
 /// Subscribes to completed + failed like a downstream user and records every outcome by job id.
@@ -187,6 +211,7 @@ impl Outcomes {
             let mut count = 0u64;
             while let Some(Ok(message)) = messages.next().await {
                 let at = Instant::now();
+                let at_wall = Utc::now();
                 let _ = message.ack().await;
                 let Ok(event) = serde_json::from_slice::<CloudEvent<Value>>(&message.payload)
                 else {
@@ -196,23 +221,17 @@ impl Outcomes {
                     continue;
                 };
                 let completed = event.is_type(EventType::Completed);
-                let stage_ms = event.data["timings"]
+                let spans = event.data["timings"]
                     .as_array()
-                    .map(|timings| {
-                        timings
-                            .iter()
-                            .filter_map(|t| {
-                                Some((t["stage"].as_str()?.to_string(), t["duration_ms"].as_u64()?))
-                            })
-                            .collect()
-                    })
+                    .map(|timings| timings.iter().filter_map(stage_span).collect())
                     .unwrap_or_default();
                 record.lock().expect("not poisoned").insert(
                     job,
                     Seen {
                         at,
+                        at_wall,
                         completed,
-                        stage_ms,
+                        spans,
                     },
                 );
                 count += 1;
