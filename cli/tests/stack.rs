@@ -30,8 +30,6 @@ fn start() -> Stack {
         "200",
         "--scan-delay-ms",
         "200",
-        "--tick-ms",
-        "25",
     ]
     .map(String::from)
     .to_vec();

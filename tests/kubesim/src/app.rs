@@ -50,6 +50,9 @@ pub struct App {
     pub store: Arc<Store>,
     pub addr: SocketAddr,
     config: Mutex<Config>,
+    /// Bumped on every configuration change, so the controller loop and the emulator wake for
+    /// one without polling (an idle kubesim then sleeps, as an idle API server does).
+    config_changes: watch::Sender<u64>,
     faults: Mutex<FaultState>,
     counters: Mutex<Counters>,
     emulator: Mutex<crate::kubescape::EmulatorState>,
@@ -69,6 +72,13 @@ impl App {
     pub fn update_config(&self, f: impl FnOnce(&mut Config)) {
         let mut c = self.config.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut c);
+        drop(c);
+        self.config_changes.send_modify(|version| *version += 1);
+    }
+
+    /// Wakes its holder after each configuration change (see `update_config`).
+    pub fn config_changes(&self) -> watch::Receiver<u64> {
+        self.config_changes.subscribe()
     }
 
     pub fn kubescape_installed(&self) -> bool {
@@ -183,6 +193,7 @@ impl Server {
             counters: Mutex::new(Counters::default()),
             emulator: Mutex::new(Default::default()),
             config: Mutex::new(config.clone()),
+            config_changes: watch::channel(0).0,
         });
         crate::controllers::bootstrap(&app).map_err(StartError::Bootstrap)?;
         if config.kubescape.installed {

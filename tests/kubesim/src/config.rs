@@ -64,9 +64,6 @@ pub struct Timings {
     pub scan_delay_ms: u64,
     /// Interval between BOOKMARK events on watches that ask for them.
     pub bookmark_interval_ms: u64,
-    /// How often the controllers and the emulator look for a configuration change. Objects wake
-    /// them through the store's change feed and delays through timers, not through this.
-    pub tick_ms: u64,
 }
 
 impl Default for Timings {
@@ -78,7 +75,6 @@ impl Default for Timings {
             consolidation_delay_ms: 500,
             scan_delay_ms: 500,
             bookmark_interval_ms: 1_000,
-            tick_ms: 50,
         }
     }
 }

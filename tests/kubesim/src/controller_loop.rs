@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -294,11 +293,10 @@ impl Controllers {
 
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut controllers = Controllers::new(&app.store);
+    let mut config_changes = app.config_changes();
     let mut cfg = app.config();
     loop {
         controllers.settle(&app.store, &cfg);
-        // Only a configuration change needs this wake-up; objects wake it through the feed.
-        let tick = Duration::from_millis(cfg.timings.tick_ms.max(5));
         let next_timer = controllers.timers.next();
         tokio::select! {
             _ = crate::app::stopped(&mut shutdown) => return,
@@ -308,7 +306,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => {}
-            _ = tokio::time::sleep(tick) => {}
+            // Objects wake this loop through the feed, delays through timers, and a
+            // configuration change (install, capabilities, timings) through this.
+            _ = config_changes.changed() => {}
         }
         let latest = app.config();
         if latest.timings != cfg.timings || latest.failures != cfg.failures {
@@ -322,6 +322,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn store_with_namespace() -> Store {
         let store = Store::new(1_000_000, Duration::from_secs(300), 500_000, 1);

@@ -308,13 +308,12 @@ const MAX_DRAIN: usize = 100_000;
 /// at start, when the feed lags and when the configuration changes (install, capabilities).
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut feed = app.store.subscribe_events();
+    let mut config_changes = app.config_changes();
     let mut cfg = app.config();
     let mut emulator = emulator::Emulator::default();
     emulator.resync(&app, &cfg);
     loop {
         emulator.advance(&app, &cfg);
-        // Only a configuration change needs this wake-up; pods wake it through the feed.
-        let tick = Duration::from_millis(cfg.timings.tick_ms.max(5));
         let next = emulator.next_due(&cfg);
         tokio::select! {
             _ = crate::app::stopped(&mut shutdown) => return,
@@ -335,7 +334,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
-            _ = tokio::time::sleep(tick) => {}
+            // Objects wake this loop through the feed, delays through timers, and a
+            // configuration change (install, capabilities, timings) through this.
+            _ = config_changes.changed() => {}
         }
         let latest = app.config();
         let changed = latest.kubescape != cfg.kubescape

@@ -53,8 +53,6 @@ struct Cli {
     scan_delay_ms: u64,
     #[arg(long, default_value_t = 1_000)]
     bookmark_interval_ms: u64,
-    #[arg(long, default_value_t = 50)]
-    tick_ms: u64,
 
     /// Image substrings that fail to pull (repeatable).
     #[arg(long = "pull-fail-pattern", default_values_t = vec!["pull-fail".to_string()])]
@@ -124,7 +122,6 @@ impl Cli {
         c.timings.consolidation_delay_ms = self.consolidation_delay_ms;
         c.timings.scan_delay_ms = self.scan_delay_ms;
         c.timings.bookmark_interval_ms = self.bookmark_interval_ms;
-        c.timings.tick_ms = self.tick_ms;
         c.failures.pull_fail = self.pull_fail.clone();
         c.failures.crashloop = self.crashloop.clone();
         c.failures.unschedulable = self.unschedulable.clone();

@@ -9,6 +9,42 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
+/// A timings change reaches the controllers by itself, with no object changing: a pod whose
+/// start was an hour away starts at once under the new timings.
+#[tokio::test]
+async fn a_timings_change_wakes_the_controllers_without_an_object_change() {
+    let mut cfg = fast_config();
+    cfg.timings.pod_start_delay_ms = 3_600_000;
+    let sim = start(cfg.clone()).await;
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let d: Deployment =
+        serde_yaml_ng::from_str(&deployment_yaml("late", "default", "nginx:1.14.2", 1)).unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let phase_of_the_pod = || {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.list(&ListParams::default()).await.ok()?.items.pop()?;
+            pod.status?.phase
+        }
+    };
+    let phase = eventually(
+        "the pod to exist",
+        Duration::from_secs(10),
+        phase_of_the_pod,
+    )
+    .await;
+    assert_eq!(phase, "Pending", "its start is an hour away");
+    cfg.timings.pod_start_delay_ms = 0;
+    sim.set_timings(cfg.timings);
+    eventually("the pod to run", Duration::from_secs(10), || async {
+        (phase_of_the_pod().await? == "Running").then_some(())
+    })
+    .await;
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn deployment_rolls_out_named_like_the_real_controller() {
     let sim = start(fast_config()).await;

@@ -188,8 +188,6 @@ impl ChaosStack {
             "300",
             "--scan-delay-ms",
             "300",
-            "--tick-ms",
-            "50",
             "--watch-history",
             "100000",
         ]

@@ -193,8 +193,6 @@ impl Stack {
             "300",
             "--scan-delay-ms",
             "300",
-            "--tick-ms",
-            "25",
             "--kubevuln-generation",
             "v0.3.159",
         ]

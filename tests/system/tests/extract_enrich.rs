@@ -236,8 +236,11 @@ fn kubescape_objects(
     profile: (&str, &str),
 ) -> bool {
     let store = env.sim.store();
+    // Boxed: kubesim's API error is large, and only a test failure reads it.
     let put = |plural: &str, ns: &str, obj: Value| {
-        store.upsert(kubesim::resources::kubescape(plural), ns, obj)
+        store
+            .upsert(kubesim::resources::kubescape(plural), ns, obj)
+            .map_err(Box::new)
     };
     let relevant: Vec<M> = matches.iter().copied().filter(|m| m.2).collect();
     put(

@@ -467,7 +467,6 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
             consolidation_delay_ms: 100,
             scan_delay_ms: 100,
             bookmark_interval_ms: 1_000,
-            tick_ms: 20,
             ..kubesim::Timings::default()
         },
         ..kubesim::Config::default()

@@ -38,7 +38,6 @@ fn fast_timings() -> Timings {
         consolidation_delay_ms: 100,
         scan_delay_ms: 100,
         bookmark_interval_ms: 1_000,
-        tick_ms: 20,
     }
 }
 

@@ -51,8 +51,6 @@ pub fn zero_delay_kubesim_args() -> Vec<String> {
         "0",
         "--scan-delay-ms",
         "0",
-        "--tick-ms",
-        "5",
     ]
     .map(String::from)
     .to_vec()

@@ -21,7 +21,6 @@ pub fn fast_config() -> Config {
             consolidation_delay_ms: 150,
             scan_delay_ms: 100,
             bookmark_interval_ms: 200,
-            tick_ms: 20,
         },
         ..Config::default()
     }

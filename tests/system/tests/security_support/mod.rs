@@ -216,8 +216,6 @@ fn start_processes(prefix: &str, options: &StackOptions) -> Result<Started> {
         "200",
         "--scan-delay-ms",
         "200",
-        "--tick-ms",
-        "25",
     ]
     .map(String::from)
     .to_vec();
