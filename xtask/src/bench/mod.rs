@@ -120,6 +120,13 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
         }
     }
     let load_before = load_average();
+    let scratch = scratch_filesystem();
+    println!(
+        "bench: stacks keep their stores under {} ({} {}); set TMPDIR to move them",
+        scratch["dir"].as_str().unwrap_or("?"),
+        scratch["type"].as_str().unwrap_or("?"),
+        scratch["options"].as_str().unwrap_or("?")
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
 
@@ -430,5 +437,28 @@ fn machine(source: &Option<String>, load_before: &str, load_after: &str) -> Valu
         "git_commit": source,
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "scratch": scratch_filesystem(),
+    })
+}
+
+/// Where the stacks keep nats-server's store and the `file://` object store (the system temp
+/// directory, `TMPDIR`), and the filesystem under it: its latency shows up in extract's and
+/// enrich's handlers and in the broker hops, so a figure means little without it.
+fn scratch_filesystem() -> Value {
+    let dir = std::env::temp_dir();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    // The longest mount point that contains the directory is the one it lives on.
+    let mount = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 4 && dir.starts_with(fields[1])).then_some(fields)
+        })
+        .max_by_key(|fields| fields[1].len());
+    json!({
+        "dir": dir.display().to_string(),
+        "mount_point": mount.as_ref().map(|f| f[1]),
+        "type": mount.as_ref().map(|f| f[2]),
+        "options": mount.as_ref().map(|f| f[3]),
     })
 }
