@@ -229,6 +229,10 @@ impl KubesimProcess {
         &self.kubeconfig
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn log_path(&self) -> &Path {
         self.process.log_path()
     }

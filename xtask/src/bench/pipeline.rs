@@ -83,6 +83,24 @@ pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize)
     })
 }
 
+/// User + system CPU seconds each process has used so far (`/proc/<pid>/stat`), by name.
+fn cpu_seconds(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    processes
+        .iter()
+        .filter_map(|(name, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The fields after the command (which may hold spaces) start after its ')'.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some((name.clone(), ticks / ticks_per_second))
+        })
+        .collect()
+}
+
 /// One analysis's path, step by step in pipeline order: each stage's handler (wait's minus the
 /// window) and each gap between one stage finishing and the next starting — the broker hop, the
 /// next stage's status read and claim — from the stages' own timestamps (all on this machine's
@@ -140,6 +158,7 @@ impl PathSteps {
 pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
     let js = jetstream::new(stack.nats.client().await?);
     let outcomes = Outcomes::subscribe(&js, "bench-throughput").await?;
+    let cpu_before = cpu_seconds(&stack.processes());
     let started = Instant::now();
     let mut publishes = tokio::task::JoinSet::new();
     for chunk in 0..8 {
@@ -158,8 +177,17 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
     let arrived = outcomes
         .wait_count(analyses, Duration::from_secs(900))
         .await;
+    let cpu_after = cpu_seconds(&stack.processes());
     let seen = outcomes.seen.lock().expect("not poisoned").clone();
     let failed = seen.values().filter(|s| !s.completed).count();
+    // CPU each process used from the first request to the last outcome, per analysis.
+    let cpu_ms_per_analysis: BTreeMap<String, f64> = cpu_after
+        .iter()
+        .filter_map(|(name, after)| {
+            let before = cpu_before.get(name)?;
+            Some((name.clone(), (after - before) * 1e3 / analyses as f64))
+        })
+        .collect();
     let mut done: Vec<f64> = seen
         .values()
         .map(|s| (s.at - started).as_secs_f64())
@@ -179,10 +207,18 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
         target: "≥ 200/s".into(),
         met: steady >= 200.0 && failed == 0,
         summary: format!(
-            "{steady:.0}/s steady ({overall:.0}/s overall, {analyses} analyses, {failed} failed)"
+            "{steady:.0}/s steady ({overall:.0}/s overall, {analyses} analyses, {failed} failed); CPU per analysis {:.1} ms: {}",
+            cpu_ms_per_analysis.values().sum::<f64>(),
+            cpu_ms_per_analysis
+                .iter()
+                .map(|(name, ms)| format!("{} {ms:.1}", name.trim_start_matches("vexxy-")))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         figures: json!({"analyses": analyses, "failed": failed, "published_in_s": published.as_secs_f64(),
-                        "last_outcome_s": total, "overall_per_s": overall, "steady_per_s": steady}),
+                        "last_outcome_s": total, "overall_per_s": overall, "steady_per_s": steady,
+                        "cpu_ms_per_analysis": cpu_ms_per_analysis,
+                        "cpu_ms_per_analysis_total": cpu_ms_per_analysis.values().sum::<f64>()}),
     })
 }
 

@@ -98,6 +98,19 @@ impl BenchStack {
             .with_context(|| format!("no port in kubesim's URL {url}"))
     }
 
+    /// Every process of the stack by name: the five stages, kubesim and nats-server.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut processes: Vec<(String, u32)> = self
+            .pipeline
+            .stages
+            .iter()
+            .map(|stage| (stage.name.to_string(), stage.process.pid()))
+            .collect();
+        processes.push(("kubesim".into(), self.kubesim.pid()));
+        processes.extend(self.nats.pid().map(|pid| ("nats-server".to_string(), pid)));
+        processes
+    }
+
     pub fn reset_counters(&self) -> Result<()> {
         http(self.kubesim_port()?, "POST", "/kubesim/counters/reset").map(|_| ())
     }
