@@ -138,11 +138,15 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
             "bench: starting the API-request stacks (10 s and {} s windows)",
             args.long_window
         );
-        for window in [10, args.long_window] {
+        let windows = [10, args.long_window];
+        let all_finished = std::sync::Arc::new(tokio::sync::Barrier::new(windows.len()));
+        for window in windows {
             let bench_stack = stack::BenchStack::start(&format!("api{window}"))?;
             let analyses = args.api_analyses;
+            let all_finished = all_finished.clone();
             api_runs.push(runtime.spawn(async move {
-                let result = pipeline::api_requests(&bench_stack, analyses, window).await;
+                let result =
+                    pipeline::api_requests(&bench_stack, analyses, window, all_finished).await;
                 bench_stack.stop();
                 result
             }));
@@ -230,29 +234,47 @@ fn api_row(
             Err(error) => json!({"error": format!("{error:#}")}),
         });
     }
+    // Judged over the same stretch of time for every window (see `pipeline::api_requests`);
+    // the figures at each run's own end are shown too.
     let per: Vec<f64> = api
         .iter()
-        .map(|r| r["per_analysis"].as_f64().unwrap_or(f64::MAX))
+        .map(|r| {
+            r["same_period"]["per_analysis"]
+                .as_f64()
+                .unwrap_or(f64::MAX)
+        })
         .collect();
+    let describe = |figures: &Value| {
+        format!(
+            "{:.1} ({:.1} per job + {} stack-wide watch/list)",
+            figures["per_analysis"].as_f64().unwrap_or(f64::NAN),
+            figures["per_analysis_without_watch_and_list"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            figures["watch_and_list_requests"]
+        )
+    };
     Ok(Figure {
         name: "Kubernetes API requests per analysis".into(),
         target: "≤ 12 and the same for both windows".into(),
         met: per.iter().all(|n| *n <= 12.0) && per.windows(2).all(|w| (w[0] - w[1]).abs() < 0.5),
         summary: api
             .iter()
-            .map(|run| match run["per_analysis"].as_f64() {
-                Some(per) => format!(
-                    "{per:.1} ({} s window: {:.1} per job + {} stack-wide watch/list)",
-                    run["window_s"],
-                    run["per_analysis_without_watch_and_list"]
-                        .as_f64()
-                        .unwrap_or(f64::NAN),
-                    run["watch_and_list_requests"]
-                ),
-                None => format!("not measured: {}", run["error"]),
+            .map(|run| {
+                if run["same_period"].is_object() {
+                    format!(
+                        "{} s window: {} until all runs ended; {} at its own last outcome ({:.0} s)",
+                        run["window_s"],
+                        describe(&run["same_period"]),
+                        describe(run),
+                        run["elapsed_s"].as_f64().unwrap_or(f64::NAN)
+                    )
+                } else {
+                    format!("not measured: {}", run["error"])
+                }
             })
             .collect::<Vec<_>>()
-            .join(", "),
+            .join("; "),
         figures: json!({"runs": api}),
     })
 }

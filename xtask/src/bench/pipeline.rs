@@ -226,8 +226,26 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
 const WAIT_GRACE_SECONDS: u64 = 600;
 
 /// Runs `analyses` analyses with a `window_seconds` window on a fresh stack and counts kubesim's
-/// requests from just before the first request to 2 s after the last outcome.
+/// requests twice: when this run's last outcome has arrived, and again once every run sharing
+/// `all_finished` has (so that runs with different windows are also compared over the same
+/// stretch of time: requests a stack sends per unit of time — watch renewals, janitor sweeps —
+/// then weigh the same in both, and only what depends on the window differs).
 pub async fn api_requests(
+    stack: &BenchStack,
+    analyses: usize,
+    window_seconds: u64,
+    all_finished: Arc<tokio::sync::Barrier>,
+) -> Result<Value> {
+    let own = api_requests_until_done(stack, analyses, window_seconds).await;
+    // Reached on every path, or a failed run would leave the others waiting for ever.
+    all_finished.wait().await;
+    let mut figures = own?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    figures["same_period"] = request_figures(&stack.counters()?, analyses);
+    Ok(figures)
+}
+
+async fn api_requests_until_done(
     stack: &BenchStack,
     analyses: usize,
     window_seconds: u64,
@@ -265,21 +283,24 @@ pub async fn api_requests(
         .filter(|s| !s.completed)
         .count();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let counters = stack.counters()?;
-    let total = counters["total"].as_u64().unwrap_or(0);
-    let shared = watches_and_lists(&counters["requests"]);
-    Ok(
-        json!({"window_s": window_seconds, "analyses": analyses, "failed": failed,
-              "elapsed_s": started.elapsed().as_secs_f64(),
-              "total_requests": total, "per_analysis": total as f64 / analyses as f64,
-              "watch_and_list_requests": shared,
-              "per_analysis_without_watch_and_list": (total - shared) as f64 / analyses as f64,
-              "requests": counters["requests"]}),
-    )
+    let mut figures = request_figures(&stack.counters()?, analyses);
+    figures["window_s"] = json!(window_seconds);
+    figures["analyses"] = json!(analyses);
+    figures["failed"] = json!(failed);
+    figures["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+    Ok(figures)
 }
 
-/// WATCH and LIST requests: stack-wide by nature (wait's four shared watches and their renewals,
-/// the janitor's sweeps), so they grow with wall-clock time rather than with the jobs.
+/// kubesim's counters as requests per analysis, with shared watches and lists split out.
+fn request_figures(counters: &Value, analyses: usize) -> Value {
+    let total = counters["total"].as_u64().unwrap_or(0);
+    let shared = watches_and_lists(&counters["requests"]);
+    json!({"total_requests": total, "per_analysis": total as f64 / analyses as f64,
+           "watch_and_list_requests": shared,
+           "per_analysis_without_watch_and_list": (total - shared) as f64 / analyses as f64,
+           "requests": counters["requests"]})
+}
+
 fn watches_and_lists(requests: &Value) -> u64 {
     requests
         .as_object()
