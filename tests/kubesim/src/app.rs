@@ -49,10 +49,9 @@ pub enum ControlError {
 pub struct App {
     pub store: Arc<Store>,
     pub addr: SocketAddr,
-    config: Mutex<Config>,
-    /// Bumped on every configuration change, so the controller loop and the emulator wake for
-    /// one without polling (an idle kubesim then sleeps, as an idle API server does).
-    config_changes: watch::Sender<u64>,
+    /// The configuration, in a channel so that the controller loop and the emulator wake for a
+    /// change without polling (an idle kubesim then sleeps, as an idle API server does).
+    config: watch::Sender<Config>,
     faults: Mutex<FaultState>,
     counters: Mutex<Counters>,
     emulator: Mutex<crate::kubescape::EmulatorState>,
@@ -63,30 +62,20 @@ pub struct App {
 impl App {
     /// A snapshot of the current configuration.
     pub fn config(&self) -> Config {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.config.borrow().clone()
     }
 
     pub fn update_config(&self, f: impl FnOnce(&mut Config)) {
-        let mut c = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c);
-        drop(c);
-        self.config_changes.send_modify(|version| *version += 1);
+        self.config.send_modify(f);
     }
 
     /// Wakes its holder after each configuration change (see `update_config`).
-    pub fn config_changes(&self) -> watch::Receiver<u64> {
-        self.config_changes.subscribe()
+    pub fn config_changes(&self) -> watch::Receiver<Config> {
+        self.config.subscribe()
     }
 
     pub fn kubescape_installed(&self) -> bool {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .kubescape
-            .installed
+        self.config.borrow().kubescape.installed
     }
 
     pub fn count(&self, verb: &str, resource: &str) {
@@ -192,8 +181,7 @@ impl Server {
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed ^ 0xfa17)),
             counters: Mutex::new(Counters::default()),
             emulator: Mutex::new(Default::default()),
-            config: Mutex::new(config.clone()),
-            config_changes: watch::channel(0).0,
+            config: watch::channel(config.clone()).0,
         });
         crate::controllers::bootstrap(&app).map_err(StartError::Bootstrap)?;
         if config.kubescape.installed {

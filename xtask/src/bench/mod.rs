@@ -207,7 +207,7 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     let load_after = load_average();
     print_table(&rows);
     let report = json!({
-        "machine": machine(&source, &load_before, &load_after),
+        "machine": machine(&source, &load_before, &load_after, scratch),
         "command": "cargo xtask bench",
         "only": args.only.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
         "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
@@ -436,7 +436,7 @@ fn source_revision(paths: &Paths) -> Option<String> {
     })
 }
 
-fn machine(source: &Option<String>, load_before: &str, load_after: &str) -> Value {
+fn machine(source: &Option<String>, load_before: &str, load_after: &str, scratch: Value) -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -459,7 +459,7 @@ fn machine(source: &Option<String>, load_before: &str, load_after: &str) -> Valu
         "git_commit": source,
         "load_average_before": load_before,
         "load_average_after": load_after,
-        "scratch": scratch_filesystem(),
+        "scratch": scratch,
     })
 }
 

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use vexxy_events::Stage;
 use vexxy_harness::stack::{self, STAGES};
 use vexxy_harness::{ChildProcess, free_port, http_get_status};
 
@@ -110,22 +111,25 @@ fn path_steps(submitted_at: DateTime<Utc>, seen: &Seen) -> Vec<(String, f64)> {
         (to - from).num_microseconds().unwrap_or(0) as f64 / 1e3
     };
     let mut steps = Vec::new();
-    let mut previous: Option<(&str, DateTime<Utc>)> = None;
-    for span in &seen.spans {
-        let gap_from = previous.map_or(("request", submitted_at), |(stage, at)| (stage, at));
+    let mut previous = ("request", submitted_at);
+    for timing in &seen.timings {
+        let stage = timing.stage.as_str();
         steps.push((
-            format!("{} → {}", gap_from.0, span.stage),
-            ms(gap_from.1, span.started_at),
+            format!("{} → {stage}", previous.0),
+            ms(previous.1, timing.started_at),
         ));
-        let mut handler = ms(span.started_at, span.finished_at);
-        if span.stage == "wait" {
+        let mut handler = ms(timing.started_at, timing.finished_at);
+        if timing.stage == Stage::Wait {
             handler -= (MIN_WINDOW_SECONDS * 1000) as f64;
         }
-        steps.push((span.stage.clone(), handler));
-        previous = Some((&span.stage, span.finished_at));
+        steps.push((stage.to_string(), handler));
+        previous = (stage, timing.finished_at);
     }
-    if let Some((stage, at)) = previous {
-        steps.push((format!("{stage} → subscriber"), ms(at, seen.at_wall)));
+    if !seen.timings.is_empty() {
+        steps.push((
+            format!("{} → subscriber", previous.0),
+            ms(previous.1, seen.at_wall),
+        ));
     }
     steps
 }
@@ -142,13 +146,12 @@ impl PathSteps {
         }
     }
 
-    fn p50(&self) -> Vec<(String, f64)> {
+    fn p50(self) -> Vec<(String, f64)> {
         self.0
-            .iter()
-            .map(|(step, samples)| {
-                let mut sorted = samples.clone();
-                sorted.sort_by(|a, b| a.total_cmp(b));
-                (step.clone(), percentile(&sorted, 0.5))
+            .into_iter()
+            .map(|(step, mut samples)| {
+                samples.sort_by(|a, b| a.total_cmp(b));
+                (step, percentile(&samples, 0.5))
             })
             .collect()
     }
@@ -301,6 +304,8 @@ fn request_figures(counters: &Value, analyses: usize) -> Value {
            "requests": counters["requests"]})
 }
 
+/// WATCH and LIST requests: stack-wide by nature (wait's four shared watches and their renewals,
+/// the janitor's sweeps), so they grow with wall-clock time rather than with the jobs.
 fn watches_and_lists(requests: &Value) -> u64 {
     requests
         .as_object()

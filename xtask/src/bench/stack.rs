@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::watch;
+use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisRequest, CloudEvent, EventType, RunConfig, subjects};
 use vexxy_harness::NatsServer;
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
@@ -167,29 +168,9 @@ pub struct Seen {
     /// The same moment on the wall clock, to set against the stages' own timestamps.
     pub at_wall: DateTime<Utc>,
     pub completed: bool,
-    /// Each stage's handler span from the completed event's `timings`, in pipeline order.
-    pub spans: Vec<StageSpan>,
-}
-
-/// One stage's handler, as the stage itself timed it.
-#[derive(Debug, Clone)]
-pub struct StageSpan {
-    pub stage: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-}
-
-fn stage_span(timing: &Value) -> Option<StageSpan> {
-    let at = |field: &str| {
-        DateTime::parse_from_rfc3339(timing[field].as_str()?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    Some(StageSpan {
-        stage: timing["stage"].as_str()?.to_string(),
-        started_at: at("started_at")?,
-        finished_at: at("finished_at")?,
-    })
+    /// Each stage's handler as the stage itself timed it (the completed event's `timings`), in
+    /// pipeline order; empty for a failed event.
+    pub timings: Vec<StageTiming>,
 }
 
 /// Subscribes to completed + failed like a downstream user and records every outcome by job id.
@@ -224,7 +205,7 @@ impl Outcomes {
                 let at = Instant::now();
                 let at_wall = Utc::now();
                 let _ = message.ack().await;
-                let Ok(event) = serde_json::from_slice::<CloudEvent<Value>>(&message.payload)
+                let Ok(mut event) = serde_json::from_slice::<CloudEvent<Value>>(&message.payload)
                 else {
                     continue;
                 };
@@ -232,17 +213,15 @@ impl Outcomes {
                     continue;
                 };
                 let completed = event.is_type(EventType::Completed);
-                let spans = event.data["timings"]
-                    .as_array()
-                    .map(|timings| timings.iter().filter_map(stage_span).collect())
-                    .unwrap_or_default();
+                let timings =
+                    serde_json::from_value(event.data["timings"].take()).unwrap_or_default();
                 record.lock().expect("not poisoned").insert(
                     job,
                     Seen {
                         at,
                         at_wall,
                         completed,
-                        spans,
+                        timings,
                     },
                 );
                 count += 1;
