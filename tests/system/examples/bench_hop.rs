@@ -20,7 +20,10 @@
 //!   so `hop - design_floor` is the runtime's own overhead and `design_floor / floor` what the
 //!   protocol's round trips cost against the raw floor.
 //!
-//! All loops run one message at a time, so the figure is latency, not throughput.
+//! All loops run one message at a time, so the figure is latency, not throughput. The three are
+//! measured in interleaved blocks of `BLOCK` iterations (see `measure`), not one after another:
+//! run back to back, a disturbance during one of them (another benchmark's stack starting, the
+//! machine's cores waking late) skewed their ratio either way.
 //!
 //! Each loop also reports this process's CPU time per measured iteration (user + system, from
 //! `getrusage`; nats-server's is not included). Everything but the runtime is the same in the
@@ -30,7 +33,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, consumer::pull, kv, stream};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
@@ -41,6 +44,8 @@ use vexxy_runtime::config::{Env, RuntimeConfig, default_max_in_flight};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
 
 const WARMUP: usize = 200;
+/// Measured iterations per block; see `measure`.
+const BLOCK: usize = 100;
 
 struct PassThrough;
 
@@ -85,43 +90,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Latencies of the measured iterations, and the process CPU time of the measured loop (each
-/// iteration's preparation included: the work of a hand-off does not all fall inside its timed
-/// window, e.g. the runtime's KV update and ack follow the PubAck).
+/// Latencies of one loop's measured iterations, and the process CPU time spent in its blocks
+/// (each iteration's preparation included: the work of a hand-off does not all fall inside its
+/// timed window, e.g. the runtime's KV update and ack follow the PubAck).
+#[derive(Default)]
 struct Measured {
     samples: Vec<f64>,
-    cpu_started: f64,
     cpu_us: f64,
-}
-
-impl Measured {
-    fn new(iterations: usize) -> Self {
-        Measured {
-            samples: Vec::with_capacity(iterations),
-            cpu_started: 0.0,
-            cpu_us: 0.0,
-        }
-    }
-
-    /// Called first thing in iteration `i`: the CPU clock starts with the first measured one.
-    fn begin(&mut self, i: usize) {
-        if i == WARMUP {
-            self.cpu_started = process_cpu_us();
-        }
-    }
-
-    /// Records iteration `i`'s latency (timed from `started`) unless it is a warm-up iteration.
-    fn record(&mut self, i: usize, started: Instant) {
-        if i >= WARMUP {
-            self.samples.push(started.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-
-    /// Called after the last iteration.
-    fn end(mut self) -> Self {
-        self.cpu_us = process_cpu_us() - self.cpu_started;
-        self
-    }
 }
 
 /// User + system CPU time of this process so far, in µs.
@@ -140,7 +115,6 @@ fn summary(measured: Measured) -> serde_json::Value {
     let Measured {
         mut samples,
         cpu_us,
-        ..
     } = measured;
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let n = samples.len() as f64;
@@ -183,191 +157,280 @@ async fn work_queue_stream(
     .await
 }
 
-async fn floor(js: &jetstream::Context, payload: Bytes, iterations: usize) -> Result<Measured> {
-    let stream = work_queue_stream(js, "BENCH_FLOOR", "bench.floor")
-        .await
-        .context("create the floor stream")?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("bench-floor".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .context("create the floor consumer")?;
-    let mut messages = consumer.messages().await?;
-    let mut measured = Measured::new(iterations);
-    for i in 0..WARMUP + iterations {
-        measured.begin(i);
+/// One of the three measured paths, set up once and then driven one iteration at a time.
+enum Path {
+    Floor(Floor),
+    Hop(Hop),
+    DesignFloor(DesignFloor),
+}
+
+impl Path {
+    /// Runs iteration `i` and returns its latency in µs.
+    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
+        match self {
+            Path::Floor(floor) => floor.iteration(js, i).await,
+            Path::Hop(hop) => hop.iteration(js, i).await,
+            Path::DesignFloor(design) => design.iteration(js, i).await,
+        }
+    }
+}
+
+struct Floor {
+    payload: Bytes,
+    messages: pull::Stream,
+}
+
+impl Floor {
+    async fn start(js: &jetstream::Context, payload: Bytes) -> Result<Self> {
+        let stream = work_queue_stream(js, "BENCH_FLOOR", "bench.floor")
+            .await
+            .context("create the floor stream")?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("bench-floor".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .context("create the floor consumer")?;
+        let messages = consumer.messages().await?;
+        Ok(Floor { payload, messages })
+    }
+
+    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("floor-{i}").as_str());
         let started = Instant::now();
-        js.publish_with_headers("bench.floor", headers, payload.clone())
+        js.publish_with_headers("bench.floor", headers, self.payload.clone())
             .await?
             .await?;
-        receive_and_ack(&mut messages, "the floor message").await?;
-        measured.record(i, started);
+        receive_and_ack(&mut self.messages, "the floor message").await?;
+        Ok(micros_since(started))
     }
-    Ok(measured.end())
 }
 
-async fn hop(js: &jetstream::Context, nats_url: &str, iterations: usize) -> Result<Measured> {
-    let stage = Stage::Extract;
-    let store_dir = tempfile::tempdir()?;
-    let mut config = RuntimeConfig::load(&Env::from_pairs(&[
-        ("NATS_URL", nats_url.to_string()),
-        (
-            "VEXXY_STORE",
-            format!("file://{}", store_dir.path().display()),
-        ),
-        ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
-    ]))?;
-    // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
-    config.consumer.max_in_flight = default_max_in_flight(stage);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runtime = tokio::spawn(vexxy_runtime::run_with(config, stage, PassThrough, async {
-        let _ = stop_rx.await;
-    }));
-    // The stage provisions streams, KV and its consumer; wait until its consumer exists.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let kv = loop {
-        let ready = match js.get_stream(subjects::PIPELINE_STREAM).await {
-            Ok(stream) => stream
-                .consumer_info(subjects::durable_of(stage))
-                .await
-                .is_ok(),
-            Err(_) => false,
+fn micros_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e6
+}
+
+/// A pipeline ticket for a fresh job whose record exists in KV (as intake would have written
+/// it), as the payload and headers a stage publishes a hand-off with.
+async fn prepared_hand_off(
+    kv: &kv::Store,
+    job_id: &str,
+    i: usize,
+) -> Result<(async_nats::HeaderMap, Bytes)> {
+    let ticket = ticket(job_id);
+    let status =
+        vexxy_runtime::status::new_job(&ticket.request, "bench".into(), i as u64, Stage::Extract);
+    vexxy_runtime::status::create(kv, &status).await?;
+    let event = vexxy_events::ticket_event(Stage::Wait, ticket);
+    let payload = Bytes::from(serde_json::to_vec(&event)?);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.id.as_str());
+    headers.insert(subjects::HEADER_JOB_ID, job_id);
+    Ok((headers, payload))
+}
+
+struct Hop {
+    kv: kv::Store,
+    handed_on: pull::Stream,
+    stop: tokio::sync::oneshot::Sender<()>,
+    runtime: tokio::task::JoinHandle<Result<(), vexxy_runtime::RuntimeError>>,
+    _store_dir: tempfile::TempDir,
+}
+
+impl Hop {
+    async fn start(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
+        let stage = Stage::Extract;
+        let store_dir = tempfile::tempdir()?;
+        let mut config = RuntimeConfig::load(&Env::from_pairs(&[
+            ("NATS_URL", nats_url.to_string()),
+            (
+                "VEXXY_STORE",
+                format!("file://{}", store_dir.path().display()),
+            ),
+            ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
+        ]))?;
+        // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
+        config.consumer.max_in_flight = default_max_in_flight(stage);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::spawn(vexxy_runtime::run_with(config, stage, PassThrough, async {
+            let _ = stop_rx.await;
+        }));
+        // The stage provisions streams, KV and its consumer; wait until its consumer exists.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let kv = loop {
+            let ready = match js.get_stream(subjects::PIPELINE_STREAM).await {
+                Ok(stream) => stream
+                    .consumer_info(subjects::durable_of(stage))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if ready {
+                break js.get_key_value(subjects::STATUS_BUCKET).await?;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the stage runtime did not provision within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        if ready {
-            break js.get_key_value(subjects::STATUS_BUCKET).await?;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the stage runtime did not provision within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let observer = js
-        .get_stream(subjects::PIPELINE_STREAM)
-        .await?
-        .create_consumer(pull::Config {
-            durable_name: Some("bench-observer".into()),
-            filter_subject: subjects::input_of(Stage::Enrich),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
+        let observer = js
+            .get_stream(subjects::PIPELINE_STREAM)
+            .await?
+            .create_consumer(pull::Config {
+                durable_name: Some("bench-observer".into()),
+                filter_subject: subjects::input_of(Stage::Enrich),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .context("create the observer consumer")?;
+        let handed_on = observer.messages().await?;
+        Ok(Hop {
+            kv,
+            handed_on,
+            stop,
+            runtime,
+            _store_dir: store_dir,
         })
-        .await
-        .context("create the observer consumer")?;
-    let mut handed_on = observer.messages().await?;
-    let mut measured = Measured::new(iterations);
-    for i in 0..WARMUP + iterations {
-        measured.begin(i);
+    }
+
+    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
         let job_id = format!("bench-hop-{i}");
-        let ticket = ticket(&job_id);
-        let status =
-            vexxy_runtime::status::new_job(&ticket.request, "bench".into(), i as u64, stage);
-        vexxy_runtime::status::create(&kv, &status).await?;
-        let event = vexxy_events::ticket_event(Stage::Wait, ticket);
-        let payload = Bytes::from(serde_json::to_vec(&event)?);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.as_str());
-        headers.insert(subjects::HEADER_JOB_ID, job_id.as_str());
+        let (headers, payload) = prepared_hand_off(&self.kv, &job_id, i).await?;
         let started = Instant::now();
-        js.publish_with_headers(subjects::input_of(stage), headers, payload)
+        js.publish_with_headers(subjects::input_of(Stage::Extract), headers, payload)
             .await?
             .await?;
-        receive_and_ack(&mut handed_on, "the hand-off").await?;
-        measured.record(i, started);
+        receive_and_ack(&mut self.handed_on, "the hand-off").await?;
+        Ok(micros_since(started))
     }
-    let measured = measured.end();
-    let _ = stop_tx.send(());
-    runtime.await??;
-    Ok(measured)
+
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.runtime.await??;
+        Ok(())
+    }
 }
 
 /// The hop's broker effects without the runtime: see the module comment.
-async fn design_floor(
-    js: &jetstream::Context,
-    nats_url: &str,
-    iterations: usize,
-) -> Result<Measured> {
-    let stream = work_queue_stream(js, "BENCH_DESIGN", "bench.design.>")
-        .await
-        .context("create the design-floor stream")?;
-    let consumer = |name: &str, subject: &str| {
-        stream.create_consumer(pull::Config {
-            durable_name: Some(name.into()),
-            filter_subject: subject.into(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
+struct DesignFloor {
+    kv: kv::Store,
+    handed_on: pull::Stream,
+    stage: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl DesignFloor {
+    /// Needs the status bucket (the hop's runtime provisions it).
+    async fn start(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
+        let stream = work_queue_stream(js, "BENCH_DESIGN", "bench.design.>")
+            .await
+            .context("create the design-floor stream")?;
+        let consumer = |name: &str, subject: &str| {
+            stream.create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject: subject.into(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+        };
+        let stage_input = consumer("bench-design-stage", "bench.design.in")
+            .await
+            .context("create the design-floor stage consumer")?;
+        let observer = consumer("bench-design-observer", "bench.design.out")
+            .await
+            .context("create the design-floor observer consumer")?;
+        // The stage side has a connection of its own, like the runtime.
+        let stage_js = jetstream::new(async_nats::connect(nats_url).await?);
+        let stage_kv = stage_js.get_key_value(subjects::STATUS_BUCKET).await?;
+        let mut inputs = stage_input.messages().await?;
+        let stage = tokio::spawn(async move {
+            while let Some(message) = inputs.next().await {
+                let message = message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+                let mut headers = message.headers.clone().unwrap_or_default();
+                let job_id = headers
+                    .get(subjects::HEADER_JOB_ID)
+                    .context("the design-floor message has no job id")?
+                    .to_string();
+                // The hand-off is a new event with an id of its own (the input's would be a
+                // duplicate).
+                headers.insert("Nats-Msg-Id", format!("{job_id}.handed-on").as_str());
+                let entry = stage_kv
+                    .entry(&job_id)
+                    .await?
+                    .context("the design-floor job has no record")?;
+                stage_js
+                    .publish_with_headers("bench.design.out", headers, message.payload.clone())
+                    .await?
+                    .await?;
+                stage_kv
+                    .update(&job_id, entry.value, entry.revision)
+                    .await?;
+                message
+                    .ack()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            }
+            anyhow::Ok(())
+        });
+        Ok(DesignFloor {
+            kv: js.get_key_value(subjects::STATUS_BUCKET).await?,
+            handed_on: observer.messages().await?,
+            stage,
         })
-    };
-    let stage_input = consumer("bench-design-stage", "bench.design.in")
-        .await
-        .context("create the design-floor stage consumer")?;
-    let observer = consumer("bench-design-observer", "bench.design.out")
-        .await
-        .context("create the design-floor observer consumer")?;
-    // The stage side has a connection of its own, like the runtime.
-    let stage_js = jetstream::new(async_nats::connect(nats_url).await?);
-    let kv = stage_js.get_key_value(subjects::STATUS_BUCKET).await?;
-    let mut inputs = stage_input.messages().await?;
-    let stage = tokio::spawn(async move {
-        while let Some(message) = inputs.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
-            let mut headers = message.headers.clone().unwrap_or_default();
-            let job_id = headers
-                .get(subjects::HEADER_JOB_ID)
-                .context("the design-floor message has no job id")?
-                .to_string();
-            // The hand-off is a new event with an id of its own (the input's would be a duplicate).
-            headers.insert("Nats-Msg-Id", format!("{job_id}.handed-on").as_str());
-            let entry = kv
-                .entry(&job_id)
-                .await?
-                .context("the design-floor job has no record")?;
-            stage_js
-                .publish_with_headers("bench.design.out", headers, message.payload.clone())
-                .await?
-                .await?;
-            kv.update(&job_id, entry.value, entry.revision).await?;
-            message
-                .ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-        }
-        anyhow::Ok(())
-    });
-    let kv = js.get_key_value(subjects::STATUS_BUCKET).await?;
-    let mut handed_on = observer.messages().await?;
-    let mut measured = Measured::new(iterations);
-    for i in 0..WARMUP + iterations {
-        measured.begin(i);
+    }
+
+    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
         let job_id = format!("bench-design-{i}");
-        let ticket = ticket(&job_id);
-        let status = vexxy_runtime::status::new_job(
-            &ticket.request,
-            "bench".into(),
-            i as u64,
-            Stage::Extract,
-        );
-        vexxy_runtime::status::create(&kv, &status).await?;
-        let event = vexxy_events::ticket_event(Stage::Wait, ticket);
-        let payload = Bytes::from(serde_json::to_vec(&event)?);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.as_str());
-        headers.insert(subjects::HEADER_JOB_ID, job_id.as_str());
+        let (headers, payload) = prepared_hand_off(&self.kv, &job_id, i).await?;
         let started = Instant::now();
         js.publish_with_headers("bench.design.in", headers, payload)
             .await?
             .await?;
-        receive_and_ack(&mut handed_on, "the design-floor hand-off").await?;
-        measured.record(i, started);
+        receive_and_ack(&mut self.handed_on, "the design-floor hand-off").await?;
+        Ok(micros_since(started))
     }
-    let measured = measured.end();
-    stage.abort();
-    if let Ok(Err(error)) = stage.await {
-        return Err(error.context("the design-floor stage failed"));
+
+    async fn stop(self) -> Result<()> {
+        self.stage.abort();
+        if let Ok(Err(error)) = self.stage.await {
+            return Err(error.context("the design-floor stage failed"));
+        }
+        Ok(())
+    }
+}
+
+/// Measures the three paths in interleaved blocks: every path warms up, then each round runs
+/// one block of each, in an order that rotates from round to round. Whatever else the machine
+/// does during the run (another benchmark's stack, a core waking late) falls on all three
+/// alike, so their ratios compare like with like.
+async fn measure(
+    js: &jetstream::Context,
+    paths: &mut [Path; 3],
+    iterations: usize,
+) -> Result<[Measured; 3]> {
+    let mut measured: [Measured; 3] = Default::default();
+    for path in paths.iter_mut() {
+        for i in 0..WARMUP {
+            path.iteration(js, i).await?;
+        }
+    }
+    let rounds = iterations.div_ceil(BLOCK);
+    for round in 0..rounds {
+        for turn in 0..paths.len() {
+            let which = (round + turn) % paths.len();
+            let first = WARMUP + round * BLOCK;
+            let last = (first + BLOCK).min(WARMUP + iterations);
+            let cpu_before = process_cpu_us();
+            for i in first..last {
+                let latency = paths[which].iteration(js, i).await?;
+                measured[which].samples.push(latency);
+            }
+            measured[which].cpu_us += process_cpu_us() - cpu_before;
+        }
     }
     Ok(measured)
 }
@@ -390,14 +453,25 @@ async fn main() -> Result<()> {
         Stage::Wait,
         ticket("bench-hop-0"),
     ))?);
-    let floor = floor(&js, payload.clone(), iterations).await?;
-    let hop = hop(&js, &nats.url(), iterations).await?;
-    // After the hop: it uses the status bucket the runtime provisioned.
-    let design_floor = design_floor(&js, &nats.url(), iterations).await?;
+    let floor = Floor::start(&js, payload.clone()).await?;
+    let hop = Hop::start(&js, &nats.url()).await?;
+    let design_floor = DesignFloor::start(&js, &nats.url()).await?;
+    let mut paths = [
+        Path::Floor(floor),
+        Path::Hop(hop),
+        Path::DesignFloor(design_floor),
+    ];
+    let [floor, hop, design_floor] = measure(&js, &mut paths, iterations).await?;
+    let [_, Path::Hop(hop_path), Path::DesignFloor(design_path)] = paths else {
+        unreachable!("the paths keep their places");
+    };
+    hop_path.stop().await?;
+    design_path.stop().await?;
     println!(
         "BENCH_RESULT {}",
         json!({
             "payload_bytes": payload.len(),
+            "block": BLOCK,
             "floor": summary(floor),
             "hop": summary(hop),
             "design_floor": summary(design_floor),
