@@ -290,14 +290,17 @@ pub fn scan(
         KubevulnGeneration::V0_3_159 => vex_v0_3_159(inst, &matches, &relevant, previous_vex),
         KubevulnGeneration::Main => vex_main(inst, &matches, &relevant, previous_vex),
     };
-    let vex = json!({
+    let mut vex_object = json!({
         "apiVersion": API_VERSION,
         "kind": "OpenVulnerabilityExchangeContainer",
-        "metadata": {"name": inst.slug(), "namespace": KUBESCAPE_NAMESPACE, "annotations": filtered_annotations, "labels": filtered_labels},
-        "spec": vex,
+        "metadata": {"name": inst.slug(), "namespace": KUBESCAPE_NAMESPACE, "annotations": null, "labels": null},
+        "spec": null,
     });
+    put(&mut vex_object, "/metadata/annotations", filtered_annotations);
+    put(&mut vex_object, "/metadata/labels", filtered_labels);
+    put(&mut vex_object, "/spec", vex);
     ScanOutputs {
-        vex,
+        vex: vex_object,
         sbom_filtered,
         sbom_full,
         manifest_filtered,
@@ -324,34 +327,60 @@ fn relevancy_metadata(inst: &ContainerInstance, scan_id: &str) -> (Value, Value)
     (annotations, string_map(&labels))
 }
 
+/// Puts `value` where `json!` left a `null` for it (at `pointer`), keeping the key's place.
+/// `json!` turns an interpolated `Value` into a new tree through `Serialize`, a deep copy; the
+/// SBOM, manifest and VEX arrays each scan builds are large enough for that to dominate
+/// kubesim's CPU.
+fn put(doc: &mut Value, pointer: &str, value: Value) {
+    let slot = doc
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer} in the object"));
+    debug_assert!(slot.is_null(), "{pointer} is reserved with null");
+    *slot = value;
+}
+
+/// A copy of `items` as a JSON array.
+fn array_of<'a>(items: impl Iterator<Item = &'a Value>) -> Value {
+    Value::Array(items.cloned().collect())
+}
+
 fn sbom_object(kind: &str, name: &str, annotations: Value, labels: Value, syft: Value) -> Value {
-    json!({
+    let mut object = json!({
         "apiVersion": API_VERSION,
         "kind": kind,
-        "metadata": {"name": name, "namespace": KUBESCAPE_NAMESPACE, "annotations": annotations, "labels": labels},
-        "spec": {"metadata": {"tool": {"name": "syft", "version": "v1.32.0"}, "report": {"createdAt": now()}}, "syft": syft},
-    })
+        "metadata": {"name": name, "namespace": KUBESCAPE_NAMESPACE, "annotations": null, "labels": null},
+        "spec": {"metadata": {"tool": {"name": "syft", "version": "v1.32.0"}, "report": {"createdAt": now()}}, "syft": null},
+    });
+    put(&mut object, "/metadata/annotations", annotations);
+    put(&mut object, "/metadata/labels", labels);
+    put(&mut object, "/spec/syft", syft);
+    object
 }
 
 fn syft(inst: &ContainerInstance, content: &ImageContent, keep: impl Fn(usize) -> bool) -> Value {
-    let artifacts: Vec<&Value> = content
-        .packages
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| keep(*i))
-        .map(|(_, p)| &p.artifact)
-        .collect();
+    let artifacts = array_of(
+        content
+            .packages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, p)| &p.artifact),
+    );
     let repo = crate::images::repository(&inst.image);
-    json!({
-        "artifacts": artifacts,
+    let mut syft = json!({
+        "artifacts": null,
         "artifactRelationships": [],
         "files": [],
         "source": {"id": inst.image_digest.trim_start_matches("sha256:"), "name": repo, "version": inst.image_digest, "type": "image",
                    "metadata": {"userInput": inst.image_id(), "manifestDigest": inst.image_digest, "repoDigests": [inst.image_id()], "architecture": "amd64", "os": "linux"}},
-        "distro": content.distro,
+        "distro": null,
         "descriptor": {"name": "syft", "version": "v1.32.0"},
-        "schema": content.schema,
-    })
+        "schema": null,
+    });
+    put(&mut syft, "/artifacts", artifacts);
+    put(&mut syft, "/distro", content.distro.clone());
+    put(&mut syft, "/schema", content.schema.clone());
+    syft
 }
 
 fn manifest_object(
@@ -363,22 +392,35 @@ fn manifest_object(
     matches: &[&Match],
     content: &ImageContent,
 ) -> Value {
-    json!({
+    let mut object = json!({
         "apiVersion": API_VERSION,
         "kind": "VulnerabilityManifest",
-        "metadata": {"name": name, "namespace": KUBESCAPE_NAMESPACE, "annotations": annotations, "labels": labels},
+        "metadata": {"name": name, "namespace": KUBESCAPE_NAMESPACE, "annotations": null, "labels": null},
         "spec": {
             "metadata": {"withRelevancy": with_relevancy,
                          "tool": {"name": "grype", "version": "v0.92.2", "databaseVersion": "sha256:5c1e8d3a9f0b7e2d4c6a8b0e1f3d5c7a9b1e3f5d7c9a1b3e5f7d9c1a3b5e7f9d"},
                          "report": {"createdAt": now()}},
             "payload": {
-                "matches": matches.iter().map(|m| &m.grype).collect::<Vec<_>>(),
+                "matches": null,
                 "source": {"type": "image", "target": {"userInput": inst.image_id(), "manifestDigest": inst.image_digest}},
-                "distro": content.grype_distro,
+                "distro": null,
                 "descriptor": {"name": "grype", "version": "v0.92.2"},
             },
         },
-    })
+    });
+    put(&mut object, "/metadata/annotations", annotations);
+    put(&mut object, "/metadata/labels", labels);
+    put(
+        &mut object,
+        "/spec/payload/matches",
+        array_of(matches.iter().map(|m| &m.grype)),
+    );
+    put(
+        &mut object,
+        "/spec/payload/distro",
+        content.grype_distro.clone(),
+    );
+    object
 }
 
 fn summary_object(inst: &ContainerInstance, all: &[&Match], relevant: &[&Match]) -> Value {
@@ -516,7 +558,7 @@ fn document_id(doc: &Value) -> String {
 
 fn new_document(statements: Vec<Value>) -> Value {
     let ts = now();
-    json!({
+    let mut doc = json!({
         "@context": "https://openvex.dev/ns/v0.2.0",
         "@id": "",
         "author": "kubescape.io",
@@ -525,8 +567,10 @@ fn new_document(statements: Vec<Value>) -> Value {
         "last_updated": ts,
         "version": 0,
         "tooling": "kubescape-vulnerability-analyzer",
-        "statements": statements,
-    })
+        "statements": null,
+    });
+    put(&mut doc, "/statements", Value::Array(statements));
+    doc
 }
 
 fn finish(mut doc: Value) -> Value {
