@@ -296,7 +296,11 @@ pub fn scan(
         "metadata": {"name": inst.slug(), "namespace": KUBESCAPE_NAMESPACE, "annotations": null, "labels": null},
         "spec": null,
     });
-    put(&mut vex_object, "/metadata/annotations", filtered_annotations);
+    put(
+        &mut vex_object,
+        "/metadata/annotations",
+        filtered_annotations,
+    );
     put(&mut vex_object, "/metadata/labels", filtered_labels);
     put(&mut vex_object, "/spec", vex);
     ScanOutputs {
