@@ -179,10 +179,7 @@ pub fn table(figures: &[Figures]) -> String {
 
 /// The 1-minute load average from /proc/loadavg ("unknown" where there is none).
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".to_string())
+    crate::machine::load_average(1).unwrap_or_else(|| "unknown".to_string())
 }
 
 /// "Linux 6.8 x86_64, 2 cores, <cpu model>" for the report.
@@ -192,18 +189,8 @@ fn machine() -> String {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = crate::machine::cores();
+    let cpu = crate::machine::cpu_model().unwrap_or_else(|| "unknown CPU".to_string());
     format!("{uname}, {cores} cores, {cpu}")
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod chaos;
 mod demo;
 mod deps;
+mod machine;
 mod paths;
 mod setup;
 mod stack;

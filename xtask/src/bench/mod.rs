@@ -408,14 +408,7 @@ fn print_table(rows: &[Figure]) {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+    crate::machine::load_average(3).unwrap_or_default()
 }
 
 /// `HEAD`'s commit, with ` (uncommitted changes)` when the working tree differs from it.
@@ -440,24 +433,10 @@ fn source_revision(paths: &Paths) -> Option<String> {
 }
 
 fn machine(source: &Option<String>, load_before: &str, load_after: &str, scratch: Value) -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find(|line| line.starts_with("model name"))
-        .and_then(|line| line.split_once(':'))
-        .map(|(_, model)| model.trim().to_string());
-    let memory_kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("MemTotal:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        });
     json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory_mb": memory_kb.map(|kb| kb / 1024),
-        "cpu_model": cpu_model,
+        "nproc": crate::machine::cores(),
+        "memory_mb": crate::machine::memory_mb(),
+        "cpu_model": crate::machine::cpu_model(),
         "date": chrono::Utc::now().to_rfc3339(),
         "git_commit": source,
         "load_average_before": load_before,

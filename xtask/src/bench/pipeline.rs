@@ -29,9 +29,16 @@ pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize)
     let outcomes = Arc::new(Outcomes::subscribe(&js, "bench-e2e").await?);
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
+    // The workers start spread over one window, not together: every analysis takes the same
+    // window, so workers started at one instant stay in step for the whole run and their
+    // analyses all leave the window at once, each then queueing behind the others' extract and
+    // enrich. That burst is made by the bench, not by the pipeline; spread out, the same load
+    // (`concurrency` analyses per window) arrives evenly.
+    let stagger = Duration::from_secs(MIN_WINDOW_SECONDS) / concurrency.max(1) as u32;
+    for worker in 0..concurrency {
         let (js, outcomes, next) = (js.clone(), outcomes.clone(), next.clone());
         workers.spawn(async move {
+            tokio::time::sleep(stagger * worker as u32).await;
             let mut samples = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -86,8 +93,7 @@ pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize)
 
 /// User + system CPU seconds each process has used so far (`/proc/<pid>/stat`), by name.
 fn cpu_seconds(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_per_second = clock_ticks_per_second();
     processes
         .iter()
         .filter_map(|(name, pid)| {
@@ -102,11 +108,16 @@ fn cpu_seconds(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The unit of the CPU times in `/proc`.
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
 /// The whole machine's CPU time so far, in seconds: (busy, idle), from the first line of
 /// `/proc/stat` (idle counts iowait too).
 fn machine_cpu_seconds() -> Option<(f64, f64)> {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_per_second = clock_ticks_per_second();
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> = stat
         .lines()
