@@ -129,7 +129,7 @@ fn summary(measured: Measured) -> serde_json::Value {
     })
 }
 
-/// The next message of a pull stream, acked — the consuming half of both measured paths.
+/// The next message of a pull stream, acked — the consuming half of every measured loop.
 async fn receive_and_ack(messages: &mut pull::Stream, what: &str) -> Result<()> {
     let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
         .await
@@ -157,20 +157,20 @@ async fn work_queue_stream(
     .await
 }
 
-/// One of the three measured paths, set up once and then driven one iteration at a time.
-enum Path {
+/// One of the three measured loops, set up once and then driven one iteration at a time.
+enum Loop {
     Floor(Floor),
     Hop(Hop),
     DesignFloor(DesignFloor),
 }
 
-impl Path {
+impl Loop {
     /// Runs iteration `i` and returns its latency in µs.
     async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
         match self {
-            Path::Floor(floor) => floor.iteration(js, i).await,
-            Path::Hop(hop) => hop.iteration(js, i).await,
-            Path::DesignFloor(design) => design.iteration(js, i).await,
+            Loop::Floor(floor) => floor.iteration(js, i).await,
+            Loop::Hop(hop) => hop.iteration(js, i).await,
+            Loop::DesignFloor(design) => design.iteration(js, i).await,
         }
     }
 }
@@ -403,30 +403,30 @@ impl DesignFloor {
     }
 }
 
-/// Measures the three paths in interleaved blocks: every path warms up, then each round runs
+/// Measures the three loops in interleaved blocks: every loop warms up, then each round runs
 /// one block of each, in an order that rotates from round to round. Whatever else the machine
 /// does during the run (another benchmark's stack, a core waking late) falls on all three
 /// alike, so their ratios compare like with like.
 async fn measure(
     js: &jetstream::Context,
-    paths: &mut [Path; 3],
+    loops: &mut [Loop; 3],
     iterations: usize,
 ) -> Result<[Measured; 3]> {
     let mut measured: [Measured; 3] = Default::default();
-    for path in paths.iter_mut() {
+    for measured_loop in loops.iter_mut() {
         for i in 0..WARMUP {
-            path.iteration(js, i).await?;
+            measured_loop.iteration(js, i).await?;
         }
     }
     let rounds = iterations.div_ceil(BLOCK);
     for round in 0..rounds {
-        for turn in 0..paths.len() {
-            let which = (round + turn) % paths.len();
+        for turn in 0..loops.len() {
+            let which = (round + turn) % loops.len();
             let first = WARMUP + round * BLOCK;
             let last = (first + BLOCK).min(WARMUP + iterations);
             let cpu_before = process_cpu_us();
             for i in first..last {
-                let latency = paths[which].iteration(js, i).await?;
+                let latency = loops[which].iteration(js, i).await?;
                 measured[which].samples.push(latency);
             }
             measured[which].cpu_us += process_cpu_us() - cpu_before;
@@ -456,17 +456,17 @@ async fn main() -> Result<()> {
     let floor = Floor::start(&js, payload.clone()).await?;
     let hop = Hop::start(&js, &nats.url()).await?;
     let design_floor = DesignFloor::start(&js, &nats.url()).await?;
-    let mut paths = [
-        Path::Floor(floor),
-        Path::Hop(hop),
-        Path::DesignFloor(design_floor),
+    let mut loops = [
+        Loop::Floor(floor),
+        Loop::Hop(hop),
+        Loop::DesignFloor(design_floor),
     ];
-    let [floor, hop, design_floor] = measure(&js, &mut paths, iterations).await?;
-    let [_, Path::Hop(hop_path), Path::DesignFloor(design_path)] = paths else {
-        unreachable!("the paths keep their places");
+    let [floor, hop, design_floor] = measure(&js, &mut loops, iterations).await?;
+    let [_, Loop::Hop(hop_loop), Loop::DesignFloor(design_loop)] = loops else {
+        unreachable!("the loops keep their places");
     };
-    hop_path.stop().await?;
-    design_path.stop().await?;
+    hop_loop.stop().await?;
+    design_loop.stop().await?;
     println!(
         "BENCH_RESULT {}",
         json!({
