@@ -450,19 +450,11 @@ fn machine(source: &Option<String>, load_before: &str, load_after: &str, scratch
 /// enrich's handlers and in the broker hops, so a figure means little without it.
 fn scratch_filesystem() -> Value {
     let dir = std::env::temp_dir();
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    // The longest mount point that contains the directory is the one it lives on.
-    let mount = mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() >= 4 && dir.starts_with(fields[1])).then_some(fields)
-        })
-        .max_by_key(|fields| fields[1].len());
+    let mount = crate::machine::mount_of(&dir);
     json!({
         "dir": dir.display().to_string(),
-        "mount_point": mount.as_ref().map(|f| f[1]),
-        "type": mount.as_ref().map(|f| f[2]),
-        "options": mount.as_ref().map(|f| f[3]),
+        "mount_point": mount.as_ref().map(|m| &m.point),
+        "type": mount.as_ref().map(|m| &m.fs_type),
+        "options": mount.as_ref().map(|m| &m.options),
     })
 }

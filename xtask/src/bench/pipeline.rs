@@ -18,6 +18,7 @@ use vexxy_harness::{ChildProcess, free_port, http_get_status};
 
 use super::stack::{BenchStack, Outcomes, Seen, http, stage_env, submit};
 use super::{Figure, percentile};
+use crate::machine;
 
 /// Window of the end-to-end and throughput analyses: the policy minimum (it cannot be 0).
 pub const MIN_WINDOW_SECONDS: u64 = 1;
@@ -91,45 +92,12 @@ pub async fn end_to_end(stack: &BenchStack, analyses: usize, concurrency: usize)
     })
 }
 
-/// User + system CPU seconds each process has used so far (`/proc/<pid>/stat`), by name.
+/// User + system CPU seconds each process has used so far, by name.
 fn cpu_seconds(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
-    let ticks_per_second = clock_ticks_per_second();
     processes
         .iter()
-        .filter_map(|(name, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The fields after the command (which may hold spaces) start after its ')'.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
-            let ticks: f64 =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some((name.clone(), ticks / ticks_per_second))
-        })
+        .filter_map(|(name, pid)| Some((name.clone(), machine::process_cpu_seconds(*pid)?)))
         .collect()
-}
-
-/// The unit of the CPU times in `/proc`.
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
-}
-
-/// The whole machine's CPU time so far, in seconds: (busy, idle), from the first line of
-/// `/proc/stat` (idle counts iowait too).
-fn machine_cpu_seconds() -> Option<(f64, f64)> {
-    let ticks_per_second = clock_ticks_per_second();
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already inside user).
-    let total: f64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0.0);
-    Some(((total - idle) / ticks_per_second, idle / ticks_per_second))
 }
 
 /// One analysis's path, step by step in pipeline order: each stage's handler (wait's minus the
@@ -192,7 +160,7 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
     let js = jetstream::new(stack.nats.client().await?);
     let outcomes = Outcomes::subscribe(&js, "bench-throughput").await?;
     let cpu_before = cpu_seconds(&stack.processes());
-    let machine_before = machine_cpu_seconds();
+    let machine_before = machine::cpu_times();
     let started = Instant::now();
     let mut publishes = tokio::task::JoinSet::new();
     for chunk in 0..8 {
@@ -212,7 +180,7 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
         .wait_count(analyses, Duration::from_secs(900))
         .await;
     let cpu_after = cpu_seconds(&stack.processes());
-    let machine_after = machine_cpu_seconds();
+    let machine_after = machine::cpu_times();
     let seen = outcomes.seen.lock().expect("not poisoned").clone();
     let failed = seen.values().filter(|s| !s.completed).count();
     // CPU each process used from the first request to the last outcome, per analysis.
@@ -237,36 +205,26 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
     let (low, high) = (percentile(&done, 0.1), percentile(&done, 0.9));
     let steady = (0.8 * analyses as f64) / (high - low).max(1e-9);
     let overall = analyses as f64 / total;
+    let cpu_ms_total: f64 = cpu_ms_per_analysis.values().sum();
     // Whether the run was short of CPU: the stack's share of the machine's busy time, and the
     // time the machine's cores stood idle meanwhile (a run slower than its CPU explains shows
     // idle cores, or busy time that is not the stack's).
-    let stack_cpu_s = cpu_ms_per_analysis.values().sum::<f64>() * analyses as f64 / 1e3;
-    let machine = match (machine_before, machine_after) {
-        (Some((busy_before, idle_before)), Some((busy_after, idle_after))) => json!({
-            "busy_s": busy_after - busy_before,
-            "idle_s": idle_after - idle_before,
-            "stack_s": stack_cpu_s,
-            "other_busy_s": (busy_after - busy_before - stack_cpu_s).max(0.0),
-        }),
-        _ => Value::Null,
-    };
-    let machine_summary = if machine.is_object() {
+    let stack_cpu_s = cpu_ms_total * analyses as f64 / 1e3;
+    let machine_cpu = machine_before
+        .zip(machine_after)
+        .map(|(before, after)| after.since(&before));
+    let machine_summary = machine_cpu.as_ref().map_or(String::new(), |cpu| {
         format!(
-            "; machine meanwhile: {:.1} s busy ({:.1} s of it the stack's), {:.1} s idle",
-            machine["busy_s"].as_f64().unwrap_or(0.0),
-            stack_cpu_s,
-            machine["idle_s"].as_f64().unwrap_or(0.0)
+            "; machine meanwhile: {:.1} s busy ({stack_cpu_s:.1} s of it the stack's), {:.1} s idle",
+            cpu.busy_s, cpu.idle_s
         )
-    } else {
-        String::new()
-    };
+    });
     Ok(Figure {
         name: "sustained analyses per second (5 stages + kubesim)".into(),
         target: "≥ 200/s".into(),
         met: steady >= 200.0 && failed == 0,
         summary: format!(
-            "{steady:.0}/s steady ({overall:.0}/s overall, {analyses} analyses, {failed} failed); CPU per analysis {:.1} ms: {}{machine_summary}",
-            cpu_ms_per_analysis.values().sum::<f64>(),
+            "{steady:.0}/s steady ({overall:.0}/s overall, {analyses} analyses, {failed} failed); CPU per analysis {cpu_ms_total:.1} ms: {}{machine_summary}",
             cpu_ms_per_analysis
                 .iter()
                 .map(|(name, ms)| format!("{} {ms:.1}", name.trim_start_matches("vexxy-")))
@@ -276,8 +234,10 @@ pub async fn throughput(stack: &BenchStack, analyses: usize) -> Result<Figure> {
         figures: json!({"analyses": analyses, "failed": failed, "published_in_s": published.as_secs_f64(),
                         "last_outcome_s": total, "overall_per_s": overall, "steady_per_s": steady,
                         "cpu_ms_per_analysis": cpu_ms_per_analysis,
-                        "cpu_ms_per_analysis_total": cpu_ms_per_analysis.values().sum::<f64>(),
-                        "machine_cpu": machine}),
+                        "cpu_ms_per_analysis_total": cpu_ms_total,
+                        "machine_cpu": machine_cpu.map(|cpu| json!({
+                            "busy_s": cpu.busy_s, "idle_s": cpu.idle_s, "stack_s": stack_cpu_s,
+                            "other_busy_s": (cpu.busy_s - stack_cpu_s).max(0.0)}))}),
     })
 }
 
