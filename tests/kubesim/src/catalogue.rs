@@ -219,13 +219,51 @@ pub fn container_profile(inst: &ContainerInstance, status: &str, completion: &st
     })
 }
 
+/// What kubevuln's ScanCP writes for one instance. The image's own SBOM and unfiltered manifest
+/// are not among them: kubevuln keeps those per image and reuses them (see [`image_sbom`]).
 pub struct ScanOutputs {
     pub vex: Value,
     pub sbom_filtered: Value,
-    pub sbom_full: Value,
     pub manifest_filtered: Value,
-    pub manifest_full: Value,
     pub summary: Value,
+}
+
+/// The image's SBOMSyft, named by the image slug: what kubevuln's `getOrCreateSBOM` stores when
+/// storage has none for the image yet, and reuses for every later scan of it.
+pub fn image_sbom(inst: &ContainerInstance) -> Value {
+    let content = content_for(&inst.image_digest);
+    sbom_object(
+        "SBOMSyft",
+        &inst.image_slug(),
+        image_annotations(inst),
+        json!({}),
+        syft(inst, &content, |_| true),
+    )
+}
+
+/// The image's unfiltered VulnerabilityManifest, named by the image slug: what ScanCP stores when
+/// `GetCVE` finds none for the image and the current scanner and database versions. A `rescan`
+/// sees the emulated database update (matches flagged late).
+pub fn image_manifest(inst: &ContainerInstance, rescan: bool) -> Value {
+    let content = content_for(&inst.image_digest);
+    let matches: Vec<&Match> = content.matches_for_scan(rescan).collect();
+    manifest_object(
+        inst,
+        &inst.image_slug(),
+        image_annotations(inst),
+        json!({}),
+        false,
+        &matches,
+        &content,
+    )
+}
+
+fn image_annotations(inst: &ContainerInstance) -> Value {
+    string_map(&[
+        (keys::IMAGE_ID, inst.image_id()),
+        (keys::IMAGE_TAG, inst.image_tag()),
+        (keys::STATUS, "ready".to_string()),
+    ])
 }
 
 /// kubevuln's ScanCP for this instance. `previous_vex` is the VEX currently stored under the
@@ -248,34 +286,12 @@ pub fn scan(
         hex::encode(&Sha256::digest(format!("{}:{}", inst.instance_id(), now()).as_bytes())[..16]);
 
     let (filtered_annotations, filtered_labels) = relevancy_metadata(inst, &scan_id);
-    let image_annotations = string_map(&[
-        (keys::IMAGE_ID, inst.image_id()),
-        (keys::IMAGE_TAG, inst.image_tag()),
-        (keys::STATUS, "ready".to_string()),
-    ]);
-
-    let sbom_full = sbom_object(
-        "SBOMSyft",
-        &inst.image_slug(),
-        image_annotations.clone(),
-        json!({}),
-        syft(inst, &content, |_| true),
-    );
     let sbom_filtered = sbom_object(
         "SBOMSyftFiltered",
         &inst.slug(),
         filtered_annotations.clone(),
         filtered_labels.clone(),
         syft(inst, &content, |i| content.loaded.contains(&i)),
-    );
-    let manifest_full = manifest_object(
-        inst,
-        &inst.image_slug(),
-        image_annotations,
-        json!({}),
-        false,
-        &matches,
-        &content,
     );
     let manifest_filtered = manifest_object(
         inst,
@@ -306,9 +322,7 @@ pub fn scan(
     ScanOutputs {
         vex: vex_object,
         sbom_filtered,
-        sbom_full,
         manifest_filtered,
-        manifest_full,
         summary: summary_object(inst, &matches, &relevant),
     }
 }

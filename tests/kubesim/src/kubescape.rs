@@ -703,16 +703,29 @@ mod emulator {
             Generation::Main => KubevulnGeneration::Main,
         };
         let vex = resources::kubescape("openvulnerabilityexchangecontainers");
-        let previous = store.get(vex, NAMESPACE, &inst.slug()).ok();
-        let out = catalogue::scan(inst, generation, previous.as_ref());
+        let previous = store.get_shared(vex, NAMESPACE, &inst.slug()).ok();
+        let rescan = previous.is_some();
+        let out = catalogue::scan(inst, generation, previous.as_deref());
         let caps = &cfg.kubescape.capabilities;
-        write(store, "sbomsyfts", out.sbom_full, NAMESPACE);
-        write(
-            store,
-            "vulnerabilitymanifests",
-            out.manifest_full,
-            NAMESPACE,
-        );
+        // kubevuln keeps the image's SBOM and unfiltered manifest per image slug and builds them
+        // only when storage has none (`getOrCreateSBOM`, `GetCVE`); a rescan stands for a
+        // vulnerability-database update, which makes the cached manifest stale.
+        let stored = |plural: &str| {
+            store
+                .get_shared(resources::kubescape(plural), NAMESPACE, &inst.image_slug())
+                .is_ok()
+        };
+        if !stored("sbomsyfts") {
+            write(store, "sbomsyfts", catalogue::image_sbom(inst), NAMESPACE);
+        }
+        if rescan || !stored("vulnerabilitymanifests") {
+            write(
+                store,
+                "vulnerabilitymanifests",
+                catalogue::image_manifest(inst, rescan),
+                NAMESPACE,
+            );
+        }
         write(
             store,
             "vulnerabilitymanifests",

@@ -69,15 +69,8 @@ fn without_clock(mut v: Value) -> Value {
     v
 }
 
-fn all_objects(o: &ScanOutputs) -> [&Value; 6] {
-    [
-        &o.vex,
-        &o.sbom_filtered,
-        &o.sbom_full,
-        &o.manifest_filtered,
-        &o.manifest_full,
-        &o.summary,
-    ]
+fn all_objects(o: &ScanOutputs) -> [&Value; 4] {
+    [&o.vex, &o.sbom_filtered, &o.manifest_filtered, &o.summary]
 }
 
 fn findings_essentials(vex: &Value) -> Vec<(String, String, Option<String>, VexStatus)> {
@@ -108,20 +101,24 @@ fn content_is_deterministic_from_the_digest() {
             assert_eq!(without_clock(x.clone()), without_clock(y.clone()));
         }
     }
+    for rescan in [false, true] {
+        assert_eq!(
+            without_clock(catalogue::image_manifest(&inst, rescan)),
+            without_clock(catalogue::image_manifest(&inst, rescan))
+        );
+    }
+    assert_eq!(
+        without_clock(catalogue::image_sbom(&inst)),
+        without_clock(catalogue::image_sbom(&inst))
+    );
     assert_eq!(
         catalogue::container_profile(&inst, "ready", "complete"),
         catalogue::container_profile(&inst, "ready", "complete")
     );
-    let other = catalogue::scan(
-        &instance("docker.io/library/app", &digest_of("another")),
-        KubevulnGeneration::Main,
-        None,
-    );
+    let other = instance("docker.io/library/app", &digest_of("another"));
     assert_ne!(
-        without_clock(other.sbom_full["spec"].clone()),
-        without_clock(
-            catalogue::scan(&inst, KubevulnGeneration::Main, None).sbom_full["spec"].clone()
-        )
+        without_clock(catalogue::image_sbom(&other)["spec"].clone()),
+        without_clock(catalogue::image_sbom(&inst)["spec"].clone())
     );
 }
 
@@ -132,13 +129,12 @@ fn every_emulated_object_parses_with_the_production_readers() {
         for generation in [KubevulnGeneration::V0_3_159, KubevulnGeneration::Main] {
             let first = catalogue::scan(&inst, generation, None);
             let second = catalogue::scan(&inst, generation, Some(&first.vex));
-            for out in [&first, &second] {
+            for (out, rescan) in [(&first, false), (&second, true)] {
                 read_vex(&out.vex).unwrap();
                 assert_eq!(
                     read_sbom(&out.sbom_filtered).unwrap().kind,
                     SbomKind::Filtered
                 );
-                assert_eq!(read_sbom(&out.sbom_full).unwrap().kind, SbomKind::Full);
                 assert!(
                     read_manifest(&out.manifest_filtered)
                         .unwrap()
@@ -146,13 +142,17 @@ fn every_emulated_object_parses_with_the_production_readers() {
                         .with_relevancy
                 );
                 assert!(
-                    !read_manifest(&out.manifest_full)
+                    !read_manifest(&catalogue::image_manifest(&inst, rescan))
                         .unwrap()
                         .metadata
                         .with_relevancy
                 );
                 read_summary(&out.summary).unwrap();
             }
+            assert_eq!(
+                read_sbom(&catalogue::image_sbom(&inst)).unwrap().kind,
+                SbomKind::Full
+            );
         }
         for (status, completion) in [
             ("initializing", "complete"),
@@ -239,9 +239,18 @@ fn names_labels_and_annotations_are_the_ones_kubescape_writes() {
         "docker.io-library-nginx-1.25-{}",
         &inst.image_digest[inst.image_digest.len() - 6..]
     );
-    assert_eq!(read_sbom(&out.sbom_full).unwrap().object.name, image_slug);
     assert_eq!(
-        read_manifest(&out.manifest_full).unwrap().object.name,
+        read_sbom(&catalogue::image_sbom(&inst))
+            .unwrap()
+            .object
+            .name,
+        image_slug
+    );
+    assert_eq!(
+        read_manifest(&catalogue::image_manifest(&inst, false))
+            .unwrap()
+            .object
+            .name,
         image_slug
     );
 
@@ -288,7 +297,8 @@ fn loaded_packages_follow_the_profile_and_are_the_affected_ones() {
     .unwrap();
     let loaded: BTreeSet<&str> = cp.loaded_paths().collect();
     let out = catalogue::scan(&inst, KubevulnGeneration::Main, None);
-    let full = read_sbom(&out.sbom_full).unwrap();
+    let full_sbom = catalogue::image_sbom(&inst);
+    let full = read_sbom(&full_sbom).unwrap();
     let filtered = read_sbom(&out.sbom_filtered).unwrap();
     let expected: BTreeSet<String> = full
         .syft
@@ -455,9 +465,15 @@ fn zero_vulnerability_digests_have_packages_but_no_statements() {
         let vex = read_vex(&out.vex).unwrap();
         assert_eq!(vex.shape, KubevulnShape::Undetermined);
         assert!(vex.findings.is_empty());
-        assert!(!read_sbom(&out.sbom_full).unwrap().syft.artifacts.is_empty());
         assert!(
-            read_manifest(&out.manifest_full)
+            !read_sbom(&catalogue::image_sbom(&inst))
+                .unwrap()
+                .syft
+                .artifacts
+                .is_empty()
+        );
+        assert!(
+            read_manifest(&catalogue::image_manifest(&inst, false))
                 .unwrap()
                 .payload
                 .matches
@@ -499,7 +515,14 @@ fn huge_digests_exceed_the_storage_cap_and_large_ones_fit() {
 fn fixture_images_carry_the_real_packages_and_cves() {
     let alpine = instance("docker.io/library/alpine", ALPINE_FIXTURE_DIGEST);
     let out = catalogue::scan(&alpine, KubevulnGeneration::Main, None);
-    assert_eq!(read_sbom(&out.sbom_full).unwrap().syft.artifacts.len(), 15);
+    assert_eq!(
+        read_sbom(&catalogue::image_sbom(&alpine))
+            .unwrap()
+            .syft
+            .artifacts
+            .len(),
+        15
+    );
     let vex = read_vex(&out.vex).unwrap();
     assert_eq!(vex.findings.len(), 20);
     let status = |pkg: &str| {
@@ -552,6 +575,13 @@ fn fixture_images_carry_the_real_packages_and_cves() {
                 "passwd"
             ]
         );
-        assert!(read_sbom(&out.sbom_full).unwrap().syft.artifacts.len() > 30);
+        assert!(
+            read_sbom(&catalogue::image_sbom(&nginx))
+                .unwrap()
+                .syft
+                .artifacts
+                .len()
+                > 30
+        );
     }
 }

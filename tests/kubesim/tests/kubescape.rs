@@ -190,6 +190,67 @@ async fn learning_shorter_than_the_first_save_has_no_ready_stage_and_one_scan() 
     sim.shutdown().await;
 }
 
+/// kubevuln stores an image's SBOM and unfiltered manifest once, under the image slug, and
+/// reuses them for every later workload of that image (`getOrCreateSBOM`, `GetCVE`); only the
+/// instance's own objects are written per scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_sbom_and_manifest_are_stored_once_per_image() {
+    let mut cfg = fast_config();
+    cfg.timings.first_save_delay_ms = 120_000;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let sboms = storage_api(&client, "SBOMSyft", "sbomsyfts", Some("kubescape"));
+    let manifests = storage_api(
+        &client,
+        "VulnerabilityManifest",
+        "vulnerabilitymanifests",
+        Some("kubescape"),
+    );
+    let image_objects = || async {
+        let sbom = sboms.list(&ListParams::default()).await.unwrap().items;
+        assert_eq!(sbom.len(), 1, "one SBOMSyft for the one image");
+        let image_slug = sbom[0].metadata.name.clone().unwrap();
+        let manifest = manifests.get(&image_slug).await.unwrap();
+        (
+            image_slug,
+            resource_version(&sbom[0]),
+            resource_version(&manifest),
+        )
+    };
+
+    let (_, completed, slug) = watch_profile_until_completed(&client, "first", "1s").await;
+    vex_after(&client, &slug, &completed).await;
+    let first = image_objects().await;
+
+    let (_, completed, slug) = watch_profile_until_completed(&client, "second", "1s").await;
+    let vex = vex_after(&client, &slug, &completed).await;
+    assert_eq!(scans_before(&vex), 0, "one scan of the second instance");
+    assert!(
+        manifests.get_opt(&slug).await.unwrap().is_some(),
+        "the second instance's filtered manifest is written"
+    );
+    assert_eq!(
+        image_objects().await,
+        first,
+        "the second workload of the image reuses its SBOM and manifest"
+    );
+
+    // Without them in storage, the next scan builds both again.
+    sboms.delete(&first.0, &Default::default()).await.unwrap();
+    manifests
+        .delete(&first.0, &Default::default())
+        .await
+        .unwrap();
+    let (_, completed, slug) = watch_profile_until_completed(&client, "third", "1s").await;
+    vex_after(&client, &slug, &completed).await;
+    let third = image_objects().await;
+    assert_eq!(third.0, first.0);
+    assert!(
+        third.1 > first.1 && third.2 > first.2,
+        "{third:?} after {first:?}"
+    );
+    sim.shutdown().await;
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_lifecycle_then_vex_in_kubescape() {
     let sim = start(fast_config()).await;
