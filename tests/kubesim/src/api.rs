@@ -269,7 +269,8 @@ async fn serve(
                     ),
                 ));
             }
-            Ok(json_response(StatusCode::OK, &obj))
+            let body = app.serialized.bytes_of(&obj);
+            Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
         }
         "list" => list(app, r, target.namespace.as_deref(), query, accept),
         "watch" => {

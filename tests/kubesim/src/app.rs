@@ -55,6 +55,8 @@ pub struct App {
     faults: Mutex<FaultState>,
     counters: Mutex<Counters>,
     emulator: Mutex<crate::kubescape::EmulatorState>,
+    /// The bytes of objects GETs served, reused while the object is unchanged.
+    pub serialized: crate::serialized::SerializedObjects,
     /// Becomes true when the server shuts down; long-running responses (watches) end then.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -181,6 +183,7 @@ impl Server {
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed ^ 0xfa17)),
             counters: Mutex::new(Counters::default()),
             emulator: Mutex::new(Default::default()),
+            serialized: Default::default(),
             config: watch::channel(config.clone()).0,
         });
         crate::controllers::bootstrap(&app).map_err(StartError::Bootstrap)?;

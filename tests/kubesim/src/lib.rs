@@ -24,6 +24,7 @@ pub mod patch;
 pub mod resources;
 pub mod rng;
 pub mod selectors;
+pub mod serialized;
 pub mod store;
 pub mod table;
 pub mod watch;
