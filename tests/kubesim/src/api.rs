@@ -252,12 +252,14 @@ async fn serve(
     match verb {
         "get" => {
             let name = target.name.as_deref().unwrap_or("");
-            let mut obj = store.get_shared(r, &ns, name)?;
-            if storage_quirks
-                && query.get("resourceVersion").map(String::as_str) == Some("metadata")
-            {
-                obj = Arc::new(metadata_only(&obj));
-            }
+            let stored = store.get_shared(r, &ns, name)?;
+            let metadata_only_view = storage_quirks
+                && query.get("resourceVersion").map(String::as_str) == Some("metadata");
+            let obj = if metadata_only_view {
+                Arc::new(metadata_only(&stored))
+            } else {
+                stored
+            };
             if table::wants_table(accept) {
                 return Ok(json_response(
                     StatusCode::OK,
@@ -268,6 +270,10 @@ async fn serve(
                         query.get("includeObject").map(String::as_str) == Some("Object"),
                     ),
                 ));
+            }
+            if metadata_only_view {
+                // Built for this request alone: nothing to keep.
+                return Ok(json_response(StatusCode::OK, &obj));
             }
             let body = app.serialized.bytes_of(&obj);
             Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
