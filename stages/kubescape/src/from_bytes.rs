@@ -24,7 +24,7 @@ use crate::error::ParseError;
 use crate::keys::kinds;
 use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
 use crate::object::read_envelope;
-use crate::sbom::{KubescapeSbom, SyftArtifact, read_sbom};
+use crate::sbom::{KubescapeSbom, read_sbom};
 use crate::vex::KubescapeVex;
 use crate::vex_stream::StreamedVexDocument;
 
@@ -123,8 +123,8 @@ pub fn read_manifest_bytes(bytes: &[u8]) -> Result<KubescapeManifest, ReadError>
     Ok(manifest)
 }
 
-/// What [`crate::SyftDocument`] accepts, checked without keeping it: the packages are read one at
-/// a time as [`SyftArtifact`] and counted.
+/// What [`crate::SyftDocument`] accepts, checked without keeping it: the packages are checked one
+/// at a time against [`crate::sbom::SyftArtifact`]'s shape ([`ArtifactShape`]) and counted.
 #[derive(Deserialize)]
 struct SyftCheck {
     #[serde(default, deserialize_with = "count_artifacts")]
@@ -153,13 +153,90 @@ fn count_artifacts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, 
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
             let mut count = 0;
-            while seq.next_element::<SyftArtifact>()?.is_some() {
+            while seq.next_element::<ArtifactShape>()?.is_some() {
                 count += 1;
             }
             Ok(count)
         }
     }
     deserializer.deserialize_option(Count)
+}
+
+/// Accepts exactly the JSON [`crate::sbom::SyftArtifact`] accepts, with the same errors at the same places,
+/// and keeps nothing: the same fields and types, except that a string is checked and dropped
+/// ([`AnyString`]) and a field `SyftArtifact` keeps as a `Value` is skipped (any JSON is a
+/// `Value`). `flatten` stays for what it does to the struct, not for the data: like
+/// `SyftArtifact`'s catch-all map, it makes the struct readable from a JSON object only, not from
+/// an array of its fields. Errors name `SyftArtifact`, as its own do.
+/// Building every package's `metadata` (file lists) as a `Value` only to drop it was most of the
+/// cost of reading an SBOM.
+#[derive(Deserialize)]
+#[serde(expecting = "struct SyftArtifact")]
+struct ArtifactShape {
+    #[serde(rename = "id", default, deserialize_with = "null_or_string")]
+    _id: (),
+    #[serde(rename = "name", default, deserialize_with = "null_or_string")]
+    _name: (),
+    #[serde(rename = "version", default, deserialize_with = "null_or_string")]
+    _version: (),
+    #[serde(rename = "type", default, deserialize_with = "null_or_string")]
+    _package_type: (),
+    #[serde(rename = "foundBy", default)]
+    _found_by: Option<AnyString>,
+    #[serde(rename = "locations", default)]
+    _locations: Option<Vec<LocationShape>>,
+    #[serde(rename = "licenses", default)]
+    _licenses: Option<IgnoredAny>,
+    #[serde(rename = "language", default)]
+    _language: Option<AnyString>,
+    #[serde(rename = "cpes", default)]
+    _cpes: Option<IgnoredAny>,
+    #[serde(rename = "purl", default)]
+    _purl: Option<AnyString>,
+    #[serde(rename = "metadataType", default)]
+    _metadata_type: Option<AnyString>,
+    #[serde(rename = "metadata", default)]
+    _metadata: Option<IgnoredAny>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// [`crate::sbom::SyftLocation`]'s shape, as [`ArtifactShape`] is `SyftArtifact`'s.
+#[derive(Deserialize)]
+#[serde(expecting = "struct SyftLocation")]
+struct LocationShape {
+    #[serde(rename = "path", default, deserialize_with = "null_or_string")]
+    _path: (),
+    #[serde(rename = "layerID", default)]
+    _layer_id: Option<AnyString>,
+    #[serde(rename = "accessPath", default)]
+    _access_path: Option<AnyString>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// A JSON string, checked as `String` checks it (same error for anything else), not kept.
+struct AnyString;
+
+impl<'de> Deserialize<'de> for AnyString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringVisitor;
+        impl Visitor<'_> for StringVisitor {
+            type Value = AnyString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<AnyString, E> {
+                Ok(AnyString)
+            }
+        }
+        deserializer.deserialize_string(StringVisitor)
+    }
+}
+
+/// What `null_as_default` accepts for a `String`: a string or `null`.
+fn null_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+    Option::<AnyString>::deserialize(deserializer).map(|_| ())
 }
 
 /// Deserialises `raw` (the stored text found at `prefix`, a slice of `document`) with the failing
@@ -626,6 +703,96 @@ mod sbom_and_manifest_tests {
     use serde_json::json;
 
     use super::*;
+
+    /// `ArtifactShape` accepts what `SyftArtifact` accepts and fails where it fails, with the
+    /// same message (which carries the line and column): every artifact of the real Syft SBOMs
+    /// in `shared/fixtures`, then one artifact with each field replaced by each JSON type, and
+    /// artifacts that are not objects at all.
+    #[test]
+    fn the_artifact_shape_accepts_and_refuses_what_syft_artifact_does() {
+        let outcome = |text: &str| {
+            let full = serde_json::from_str::<crate::sbom::SyftArtifact>(text)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let shape = serde_json::from_str::<ArtifactShape>(text)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            (full, shape)
+        };
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+        let mut artifacts: Vec<Value> = Vec::new();
+        for rel in [
+            "scanner-reports/kubevuln-alpine-sbom.json",
+            "kubescape/sbomsyftfiltered.node-agent-nginx-syft-filtered.json",
+        ] {
+            let document: Value =
+                serde_json::from_slice(&std::fs::read(fixtures.join(rel)).unwrap()).unwrap();
+            let found = document
+                .pointer("/spec/syft/artifacts")
+                .or_else(|| document.pointer("/artifacts"))
+                .and_then(Value::as_array)
+                .unwrap_or_else(|| panic!("{rel} has artifacts"));
+            artifacts.extend(found.iter().cloned());
+        }
+        assert!(artifacts.len() > 10);
+        for artifact in &artifacts {
+            let (full, shape) = outcome(&artifact.to_string());
+            assert!(full.is_ok(), "{full:?}");
+            assert_eq!(full, shape);
+        }
+
+        let base = artifacts
+            .iter()
+            .find(|a| a.get("metadata").is_some() && a.get("locations").is_some())
+            .expect("an artifact with metadata and locations")
+            .clone();
+        let values = [
+            json!(null),
+            json!(true),
+            json!(7),
+            json!(-1.5),
+            json!("text"),
+            json!("esc\"aped"),
+            json!([]),
+            json!(["a", 1]),
+            json!({}),
+            json!({"path": "/x", "layerID": 3}),
+            json!([{"path": "/x"}]),
+            json!([{"path": null, "other": 1}]),
+            json!([{"path": 5}]),
+            json!([["/x"]]),
+            json!([{"accessPath": ["no"]}]),
+        ];
+        let mut keys: Vec<String> = base.as_object().unwrap().keys().cloned().collect();
+        keys.extend(["unknown".to_string(), "layerID".to_string()]);
+        let mut checked = 0;
+        for key in &keys {
+            for value in &values {
+                let mut changed = base.clone();
+                changed[key.as_str()] = value.clone();
+                let (full, shape) = outcome(&serde_json::to_string_pretty(&changed).unwrap());
+                assert_eq!(full, shape, "{key} = {value}");
+                checked += 1;
+            }
+        }
+        let mut refused = 0;
+        for text in [
+            "null",
+            "3",
+            "\"artifact\"",
+            "[]",
+            "[\"id\", \"name\"]",
+            "{\"id\": \"a\", \"id\": \"b\"}",
+            "{\"locations\": [{\"path\": \"/a\", \"path\": \"/b\"}]}",
+            "{\"name\": \"a\"",
+        ] {
+            let (full, shape) = outcome(text);
+            refused += usize::from(full.is_err());
+            assert_eq!(full, shape, "{text}");
+        }
+        assert!(checked > 100 && refused == 8, "{checked} {refused}");
+    }
 
     fn sbom_object() -> Value {
         json!({"apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1", "kind": "SBOMSyftFiltered",
