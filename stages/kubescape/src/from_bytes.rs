@@ -162,14 +162,14 @@ fn count_artifacts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, 
     deserializer.deserialize_option(Count)
 }
 
-/// Accepts exactly the JSON [`crate::sbom::SyftArtifact`] accepts, with the same errors at the same places,
-/// and keeps nothing: the same fields and types, except that a string is checked and dropped
-/// ([`AnyString`]) and a field `SyftArtifact` keeps as a `Value` is skipped (any JSON is a
+/// Accepts exactly the JSON [`crate::sbom::SyftArtifact`] accepts, with the same errors at the
+/// same places, and keeps nothing: the same fields and types, except that a string is checked and
+/// dropped ([`AnyString`]) and a field `SyftArtifact` keeps as a `Value` is skipped (any JSON is a
 /// `Value`). `flatten` stays for what it does to the struct, not for the data: like
 /// `SyftArtifact`'s catch-all map, it makes the struct readable from a JSON object only, not from
-/// an array of its fields. Errors name `SyftArtifact`, as its own do.
-/// Building every package's `metadata` (file lists) as a `Value` only to drop it was most of the
-/// cost of reading an SBOM.
+/// an array of its fields. Errors name `SyftArtifact`, as its own do. Building every package's
+/// `metadata` (file lists) as a `Value` only to drop it was most of the cost of reading an SBOM.
+/// A field added to `SyftArtifact` must be added here too.
 #[derive(Deserialize)]
 #[serde(expecting = "struct SyftArtifact")]
 struct ArtifactShape {

@@ -68,6 +68,8 @@ pub struct SyftDocument {
     pub extra: Map<String, Value>,
 }
 
+/// One package. `from_bytes` checks stored SBOMs against a copy of this shape that keeps nothing
+/// (`ArtifactShape`): a field added or retyped here must be changed there too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyftArtifact {
     #[serde(default, deserialize_with = "null_as_default")]
@@ -104,6 +106,7 @@ pub struct SyftArtifact {
     pub extra: Map<String, Value>,
 }
 
+/// Where a package was found. Like [`SyftArtifact`], mirrored by `from_bytes`'s `LocationShape`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyftLocation {
     #[serde(default, deserialize_with = "null_as_default")]
