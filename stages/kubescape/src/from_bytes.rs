@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use crate::error::ParseError;
 use crate::keys::kinds;
 use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
-use crate::object::read_envelope;
+use crate::object::{null_as_default, read_envelope};
 use crate::sbom::{KubescapeSbom, read_sbom};
 use crate::vex::KubescapeVex;
 use crate::vex_stream::StreamedVexDocument;
@@ -173,14 +173,14 @@ fn count_artifacts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, 
 #[derive(Deserialize)]
 #[serde(expecting = "struct SyftArtifact")]
 struct ArtifactShape {
-    #[serde(rename = "id", default, deserialize_with = "null_or_string")]
-    _id: (),
-    #[serde(rename = "name", default, deserialize_with = "null_or_string")]
-    _name: (),
-    #[serde(rename = "version", default, deserialize_with = "null_or_string")]
-    _version: (),
-    #[serde(rename = "type", default, deserialize_with = "null_or_string")]
-    _package_type: (),
+    #[serde(rename = "id", default, deserialize_with = "null_as_default")]
+    _id: AnyString,
+    #[serde(rename = "name", default, deserialize_with = "null_as_default")]
+    _name: AnyString,
+    #[serde(rename = "version", default, deserialize_with = "null_as_default")]
+    _version: AnyString,
+    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
+    _package_type: AnyString,
     #[serde(rename = "foundBy", default)]
     _found_by: Option<AnyString>,
     #[serde(rename = "locations", default)]
@@ -205,8 +205,8 @@ struct ArtifactShape {
 #[derive(Deserialize)]
 #[serde(expecting = "struct SyftLocation")]
 struct LocationShape {
-    #[serde(rename = "path", default, deserialize_with = "null_or_string")]
-    _path: (),
+    #[serde(rename = "path", default, deserialize_with = "null_as_default")]
+    _path: AnyString,
     #[serde(rename = "layerID", default)]
     _layer_id: Option<AnyString>,
     #[serde(rename = "accessPath", default)]
@@ -216,6 +216,7 @@ struct LocationShape {
 }
 
 /// A JSON string, checked as `String` checks it (same error for anything else), not kept.
+#[derive(Default)]
 struct AnyString;
 
 impl<'de> Deserialize<'de> for AnyString {
@@ -232,11 +233,6 @@ impl<'de> Deserialize<'de> for AnyString {
         }
         deserializer.deserialize_string(StringVisitor)
     }
-}
-
-/// What `null_as_default` accepts for a `String`: a string or `null`.
-fn null_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
-    Option::<AnyString>::deserialize(deserializer).map(|_| ())
 }
 
 /// Deserialises `raw` (the stored text found at `prefix`, a slice of `document`) with the failing

@@ -90,7 +90,10 @@ fn route(path: &str) -> Route {
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
     // Straight into bytes: `to_string` goes through `fmt::Write`, slow for a large object.
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    json_bytes_response(code, Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+fn json_bytes_response(code: StatusCode, body: Bytes) -> Response {
     (code, [("content-type", "application/json")], body).into_response()
 }
 
@@ -253,30 +256,27 @@ async fn serve(
         "get" => {
             let name = target.name.as_deref().unwrap_or("");
             let stored = store.get_shared(r, &ns, name)?;
-            let metadata_only_view = storage_quirks
-                && query.get("resourceVersion").map(String::as_str) == Some("metadata");
-            let obj = if metadata_only_view {
-                Arc::new(metadata_only(&stored))
-            } else {
-                stored
-            };
+            let metadata_view = (storage_quirks
+                && query.get("resourceVersion").map(String::as_str) == Some("metadata"))
+            .then(|| metadata_only(&stored));
+            let obj = metadata_view.as_ref().unwrap_or(&stored);
             if table::wants_table(accept) {
                 return Ok(json_response(
                     StatusCode::OK,
                     &table::table(
                         r,
-                        std::slice::from_ref(&*obj),
+                        std::slice::from_ref(obj),
                         None,
                         query.get("includeObject").map(String::as_str) == Some("Object"),
                     ),
                 ));
             }
-            if metadata_only_view {
+            let body = match &metadata_view {
                 // Built for this request alone: nothing to keep.
-                return Ok(json_response(StatusCode::OK, &obj));
-            }
-            let body = app.serialized.bytes_of(&obj);
-            Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response())
+                Some(view) => Bytes::from(serde_json::to_vec(view).unwrap_or_default()),
+                None => app.serialized.bytes_of(&stored),
+            };
+            Ok(json_bytes_response(StatusCode::OK, body))
         }
         "list" => list(app, r, target.namespace.as_deref(), query, accept),
         "watch" => {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use common::*;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams, WatchEvent,
-    WatchParams,
+    Api, ApiResource, DynamicObject, GetParams, GroupVersionKind, ListParams, PostParams,
+    WatchEvent, WatchParams,
 };
 use serde_json::json;
 
@@ -67,6 +67,16 @@ async fn list_is_metadata_only_unless_full_spec_and_get_is_full() {
     );
     let got = api.get("one").await.unwrap();
     assert_eq!(got.data["spec"]["statements"].as_array().unwrap().len(), 2);
+    // The metadata-only view of a GET, and full GETs on either side of it (one from kubesim's
+    // cache of the stored object's bytes), each get what they asked for.
+    let view = api
+        .get_with("one", &GetParams::at("metadata"))
+        .await
+        .unwrap();
+    assert_eq!(view.data["spec"], json!({}));
+    assert_eq!(view.metadata.name.as_deref(), Some("one"));
+    let again = api.get("one").await.unwrap();
+    assert_eq!(again.data, got.data);
     sim.shutdown().await;
 }
 
