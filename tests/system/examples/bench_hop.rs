@@ -3,32 +3,37 @@
 //!
 //! * floor: publish (wait for the PubAck) → the message arrives on a pull consumer that already
 //!   has a pull outstanding → ack. Stream and consumer configured like the runtime's (file storage,
-//!   explicit ack).
-//! * hop: the real stage runtime (`vexxy_runtime::run_with`, production consumer settings) for
-//!   the extract stage with a pass-through handler. One iteration: publish a ticket to
-//!   `vexxy.pipeline.extract` (PubAck) → the runtime pulls it, reads the job record in KV (and
-//!   claims it: no write when the record already names this stage), runs the
-//!   handler, publishes to `vexxy.pipeline.enrich` (PubAck) → an observer pulls the hand-off from
-//!   `vexxy.pipeline.enrich` and acks it. The runtime's KV update and ack follow the PubAck
-//!   outside the timed window, but on the same server and cores as the next iteration.
-//!   The job record exists beforehand (as intake would have written it).
+//!   explicit ack). One message moved from one process's code to another's.
+//! * hand-off (the target's figure): two real stage runtimes (`vexxy_runtime::run_with`,
+//!   production consumer settings), deploy and then wait, each with a pass-through handler that
+//!   notes when it is called and when it returns. Timed from deploy's handler returning to wait's
+//!   handler being called: everything vexxy puts between one stage's work and the next's —
+//!   deploy's runtime publishing the ticket (PubAck), the delivery to wait's pull, wait decoding
+//!   it, reading the job record and claiming the job. Deploy's status write and ack follow its
+//!   PubAck, as in production, while the ticket travels: when wait reads the record before that
+//!   write lands, wait's claim writes it and deploy's compare-and-set re-reads, on the timed path
+//!   as it would be in production. The job record exists beforehand naming deploy (as
+//!   install-check leaves it). This is the gap the end-to-end benchmark reports between two
+//!   stages (`path_step_p50_ms`), measured alone.
+//! * stage traversal (reported, not the target's figure; what this benchmark called "hop" up to
+//!   816e388): a ticket published to `vexxy.pipeline.wait` (PubAck) → the wait runtime pulls it,
+//!   reads the job record, runs the handler and publishes onward (PubAck) → an observer pulls
+//!   the hand-off from `vexxy.pipeline.extract` and acks it. It holds two message transfers (the
+//!   ticket in and the ticket out) against the floor's one, so a stage costing nothing would
+//!   score about 2× here.
+//! * design floors (reported): the same two windows with the broker effects done by hand, no
+//!   runtime — a plain task per stage pulls, reads the job record (one KV get), publishes the same
+//!   bytes onward (PubAck), writes the record (compare-and-set on the revision read; re-read
+//!   after a lost race, as the runtime does) and acks. design floor ÷ floor is what the protocol's
+//!   round trips cost; runtime ÷ design floor is the runtime's own code.
 //!
-//! * design floor (reported, not part of the target): the hop's broker effects done by hand with
-//!   no runtime — a task pulls the message, reads the job record (one KV get), publishes the same
-//!   bytes onward (PubAck), writes the record (compare-and-set on the revision read) and acks;
-//!   the timed window is the hop's. It is what the hand-off protocol itself costs on this server,
-//!   so `hop - design_floor` is the runtime's own overhead and `design_floor / floor` what the
-//!   protocol's round trips cost against the raw floor.
-//!
-//! All loops run one message at a time, so the figure is latency, not throughput. The three are
-//! measured in interleaved blocks of `BLOCK` iterations (see `measure`), not one after another:
-//! run back to back, a disturbance during one of them (another benchmark's stack starting, the
-//! machine's cores waking late) skewed their ratio either way.
+//! Every loop moves one message at a time, so the figures are latency, not throughput. The loops
+//! are measured in interleaved blocks of `BLOCK` iterations (see `measure`), not one after
+//! another: run back to back, a disturbance during one of them (another benchmark's stack
+//! starting, the machine's cores waking late) skewed their ratio either way.
 //!
 //! Each loop also reports this process's CPU time per measured iteration (user + system, from
-//! `getrusage`; nats-server's is not included). Everything but the runtime is the same in the
-//! hop and the design floor (the same ticket built, the same record created, the same observer),
-//! so `hop - design_floor` of it is the runtime's CPU per message beyond the bare broker calls.
+//! `getrusage`; nats-server's is not included; a hand-off iteration runs two stages).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +43,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
+use tokio::sync::mpsc;
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{PipelineTicket, RunConfig, Stage, ValidatedRequest, subjects};
 use vexxy_runtime::config::{Env, RuntimeConfig, default_max_in_flight};
@@ -47,15 +53,62 @@ const WARMUP: usize = 200;
 /// Measured iterations per block; see `measure`.
 const BLOCK: usize = 100;
 
-struct PassThrough;
+/// Which of a chain's two stages noted a mark.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Position {
+    Upstream,
+    Downstream,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Edge {
+    /// The stage's handler was called (its runtime has decoded, read and claimed).
+    Called,
+    /// The stage's handler returned (its runtime publishes next).
+    Returned,
+}
+
+/// An instant a stage's handler noted for a job.
+#[derive(Debug)]
+struct Mark {
+    position: Position,
+    job_id: String,
+    edge: Edge,
+    at: Instant,
+}
+
+#[derive(Clone)]
+struct Notes {
+    position: Position,
+    marks: mpsc::UnboundedSender<Mark>,
+}
+
+impl Notes {
+    fn note(&self, job_id: &str, edge: Edge) {
+        let at = Instant::now();
+        // The receiver lives as long as the chain; a send after it is gone has no one to tell.
+        let _ = self.marks.send(Mark {
+            position: self.position,
+            job_id: job_id.to_string(),
+            edge,
+            at,
+        });
+    }
+}
+
+/// A pass-through handler noting when it is called and when it returns.
+struct PassThrough(Notes);
 
 impl Handler for PassThrough {
     async fn handle(
         &self,
-        _job: &JobContext,
+        job: &JobContext,
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
-        Ok(Outcome::Next(ticket))
+        self.0.note(&job.job_id, Edge::Called);
+        let outcome = Outcome::Next(ticket);
+        self.0.note(&job.job_id, Edge::Returned);
+        Ok(outcome)
     }
 }
 
@@ -111,21 +164,18 @@ fn process_cpu_us() -> f64 {
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
-fn summary(measured: Measured) -> serde_json::Value {
-    let Measured {
-        mut samples,
-        cpu_us,
-    } = measured;
+fn summary(measured: &mut Measured) -> serde_json::Value {
+    let samples = &mut measured.samples;
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
     json!({
         "n": samples.len(),
-        "p50_us": percentile(&samples, 0.5),
-        "p90_us": percentile(&samples, 0.9),
-        "p99_us": percentile(&samples, 0.99),
+        "p50_us": percentile(samples, 0.5),
+        "p90_us": percentile(samples, 0.9),
+        "p99_us": percentile(samples, 0.99),
         "mean_us": mean,
-        "cpu_us_per_iteration": cpu_us / n,
+        "cpu_us_per_iteration": measured.cpu_us / n,
     })
 }
 
@@ -137,6 +187,10 @@ async fn receive_and_ack(messages: &mut pull::Stream, what: &str) -> Result<()> 
         .with_context(|| format!("the stream carrying {what} ended"))?
         .map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
     message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))
+}
+
+fn micros_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e6
 }
 
 /// A stream with the runtime's pipeline settings (file storage, work-queue retention, a
@@ -157,22 +211,21 @@ async fn work_queue_stream(
     .await
 }
 
-/// One of the three measured loops, set up once and then driven one iteration at a time.
-enum Loop {
-    Floor(Floor),
-    Hop(Hop),
-    DesignFloor(DesignFloor),
-}
-
-impl Loop {
-    /// Runs iteration `i` and returns its latency in µs.
-    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
-        match self {
-            Loop::Floor(floor) => floor.iteration(js, i).await,
-            Loop::Hop(hop) => hop.iteration(js, i).await,
-            Loop::DesignFloor(design) => design.iteration(js, i).await,
-        }
-    }
+async fn durable_pull(
+    stream: &stream::Stream,
+    name: &str,
+    subject: String,
+) -> Result<pull::Stream> {
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: subject,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("create the consumer {name}"))?;
+    Ok(consumer.messages().await?)
 }
 
 struct Floor {
@@ -185,15 +238,7 @@ impl Floor {
         let stream = work_queue_stream(js, "BENCH_FLOOR", "bench.floor")
             .await
             .context("create the floor stream")?;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some("bench-floor".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .context("create the floor consumer")?;
-        let messages = consumer.messages().await?;
+        let messages = durable_pull(&stream, "bench-floor", "bench.floor".into()).await?;
         Ok(Floor { payload, messages })
     }
 
@@ -209,22 +254,19 @@ impl Floor {
     }
 }
 
-fn micros_since(started: Instant) -> f64 {
-    started.elapsed().as_secs_f64() * 1e6
-}
-
-/// A pipeline ticket for a fresh job whose record exists in KV (as intake would have written
-/// it), as the payload and headers a stage publishes a hand-off with.
-async fn prepared_hand_off(
+/// A pipeline ticket for a fresh job whose record exists in KV naming `stage` (as the stage
+/// before it leaves it), as the payload and headers that stage before it publishes.
+async fn prepared_ticket(
     kv: &kv::Store,
     job_id: &str,
     i: usize,
+    stage: Stage,
+    from: Stage,
 ) -> Result<(async_nats::HeaderMap, Bytes)> {
     let ticket = ticket(job_id);
-    let status =
-        vexxy_runtime::status::new_job(&ticket.request, "bench".into(), i as u64, Stage::Extract);
+    let status = vexxy_runtime::status::new_job(&ticket.request, "bench".into(), i as u64, stage);
     vexxy_runtime::status::create(kv, &status).await?;
-    let event = vexxy_events::ticket_event(Stage::Wait, ticket);
+    let event = vexxy_events::ticket_event(from, ticket);
     let payload = Bytes::from(serde_json::to_vec(&event)?);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", event.id.as_str());
@@ -232,201 +274,324 @@ async fn prepared_hand_off(
     Ok((headers, payload))
 }
 
-struct Hop {
+/// Two stages in a row and an observer of the second one's output, either the real runtimes or
+/// plain tasks doing their broker effects by hand; both measured loops of one kind run on it.
+struct Chain {
     kv: kv::Store,
-    handed_on: pull::Stream,
-    stop: tokio::sync::oneshot::Sender<()>,
-    runtime: tokio::task::JoinHandle<Result<(), vexxy_runtime::RuntimeError>>,
-    _store_dir: tempfile::TempDir,
+    /// The subjects the two stages read.
+    upstream: String,
+    downstream: String,
+    /// The second stage's output.
+    observed: pull::Stream,
+    marks: mpsc::UnboundedReceiver<Mark>,
+    running: Running,
 }
 
-impl Hop {
-    async fn start(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
-        let stage = Stage::Extract;
+enum Running {
+    Runtimes {
+        stop: Vec<tokio::sync::oneshot::Sender<()>>,
+        runtimes: Vec<tokio::task::JoinHandle<Result<(), vexxy_runtime::RuntimeError>>>,
+        _store_dir: tempfile::TempDir,
+    },
+    ByHand(Vec<tokio::task::JoinHandle<Result<()>>>),
+}
+
+impl Chain {
+    /// deploy → wait → observer on `vexxy.pipeline.extract`, all production runtime code.
+    async fn runtimes(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
         let store_dir = tempfile::tempdir()?;
-        let mut config = RuntimeConfig::load(&Env::from_pairs(&[
-            ("NATS_URL", nats_url.to_string()),
-            (
-                "VEXXY_STORE",
-                format!("file://{}", store_dir.path().display()),
-            ),
-            ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
-        ]))?;
-        // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
-        config.consumer.max_in_flight = default_max_in_flight(stage);
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::spawn(vexxy_runtime::run_with(config, stage, PassThrough, async {
-            let _ = stop_rx.await;
-        }));
-        // The stage provisions streams, KV and its consumer; wait until its consumer exists.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let kv = loop {
-            let ready = match js.get_stream(subjects::PIPELINE_STREAM).await {
-                Ok(stream) => stream
-                    .consumer_info(subjects::durable_of(stage))
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
-            if ready {
-                break js.get_key_value(subjects::STATUS_BUCKET).await?;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the stage runtime did not provision within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let observer = js
-            .get_stream(subjects::PIPELINE_STREAM)
-            .await?
-            .create_consumer(pull::Config {
-                durable_name: Some("bench-observer".into()),
-                filter_subject: subjects::input_of(Stage::Enrich),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .context("create the observer consumer")?;
-        let handed_on = observer.messages().await?;
-        Ok(Hop {
-            kv,
-            handed_on,
-            stop,
-            runtime,
-            _store_dir: store_dir,
+        let (marks_tx, marks) = mpsc::unbounded_channel();
+        let mut stop = Vec::new();
+        let mut runtimes = Vec::new();
+        for (stage, position) in [
+            (Stage::Deploy, Position::Upstream),
+            (Stage::Wait, Position::Downstream),
+        ] {
+            let mut config = RuntimeConfig::load(&Env::from_pairs(&[
+                ("NATS_URL", nats_url.to_string()),
+                (
+                    "VEXXY_STORE",
+                    format!("file://{}", store_dir.path().display()),
+                ),
+                ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
+            ]))?;
+            // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
+            config.consumer.max_in_flight = default_max_in_flight(stage);
+            let handler = PassThrough(Notes {
+                position,
+                marks: marks_tx.clone(),
+            });
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            stop.push(stop_tx);
+            runtimes.push(tokio::spawn(vexxy_runtime::run_with(
+                config,
+                stage,
+                handler,
+                async {
+                    let _ = stop_rx.await;
+                },
+            )));
+            wait_for_consumer(js, stage).await?;
+        }
+        let pipeline = js.get_stream(subjects::PIPELINE_STREAM).await?;
+        Ok(Chain {
+            kv: js.get_key_value(subjects::STATUS_BUCKET).await?,
+            upstream: subjects::input_of(Stage::Deploy),
+            downstream: subjects::input_of(Stage::Wait),
+            observed: durable_pull(
+                &pipeline,
+                "bench-observer",
+                subjects::input_of(Stage::Extract),
+            )
+            .await?,
+            marks,
+            running: Running::Runtimes {
+                stop,
+                runtimes,
+                _store_dir: store_dir,
+            },
         })
     }
 
-    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
-        let job_id = format!("bench-hop-{i}");
-        let (headers, payload) = prepared_hand_off(&self.kv, &job_id, i).await?;
-        let started = Instant::now();
-        js.publish_with_headers(subjects::input_of(Stage::Extract), headers, payload)
-            .await?
-            .await?;
-        receive_and_ack(&mut self.handed_on, "the hand-off").await?;
-        Ok(micros_since(started))
-    }
-
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.runtime.await??;
-        Ok(())
-    }
-}
-
-/// The hop's broker effects without the runtime: see the module comment.
-struct DesignFloor {
-    kv: kv::Store,
-    handed_on: pull::Stream,
-    stage: tokio::task::JoinHandle<Result<()>>,
-}
-
-impl DesignFloor {
-    /// Needs the status bucket (the hop's runtime provisions it).
-    async fn start(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
+    /// The same shape with plain tasks (see the module comment). Needs the status bucket, which
+    /// the runtimes provision.
+    async fn by_hand(js: &jetstream::Context, nats_url: &str) -> Result<Self> {
         let stream = work_queue_stream(js, "BENCH_DESIGN", "bench.design.>")
             .await
             .context("create the design-floor stream")?;
-        let consumer = |name: &str, subject: &str| {
-            stream.create_consumer(pull::Config {
-                durable_name: Some(name.into()),
-                filter_subject: subject.into(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-        };
-        let stage_input = consumer("bench-design-stage", "bench.design.in")
-            .await
-            .context("create the design-floor stage consumer")?;
-        let observer = consumer("bench-design-observer", "bench.design.out")
-            .await
-            .context("create the design-floor observer consumer")?;
-        // The stage side has a connection of its own, like the runtime.
-        let stage_js = jetstream::new(async_nats::connect(nats_url).await?);
-        let stage_kv = stage_js.get_key_value(subjects::STATUS_BUCKET).await?;
-        let mut inputs = stage_input.messages().await?;
-        let stage = tokio::spawn(async move {
-            while let Some(message) = inputs.next().await {
-                let message = message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
-                let mut headers = message.headers.clone().unwrap_or_default();
-                let job_id = headers
-                    .get(subjects::HEADER_JOB_ID)
-                    .context("the design-floor message has no job id")?
-                    .to_string();
-                // The hand-off is a new event with an id of its own (the input's would be a
-                // duplicate).
-                headers.insert("Nats-Msg-Id", format!("{job_id}.handed-on").as_str());
-                let entry = stage_kv
-                    .entry(&job_id)
-                    .await?
-                    .context("the design-floor job has no record")?;
-                stage_js
-                    .publish_with_headers("bench.design.out", headers, message.payload.clone())
-                    .await?
-                    .await?;
-                stage_kv
-                    .update(&job_id, entry.value, entry.revision)
-                    .await?;
-                message
-                    .ack()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-            }
-            anyhow::Ok(())
-        });
-        Ok(DesignFloor {
+        let (marks_tx, marks) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (position, input, onward) in [
+            (
+                Position::Upstream,
+                "bench.design.upstream",
+                "bench.design.downstream",
+            ),
+            (
+                Position::Downstream,
+                "bench.design.downstream",
+                "bench.design.out",
+            ),
+        ] {
+            let inputs =
+                durable_pull(&stream, &format!("bench-design-{position:?}"), input.into()).await?;
+            // Each stage has a connection of its own, like the runtime.
+            let stage_js = jetstream::new(async_nats::connect(nats_url).await?);
+            let notes = Notes {
+                position,
+                marks: marks_tx.clone(),
+            };
+            tasks.push(tokio::spawn(stage_by_hand(stage_js, inputs, onward, notes)));
+        }
+        Ok(Chain {
             kv: js.get_key_value(subjects::STATUS_BUCKET).await?,
-            handed_on: observer.messages().await?,
-            stage,
+            upstream: "bench.design.upstream".into(),
+            downstream: "bench.design.downstream".into(),
+            observed: durable_pull(&stream, "bench-design-observer", "bench.design.out".into())
+                .await?,
+            marks,
+            running: Running::ByHand(tasks),
         })
     }
 
-    async fn iteration(&mut self, js: &jetstream::Context, i: usize) -> Result<f64> {
-        let job_id = format!("bench-design-{i}");
-        let (headers, payload) = prepared_hand_off(&self.kv, &job_id, i).await?;
-        let started = Instant::now();
-        js.publish_with_headers("bench.design.in", headers, payload)
+    /// One hand-off: a ticket enters the first stage (untimed); the time from its handler
+    /// returning to the second stage's handler being called.
+    async fn hand_off(&mut self, js: &jetstream::Context, job_id: &str, i: usize) -> Result<f64> {
+        let (headers, payload) =
+            prepared_ticket(&self.kv, job_id, i, Stage::Deploy, Stage::InstallCheck).await?;
+        js.publish_with_headers(self.upstream.clone(), headers, payload)
             .await?
             .await?;
-        receive_and_ack(&mut self.handed_on, "the design-floor hand-off").await?;
-        Ok(micros_since(started))
+        receive_and_ack(&mut self.observed, "the hand-off's onward ticket").await?;
+        let marks = self.marks_of(job_id, 4).await?;
+        let at = |position, edge| {
+            marks
+                .iter()
+                .find(|mark| mark.position == position && mark.edge == edge)
+                .map(|mark| mark.at)
+                .with_context(|| format!("no {edge:?} mark from the {position:?} stage"))
+        };
+        let returned = at(Position::Upstream, Edge::Returned)?;
+        let called = at(Position::Downstream, Edge::Called)?;
+        Ok(called.duration_since(returned).as_secs_f64() * 1e6)
+    }
+
+    /// One traversal of the second stage: publishing its ticket (PubAck) until the observer has
+    /// its output.
+    async fn traversal(&mut self, js: &jetstream::Context, job_id: &str, i: usize) -> Result<f64> {
+        let (headers, payload) =
+            prepared_ticket(&self.kv, job_id, i, Stage::Wait, Stage::Deploy).await?;
+        let started = Instant::now();
+        js.publish_with_headers(self.downstream.clone(), headers, payload)
+            .await?
+            .await?;
+        receive_and_ack(&mut self.observed, "the traversal's onward ticket").await?;
+        let latency = micros_since(started);
+        self.marks_of(job_id, 2).await?;
+        Ok(latency)
+    }
+
+    /// The next `count` marks, all of which must be `job_id`'s (one job at a time).
+    async fn marks_of(&mut self, job_id: &str, count: usize) -> Result<Vec<Mark>> {
+        let mut marks = Vec::with_capacity(count);
+        while marks.len() < count {
+            let mark = tokio::time::timeout(Duration::from_secs(10), self.marks.recv())
+                .await
+                .context("a handler's mark did not come within 10 s")?
+                .context("the handlers are gone")?;
+            anyhow::ensure!(
+                mark.job_id == job_id,
+                "a mark for {} came while {job_id} was measured",
+                mark.job_id
+            );
+            marks.push(mark);
+        }
+        Ok(marks)
     }
 
     async fn stop(self) -> Result<()> {
-        self.stage.abort();
-        if let Ok(Err(error)) = self.stage.await {
-            return Err(error.context("the design-floor stage failed"));
+        match self.running {
+            Running::Runtimes { stop, runtimes, .. } => {
+                for stop in stop {
+                    let _ = stop.send(());
+                }
+                for runtime in runtimes {
+                    runtime.await??;
+                }
+            }
+            Running::ByHand(tasks) => {
+                for task in tasks {
+                    task.abort();
+                    if let Ok(Err(error)) = task.await {
+                        return Err(error.context("a design-floor stage failed"));
+                    }
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// Measures the three loops in interleaved blocks: every loop warms up, then each round runs
-/// one block of each, in an order that rotates from round to round. Whatever else the machine
-/// does during the run (another benchmark's stack, a core waking late) falls on all three
-/// alike, so their ratios compare like with like.
+/// Waits until a starting runtime has provisioned its consumer.
+async fn wait_for_consumer(js: &jetstream::Context, stage: Stage) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = js.get_stream(subjects::PIPELINE_STREAM).await
+            && stream
+                .consumer_info(subjects::durable_of(stage))
+                .await
+                .is_ok()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the {stage} runtime did not provision within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One stage's broker effects by hand: pull, read the record, (handler), publish onward, write
+/// the record, ack.
+async fn stage_by_hand(
+    js: jetstream::Context,
+    mut inputs: pull::Stream,
+    onward: &'static str,
+    notes: Notes,
+) -> Result<()> {
+    let kv = js.get_key_value(subjects::STATUS_BUCKET).await?;
+    while let Some(message) = inputs.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?;
+        let mut headers = message.headers.clone().unwrap_or_default();
+        let job_id = headers
+            .get(subjects::HEADER_JOB_ID)
+            .context("the design-floor message has no job id")?
+            .to_string();
+        let entry = kv
+            .entry(&job_id)
+            .await?
+            .context("the design-floor job has no record")?;
+        notes.note(&job_id, Edge::Called);
+        notes.note(&job_id, Edge::Returned);
+        // The hand-off is a new event with an id of its own (the input's would be a duplicate).
+        headers.insert("Nats-Msg-Id", format!("{job_id}.{onward}").as_str());
+        js.publish_with_headers(onward, headers, message.payload.clone())
+            .await?
+            .await?;
+        if kv
+            .update(&job_id, entry.value.clone(), entry.revision)
+            .await
+            .is_err()
+        {
+            // The other stage wrote the record since it was read: read again and re-apply.
+            let entry = kv
+                .entry(&job_id)
+                .await?
+                .context("the design-floor job lost its record")?;
+            kv.update(&job_id, entry.value, entry.revision).await?;
+        }
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The measured loops, in the order of `LOOPS`.
+struct Loops {
+    floor: Floor,
+    runtimes: Chain,
+    by_hand: Chain,
+}
+
+const LOOPS: [&str; 5] = [
+    "floor",
+    "hand_off",
+    "hand_off_design_floor",
+    "traversal",
+    "traversal_design_floor",
+];
+
+impl Loops {
+    /// Runs iteration `i` of loop `which` (an index into `LOOPS`) and returns its latency in µs.
+    async fn iteration(&mut self, js: &jetstream::Context, which: usize, i: usize) -> Result<f64> {
+        let job_id = format!("bench-{}-{i}", LOOPS[which]);
+        match which {
+            0 => self.floor.iteration(js, i).await,
+            1 => self.runtimes.hand_off(js, &job_id, i).await,
+            2 => self.by_hand.hand_off(js, &job_id, i).await,
+            3 => self.runtimes.traversal(js, &job_id, i).await,
+            _ => self.by_hand.traversal(js, &job_id, i).await,
+        }
+    }
+}
+
+/// Measures the loops in interleaved blocks: every loop warms up, then each round runs one block
+/// of each, in an order that rotates from round to round. Whatever else the machine does during
+/// the run (another benchmark's stack, a core waking late) falls on all of them alike, so their
+/// ratios compare like with like.
 async fn measure(
     js: &jetstream::Context,
-    loops: &mut [Loop; 3],
+    loops: &mut Loops,
     iterations: usize,
-) -> Result<[Measured; 3]> {
-    let mut measured: [Measured; 3] = Default::default();
-    for measured_loop in loops.iter_mut() {
+) -> Result<Vec<Measured>> {
+    let mut measured: Vec<Measured> = LOOPS.iter().map(|_| Measured::default()).collect();
+    for which in 0..LOOPS.len() {
         for i in 0..WARMUP {
-            measured_loop.iteration(js, i).await?;
+            loops.iteration(js, which, i).await?;
         }
     }
     let rounds = iterations.div_ceil(BLOCK);
     for round in 0..rounds {
-        for turn in 0..loops.len() {
-            let which = (round + turn) % loops.len();
+        for turn in 0..LOOPS.len() {
+            let which = (round + turn) % LOOPS.len();
             let first = WARMUP + round * BLOCK;
             let last = (first + BLOCK).min(WARMUP + iterations);
             let cpu_before = process_cpu_us();
             for i in first..last {
-                let latency = loops[which].iteration(js, i).await?;
+                let latency = loops.iteration(js, which, i).await?;
                 measured[which].samples.push(latency);
             }
             measured[which].cpu_us += process_cpu_us() - cpu_before;
@@ -443,39 +608,28 @@ async fn main() -> Result<()> {
         .transpose()
         .context("the argument is the number of iterations")?
         .unwrap_or(2000);
-    // Logging as a stage process does it (JSON lines, RUST_LOG or info), so the hop pays for it.
+    // Logging as a stage process does it (JSON lines, RUST_LOG or info), so the stages pay for it.
     vexxy_runtime::logging::init(vexxy_runtime::config::LogFormat::Json);
     let nats = vexxy_harness::NatsServer::start()?;
     let client = nats.client().await?;
     let js = jetstream::new(client);
-    // The floor carries exactly the bytes of a hand-off the hop carries.
+    // The floor carries exactly the bytes of a hand-off the stages carry.
     let payload = Bytes::from(serde_json::to_vec(&vexxy_events::ticket_event(
-        Stage::Wait,
-        ticket("bench-hop-0"),
+        Stage::Deploy,
+        ticket("bench-hand_off-0"),
     ))?);
-    let floor = Floor::start(&js, payload.clone()).await?;
-    let hop = Hop::start(&js, &nats.url()).await?;
-    let design_floor = DesignFloor::start(&js, &nats.url()).await?;
-    let mut loops = [
-        Loop::Floor(floor),
-        Loop::Hop(hop),
-        Loop::DesignFloor(design_floor),
-    ];
-    let [floor, hop, design_floor] = measure(&js, &mut loops, iterations).await?;
-    let [_, Loop::Hop(hop_loop), Loop::DesignFloor(design_loop)] = loops else {
-        unreachable!("the loops keep their places");
+    let mut loops = Loops {
+        floor: Floor::start(&js, payload.clone()).await?,
+        runtimes: Chain::runtimes(&js, &nats.url()).await?,
+        by_hand: Chain::by_hand(&js, &nats.url()).await?,
     };
-    hop_loop.stop().await?;
-    design_loop.stop().await?;
-    println!(
-        "BENCH_RESULT {}",
-        json!({
-            "payload_bytes": payload.len(),
-            "block": BLOCK,
-            "floor": summary(floor),
-            "hop": summary(hop),
-            "design_floor": summary(design_floor),
-        })
-    );
+    let mut measured = measure(&js, &mut loops, iterations).await?;
+    loops.runtimes.stop().await?;
+    loops.by_hand.stop().await?;
+    let mut result = json!({"payload_bytes": payload.len(), "block": BLOCK});
+    for (name, measured) in LOOPS.iter().zip(measured.iter_mut()) {
+        result[*name] = summary(measured);
+    }
+    println!("BENCH_RESULT {result}");
     Ok(())
 }

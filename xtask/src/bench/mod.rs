@@ -341,19 +341,23 @@ fn bench_binary(binary: &Path, args: &[&str]) -> Result<Value> {
 
 fn hop(release: &Path) -> Result<Figure> {
     let result = bench_binary(&release.join("examples/bench_hop"), &["2000"])?;
-    let floor = result["floor"]["p50_us"].as_f64().unwrap_or(0.0);
-    let hop = result["hop"]["p50_us"].as_f64().unwrap_or(0.0);
-    let ratio = hop / floor;
-    // The hop's broker effects done by hand (no runtime): splits the protocol's cost from the
-    // runtime's. Reported beside the target, never in its place.
-    let design_floor = result["design_floor"]["p50_us"].as_f64().unwrap_or(0.0);
+    let p50 = |name: &str| result[name]["p50_us"].as_f64().unwrap_or(0.0);
+    let floor = p50("floor");
+    let hand_off = p50("hand_off");
+    let ratio = hand_off / floor;
+    // Reported beside the target, never in its place: the same broker effects by hand (the
+    // protocol's cost without the runtime's), and one stage's whole traversal (a ticket in and
+    // a ticket out, two message transfers against the floor's one).
+    let design_floor = p50("hand_off_design_floor");
+    let traversal = p50("traversal");
     Ok(Figure {
         name: "per-hop overhead vs JetStream floor".into(),
         target: "≤ 3× the floor".into(),
         met: ratio <= 3.0,
         summary: format!(
-            "hop p50 {hop:.0} µs vs floor p50 {floor:.0} µs = {ratio:.1}× (the same broker effects by hand: {design_floor:.0} µs = {:.1}×)",
-            design_floor / floor
+            "hand-off p50 {hand_off:.0} µs vs floor p50 {floor:.0} µs = {ratio:.1}× (the same broker effects by hand: {design_floor:.0} µs = {:.1}×; one stage's traversal, ticket in to ticket out: {traversal:.0} µs = {:.1}×)",
+            design_floor / floor,
+            traversal / floor
         ),
         figures: json!({"ratio_p50": ratio, "result": result}),
     })
