@@ -95,7 +95,23 @@ impl App {
     }
 
     pub fn reset_counters(&self) {
-        *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = Counters::default();
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
+    }
+
+    /// Counts a watch as open until the returned guard is dropped.
+    pub fn open_watch(self: &Arc<Self>, resource: String) -> OpenWatch {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watch_opened(&resource);
+        OpenWatch {
+            app: self.clone(),
+            resource,
+            fell_behind: false,
+        }
     }
 
     /// Latency, then a fault drawn from the rules (if any fires).
@@ -458,4 +474,22 @@ pub fn write_kubeconfig(url: &str, path: &Path) -> Result<(), ControlError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// A watch being served, counted in [`Counters::open_watches`] until dropped.
+pub struct OpenWatch {
+    app: Arc<App>,
+    resource: String,
+    /// Set when the server ends the watch because the client fell behind the change feed.
+    pub fell_behind: bool,
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.app
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watch_closed(&self.resource, self.fell_behind);
+    }
 }

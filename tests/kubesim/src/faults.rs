@@ -64,12 +64,21 @@ impl FaultState {
     }
 }
 
-/// Request counts per resource and verb.
+/// Request counts per resource and verb, and the watches being served.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct Counters {
     pub total: u64,
     /// resource (`pods`, `deployments.apps`, `pods/status`, `discovery`) -> verb -> count
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// resource -> watches open now. A client that re-watches after its watch ended (timeout,
+    /// bookmark-less expiry, closed for falling behind) makes a second `watch` request but never
+    /// holds two watches: this and the peak tell "shared watches" from "a watch per object".
+    pub open_watches: BTreeMap<String, u64>,
+    /// resource -> the most watches open at once since the counters were reset.
+    pub peak_open_watches: BTreeMap<String, u64>,
+    /// resource -> watches the server ended because the client fell so far behind the change
+    /// feed that events were lost (the client re-watches from its last resourceVersion).
+    pub watches_closed_behind: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -81,6 +90,39 @@ impl Counters {
             .or_default()
             .entry(verb.to_string())
             .or_default() += 1;
+    }
+
+    pub fn watch_opened(&mut self, resource: &str) {
+        let open = self.open_watches.entry(resource.to_string()).or_default();
+        *open += 1;
+        let open = *open;
+        let peak = self
+            .peak_open_watches
+            .entry(resource.to_string())
+            .or_default();
+        *peak = (*peak).max(open);
+    }
+
+    pub fn watch_closed(&mut self, resource: &str, fell_behind: bool) {
+        if let Some(open) = self.open_watches.get_mut(resource) {
+            *open = open.saturating_sub(1);
+        }
+        if fell_behind {
+            *self
+                .watches_closed_behind
+                .entry(resource.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    /// Zero counts; the watches still open stay counted (and are the new peak).
+    pub fn reset(&mut self) {
+        let open = std::mem::take(&mut self.open_watches);
+        *self = Counters {
+            peak_open_watches: open.clone(),
+            open_watches: open,
+            ..Counters::default()
+        };
     }
 
     pub fn get(&self, verb: &str, resource: &str) -> u64 {

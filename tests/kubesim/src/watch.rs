@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::api::{field_selector, label_selector, metadata_only};
-use crate::app::App;
+use crate::app::{App, OpenWatch};
 use crate::errors::ApiError;
 use crate::resources::Resource;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -147,11 +147,14 @@ pub fn serve(
         .min()
         .map(|d| Instant::now() + d);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
+    // Held by whichever task serves the watch, so it counts as open until that task ends.
+    let open = app.open_watch(resource.qualified());
 
     if storage && namespace.is_some() {
         // "rejecting Watch called with namespace": the storage server returns an idle watch.
         let mut shutdown = app.shutdown.clone();
         tokio::spawn(async move {
+            let _open = open;
             let until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = tx.closed() => {}
@@ -174,6 +177,7 @@ pub fn serve(
             // Like the apiserver: HTTP 200, then one ERROR event carrying the 410 Status.
             let line = format!("{}\n", json!({"type": "ERROR", "object": gone.status()}));
             tokio::spawn(async move {
+                let _open = open;
                 let _ = tx.send(Bytes::from(line)).await;
             });
             return Ok(streaming_response(rx));
@@ -202,6 +206,7 @@ pub fn serve(
         drop_after_events,
         bookmarks,
         bookmark_every,
+        open,
     ));
     Ok(streaming_response(rx))
 }
@@ -219,6 +224,9 @@ async fn run(
     drop_after_events: Option<u64>,
     bookmarks: bool,
     bookmark_every: Duration,
+    // Last, so dropped first: the watch stops counting as open before `tx` ends its stream,
+    // and a client re-watching at once is never counted twice.
+    mut open: OpenWatch,
 ) {
     let mut sent = 0u64;
     let mut last_rv = start_rv;
@@ -265,7 +273,11 @@ async fn run(
                     }
                 }
                 // A slow watcher is closed; it re-watches from its last resourceVersion.
-                Err(_) => return,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    open.fell_behind = true;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = ticker.tick(), if bookmarks => {
                 let bookmark = json!({

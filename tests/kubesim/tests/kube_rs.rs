@@ -317,6 +317,82 @@ async fn watcher_survives_dropped_watches_and_gone() {
 }
 
 #[tokio::test]
+async fn open_watches_are_counted_while_they_are_served() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // (open now, most open at once) for configmaps.
+    let open = |sim: &kubesim::Handle| {
+        let counters = sim.counters();
+        let of = |map: &std::collections::BTreeMap<String, u64>| {
+            map.get("configmaps").copied().unwrap_or(0)
+        };
+        (of(&counters.open_watches), of(&counters.peak_open_watches))
+    };
+    let params = kube::api::WatchParams::default();
+    let first = cms.watch(&params, "0").await.unwrap().boxed();
+    let second = cms.watch(&params, "0").await.unwrap().boxed();
+    assert_eq!(open(&sim), (2, 2));
+    drop(second);
+    eventually(
+        "the dropped watch to stop counting",
+        Duration::from_secs(5),
+        || async { (open(&sim).0 == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(open(&sim).1, 2, "the peak stays");
+    // A reset zeroes the counts but not the watches still open.
+    sim.reset_counters();
+    assert_eq!(sim.counters().total, 0);
+    assert_eq!(open(&sim), (1, 1));
+    drop(first);
+    eventually(
+        "the first watch to stop counting",
+        Duration::from_secs(5),
+        || async { (open(&sim).0 == 0).then_some(()) },
+    )
+    .await;
+
+    // A client that re-watches each time the server ends its watch makes many watch requests
+    // but never holds two watches.
+    sim.set_faults(Faults {
+        watch_drop_after_events: Some(1),
+        ..Faults::default()
+    });
+    sim.reset_counters();
+    let mut stream = watcher(cms.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut created = 0;
+    while seen.len() < 6 {
+        if created < 6 {
+            cms.create(
+                &PostParams::default(),
+                &cm(&format!("r-{created}"), json!({})),
+            )
+            .await
+            .unwrap();
+            created += 1;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await {
+            Ok(Ok(Some(watcher::Event::Apply(c) | watcher::Event::InitApply(c)))) => {
+                seen.insert(c.metadata.name.unwrap());
+            }
+            Ok(Ok(Some(_)) | Err(_)) => {}
+            Ok(Ok(None)) | Err(_) => panic!("the watcher stopped after seeing {seen:?}"),
+        }
+    }
+    let counters = sim.counters();
+    assert!(
+        counters.get("watch", "configmaps") >= 3,
+        "the watch was re-established: {counters:?}"
+    );
+    assert_eq!(open(&sim).1, 1, "{counters:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn discovery_follows_kubescape_installation() {
     let mut cfg = fast_config();
     cfg.kubescape.installed = false;

@@ -388,24 +388,43 @@ pub async fn wait_in_flight(stack: &mut BenchStack, analyses: usize) -> Result<F
     };
     let (rss_mb, hwm_mb) = (kb("VmRSS:") as f64 / 1024.0, kb("VmHWM:") as f64 / 1024.0);
     let counters = stack.counters()?;
-    let mut watches = BTreeMap::new();
+    let per_resource = |key: &str| -> BTreeMap<String, u64> {
+        counters[key]
+            .as_object()
+            .map(|resources| {
+                resources
+                    .iter()
+                    .filter_map(|(resource, n)| Some((resource.clone(), n.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The target is about how many watches the process holds, so it is judged on the most open
+    // at once; a watch the server ended (it closes one whose client fell behind, like the
+    // apiserver) is re-opened and counts as a second request, not a second watch.
+    let peak_open = per_resource("peak_open_watches");
+    let closed_behind = per_resource("watches_closed_behind");
+    let mut watch_requests = BTreeMap::new();
     if let Some(resources) = counters["requests"].as_object() {
         for (resource, verbs) in resources {
             if let Some(n) = verbs["watch"].as_u64() {
-                watches.insert(resource.clone(), n);
+                watch_requests.insert(resource.clone(), n);
             }
         }
     }
-    let one_watch_per_kind = watches.values().all(|n| *n == 1);
+    let one_watch_per_kind = !peak_open.is_empty() && peak_open.values().all(|n| *n == 1);
     Ok(Figure {
         name: "in-flight analyses held by one wait process".into(),
         target: "5,000 at ≤ 200 MB RSS, one watch per resource kind".into(),
         met: held >= analyses as f64 && hwm_mb <= 200.0 && one_watch_per_kind,
         summary: format!(
-            "{held:.0} held, RSS {rss_mb:.0} MB (peak {hwm_mb:.0} MB), watches {watches:?}"
+            "{held:.0} held, RSS {rss_mb:.0} MB (peak {hwm_mb:.0} MB), most watches open at once {peak_open:?} (watch requests {watch_requests:?}, closed by the server for falling behind {closed_behind:?})"
         ),
         figures: json!({"submitted": analyses, "held": held, "reached_after_s": reached_after,
-                        "rss_mb": rss_mb, "peak_rss_mb": hwm_mb, "watch_requests_by_resource": watches}),
+                        "rss_mb": rss_mb, "peak_rss_mb": hwm_mb,
+                        "peak_open_watches_by_resource": peak_open,
+                        "watch_requests_by_resource": watch_requests,
+                        "watches_closed_behind_by_resource": closed_behind}),
     })
 }
 
