@@ -147,11 +147,10 @@ pub fn serve(
         .min()
         .map(|d| Instant::now() + d);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    // Held by whichever task serves the watch, so it counts as open until that task ends.
-    let open = app.open_watch(resource.qualified());
 
     if storage && namespace.is_some() {
         // "rejecting Watch called with namespace": the storage server returns an idle watch.
+        let open = app.open_watch(resource.qualified());
         let mut shutdown = app.shutdown.clone();
         tokio::spawn(async move {
             let _open = open;
@@ -171,6 +170,9 @@ pub fn serve(
             ApiError::bad_request(format!("invalid resourceVersion {other:?}: expected a resourceVersion from a previous list or watch"))
         })?),
     };
+    // Held by the task that serves the watch, so it counts as open until that task ends (a
+    // request refused above never opened one).
+    let open = app.open_watch(resource.qualified());
     let (backlog, events) = match app.store.watch_from(start_rv) {
         Ok(x) => x,
         Err(gone) => {

@@ -330,6 +330,9 @@ async fn open_watches_are_counted_while_they_are_served() {
         (of(&counters.open_watches), of(&counters.peak_open_watches))
     };
     let params = kube::api::WatchParams::default();
+    // A refused watch never opened.
+    assert!(cms.watch(&params, "not-a-version").await.is_err());
+    assert_eq!(open(&sim), (0, 0));
     let first = cms.watch(&params, "0").await.unwrap().boxed();
     let second = cms.watch(&params, "0").await.unwrap().boxed();
     assert_eq!(open(&sim), (2, 2));
