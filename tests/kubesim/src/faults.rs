@@ -70,7 +70,7 @@ pub struct Counters {
     pub total: u64,
     /// resource (`pods`, `deployments.apps`, `pods/status`, `discovery`) -> verb -> count
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
-    /// resource -> watches open now. A client that re-watches after its watch ended (timeout,
+    /// resource -> watches open now (resources with none are left out). A client that re-watches after its watch ended (timeout,
     /// bookmark-less expiry, closed for falling behind) makes a second `watch` request but never
     /// holds two watches: this and the peak tell "shared watches" from "a watch per object".
     pub open_watches: BTreeMap<String, u64>,
@@ -104,8 +104,12 @@ impl Counters {
     }
 
     pub fn watch_closed(&mut self, resource: &str, fell_behind: bool) {
+        // Every close follows its open, so the entry exists; none is kept at zero.
         if let Some(open) = self.open_watches.get_mut(resource) {
-            *open = open.saturating_sub(1);
+            *open -= 1;
+            if *open == 0 {
+                self.open_watches.remove(resource);
+            }
         }
         if fell_behind {
             *self

@@ -170,8 +170,9 @@ pub fn serve(
             ApiError::bad_request(format!("invalid resourceVersion {other:?}: expected a resourceVersion from a previous list or watch"))
         })?),
     };
-    // Held by the task that serves the watch, so it counts as open until that task ends (a
-    // request refused above never opened one).
+    // Held by the task that serves the watch, so it counts as open until that task ends. A
+    // request refused above never opened one; a 410 Gone below is a watch whose stream ends
+    // after its one ERROR line, and counts while that line is sent.
     let open = app.open_watch(resource.qualified());
     let (backlog, events) = match app.store.watch_from(start_rv) {
         Ok(x) => x,

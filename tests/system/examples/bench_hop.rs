@@ -3,18 +3,26 @@
 //!
 //! * floor: publish (wait for the PubAck) → the message arrives on a pull consumer that already
 //!   has a pull outstanding → ack. Stream and consumer configured like the runtime's (file storage,
-//!   explicit ack). One message moved from one process's code to another's.
+//!   explicit ack). One message moved from one piece of code to another. Its payload has the size
+//!   of deploy's real hand-off (a ticket carrying deploy's timing).
 //! * hand-off (the target's figure): two real stage runtimes (`vexxy_runtime::run_with`,
 //!   production consumer settings), deploy and then wait, each with a pass-through handler that
 //!   notes when it is called and when it returns. Timed from deploy's handler returning to wait's
-//!   handler being called: everything vexxy puts between one stage's work and the next's —
-//!   deploy's runtime publishing the ticket (PubAck), the delivery to wait's pull, wait decoding
-//!   it, reading the job record and claiming the job. Deploy's status write and ack follow its
-//!   PubAck, as in production, while the ticket travels: when wait reads the record before that
-//!   write lands, wait's claim writes it and deploy's compare-and-set re-reads, on the timed path
-//!   as it would be in production. The job record exists beforehand naming deploy (as
+//!   handler being called: everything vexxy puts on a job's path between one stage's work and
+//!   the next's — deploy's runtime building and publishing the ticket, the delivery to wait's
+//!   pull (the PubAck travels back to deploy alongside; the window does not wait for it), wait
+//!   decoding it, reading the job record and claiming the job. Deploy's status write and ack
+//!   follow its PubAck, as in production, while the ticket travels; they are off the job's path
+//!   and outside the window (they hold deploy's slot, which the throughput benchmark pays for).
+//!   When wait reads the record before deploy's write lands, wait's claim writes it (and when
+//!   the write lands between wait's read and claim, wait's compare-and-set re-reads), on the
+//!   timed path as it would be in production. The job record exists beforehand naming deploy (as
 //!   install-check leaves it). This is the gap the end-to-end benchmark reports between two
-//!   stages (`path_step_p50_ms`), measured alone.
+//!   stages (`path_step_p50_ms`), measured alone. Both stages run in this one process, on one
+//!   tokio runtime; in production each is its own process.
+//! * two-stage traversal (reported): the same iterations timed from outside, from publishing
+//!   the ticket into deploy (PubAck) to the observer receiving wait's output. Minus the one-stage
+//!   traversal below, it gives the hand-off again without relying on the handlers' marks.
 //! * stage traversal (reported, not the target's figure; what this benchmark called "hop" up to
 //!   816e388): a ticket published to `vexxy.pipeline.wait` (PubAck) → the wait runtime pulls it,
 //!   reads the job record, runs the handler and publishes onward (PubAck) → an observer pulls
@@ -24,8 +32,9 @@
 //! * design floors (reported): the same two windows with the broker effects done by hand, no
 //!   runtime — a plain task per stage pulls, reads the job record (one KV get), publishes the same
 //!   bytes onward (PubAck), writes the record (compare-and-set on the revision read; re-read
-//!   after a lost race, as the runtime does) and acks. design floor ÷ floor is what the protocol's
-//!   round trips cost; runtime ÷ design floor is the runtime's own code.
+//!   after a lost race, as the runtime does) and acks. It never claims: a by-hand stage does not
+//!   look at what the record says. design floor ÷ floor is what the round trips every hand-off
+//!   needs cost; runtime − design floor is the runtime's own code plus its claim writes.
 //!
 //! Every loop moves one message at a time, so the figures are latency, not throughput. The loops
 //! are measured in interleaved blocks of `BLOCK` iterations (see `measure`), not one after
@@ -44,6 +53,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
+use vexxy_events::completed::StageTiming;
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{PipelineTicket, RunConfig, Stage, ValidatedRequest, subjects};
 use vexxy_runtime::config::{Env, RuntimeConfig, default_max_in_flight};
@@ -152,6 +162,21 @@ struct Measured {
     cpu_us: f64,
 }
 
+/// One iteration's latency in µs, and for a hand-off also the two-stage traversal around it.
+struct Timed {
+    latency: f64,
+    two_stages: Option<f64>,
+}
+
+impl From<f64> for Timed {
+    fn from(latency: f64) -> Self {
+        Timed {
+            latency,
+            two_stages: None,
+        }
+    }
+}
+
 /// User + system CPU time of this process so far, in µs.
 fn process_cpu_us() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -164,19 +189,23 @@ fn process_cpu_us() -> f64 {
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
-fn summary(measured: &mut Measured) -> serde_json::Value {
-    let samples = &mut measured.samples;
+/// Percentiles and mean of latencies in µs.
+fn latencies(samples: &mut [f64]) -> serde_json::Value {
     samples.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let n = samples.len() as f64;
-    let mean = samples.iter().sum::<f64>() / n;
     json!({
         "n": samples.len(),
         "p50_us": percentile(samples, 0.5),
         "p90_us": percentile(samples, 0.9),
         "p99_us": percentile(samples, 0.99),
-        "mean_us": mean,
-        "cpu_us_per_iteration": measured.cpu_us / n,
+        "mean_us": samples.iter().sum::<f64>() / n,
     })
+}
+
+fn summary(measured: &mut Measured) -> serde_json::Value {
+    let mut summary = latencies(&mut measured.samples);
+    summary["cpu_us_per_iteration"] = json!(measured.cpu_us / measured.samples.len() as f64);
+    summary
 }
 
 /// The next message of a pull stream, acked — the consuming half of every measured loop.
@@ -394,15 +423,18 @@ impl Chain {
         })
     }
 
-    /// One hand-off: a ticket enters the first stage (untimed); the time from its handler
-    /// returning to the second stage's handler being called.
-    async fn hand_off(&mut self, js: &jetstream::Context, job_id: &str, i: usize) -> Result<f64> {
+    /// One hand-off: a ticket enters the first stage; the time from its handler returning to
+    /// the second stage's handler being called, and from the ticket's publish to the observer
+    /// having the second stage's output (the two-stage traversal).
+    async fn hand_off(&mut self, js: &jetstream::Context, job_id: &str, i: usize) -> Result<Timed> {
         let (headers, payload) =
             prepared_ticket(&self.kv, job_id, i, Stage::Deploy, Stage::InstallCheck).await?;
+        let started = Instant::now();
         js.publish_with_headers(self.upstream.clone(), headers, payload)
             .await?
             .await?;
-        receive_and_ack(&mut self.observed, "the hand-off's onward ticket").await?;
+        self.receive_output("the hand-off's onward ticket").await?;
+        let two_stages = micros_since(started);
         let marks = self.marks_of(job_id, 4).await?;
         let at = |position, edge| {
             marks
@@ -413,7 +445,10 @@ impl Chain {
         };
         let returned = at(Position::Upstream, Edge::Returned)?;
         let called = at(Position::Downstream, Edge::Called)?;
-        Ok(called.duration_since(returned).as_secs_f64() * 1e6)
+        Ok(Timed {
+            latency: called.duration_since(returned).as_secs_f64() * 1e6,
+            two_stages: Some(two_stages),
+        })
     }
 
     /// One traversal of the second stage: publishing its ticket (PubAck) until the observer has
@@ -425,10 +460,26 @@ impl Chain {
         js.publish_with_headers(self.downstream.clone(), headers, payload)
             .await?
             .await?;
-        receive_and_ack(&mut self.observed, "the traversal's onward ticket").await?;
+        self.receive_output("the traversal's onward ticket").await?;
         let latency = micros_since(started);
         self.marks_of(job_id, 2).await?;
         Ok(latency)
+    }
+
+    /// The second stage's next output, acked; when it does not come, a by-hand stage's failure
+    /// is the likelier story than the timeout, so that is what the error says.
+    async fn receive_output(&mut self, what: &str) -> Result<()> {
+        let received = receive_and_ack(&mut self.observed, what).await;
+        if received.is_err()
+            && let Running::ByHand(tasks) = &mut self.running
+        {
+            for task in tasks.iter_mut().filter(|task| task.is_finished()) {
+                if let Ok(Err(error)) = task.await {
+                    return Err(error.context("a design-floor stage failed"));
+                }
+            }
+        }
+        received
     }
 
     /// The next `count` marks, all of which must be `job_id`'s (one job at a time).
@@ -519,24 +570,31 @@ async fn stage_by_hand(
         js.publish_with_headers(onward, headers, message.payload.clone())
             .await?
             .await?;
-        if kv
-            .update(&job_id, entry.value.clone(), entry.revision)
-            .await
-            .is_err()
-        {
-            // The other stage wrote the record since it was read: read again and re-apply.
-            let entry = kv
-                .entry(&job_id)
-                .await?
-                .context("the design-floor job lost its record")?;
-            kv.update(&job_id, entry.value, entry.revision).await?;
-        }
+        write_back(&kv, &job_id, entry).await?;
         message
             .ack()
             .await
             .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     }
     Ok(())
+}
+
+/// Writes the record read back with compare-and-set; when the other stage wrote it since, reads
+/// again and re-applies, like the runtime after a lost race.
+async fn write_back(kv: &kv::Store, job_id: &str, mut entry: kv::Entry) -> Result<()> {
+    for _ in 0..10 {
+        match kv.update(job_id, entry.value.clone(), entry.revision).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                entry = kv
+                    .entry(job_id)
+                    .await?
+                    .context("the design-floor job lost its record")?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    anyhow::bail!("the record of {job_id} kept changing under the design-floor stage")
 }
 
 /// The measured loops, in the order of `LOOPS`.
@@ -555,15 +613,28 @@ const LOOPS: [&str; 5] = [
 ];
 
 impl Loops {
-    /// Runs iteration `i` of loop `which` (an index into `LOOPS`) and returns its latency in µs.
-    async fn iteration(&mut self, js: &jetstream::Context, which: usize, i: usize) -> Result<f64> {
+    /// Runs iteration `i` of loop `which` (an index into `LOOPS`).
+    async fn iteration(
+        &mut self,
+        js: &jetstream::Context,
+        which: usize,
+        i: usize,
+    ) -> Result<Timed> {
         let job_id = format!("bench-{}-{i}", LOOPS[which]);
         match which {
-            0 => self.floor.iteration(js, i).await,
+            0 => self.floor.iteration(js, i).await.map(Timed::from),
             1 => self.runtimes.hand_off(js, &job_id, i).await,
             2 => self.by_hand.hand_off(js, &job_id, i).await,
-            3 => self.runtimes.traversal(js, &job_id, i).await,
-            _ => self.by_hand.traversal(js, &job_id, i).await,
+            3 => self
+                .runtimes
+                .traversal(js, &job_id, i)
+                .await
+                .map(Timed::from),
+            _ => self
+                .by_hand
+                .traversal(js, &job_id, i)
+                .await
+                .map(Timed::from),
         }
     }
 }
@@ -572,12 +643,15 @@ impl Loops {
 /// of each, in an order that rotates from round to round. Whatever else the machine does during
 /// the run (another benchmark's stack, a core waking late) falls on all of them alike, so their
 /// ratios compare like with like.
+/// Returns each loop's measurements and, per loop, the two-stage traversals its iterations
+/// timed (only the hand-off loops time one).
 async fn measure(
     js: &jetstream::Context,
     loops: &mut Loops,
     iterations: usize,
-) -> Result<Vec<Measured>> {
+) -> Result<(Vec<Measured>, Vec<Vec<f64>>)> {
     let mut measured: Vec<Measured> = LOOPS.iter().map(|_| Measured::default()).collect();
+    let mut two_stages: Vec<Vec<f64>> = LOOPS.iter().map(|_| Vec::new()).collect();
     for which in 0..LOOPS.len() {
         for i in 0..WARMUP {
             loops.iteration(js, which, i).await?;
@@ -591,13 +665,14 @@ async fn measure(
             let last = (first + BLOCK).min(WARMUP + iterations);
             let cpu_before = process_cpu_us();
             for i in first..last {
-                let latency = loops.iteration(js, which, i).await?;
-                measured[which].samples.push(latency);
+                let timed = loops.iteration(js, which, i).await?;
+                measured[which].samples.push(timed.latency);
+                two_stages[which].extend(timed.two_stages);
             }
             measured[which].cpu_us += process_cpu_us() - cpu_before;
         }
     }
-    Ok(measured)
+    Ok((measured, two_stages))
 }
 
 #[tokio::main]
@@ -608,27 +683,45 @@ async fn main() -> Result<()> {
         .transpose()
         .context("the argument is the number of iterations")?
         .unwrap_or(2000);
+    anyhow::ensure!(
+        iterations > 0,
+        "the number of iterations must be at least 1"
+    );
     // Logging as a stage process does it (JSON lines, RUST_LOG or info), so the stages pay for it.
     vexxy_runtime::logging::init(vexxy_runtime::config::LogFormat::Json);
     let nats = vexxy_harness::NatsServer::start()?;
     let client = nats.client().await?;
     let js = jetstream::new(client);
-    // The floor carries exactly the bytes of a hand-off the stages carry.
+    // The floor carries a hand-off the size of deploy's: a ticket with deploy's timing, for a
+    // job id as long as the measured ones.
+    let mut handed_on = ticket("bench-hand_off-1000");
+    let now = Utc::now();
+    handed_on.timings.push(StageTiming {
+        stage: Stage::Deploy,
+        started_at: now,
+        finished_at: now,
+        duration_ms: 0,
+    });
     let payload = Bytes::from(serde_json::to_vec(&vexxy_events::ticket_event(
         Stage::Deploy,
-        ticket("bench-hand_off-0"),
+        handed_on,
     ))?);
     let mut loops = Loops {
         floor: Floor::start(&js, payload.clone()).await?,
         runtimes: Chain::runtimes(&js, &nats.url()).await?,
         by_hand: Chain::by_hand(&js, &nats.url()).await?,
     };
-    let mut measured = measure(&js, &mut loops, iterations).await?;
+    let (mut measured, mut two_stages) = measure(&js, &mut loops, iterations).await?;
     loops.runtimes.stop().await?;
     loops.by_hand.stop().await?;
     let mut result = json!({"payload_bytes": payload.len(), "block": BLOCK});
-    for (name, measured) in LOOPS.iter().zip(measured.iter_mut()) {
+    for ((name, measured), two_stages) in LOOPS.iter().zip(&mut measured).zip(&mut two_stages) {
         result[*name] = summary(measured);
+        if !two_stages.is_empty() {
+            // "hand_off" → "two_stage_traversal", "hand_off_design_floor" → "..._design_floor".
+            let key = name.replacen("hand_off", "two_stage_traversal", 1);
+            result[key] = latencies(two_stages);
+        }
     }
     println!("BENCH_RESULT {result}");
     Ok(())
