@@ -18,6 +18,7 @@
 //! a client buffer while another replica could have taken them).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,15 +179,20 @@ async fn process<H: Handler>(
         delivery = delivery.delivered,
     );
     let period = worker.tuning.ack_wait / 3;
-    let work = handle(worker, &message, &delivery, hand_back);
+    // Pinned here rather than moved into `keep_alive`: a future passed by value keeps a slot for
+    // it both as a parameter and as the pinned local, doubling every parked task.
+    let work = std::pin::pin!(handle(worker, &message, &delivery, hand_back));
     let outcome = keep_alive(&message, period, work).instrument(span).await;
     worker.metrics.record(outcome);
 }
 
 /// Runs `work` while telling the server every `period` that the message is still being worked
 /// on, so AckWait does not expire under a long handler (or a slow publish).
-async fn keep_alive<F: Future>(message: &Message, period: Duration, work: F) -> F::Output {
-    tokio::pin!(work);
+async fn keep_alive<F: Future>(
+    message: &Message,
+    period: Duration,
+    mut work: Pin<&mut F>,
+) -> F::Output {
     let start = tokio::time::Instant::now() + period;
     let mut ticker = tokio::time::interval_at(start, period);
     loop {
@@ -258,147 +264,15 @@ async fn handle<H: Handler>(
     delivery: &Delivery,
     mut hand_back: watch::Receiver<bool>,
 ) -> MessageOutcome {
-    // 1. The ticket.
-    // The job record as last read or written here, with its revision: each status write below
-    // is a compare-and-set starting from it, so it needs no read of its own unless someone else
-    // wrote the record in between (then it reads and re-applies, like any lost race).
-    let mut known: Option<Versioned> = None;
-    // The job record, when its read could start before the ticket was decoded (hand-offs only).
-    let mut early_read: Option<EarlyRead> = None;
-    let ticket = if worker.stage == Stage::InstallCheck {
-        match intake::accept(&worker.status, &worker.policy, delivery).await {
-            // A redelivered request whose job a later stage already owns (see step 2).
-            Ok(Intake::Accepted { record, .. })
-                if status::is_past(&record.status, worker.stage) =>
-            {
-                return skip_handed_on(message, &record.status).await;
-            }
-            Ok(Intake::Accepted { ticket, record }) => {
-                known = Some(record);
-                *ticket
-            }
-            Ok(Intake::AlreadyFinal(status)) => return skip_final(message, &status).await,
-            Ok(Intake::Rejected(rejection)) => {
-                tracing::Span::current()
-                    .record("job_id", rejection.job_id.as_deref().unwrap_or("-"));
-                let outcome = if rejection.reason == FailureReason::DuplicateRequest {
-                    MessageOutcome::Duplicate
-                } else {
-                    MessageOutcome::DeadLettered
-                };
-                tracing::warn!(reason = rejection.reason.as_str(), message = %rejection.message, "request rejected");
-                let failure = Failure {
-                    facts: JobFacts {
-                        job_id: rejection.job_id,
-                        image_ref: rejection.image_ref,
-                        image_digest: rejection.image_digest,
-                        request_msg_id: delivery.msg_id.clone(),
-                        labels: rejection.labels,
-                    },
-                    reason: rejection.reason,
-                    message: rejection.message,
-                    retryable: false,
-                    update_status: false,
-                };
-                return fail(worker, message, delivery, failure, outcome).await;
-            }
-            Err(error) => return status_unavailable(worker, message, delivery, error).await,
-        }
-    } else {
-        let (decoded, read) = decode_while_reading(worker, delivery).await;
-        early_read = read;
-        match decoded {
-            Ok(ticket) => ticket,
-            Err((reason, problem)) => {
-                let job_id = delivery.header(subjects::HEADER_JOB_ID);
-                tracing::Span::current().record("job_id", job_id.as_deref().unwrap_or("-"));
-                tracing::warn!(reason = reason.as_str(), %problem, "undecodable pipeline message");
-                let failure = Failure {
-                    facts: JobFacts {
-                        job_id,
-                        request_msg_id: delivery.header(subjects::HEADER_REQUEST_MSG_ID),
-                        ..JobFacts::default()
-                    },
-                    reason,
-                    message: format!(
-                        "the {} stage received a hand-off it cannot read ({problem}); this is a \
-                         bug or a message published by hand: resubmit the analysis request",
-                        worker.stage
-                    ),
-                    retryable: true,
-                    update_status: true,
-                };
-                return fail(
-                    worker,
-                    message,
-                    delivery,
-                    failure,
-                    MessageOutcome::DeadLettered,
-                )
-                .await;
-            }
-        }
+    // Steps 1-2 and 4-6 are boxed. A task's future is as large as its largest state, and the
+    // broker calls around the handler (KV reads and writes, publishes, the failure paths) took
+    // several KB of every task, also while it only waits in its handler: wait parks up to 5,000
+    // of them. Boxed, they take heap memory only while they run.
+    let (ticket, known) = match Box::pin(admit(worker, message, delivery)).await {
+        Ok(admitted) => admitted,
+        Err(outcome) => return outcome,
     };
     let job_id = ticket.request.job_id.clone();
-    tracing::Span::current().record("job_id", job_id.as_str());
-
-    // 2. Nothing to do for a job that already ended (intake checked this itself) or that a
-    //    later stage already owns: this delivery is a stale copy whose hand-off was published
-    //    before the crash that prevented its ack. Redoing it could contradict the later stage
-    //    (wait would find the sandbox extract deleted and report a failure). Otherwise claim
-    //    the job for this stage first, so that an older stage's stale delivery sees the claim.
-    //    The claim starts from the record just read: usually the previous stage already moved
-    //    the record here and the claim writes nothing.
-    if worker.stage != Stage::InstallCheck {
-        let read = match early_read {
-            Some(EarlyRead {
-                job_id: read_for,
-                result,
-            }) if read_for == job_id => result,
-            // No job id header, or one naming another job than the ticket: the ticket decides.
-            _ => status::read(&worker.status, &job_id).await,
-        };
-        match read {
-            Ok(Some((status, _))) if status.state.is_final() => {
-                return skip_final(message, &status).await;
-            }
-            Ok(Some((status, _))) if status::is_past(&status, worker.stage) => {
-                return skip_handed_on(message, &status).await;
-            }
-            Ok(Some((status, revision))) => {
-                let claim = status::transition_from(
-                    &worker.status,
-                    &job_id,
-                    Some(Versioned { status, revision }),
-                    None,
-                    status::moved_to(worker.stage),
-                )
-                .await;
-                match claim {
-                    // Both only after a lost race: someone wrote the record since the read.
-                    Ok((Transition::AlreadyFinal(status), _)) => {
-                        return skip_final(message, &status).await;
-                    }
-                    Ok((Transition::Unchanged(status), _))
-                        if status::is_past(&status, worker.stage) =>
-                    {
-                        return skip_handed_on(message, &status).await;
-                    }
-                    Ok((claimed, revision)) => {
-                        known = Some(Versioned {
-                            status: claimed.into_record(),
-                            revision,
-                        });
-                    }
-                    Err(error) => {
-                        return status_unavailable(worker, message, delivery, error).await;
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(error) => return status_unavailable(worker, message, delivery, error).await,
-        }
-    }
 
     // 3. The handler, unless shutdown hands the message back first.
     let context = JobContext {
@@ -425,6 +299,191 @@ async fn handle<H: Handler>(
     worker.metrics.observe_handler(clock.elapsed());
 
     // 4-6. Publish, record, ack.
+    let handled = Handled {
+        job_id,
+        known,
+        facts,
+        started_at,
+        result,
+    };
+    Box::pin(dispose(worker, message, delivery, handled)).await
+}
+
+/// Steps 1 and 2: the ticket, and the job claimed for this stage (with the record as written,
+/// for the status writes after the handler); or how the message was disposed of instead.
+async fn admit<H: Handler>(
+    worker: &Worker<H>,
+    message: &Message,
+    delivery: &Delivery,
+) -> Result<(PipelineTicket, Option<Versioned>), MessageOutcome> {
+    // 1. The ticket.
+    // The job record as last read or written here, with its revision: each status write below
+    // is a compare-and-set starting from it, so it needs no read of its own unless someone else
+    // wrote the record in between (then it reads and re-applies, like any lost race).
+    let mut known: Option<Versioned> = None;
+    // The job record, when its read could start before the ticket was decoded (hand-offs only).
+    let mut early_read: Option<EarlyRead> = None;
+    let ticket = if worker.stage == Stage::InstallCheck {
+        match intake::accept(&worker.status, &worker.policy, delivery).await {
+            // A redelivered request whose job a later stage already owns (see step 2).
+            Ok(Intake::Accepted { record, .. })
+                if status::is_past(&record.status, worker.stage) =>
+            {
+                return Err(skip_handed_on(message, &record.status).await);
+            }
+            Ok(Intake::Accepted { ticket, record }) => {
+                known = Some(record);
+                *ticket
+            }
+            Ok(Intake::AlreadyFinal(status)) => return Err(skip_final(message, &status).await),
+            Ok(Intake::Rejected(rejection)) => {
+                tracing::Span::current()
+                    .record("job_id", rejection.job_id.as_deref().unwrap_or("-"));
+                let outcome = if rejection.reason == FailureReason::DuplicateRequest {
+                    MessageOutcome::Duplicate
+                } else {
+                    MessageOutcome::DeadLettered
+                };
+                tracing::warn!(reason = rejection.reason.as_str(), message = %rejection.message, "request rejected");
+                let failure = Failure {
+                    facts: JobFacts {
+                        job_id: rejection.job_id,
+                        image_ref: rejection.image_ref,
+                        image_digest: rejection.image_digest,
+                        request_msg_id: delivery.msg_id.clone(),
+                        labels: rejection.labels,
+                    },
+                    reason: rejection.reason,
+                    message: rejection.message,
+                    retryable: false,
+                    update_status: false,
+                };
+                return Err(fail(worker, message, delivery, failure, outcome).await);
+            }
+            Err(error) => return Err(status_unavailable(worker, message, delivery, error).await),
+        }
+    } else {
+        let (decoded, read) = decode_while_reading(worker, delivery).await;
+        early_read = read;
+        match decoded {
+            Ok(ticket) => ticket,
+            Err((reason, problem)) => {
+                let job_id = delivery.header(subjects::HEADER_JOB_ID);
+                tracing::Span::current().record("job_id", job_id.as_deref().unwrap_or("-"));
+                tracing::warn!(reason = reason.as_str(), %problem, "undecodable pipeline message");
+                let failure = Failure {
+                    facts: JobFacts {
+                        job_id,
+                        request_msg_id: delivery.header(subjects::HEADER_REQUEST_MSG_ID),
+                        ..JobFacts::default()
+                    },
+                    reason,
+                    message: format!(
+                        "the {} stage received a hand-off it cannot read ({problem}); this is a \
+                         bug or a message published by hand: resubmit the analysis request",
+                        worker.stage
+                    ),
+                    retryable: true,
+                    update_status: true,
+                };
+                return Err(fail(
+                    worker,
+                    message,
+                    delivery,
+                    failure,
+                    MessageOutcome::DeadLettered,
+                )
+                .await);
+            }
+        }
+    };
+    let job_id = ticket.request.job_id.clone();
+    tracing::Span::current().record("job_id", job_id.as_str());
+
+    // 2. Nothing to do for a job that already ended (intake checked this itself) or that a
+    //    later stage already owns: this delivery is a stale copy whose hand-off was published
+    //    before the crash that prevented its ack. Redoing it could contradict the later stage
+    //    (wait would find the sandbox extract deleted and report a failure). Otherwise claim
+    //    the job for this stage first, so that an older stage's stale delivery sees the claim.
+    //    The claim starts from the record just read: usually the previous stage already moved
+    //    the record here and the claim writes nothing.
+    if worker.stage != Stage::InstallCheck {
+        let read = match early_read {
+            Some(EarlyRead {
+                job_id: read_for,
+                result,
+            }) if read_for == job_id => result,
+            // No job id header, or one naming another job than the ticket: the ticket decides.
+            _ => status::read(&worker.status, &job_id).await,
+        };
+        match read {
+            Ok(Some((status, _))) if status.state.is_final() => {
+                return Err(skip_final(message, &status).await);
+            }
+            Ok(Some((status, _))) if status::is_past(&status, worker.stage) => {
+                return Err(skip_handed_on(message, &status).await);
+            }
+            Ok(Some((status, revision))) => {
+                let claim = status::transition_from(
+                    &worker.status,
+                    &job_id,
+                    Some(Versioned { status, revision }),
+                    None,
+                    status::moved_to(worker.stage),
+                )
+                .await;
+                match claim {
+                    // Both only after a lost race: someone wrote the record since the read.
+                    Ok((Transition::AlreadyFinal(status), _)) => {
+                        return Err(skip_final(message, &status).await);
+                    }
+                    Ok((Transition::Unchanged(status), _))
+                        if status::is_past(&status, worker.stage) =>
+                    {
+                        return Err(skip_handed_on(message, &status).await);
+                    }
+                    Ok((claimed, revision)) => {
+                        known = Some(Versioned {
+                            status: claimed.into_record(),
+                            revision,
+                        });
+                    }
+                    Err(error) => {
+                        return Err(status_unavailable(worker, message, delivery, error).await);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(error) => return Err(status_unavailable(worker, message, delivery, error).await),
+        }
+    }
+    Ok((ticket, known))
+}
+
+/// What the handler returned, and what the steps after it need to know about the job.
+struct Handled {
+    job_id: String,
+    /// The job record as last read or written (see `admit`).
+    known: Option<Versioned>,
+    facts: JobFacts,
+    started_at: chrono::DateTime<Utc>,
+    result: Result<Outcome, StageError>,
+}
+
+/// Steps 4 to 6: publish the outcome, record it, ack (or retry, or fail the job).
+async fn dispose<H: Handler>(
+    worker: &Worker<H>,
+    message: &Message,
+    delivery: &Delivery,
+    handled: Handled,
+) -> MessageOutcome {
+    let Handled {
+        job_id,
+        known,
+        facts,
+        started_at,
+        result,
+    } = handled;
     match result {
         Ok(Outcome::Next(mut next_ticket)) => {
             let Some(next) = worker.stage.next() else {

@@ -205,7 +205,9 @@ impl WaitHandler {
                     });
                 }
                 Step::ConfirmDeploymentGone => {
-                    match self.deployment_exists(&sandbox).await {
+                    // Boxed: the GET's future is most of this one's size, and a waiting job
+                    // parks this future for its whole window (see the runtime's `handle`).
+                    match Box::pin(self.deployment_exists(&sandbox)).await {
                         Ok(true) => memory.deployment_confirmed = true,
                         Ok(false) => {
                             memory.deployment_seen = true; // it existed when deploy handed on
