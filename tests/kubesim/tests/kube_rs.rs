@@ -329,6 +329,18 @@ async fn open_watches_are_counted_while_they_are_served() {
         };
         (of(&counters.open_watches), of(&counters.peak_open_watches))
     };
+    // Waits until `n` configmaps watches are open: a dropped watch ends on the server a little later.
+    let open_now_becomes = |n: u64| {
+        let sim = &sim;
+        async move {
+            eventually(
+                "the open watch count to follow",
+                Duration::from_secs(5),
+                || async { (open(sim).0 == n).then_some(()) },
+            )
+            .await
+        }
+    };
     let params = kube::api::WatchParams::default();
     // A refused watch never opened.
     assert!(cms.watch(&params, "not-a-version").await.is_err());
@@ -337,24 +349,14 @@ async fn open_watches_are_counted_while_they_are_served() {
     let second = cms.watch(&params, "0").await.unwrap().boxed();
     assert_eq!(open(&sim), (2, 2));
     drop(second);
-    eventually(
-        "the dropped watch to stop counting",
-        Duration::from_secs(5),
-        || async { (open(&sim).0 == 1).then_some(()) },
-    )
-    .await;
+    open_now_becomes(1).await;
     assert_eq!(open(&sim).1, 2, "the peak stays");
     // A reset zeroes the counts but not the watches still open.
     sim.reset_counters();
     assert_eq!(sim.counters().total, 0);
     assert_eq!(open(&sim), (1, 1));
     drop(first);
-    eventually(
-        "the first watch to stop counting",
-        Duration::from_secs(5),
-        || async { (open(&sim).0 == 0).then_some(()) },
-    )
-    .await;
+    open_now_becomes(0).await;
 
     // A client that re-watches each time the server ends its watch makes many watch requests
     // but never holds two watches.

@@ -412,14 +412,15 @@ pub async fn wait_in_flight(stack: &mut BenchStack, analyses: usize) -> Result<F
     // apiserver) is re-opened and counts as a second request, not a second watch.
     let peak_open = per_resource("peak_open_watches");
     let closed_behind = per_resource("watches_closed_behind");
-    let mut watch_requests = BTreeMap::new();
-    if let Some(resources) = counters["requests"].as_object() {
-        for (resource, verbs) in resources {
-            if let Some(n) = verbs["watch"].as_u64() {
-                watch_requests.insert(resource.clone(), n);
-            }
-        }
-    }
+    let watch_requests: BTreeMap<String, u64> = counters["requests"]
+        .as_object()
+        .map(|resources| {
+            resources
+                .iter()
+                .filter_map(|(resource, verbs)| Some((resource.clone(), verbs["watch"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
     // The four kinds wait watches (stages/wait/src/view.rs); it is the only stage that watches.
     let one_watch_per_kind = WAIT_WATCHES
         .iter()
