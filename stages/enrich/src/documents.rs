@@ -14,6 +14,7 @@ use vexxy_events::completed::Completeness;
 use vexxy_events::pipeline::Observation;
 use vexxy_events::{EvidenceQuality, Summary, ValidatedRequest};
 use vexxy_kubescape::from_bytes::StoredSbom;
+use vexxy_kubescape::metadata_only;
 use vexxy_kubescape::sbom::ToolMeta;
 use vexxy_kubescape::{
     Completion, ContainerProfileInfo, GrypeMatch, KubescapeManifest, KubescapeSbom, KubescapeVex,
@@ -134,9 +135,16 @@ impl SbomFacts {
 }
 
 /// `sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered object verbatim, or an empty Syft
-/// document when Kubescape stored none.
+/// document when Kubescape stored none (no object, or one whose spec has no content: the
+/// storage server's metadata-only view carries a zero-valued `spec.syft`).
 pub fn filtered_sbom_document(object: Option<&Value>) -> Result<Vec<u8>, ProduceError> {
-    match object.and_then(|o| o.pointer("/spec/syft")) {
+    let object = object.filter(|o| metadata_only::has_content(o.get("spec")));
+    syft_document(object.and_then(|o| o.pointer("/spec/syft")))
+}
+
+/// `syft` pretty-printed, or the empty Syft document.
+fn syft_document(syft: Option<&Value>) -> Result<Vec<u8>, ProduceError> {
+    match syft {
         Some(syft) => serde_json::to_vec_pretty(syft),
         None => serde_json::to_vec_pretty(&serde_json::json!({
             "artifacts": [], "artifactRelationships": [], "source": {}, "distro": {}, "descriptor": {}, "schema": {}
@@ -160,7 +168,7 @@ pub fn filtered_sbom_from_stored(syft: &RawValue) -> Result<Vec<u8>, ProduceErro
     let keys_unique = serde_json::from_str::<UniqueKeys>(syft.get()).map_err(serialise)?;
     if !keys_unique.0 {
         let syft: Value = serde_json::from_str(syft.get()).map_err(serialise)?;
-        return filtered_sbom_document(Some(&serde_json::json!({ "spec": { "syft": syft } })));
+        return syft_document(Some(&syft));
     }
     // Pretty printing adds indentation; half again the stored size avoids most regrowth.
     let mut out = Vec::with_capacity(syft.get().len() + syft.get().len() / 2);
@@ -725,7 +733,10 @@ mod tests {
     use super::*;
 
     fn both_ways(syft: &str) -> (Vec<u8>, Vec<u8>) {
-        let stored = format!(r#"{{"kind": "SBOMSyftFiltered", "spec": {{"syft": {syft}}}}}"#);
+        // `spec.metadata` has content, so an empty `syft` is written as stored too.
+        let stored = format!(
+            r#"{{"kind": "SBOMSyftFiltered", "spec": {{"metadata": {{"tool": {{"name": "syft"}}}}, "syft": {syft}}}}}"#
+        );
         let object: Value = serde_json::from_str(&stored).unwrap();
         let through_value = filtered_sbom_document(Some(&object)).unwrap();
         #[derive(Deserialize)]
@@ -743,6 +754,21 @@ mod tests {
             through_value,
             filtered_sbom_from_stored(outer.spec.syft).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_metadata_only_sbom_is_written_as_the_empty_document() {
+        let empty = filtered_sbom_document(None).unwrap();
+        let view = json!({
+            "kind": "SBOMSyftFiltered",
+            "metadata": {"name": "replicaset-x-app-0000-ffff"},
+            "spec": metadata_only::zero_spec("SBOMSyftFiltered").unwrap(),
+            "status": {},
+        });
+        assert_eq!(filtered_sbom_document(Some(&view)).unwrap(), empty);
+        let mut full = view.clone();
+        full["spec"]["syft"]["artifacts"] = json!([{"name": "libc6"}]);
+        assert_ne!(filtered_sbom_document(Some(&full)).unwrap(), empty);
     }
 
     #[test]

@@ -52,6 +52,7 @@ use vexxy_events::completed::StageTiming;
 use vexxy_events::pipeline::EvidenceRefs;
 use vexxy_events::{FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::keys::{self, kinds};
+use vexxy_kubescape::metadata_only;
 use vexxy_kubescape::names;
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store};
 
@@ -444,19 +445,27 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
 }
 
 /// Matches in the manifests, or the summary's counts when no manifest was found. Only asked
-/// when there is no VEX, so the manifests are decoded here and nowhere else.
+/// when there is no VEX, so the manifests are decoded here and nowhere else. A manifest whose
+/// spec has no content (the storage server's metadata-only view, `matches: null`) counts as not
+/// found rather than as one without matches.
 fn vulnerability_count(found: &Found) -> VulnerabilityCount {
     let matches = |o: &Option<StorageObject>| {
-        o.as_ref().map(|m| {
-            serde_json::from_slice::<Value>(&m.bytes)
-                .ok()
+        let manifest = serde_json::from_slice::<Value>(&o.as_ref()?.bytes).ok();
+        if manifest
+            .as_ref()
+            .is_some_and(|m| !metadata_only::has_content(m.get("spec")))
+        {
+            return None;
+        }
+        Some(
+            manifest
                 .and_then(|m| {
                     m.pointer("/spec/payload/matches")
                         .and_then(Value::as_array)
                         .map(|a| a.len() as u64)
                 })
-                .unwrap_or(0)
-        })
+                .unwrap_or(0),
+        )
     };
     let manifests = [matches(&found.manifest), matches(&found.image_manifest)];
     if manifests.iter().any(Option::is_some) {
@@ -552,5 +561,18 @@ mod tests {
             vulnerability_count(&Found::default()),
             VulnerabilityCount::Unknown
         );
+        // The storage server's metadata-only view of a manifest (`matches: null`) is no
+        // manifest with zero matches: the summary still counts.
+        let view = serde_json::json!({
+            "kind": kinds::MANIFEST,
+            "metadata": {"name": "replicaset-x-app-0000-ffff", "namespace": "kubescape"},
+            "spec": metadata_only::zero_spec(kinds::MANIFEST).unwrap(),
+            "status": {},
+        });
+        let found = Found {
+            manifest: Some(StorageObject::from_bytes(Bytes::from(view.to_string())).unwrap()),
+            ..found
+        };
+        assert_eq!(vulnerability_count(&found), VulnerabilityCount::Known(3));
     }
 }

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::error::ParseError;
 use crate::keys::kinds;
 use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
+use crate::metadata_only::text_has_content;
 use crate::object::{null_as_default, read_envelope};
 use crate::sbom::{KubescapeSbom, read_sbom};
 use crate::vex::KubescapeVex;
@@ -45,10 +46,14 @@ pub enum ReadError {
 pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
     let info = read_envelope(&outline.envelope(), &[kinds::VEX])?;
+    // `read_vex`'s two checks: content at all (not a metadata-only view), then a VEX key.
     let spec = match &outline.spec {
-        Some(SpecOutline::Object(entries)) if !entries.is_empty() => entries
-            .iter()
-            .any(|(key, _)| matches!(key.as_ref(), "statements" | "@context" | "@id")),
+        Some(SpecOutline::Object(entries)) => {
+            entries.iter().any(|(_, raw)| text_has_content(raw.get()))
+                && entries
+                    .iter()
+                    .any(|(key, _)| matches!(key.as_ref(), "statements" | "@context" | "@id"))
+        }
         _ => false,
     };
     if !spec {
@@ -341,9 +346,11 @@ impl<'a> Outline<'a> {
     }
 
     /// The envelope with a `spec` a `Value` reader checks as it would the stored one: the entries
-    /// named in `parsed` parsed (they are small), `content` an empty object when it is one (else
-    /// null), every other key null. The reader then finds the same problems, in the same order,
-    /// except inside `content`, which the caller reads from its stored text.
+    /// named in `parsed` parsed (they are small); `content` an object when it is one, every other
+    /// key null, each of them standing in with `true` inside when it has content, so the
+    /// reader's check for a metadata-only (zero-valued) spec sees what the stored one holds. The
+    /// reader then finds the same problems, in the same order, except inside `content`, which
+    /// the caller reads from its stored text.
     fn stand_in(&self, parsed: &[&str], content: &str) -> Result<Value, serde_json::Error> {
         let mut object = self.envelope();
         let (Value::Object(map), Some(spec)) = (&mut object, &self.spec) else {
@@ -353,10 +360,18 @@ impl<'a> Outline<'a> {
             SpecOutline::Object(entries) => {
                 let mut stand_in = Map::new();
                 for (key, raw) in entries {
+                    let has_content = text_has_content(raw.get());
                     let value = if parsed.contains(&key.as_ref()) {
                         serde_json::from_str(raw.get())?
                     } else if key == content && raw.get().starts_with('{') {
-                        Value::Object(Map::new())
+                        let mut object = Map::new();
+                        if has_content {
+                            // Ignored by the typed views, which read the content itself.
+                            object.insert("stand-in".into(), Value::Bool(true));
+                        }
+                        Value::Object(object)
+                    } else if has_content {
+                        Value::Bool(true)
                     } else {
                         Value::Null
                     };
@@ -544,9 +559,12 @@ mod tests {
         no_metadata.as_object_mut().unwrap().remove("metadata");
         let mut bad_status = vex_object();
         bad_status["spec"]["statements"][1]["status"] = json!("exploitable");
+        let mut metadata_only = vex_object();
+        metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::VEX).unwrap();
         for object in [
             wrong_kind,
             no_spec,
+            metadata_only,
             stub,
             no_metadata,
             bad_status,
@@ -847,6 +865,26 @@ mod sbom_and_manifest_tests {
         assert_eq!(from_bytes.payload, from_value.payload);
     }
 
+    #[test]
+    fn content_beside_zero_valued_metadata_is_read_not_taken_for_a_metadata_only_view() {
+        // The stand-in holds only `spec.metadata`; the content it replaces must still count.
+        let mut sbom = sbom_object();
+        sbom["spec"]["metadata"] =
+            json!({"tool": {"name": "", "version": ""}, "report": {"createdAt": null}});
+        let stored = bytes(&sbom);
+        let from_bytes = read_sbom_bytes(&stored).unwrap();
+        assert_eq!(from_bytes.artifacts, 2);
+        assert_eq!(crate::read_sbom(&sbom).unwrap().syft.artifacts.len(), 2);
+        let mut manifest = manifest_object();
+        manifest["spec"]["metadata"] = json!(null);
+        let from_bytes = read_manifest_bytes(&bytes(&manifest)).unwrap();
+        assert_eq!(from_bytes.payload.matches.len(), 1);
+        assert_eq!(
+            crate::read_manifest(&manifest).unwrap().payload,
+            from_bytes.payload
+        );
+    }
+
     /// The same message as the `Value` reader, plus where the problem is in the stored bytes.
     fn assert_same_error(from_bytes: ReadError, from_value: ParseError, stored: &[u8]) {
         let ReadError::Invalid(from_bytes) = from_bytes else {
@@ -891,6 +929,9 @@ mod sbom_and_manifest_tests {
         let mut empty_spec = sbom_object();
         empty_spec["spec"] = json!({});
         cases.push(empty_spec);
+        let mut metadata_only = sbom_object();
+        metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::SBOM_FILTERED).unwrap();
+        cases.push(metadata_only);
         let mut bad_metadata = sbom_object();
         bad_metadata["spec"]["metadata"]["tool"]["name"] = json!(7);
         cases.push(bad_metadata);
@@ -934,6 +975,9 @@ mod sbom_and_manifest_tests {
         let mut no_metadata = manifest_object();
         no_metadata.as_object_mut().unwrap().remove("metadata");
         cases.push(no_metadata);
+        let mut metadata_only = manifest_object();
+        metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::MANIFEST).unwrap();
+        cases.push(metadata_only);
         for object in cases {
             let expected = crate::read_manifest(&object).unwrap_err();
             let stored = bytes(&object);

@@ -8,6 +8,7 @@ pub mod error;
 pub mod from_bytes;
 pub mod keys;
 pub mod manifest;
+pub mod metadata_only;
 pub mod names;
 pub mod object;
 pub mod profile;

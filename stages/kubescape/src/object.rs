@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::ParseError;
+use crate::metadata_only::has_content;
 
 /// The parts of `metadata` vexxy reads. Go omits empty maps or writes `null`; both read as empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,14 +94,15 @@ pub(crate) fn read_envelope(
     }
 }
 
-/// The object's `spec`, or `SpecMissing` when it is absent, null or `{}` (a stripped LIST item).
+/// The object's `spec`, or `SpecMissing` when it has no content: absent, null, `{}`, or the
+/// zero-valued spec of the storage server's metadata-only view (see [`crate::metadata_only`]).
 pub(crate) fn spec_of<'a>(
     object: &'a Value,
     kind: &'static str,
     name: &str,
 ) -> Result<&'a Value, ParseError> {
     match object.get("spec") {
-        Some(spec @ Value::Object(map)) if !map.is_empty() => Ok(spec),
+        Some(spec @ Value::Object(_)) if has_content(Some(spec)) => Ok(spec),
         _ => Err(ParseError::SpecMissing {
             kind,
             name: name.to_string(),

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::error::ParseError;
 use crate::keys::{self, kinds};
+use crate::metadata_only::has_content;
 use crate::object::{ObjectInfo, null_as_default, read_envelope, typed};
 
 const KIND: &str = kinds::CONTAINER_PROFILE;
@@ -119,7 +120,8 @@ pub struct ContainerProfileInfo {
     pub image_tag: Option<String>,
     pub execs: Vec<ProfileExec>,
     pub opens: Vec<ProfileOpen>,
-    /// False for a metadata-only object (LIST without fullSpec): execs/opens are then unknown.
+    /// False for a metadata-only view (LIST without fullSpec, GET with `resourceVersion=metadata`,
+    /// a watch event): its spec is the zero value, so execs/opens are unknown.
     pub spec_present: bool,
 }
 
@@ -151,7 +153,7 @@ impl ContainerProfileInfo {
 pub fn read_container_profile(object: &Value) -> Result<ContainerProfileInfo, ParseError> {
     let info = read_envelope(object, &[KIND])?;
     let (spec, spec_present) = match object.get("spec") {
-        Some(spec @ Value::Object(map)) if !map.is_empty() => {
+        Some(spec @ Value::Object(_)) if has_content(Some(spec)) => {
             (typed(spec, KIND, &info.name, "spec")?, true)
         }
         _ => (ProfileSpec::default(), false),

@@ -3,10 +3,14 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use vexxy_kubescape::from_bytes::{
+    ReadError, read_manifest_bytes, read_sbom_bytes, read_vex_bytes,
+};
+use vexxy_kubescape::keys::kinds;
 use vexxy_kubescape::{
-    Completion, Justification, KubevulnShape, ProfileStatus, SbomKind, VexStatus,
-    read_container_profile, read_grype_document, read_manifest, read_sbom, read_syft_document,
-    read_vex,
+    Completion, Justification, KubevulnShape, ParseError, ProfileStatus, SbomKind, VexStatus,
+    metadata_only, read_container_profile, read_grype_document, read_manifest, read_sbom,
+    read_summary, read_syft_document, read_vex,
 };
 
 fn fixture_path(rel: &str) -> PathBuf {
@@ -253,4 +257,76 @@ fn justification_and_status_are_typed() {
     );
     assert_eq!(vex.findings[0].status, VexStatus::NotAffected);
     assert_eq!(vex.document.version, 0);
+}
+
+/// The storage server's metadata-only view of a stored object: its envelope with the zero-valued
+/// spec (and status) of its kind.
+fn metadata_only_view(object: &Value, kind: &str) -> Value {
+    let mut view = json!({
+        "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+        "kind": kind,
+        "metadata": object["metadata"],
+        "spec": metadata_only::zero_spec(kind).unwrap(),
+    });
+    if let Some(status) = metadata_only::zero_status(kind) {
+        view["status"] = status;
+    }
+    view
+}
+
+#[test]
+fn metadata_only_views_of_real_objects_have_no_spec() {
+    let spec_missing = |result: Result<(), ParseError>, what: &str| match result {
+        Err(ParseError::SpecMissing { .. }) => {}
+        other => panic!("{what}: expected SpecMissing, got {other:?}"),
+    };
+    let vex = metadata_only_view(
+        &yaml_fixture("kubescape/vex-container.storage-example-01.yaml"),
+        kinds::VEX,
+    );
+    spec_missing(read_vex(&vex).map(drop), "read_vex");
+    let stored = serde_json::to_vec(&vex).unwrap();
+    match read_vex_bytes(&stored) {
+        Err(ReadError::Invalid(ParseError::SpecMissing { .. })) => {}
+        other => panic!("read_vex_bytes: expected SpecMissing, got {other:?}"),
+    }
+
+    let sbom = metadata_only_view(
+        &json_fixture("kubescape/sbomsyftfiltered.node-agent-nginx-syft-filtered.json"),
+        kinds::SBOM_FILTERED,
+    );
+    spec_missing(read_sbom(&sbom).map(drop), "read_sbom");
+    match read_sbom_bytes(&serde_json::to_vec(&sbom).unwrap()) {
+        Err(ReadError::Invalid(ParseError::SpecMissing { .. })) => {}
+        other => panic!("read_sbom_bytes: expected SpecMissing, got {other:?}"),
+    }
+
+    let manifest = metadata_only_view(
+        &yaml_fixture("kubescape/vulnerabilitymanifest.storage-01-example.yaml"),
+        kinds::MANIFEST,
+    );
+    spec_missing(read_manifest(&manifest).map(drop), "read_manifest");
+    match read_manifest_bytes(&serde_json::to_vec(&manifest).unwrap()) {
+        Err(ReadError::Invalid(ParseError::SpecMissing { .. })) => {}
+        other => panic!("read_manifest_bytes: expected SpecMissing, got {other:?}"),
+    }
+
+    let summary = metadata_only_view(
+        &json!({"metadata": {"name": "deployment-nginx-nginx"}}),
+        kinds::SUMMARY,
+    );
+    spec_missing(read_summary(&summary).map(drop), "read_summary");
+
+    // A profile's learning state is in its annotations, so the view still reads; its spec
+    // (what the container loaded) is unknown.
+    let full = json_fixture("kubescape/containerprofile.kubevuln-nginx-ap.json");
+    let profile =
+        read_container_profile(&metadata_only_view(&full, kinds::CONTAINER_PROFILE)).unwrap();
+    assert!(!profile.spec_present);
+    assert!(profile.execs.is_empty() && profile.image_tag.is_none());
+    assert_eq!(
+        (profile.status, profile.completion),
+        (Some(ProfileStatus::Learning), Some(Completion::Complete))
+    );
+    assert!(read_container_profile(&full).unwrap().spec_present);
 }

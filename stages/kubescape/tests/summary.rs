@@ -31,9 +31,17 @@ fn summary_points_at_the_relevant_and_image_manifests() {
 
     // kubevuln#325: a summary with empty refs ("--") reads as no refs rather than empty names.
     let empty = json!({"kind": "VulnerabilityManifestSummary", "metadata": {"name": "--"},
-                       "spec": {"severities": {}, "vulnerabilitiesRef": {"all": {"name": ""}, "relevant": {"name": ""}}}});
+                       "spec": {"severities": {"low": {"all": 1}}, "vulnerabilitiesRef": {"all": {"name": ""}, "relevant": {"name": ""}}}});
     let s = read_summary(&empty).unwrap();
     assert!(s.relevant.is_none() && s.all.is_none());
+    // With nothing else in it, it is indistinguishable from the storage server's metadata-only
+    // view (every count 0, every name ""), which carries no spec.
+    let nothing = json!({"kind": "VulnerabilityManifestSummary", "metadata": {"name": "--"},
+                         "spec": {"severities": {}, "vulnerabilitiesRef": {"all": {"name": ""}, "relevant": {"name": ""}}}});
+    assert!(matches!(
+        read_summary(&nothing).unwrap_err(),
+        ParseError::SpecMissing { .. }
+    ));
 
     let bad = json!({"kind": "VulnerabilityManifestSummary", "metadata": {"name": "x"},
                      "spec": {"severities": {"critical": {"all": "many"}}}});
