@@ -16,6 +16,10 @@ pub const DEPLOYMENT_APPEAR_WAIT: std::time::Duration = std::time::Duration::fro
 /// Profile learning states (`kubescape.io/status`) after which no relevancy VEX will come.
 const FAILED_LEARNING: [&str; 3] = ["failed", "too-large", "missing-runtime"];
 
+/// How soon a job reads its profile and VEX again when a read failed and what it holds would
+/// let it conclude.
+pub const STORAGE_READ_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The job's pod and container as Kubescape names them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -26,21 +30,24 @@ pub struct Target {
     pub slug: String,
 }
 
-/// What the watches show for one job right now.
+/// What the watches and the job's own reads show for one job right now.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub deployments_synced: bool,
     pub deployment: Option<DeploymentSummary>,
     pub pods_synced: bool,
     pub target: Option<Target>,
+    /// The storage watches are open (they are hints; the GETs are the truth).
     pub profiles_synced: bool,
     pub profile: Option<ProfileSummary>,
     pub vex_synced: bool,
     pub vex: Option<VexSummary>,
-    /// Receipt position at which the VEX watch's current list began.
-    pub vex_list_began: Option<u64>,
-    /// Last error of each watch that is failing, for messages.
-    pub watch_errors: Vec<String>,
+    /// Receipt position at which the current VEX watch began.
+    pub vex_watch_began: Option<u64>,
+    /// This look's GET of the job's profile or VEX failed: what is held may be out of date.
+    pub storage_read_failed: bool,
+    /// Last error of each watch that is failing and of this look's reads, for messages.
+    pub api_errors: Vec<String>,
 }
 
 /// What this job learnt from earlier looks (lost on restart; everything else comes from the
@@ -197,12 +204,21 @@ pub fn assess(
         }
     }
 
+    // Conclusions from the profile and VEX need this look's read of them; a failed read is
+    // retried before the deadline, and at the deadline the job goes on with what it holds.
+    let storage_unread = snapshot.storage_read_failed && now < deadline;
+    let retry_read = after(now, STORAGE_READ_RETRY);
     if let (Some(target), Some(profile)) = (memory.last_target.clone(), &snapshot.profile) {
         let status = profile.status.as_deref().unwrap_or("");
         if profile.completed_complete() {
             let completed_at = *memory.completed_at.get_or_insert(now);
             let final_at = evidence_final_at(config, profile, snapshot, completed_at);
             if now >= final_at {
+                if storage_unread {
+                    return Step::Wait {
+                        until: wake.min(retry_read),
+                    };
+                }
                 return Step::Done(Box::new(observation(
                     sandbox,
                     &target,
@@ -221,8 +237,16 @@ pub fn assess(
                 until: wake.min(final_at),
             };
         }
-        if status == "completed" || FAILED_LEARNING.contains(&status) {
-            return learning_ended_without_relevancy(config, sandbox, &target, profile, now);
+        // `completed` with completion `partial` is not final: a container that exited non-zero
+        // restarts and its profile can still become `completed`/`complete`; the deadline
+        // decides (see `on_deadline`).
+        if FAILED_LEARNING.contains(&status) {
+            if storage_unread {
+                return Step::Wait {
+                    until: wake.min(retry_read),
+                };
+            }
+            return learning_failed(config, sandbox, &target, profile, now);
         }
     }
 
@@ -232,20 +256,23 @@ pub fn assess(
     Step::Wait { until: wake }
 }
 
-/// From when the VEX held for a completed profile is final, given what the watches show now (a
-/// later VEX or profile event re-evaluates; `completed_at` is when this job first saw the
-/// completion).
+/// From when the VEX held for a completed profile is final, given what the watches and this
+/// look's reads show now (a later VEX or profile event re-evaluates; `completed_at` is when this
+/// job first saw the completion).
 ///
 /// kubevuln's ScanCP scans only `ready` (learning-time) and `completed` profiles, and the
 /// operator, which triggers it, learns of profile versions through the same watch API as this
 /// process. So what may be held depends on the profile's learning history:
-/// * **Rule A — no learning-time scan was possible**: this process held the profile from its
-///   creation and no version was `ready` (a window shorter than node-agent's first save). Every
-///   VEX under the slug is then a scan of the completed profile: a version received live is
-///   final at once, in whatever order the VEX and profile streams delivered. A VEX known only
-///   from a list falls back to [`vex_written_after_completion`] or the settle time.
+/// * **Rule A — no learning-time scan was possible**: the storage watch delivered the profile's
+///   creation and every version since (no re-open in between; the version held is not one only
+///   a GET found) and no version was `ready` (a window shorter than node-agent's first save).
+///   Every VEX under the slug is then a scan of the completed profile: a version received as a
+///   watch event is final at once, in whatever order the VEX and profile streams delivered. A
+///   VEX known only from a GET falls back to [`vex_written_after_completion`] or the settle
+///   time.
 /// * **Rule B — a learning-time scan may still be running** (a `ready` version was seen, or the
-///   history is unknown after a relist or restart): a scan of a `ready` profile that started
+///   history is unknown after a re-opened watch, a restart or a version only a GET found): a
+///   scan of a `ready` profile that started
 ///   before completion can write after it, and nothing on the VEX says which profile version it
 ///   was built from. So on top of the write after completion (or the settle time), wait until
 ///   such a scan must have ended: `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version
@@ -261,7 +288,7 @@ fn evidence_final_at(
     completed_at: DateTime<Utc>,
 ) -> DateTime<Utc> {
     let vex = snapshot.vex.as_ref();
-    let written_after = || vex_written_after_completion(profile, vex, snapshot.vex_list_began);
+    let written_after = || vex_written_after_completion(profile, vex, snapshot.vex_watch_began);
     let written_or_settled = |written: bool| {
         if written {
             completed_at
@@ -274,7 +301,7 @@ fn evidence_final_at(
         return written_or_settled(received_live || written_after());
     }
     let learning_scans_from = match profile.last_ready_received {
-        Some(ready) if profile.history_from_creation => ready,
+        Some(ready) if profile.history_known() => ready,
         _ => completed_at,
     };
     let learning_scans_end = after(learning_scans_from, config.learning_scan_bound);
@@ -293,7 +320,7 @@ fn evidence_final_at(
     written_or_settled(written_after()).max(scans_over)
 }
 
-/// Whether the watches prove that the VEX held now was written after the profile completed
+/// Whether the watch events prove that the VEX held now was written after the profile completed
 /// (kubevuln's scan of the completed profile), so there is no need to sit out the settle time.
 ///
 /// Proof is receive order within this process: the VEX version arrived as a watch event after
@@ -305,10 +332,10 @@ fn evidence_final_at(
 /// this check when no learning-time scan was possible (rule A). No proof here:
 /// * a VEX version received before completion, even in the same burst: two watch streams do
 ///   not order against each other, so it may be the learning-time scan;
-/// * a VEX version delivered by a (re)list (process start, relist after 410 Gone): written at an
-///   unknown time before the list;
-/// * a completion itself learnt from a list (it happened at an unknown time before that list):
-///   only a VEX watch (re)listed after it streams writes known to be later.
+/// * a VEX version only a GET found (process start, a write while the watch re-opened, a read
+///   ahead of the watch): written at an unknown time before the read;
+/// * a completion itself learnt from a GET (it happened at an unknown time before that read):
+///   only a VEX watch (re)opened after it streams writes known to be later.
 ///
 /// The residual risk is a VEX stream lagging its profile stream by more than the gap between a
 /// learning-time write and completion (minutes with Kubescape's defaults). Comparing
@@ -317,7 +344,7 @@ fn evidence_final_at(
 fn vex_written_after_completion(
     profile: &ProfileSummary,
     vex: Option<&VexSummary>,
-    vex_list_began: Option<u64>,
+    vex_watch_began: Option<u64>,
 ) -> bool {
     let (Some(completed), Some(vex)) = (profile.completed_received, vex) else {
         return false;
@@ -325,7 +352,7 @@ fn vex_written_after_completion(
     if vex.received.listed || vex.received.seq <= completed.seq {
         return false;
     }
-    !completed.listed || vex_list_began.is_some_and(|began| began > completed.seq)
+    !completed.listed || vex_watch_began.is_some_and(|began| began > completed.seq)
 }
 
 fn observation(
@@ -354,9 +381,9 @@ fn observation(
     }
 }
 
-/// Learning is over but kubevuln will not write a relevancy VEX for it (kubevuln skips
-/// `partial` profiles, and failed ones never reach it).
-fn learning_ended_without_relevancy(
+/// Learning failed (`failed`, `too-large`, `missing-runtime`): kubevuln will not write a
+/// relevancy VEX for the profile, and it will not recover.
+fn learning_failed(
     config: &WaitConfig,
     sandbox: &SandboxRef,
     target: &Target,
@@ -373,24 +400,38 @@ fn learning_ended_without_relevancy(
         )));
     }
     let status = profile.status.as_deref().unwrap_or("");
-    let completion = profile.completion.as_deref().unwrap_or("none");
-    let why = if status == "completed" {
-        format!(
-            "finished learning with completion `{completion}`: node-agent saw the container only part of its life (it was already running when node-agent started), and kubevuln writes no relevancy VEX for such profiles. Make sure node-agent is running and ready before the sandbox starts, then submit the job again"
-        )
-    } else {
-        format!(
-            "ended with status `{status}`, so kubevuln writes no relevancy VEX for it (`too-large`: the profile exceeded the storage size limit; `missing-runtime`: node-agent could not reach the container runtime; `failed`: see node-agent's logs). Fix the cause in the Kubescape installation, then submit the job again"
-        )
-    };
     Step::Fail {
         reason: FailureReason::NoVexProduced,
         message: format!(
-            "Kubescape's ContainerProfile {}/{} for pod {} {why}. (VEXXY_ON_TIMEOUT=partial would go on with the results marked partial.)",
+            "Kubescape's ContainerProfile {}/{} for pod {} ended with status `{status}`, so kubevuln writes no relevancy VEX for it (`too-large`: the profile exceeded the storage size limit; `missing-runtime`: node-agent could not reach the container runtime; `failed`: see node-agent's logs). Fix the cause in the Kubescape installation, then submit the job again. (VEXXY_ON_TIMEOUT=partial would go on with the results marked partial.)",
             sandbox.namespace, target.slug, target.pod.name
         ),
         retryable: true,
     }
+}
+
+/// The profile is `completed` with a completion other than `complete`.
+fn partial_profile(profile: &ProfileSummary) -> bool {
+    profile.status.as_deref() == Some("completed") && !profile.completed_complete()
+}
+
+/// Why a profile that stayed `completed`/`partial` until the deadline is partial, in words.
+fn partial_profile_explained(sandbox: &SandboxRef, target: &Target) -> String {
+    let container = &target.container;
+    let restarts = match &container.last_exit {
+        Some((code, _)) if *code != 0 => format!(
+            " (this one restarted {} times, last exit code {code})",
+            container.restarts
+        ),
+        _ if container.restarts > 0 => {
+            format!(" (this one restarted {} times)", container.restarts)
+        }
+        _ => String::new(),
+    };
+    format!(
+        "Kubescape's ContainerProfile {}/{} for pod {} stayed `completed` with completion `partial` until the deadline: node-agent saw the container only part of its life, and kubevuln writes no relevancy VEX for partial profiles. That happens when the container exits with a non-zero code{restarts} (the restarted container can still complete the profile, but did not before the deadline), when node-agent restarts or drops events under load, or when the container was already running when node-agent started. Check the container's exit code and node-agent's logs and restarts, make sure node-agent is ready before the sandbox starts, or raise the analysis window or VEXXY_WAIT_GRACE so a restarted container can finish learning; then submit the job again",
+        sandbox.namespace, target.slug, target.pod.name
+    )
 }
 
 fn on_deadline(
@@ -411,17 +452,28 @@ fn on_deadline(
                 true,
             )));
         }
+        if snapshot.profile.as_ref().is_some_and(partial_profile) {
+            return Step::Fail {
+                reason: FailureReason::AnalysisTimeout,
+                message: format!(
+                    "{}. (VEXXY_ON_TIMEOUT=partial would go on with the results marked partial.)",
+                    partial_profile_explained(sandbox, target)
+                ),
+                retryable: true,
+            };
+        }
     }
     let blind = !(snapshot.deployments_synced
         && snapshot.pods_synced
         && snapshot.profiles_synced
-        && snapshot.vex_synced);
-    if blind && !snapshot.watch_errors.is_empty() {
+        && snapshot.vex_synced)
+        || snapshot.storage_read_failed;
+    if blind && !snapshot.api_errors.is_empty() {
         return Step::Fail {
             reason: FailureReason::KubernetesUnavailable,
             message: format!(
-                "the analysis deadline passed while the Kubernetes API could not be watched ({}). Check that the API server is reachable, that vexxy's service account may get/list/watch pods and deployments in {} and containerprofiles and openvulnerabilityexchangecontainers cluster-wide, and that Kubescape's storage APIService is available; then submit the job again",
-                snapshot.watch_errors.join("; "),
+                "the analysis deadline passed while the Kubernetes API could not be watched or read ({}). Check that the API server is reachable, that vexxy's service account may get/list/watch pods and deployments in {} and get containerprofiles there and openvulnerabilityexchangecontainers in the Kubescape namespace (and watch both cluster-wide), and that Kubescape's storage APIService is available; then submit the job again",
+                snapshot.api_errors.join("; "),
                 sandbox.namespace
             ),
             retryable: true,

@@ -1,39 +1,56 @@
 //! # wait: until Kubescape has finished learning what the sandbox loads
 //!
 //! **Consumes** `vexxy.pipeline.wait` (a ticket whose `sandbox` deploy filled in).
-//! **Decides**, from shared watches only (one per resource kind per process, for all jobs in
-//! flight): the job's pod (label `vexxy.io/job-id`), its owning ReplicaSet and hence Kubescape's
-//! instance slug; then waits until the ContainerProfile `<slug>` in the sandbox namespace has
-//! `kubescape.io/status: completed` + `kubescape.io/completion: complete`, and then until the
-//! VEX `<slug>` in the Kubescape namespace is final (see `assess::evidence_final_at`):
+//! **Decides**, from shared watches (one per resource kind per process, for all jobs in flight)
+//! and, for Kubescape's objects, the job's own reads: the job's pod (label `vexxy.io/job-id`),
+//! its owning ReplicaSet and hence Kubescape's instance slug; then waits until the
+//! ContainerProfile `<slug>` in the sandbox namespace has `kubescape.io/status: completed` +
+//! `kubescape.io/completion: complete`, and then until the VEX `<slug>` in the Kubescape
+//! namespace is final (see `assess::evidence_final_at`).
+//!
+//! Pods and Deployments come from kube-runtime watchers. Kubescape's storage server cannot feed
+//! one (its LIST has no resourceVersion; its watch has no initial events, no replay, no
+//! bookmarks, and misses what is written while it re-opens), so for ContainerProfiles and VEX
+//! documents the cluster-wide watch is a *hint* (re-opened whenever it ends, with backoff after
+//! errors) and the truth is a GET with `resourceVersion=metadata` of the job's profile and VEX,
+//! made every time the job looks: at its start, after every (re)open of a storage watch (which
+//! wakes every job), after a watch event for its objects, and when a timer (settle, bound,
+//! deadline) is due, before it concludes. A GET answer never replaces a version the watch
+//! delivered while the GET was in flight; a 404 removes what was held. See `view`.
 //! * kubevuln scans only `ready` (learning-time) and `completed` profiles, and learns of them
-//!   through the same watch API. If this process saw the profile from its creation (its first
-//!   version as a watch event, no relist since) and no version was `ready` — a window shorter
-//!   than node-agent's first save — every VEX under the slug is a scan of the completed
-//!   profile: a VEX version received as a watch event is final at once (**rule A**).
+//!   through the same watch API. If the storage watch delivered the profile's creation and every
+//!   version since (no re-open in between, the version held not one only a GET found) and no
+//!   version was `ready` — a window shorter than node-agent's first save — every VEX under the
+//!   slug is a scan of the completed profile: a VEX version received as a watch event is final
+//!   at once (**rule A**).
 //! * Otherwise a learning-time scan may still be running and could write after completion
 //!   (**rule B**): the job needs a VEX version received as a watch event after the profile
 //!   version that first showed completion (receive order across the watches, see
 //!   `assess::vex_written_after_completion`), or `VEXXY_VEX_SETTLE` without such a write; and
 //!   it goes on no earlier than `VEXXY_LEARNING_SCAN_BOUND` after the last `ready` version was
 //!   received (after the job first saw completion if the history is unknown, e.g. after a
-//!   relist or a restart). Unless a VEX version arrives after that bound (then it is the
+//!   re-opened watch or a restart). Unless a VEX version arrives after that bound (then it is the
 //!   completed profile's scan), the job waits the bound from its first look at completion,
-//!   when the completed profile's scan is over too. A VEX from a list is never proof of order.
+//!   when the completed profile's scan is over too. A VEX version only a GET found is never
+//!   proof of order.
 //!
 //! **Emits** the ticket with `observation` filled to `extract`; or fails fast with
 //! `image_pull_failed`, `container_crash_looping`, `unschedulable`, `sandbox_disappeared`;
 //! at the deadline (`sandbox.created_at` + analysis window + `VEXXY_WAIT_GRACE`) it goes on
 //! with `observation.partial = true` if some evidence exists and `VEXXY_ON_TIMEOUT=partial`,
-//! else fails with `analysis_timeout`. A profile that completed `partial` (container older than
-//! node-agent) or ended `failed`/`too-large`/`missing-runtime` never yields a relevancy VEX: the
-//! job goes on partial (or fails with `no_vex_produced` under `VEXXY_ON_TIMEOUT=fail`).
+//! else fails with `analysis_timeout`. A profile `completed` with completion `partial` (the
+//! container exited non-zero, node-agent restarted or dropped events, or the container is older
+//! than node-agent) is not final: the restarted container may still complete it, so the job
+//! waits for that until the deadline, and then says why the profile stayed partial. A profile
+//! that ended `failed`/`too-large`/`missing-runtime` never yields a relevancy VEX: the job goes
+//! on partial at once (or fails with `no_vex_produced` under `VEXXY_ON_TIMEOUT=fail`).
 //!
 //! Nothing is kept in process memory that a restart would need: the deadline comes from the
-//! ticket and the state from the watches' initial lists, so a redelivered message resumes (a
+//! ticket and the state from the watches and the reads, so a redelivered message resumes (a
 //! restart does lose the profiles' learning history, so its jobs take rule B).
-//! Per job the only API request is at most one GET of the Deployment when the watch has not
-//! shown it (to tell "not delivered yet" from "deleted").
+//! Per job the API requests are the GETs of its profile and VEX (metadata only) at each look,
+//! and at most one GET of the Deployment when the watch has not shown it (to tell "not
+//! delivered yet" from "deleted").
 //!
 //! ## Environment
 //! | variable | default | meaning |
@@ -70,7 +87,7 @@ use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{FailureReason, PipelineTicket};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
 
-use crate::assess::{JobMemory, Snapshot, Step, assess, deadline, target};
+use crate::assess::{JobMemory, Snapshot, Step, Target, assess, deadline, target};
 pub use crate::config::{ConfigError, OnTimeout, WaitConfig};
 use crate::view::{ClusterView, Interest, WatchKey};
 
@@ -100,6 +117,7 @@ pub struct ViewStats {
     pub deployments: usize,
     pub profiles: usize,
     pub vex: usize,
+    /// The Pod and Deployment watchers have listed and both storage watches are open.
     pub synced: bool,
     pub registered_keys: usize,
 }
@@ -174,11 +192,32 @@ impl WaitHandler {
         let mut deployment_get_failures = 0;
 
         loop {
-            let snapshot = self.snapshot(&job_id, &sandbox, &memory);
-            if let Some(target) = &snapshot.target {
-                interest.add(WatchKey::Profile(target.slug.clone()));
-                interest.add(WatchKey::Vex(target.slug.clone()));
+            let tables = &self.inner.view.tables;
+            let target = target(&tables.job_pods(&job_id), &sandbox.container);
+            let slug = target
+                .as_ref()
+                .or(memory.last_target.as_ref())
+                .map(|t| t.slug.clone());
+            // Every look reads the job's profile and VEX: the storage watch is only a hint
+            // (it misses what is written while it re-opens), and this look may conclude.
+            let storage_error = match &slug {
+                Some(slug) => {
+                    // Registered before the GET is sent, so a watch event that lands while it is
+                    // in flight wakes this job again.
+                    interest.add(WatchKey::Profile(slug.clone()));
+                    interest.add(WatchKey::Vex(slug.clone()));
+                    // Boxed: the GETs' future is large and a waiting job parks this one.
+                    Box::pin(self.inner.view.read_storage(slug))
+                        .await
+                        .err()
+                        .map(|error| error.to_string())
+                }
+                None => None,
+            };
+            if let Some(error) = &storage_error {
+                tracing::warn!(job_id, %error, "cannot read the job's profile or VEX; retrying");
             }
+            let snapshot = self.snapshot(&sandbox, target, slug.as_deref(), storage_error);
             let mut until = match assess(
                 config,
                 &sandbox,
@@ -237,9 +276,21 @@ impl WaitHandler {
         }
     }
 
-    fn snapshot(&self, job_id: &str, sandbox: &SandboxRef, memory: &JobMemory) -> Snapshot {
+    /// What the tables hold for the job now, with the result of its last read of the storage
+    /// objects (`storage_error`).
+    fn snapshot(
+        &self,
+        sandbox: &SandboxRef,
+        target: Option<Target>,
+        slug: Option<&str>,
+        storage_error: Option<String>,
+    ) -> Snapshot {
         let tables = &self.inner.view.tables;
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot {
+            target,
+            storage_read_failed: storage_error.is_some(),
+            ..Snapshot::default()
+        };
         let mut errors = Vec::new();
         {
             let deployments = tables.deployments.read().expect("deployments table lock");
@@ -257,12 +308,7 @@ impl WaitHandler {
             snapshot.pods_synced = pods.synced;
             errors.extend(pods.last_error.clone().map(|e| format!("pods: {e}")));
         }
-        snapshot.target = target(&tables.job_pods(job_id), &sandbox.container);
-        let slug = snapshot
-            .target
-            .as_ref()
-            .or(memory.last_target.as_ref())
-            .map(|t| t.slug.clone());
+        let slug = slug.map(str::to_string);
         {
             let profiles = tables.profiles.read().expect("profiles table lock");
             snapshot.profiles_synced = profiles.synced;
@@ -271,21 +317,22 @@ impl WaitHandler {
                 profiles
                     .last_error
                     .clone()
-                    .map(|e| format!("containerprofiles: {e}")),
+                    .map(|e| format!("containerprofiles watch: {e}")),
             );
         }
         {
             let vex = tables.vex.read().expect("vex table lock");
             snapshot.vex_synced = vex.synced;
-            snapshot.vex_list_began = vex.list_began;
+            snapshot.vex_watch_began = vex.watch_began;
             snapshot.vex = slug.as_ref().and_then(|s| vex.get(s).cloned());
             errors.extend(
                 vex.last_error
                     .clone()
-                    .map(|e| format!("openvulnerabilityexchangecontainers: {e}")),
+                    .map(|e| format!("openvulnerabilityexchangecontainers watch: {e}")),
             );
         }
-        snapshot.watch_errors = errors;
+        errors.extend(storage_error);
+        snapshot.api_errors = errors;
         snapshot
     }
 

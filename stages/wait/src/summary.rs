@@ -51,13 +51,13 @@ pub struct DeploymentSummary {
 }
 
 /// When this process first held an object version: a position in one order shared by all
-/// watches (so a profile and a VEX can be compared), the local time, and whether the version
-/// came from a list.
+/// watches and reads (so a profile and a VEX can be compared), the local time, and whether the
+/// version came from a list or a GET rather than from a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
-    /// Delivered by a (re)list rather than as a watch event: the write happened at some
-    /// unknown time before the list, so its order against other writes is unknown.
+    /// Delivered by a (re)list or found by a GET rather than as a watch event: the write happened
+    /// at some unknown time before, so its order against other writes is unknown.
     pub listed: bool,
     /// This process's clock when the version arrived (never compared with cluster clocks).
     pub at: DateTime<Utc>,
@@ -72,10 +72,10 @@ pub struct ProfileSummary {
     /// Receipt of the first version that showed `completed` + `complete`, kept across later
     /// versions that still do.
     pub completed_received: Option<Receipt>,
-    /// This process held the object from its creation: its first version arrived as a watch
-    /// event (not from a list) and no relist happened since, so every version reached this
-    /// table and `last_ready_received` is the whole learning history. A relist (start-up, 410
-    /// Gone) makes it unknown for good: versions may have come and gone while the watch was down.
+    /// The storage watch delivered the object's creation (an ADDED event) and has not been
+    /// re-opened since, so it delivered every version from then on. A re-open makes it false for
+    /// good: versions may have come and gone while no watch was open. See
+    /// [`ProfileSummary::history_known`] for what else the learning history needs.
     pub history_from_creation: bool,
     /// Local receive time of the last version with status `ready` (a learning-time save, which
     /// the operator has kubevuln scan), kept across later versions.
@@ -91,10 +91,18 @@ impl ProfileSummary {
             && self.completion.as_deref() == Some("complete")
     }
 
+    /// Every version since the object's creation reached this table, in order: the watch
+    /// delivered the creation and the version held now (a version only a GET found may have
+    /// overtaken versions the watch has not delivered yet, a `ready` one among them), and has
+    /// not been re-opened in between. `last_ready_received` is then the whole learning history.
+    pub fn history_known(&self) -> bool {
+        self.history_from_creation && !self.received.listed
+    }
+
     /// This process saw every version since creation and none was `ready`: kubevuln (which
     /// scans only `ready` and `completed` profiles) cannot have scanned it while it learnt.
     pub fn never_ready_since_creation(&self) -> bool {
-        self.history_from_creation && self.last_ready_received.is_none()
+        self.history_known() && self.last_ready_received.is_none()
     }
 }
 
@@ -102,6 +110,90 @@ impl ProfileSummary {
 pub struct VexSummary {
     pub resource_version: Option<String>,
     pub received: Receipt,
+}
+
+/// A summary of a storage object (profile or VEX), as the storage watch and the per-job GETs
+/// keep it.
+pub trait StorageSummary: Clone {
+    fn received(&self) -> Receipt;
+    fn resource_version(&self) -> Option<&str>;
+    /// A new version (or the same one seen again) keeps what the versions held before it
+    /// established.
+    fn carry(previous: &Self, next: &mut Self);
+    /// The storage watch was (re)opened: versions written while none was open were missed.
+    fn watch_reopened(&mut self) {}
+}
+
+/// Whether `next` is the version `previous` holds, delivered by the watch after a GET found it
+/// first: it then takes the watch's receipt, in the order the watch gives, as if the GET had not
+/// been made.
+fn delivered_after_a_get(previous: Receipt, next: Receipt, same_version: bool) -> bool {
+    same_version && previous.listed && !next.listed
+}
+
+fn same_version(previous: Option<&str>, next: Option<&str>) -> bool {
+    previous.is_some() && previous == next
+}
+
+impl StorageSummary for ProfileSummary {
+    fn received(&self) -> Receipt {
+        self.received
+    }
+
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// A new profile version keeps what the versions before it already established: its receipt
+    /// when it is in fact the same version (seen again by a GET), the moment completion was first
+    /// seen, the last `ready` version, and whether the watch saw the creation.
+    fn carry(previous: &Self, next: &mut Self) {
+        let same = same_version(
+            previous.resource_version.as_deref(),
+            next.resource_version.as_deref(),
+        );
+        let late = delivered_after_a_get(previous.received, next.received, same);
+        if same {
+            if !late {
+                next.received = previous.received;
+            }
+            next.last_ready_received = previous.last_ready_received;
+        } else if next.last_ready_received.is_none() {
+            next.last_ready_received = previous.last_ready_received;
+        }
+        next.history_from_creation |= previous.history_from_creation;
+        if next.completed_received.is_some()
+            && let Some(first) = previous.completed_received
+            && !(late && first == previous.received)
+        {
+            next.completed_received = Some(first);
+        }
+    }
+
+    fn watch_reopened(&mut self) {
+        self.history_from_creation = false;
+    }
+}
+
+impl StorageSummary for VexSummary {
+    fn received(&self) -> Receipt {
+        self.received
+    }
+
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// The same VEX version seen again (by a GET) keeps the receipt of its first sighting.
+    fn carry(previous: &Self, next: &mut Self) {
+        let same = same_version(
+            previous.resource_version.as_deref(),
+            next.resource_version.as_deref(),
+        );
+        if same && !delivered_after_a_get(previous.received, next.received, same) {
+            next.received = previous.received;
+        }
+    }
 }
 
 pub fn time(t: &Time) -> Option<DateTime<Utc>> {
@@ -193,11 +285,12 @@ pub fn deployment(deployment: &Deployment) -> Option<(String, DeploymentSummary)
 }
 
 /// A ContainerProfile in `namespace` (the storage group only watches cluster-wide, so the
-/// namespace filter is ours), as received now.
+/// namespace filter is ours), as received now; `created_under_watch` for an ADDED watch event.
 pub fn profile(
     object: &DynamicObject,
     namespace: &str,
     received: Receipt,
+    created_under_watch: bool,
 ) -> Option<(String, ProfileSummary)> {
     if object.metadata.namespace.as_deref() != Some(namespace) {
         return None;
@@ -216,29 +309,13 @@ pub fn profile(
         resource_version: object.metadata.resource_version.clone(),
         received,
         completed_received: None,
-        history_from_creation: !received.listed,
+        history_from_creation: created_under_watch,
         last_ready_received: None,
     };
     summary.completed_received = summary.completed_complete().then_some(received);
     summary.last_ready_received =
         (summary.status.as_deref() == Some(LEARNING_STATUS)).then_some(received.at);
     Some((object.metadata.name.clone()?, summary))
-}
-
-/// A new profile version keeps what the versions before it already established: its receipt
-/// when it is in fact the same version (a relist), the moment completion was first seen, the
-/// last `ready` version, and whether the history is known from creation (lost by any relist).
-pub fn carry_profile(previous: &ProfileSummary, next: &mut ProfileSummary) {
-    if previous.resource_version.is_some() && previous.resource_version == next.resource_version {
-        next.received = previous.received;
-        next.last_ready_received = previous.last_ready_received;
-    } else if next.last_ready_received.is_none() {
-        next.last_ready_received = previous.last_ready_received;
-    }
-    next.history_from_creation &= previous.history_from_creation;
-    if next.completed_received.is_some() && previous.completed_received.is_some() {
-        next.completed_received = previous.completed_received;
-    }
 }
 
 /// A VEX document in `namespace` (kubevuln's namespace), as received now.
@@ -257,11 +334,4 @@ pub fn vex(
             received,
         },
     ))
-}
-
-/// The same VEX version seen again (a relist) keeps the receipt of its first sighting.
-pub fn carry_vex(previous: &VexSummary, next: &mut VexSummary) {
-    if previous.resource_version.is_some() && previous.resource_version == next.resource_version {
-        next.received = previous.received;
-    }
 }

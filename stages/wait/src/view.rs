@@ -1,33 +1,56 @@
 //! One shared view of the cluster for every job in flight: one watch per resource kind, kept as
 //! compact tables, and a registry that wakes exactly the jobs whose objects changed.
 //!
-//! kube-runtime's `watcher` lists, watches, resumes from the last resourceVersion, re-lists on
-//! 410 Gone and (with `default_backoff`) retries API errors; a job never talks to the API itself
-//! to learn about its pod, profile or VEX.
+//! Pods and Deployments: kube-runtime's `watcher` lists, watches, resumes from the last
+//! resourceVersion, re-lists on 410 Gone and (with `default_backoff`) retries API errors.
+//!
+//! ContainerProfiles and VEX documents live in Kubescape's storage server, whose LIST carries no
+//! resourceVersion (kube-runtime's watcher then fails with `NoResourceVersion` on every retry)
+//! and whose watch has no initial events, no replay, no bookmarks and no 410: it streams the
+//! writes made while it is open, and an object written while it is being re-opened is seen only
+//! by a read. So for these two kinds the cluster-wide watch is a *hint* (re-opened whenever it
+//! ends, with backoff after errors) and each job's GET of its own profile and VEX with
+//! `resourceVersion=metadata` (cheap: metadata only, past storage's request queue) is the
+//! *truth* ([`ClusterView::read_storage`]). A GET answer never overwrites what the watch
+//! delivered for that object after the GET was sent; a version only a GET found counts as
+//! listed (order unknown) until the watch delivers it too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GetParams, GroupVersionKind, WatchEvent, WatchParams};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use vexxy_kubescape::keys::kinds;
 use vexxy_kubescape::names::{STORAGE_GROUP, STORAGE_VERSION};
 
 use crate::config::WaitConfig;
-use crate::summary::{self, DeploymentSummary, PodSummary, ProfileSummary, Receipt, VexSummary};
+use crate::summary::{
+    self, DeploymentSummary, PodSummary, ProfileSummary, Receipt, StorageSummary, VexSummary,
+};
 
 /// The label every vexxy sandbox (Deployment and pod) carries.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=vexxy";
+
+/// How long one GET of a storage object may take before the job treats it as failed.
+pub const STORAGE_GET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a delete the storage watch delivered is remembered, so that a GET sent before it
+/// cannot bring the object back: longer than any GET may take.
+const DELETE_MEMORY: Duration = Duration::from_secs(60);
+/// GETs of storage objects in flight at once, for all jobs: a re-opened watch wakes every job
+/// and each reads its objects again.
+const CONCURRENT_STORAGE_GETS: usize = 32;
 
 /// What a job can wait on; the watch tasks wake the jobs registered under a changed key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,20 +62,26 @@ pub enum WatchKey {
     Vex(String),
 }
 
-/// A table of summaries that follows kube-runtime's watcher protocol: a re-list (`Init` …
-/// `InitDone`) replaces the contents atomically, so objects deleted while the watch was down
-/// disappear too.
+/// A table of summaries. Pods and Deployments follow kube-runtime's watcher protocol: a re-list
+/// (`Init` … `InitDone`) replaces the contents atomically, so objects deleted while the watch was
+/// down disappear too. Storage tables hold what the hint watch delivered and the jobs' GETs
+/// found.
 #[derive(Debug)]
 pub struct Table<K, V> {
     live: BTreeMap<K, V>,
     relisting: Option<BTreeMap<K, V>>,
-    /// True once the first complete list arrived: absence means something only after that.
+    /// Pods and Deployments: true once the first complete list arrived (absence means something
+    /// only after that). Storage: true while the watch is open.
     pub synced: bool,
-    /// Receipt position at which the current (re)list began: every watch event after it is a
-    /// write made after the list's snapshot.
-    pub list_began: Option<u64>,
+    /// Receipt position at which the current watch began (the start of kube-runtime's current
+    /// list; when the storage watch's current request was sent): every watch event after it is
+    /// a write made after that position.
+    pub watch_began: Option<u64>,
     /// The last watch error, cleared by the next event; shown when a job times out.
     pub last_error: Option<String>,
+    /// Storage: deletes the watch delivered in the last [`DELETE_MEMORY`] (position, local time,
+    /// key), oldest first.
+    recent_deletes: VecDeque<(u64, DateTime<Utc>, K)>,
 }
 
 impl<K: Ord, V> Default for Table<K, V> {
@@ -61,8 +90,9 @@ impl<K: Ord, V> Default for Table<K, V> {
             live: BTreeMap::new(),
             relisting: None,
             synced: false,
-            list_began: None,
+            watch_began: None,
             last_error: None,
+            recent_deletes: VecDeque::new(),
         }
     }
 }
@@ -81,10 +111,112 @@ impl<K: Ord + Clone, V: Clone> Table<K, V> {
     }
 }
 
+/// One event of the storage watch, summarised.
+#[derive(Debug)]
+pub enum StorageChange<K, V> {
+    /// ADDED (`created`: the object was created while the watch was open) or MODIFIED.
+    Put {
+        key: K,
+        value: V,
+        created: bool,
+    },
+    Deleted(K),
+}
+
+/// What became of a GET answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetAnswer {
+    /// It is what the table holds now (or, for a 404, nothing is held).
+    Applied,
+    /// The watch delivered a version or the delete of the object after the GET was sent: the
+    /// table keeps that.
+    Superseded,
+}
+
+impl<K: Ord + Clone + PartialEq, V: StorageSummary> Table<K, V> {
+    /// The storage watch (re)opened; its request was sent when the receipt clock stood at
+    /// `sent_at`. Versions written while no watch was open were missed.
+    pub fn storage_watch_opened(&mut self, sent_at: u64) {
+        self.synced = true;
+        self.last_error = None;
+        self.watch_began = Some(sent_at);
+        self.live.values_mut().for_each(V::watch_reopened);
+    }
+
+    /// Applies one storage watch event received at `position` and local time `at` (a put's
+    /// receipt is in its value); returns the key changed.
+    pub fn apply_storage_change(
+        &mut self,
+        change: StorageChange<K, V>,
+        position: u64,
+        at: DateTime<Utc>,
+    ) -> K {
+        match change {
+            StorageChange::Put {
+                key,
+                value,
+                created,
+            } => {
+                self.hold(key.clone(), value, created);
+                key
+            }
+            StorageChange::Deleted(key) => {
+                self.live.remove(&key);
+                let forget_before =
+                    at - chrono::Duration::from_std(DELETE_MEMORY).unwrap_or_default();
+                while self
+                    .recent_deletes
+                    .front()
+                    .is_some_and(|(_, deleted_at, _)| *deleted_at < forget_before)
+                {
+                    self.recent_deletes.pop_front();
+                }
+                self.recent_deletes.push_back((position, at, key.clone()));
+                key
+            }
+        }
+    }
+
+    /// Applies the answer of a GET of `key` sent when the receipt clock stood at `sent_at`:
+    /// `Some` the version found (with a listed receipt), `None` a 404. It never replaces what
+    /// the watch delivered for the object after the GET was sent.
+    pub fn apply_get_answer(&mut self, key: K, answer: Option<V>, sent_at: u64) -> GetAnswer {
+        let watched_since = self
+            .live
+            .get(&key)
+            .is_some_and(|held| !held.received().listed && held.received().seq > sent_at)
+            || self
+                .recent_deletes
+                .iter()
+                .any(|(position, _, deleted)| *position > sent_at && *deleted == key);
+        if watched_since {
+            return GetAnswer::Superseded;
+        }
+        match answer {
+            Some(value) => self.hold(key, value, false),
+            None => {
+                self.live.remove(&key);
+            }
+        }
+        GetAnswer::Applied
+    }
+
+    /// Holds `value` for `key`, carrying what the version held before established, unless
+    /// `created` says it is a new object under the same name.
+    fn hold(&mut self, key: K, mut value: V, created: bool) {
+        if let Some(previous) = self.live.get(&key)
+            && (!created || previous.resource_version() == value.resource_version())
+        {
+            V::carry(previous, &mut value);
+        }
+        self.live.insert(key, value);
+    }
+}
+
 /// The four tables.
 #[derive(Default)]
 pub struct Tables {
-    /// Hands out receipt positions: one order for what all four watches deliver.
+    /// Hands out receipt positions: one order for what all four watches and the GETs deliver.
     clock: AtomicU64,
     /// Keyed by (job id, pod name).
     pub pods: RwLock<Table<(String, String), PodSummary>>,
@@ -94,7 +226,7 @@ pub struct Tables {
 }
 
 impl Tables {
-    fn next_receipt_position(&self) -> u64 {
+    pub fn next_receipt_position(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -185,11 +317,38 @@ impl Drop for Interest {
     }
 }
 
-/// The shared view: tables, waiters and the watch tasks (aborted when the view is dropped).
+/// Why a job could not read its profile or VEX.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageReadError {
+    #[error("GET {plural} {namespace}/{name} failed: {source}")]
+    Api {
+        plural: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("GET {plural} {namespace}/{name} had no answer within {timeout:?}")]
+    TimedOut {
+        plural: &'static str,
+        namespace: String,
+        name: String,
+        timeout: Duration,
+    },
+}
+
+/// The shared view: tables, waiters, the watch tasks (aborted when the view is dropped) and the
+/// storage APIs the jobs read their objects from.
 pub struct ClusterView {
     pub tables: Arc<Tables>,
     pub waiters: Arc<Waiters>,
     tasks: Vec<JoinHandle<()>>,
+    /// ContainerProfiles in the sandbox namespace and VEX documents in Kubescape's.
+    profiles: Api<DynamicObject>,
+    vex: Api<DynamicObject>,
+    sandbox_namespace: String,
+    kubescape_namespace: String,
+    storage_gets: Semaphore,
 }
 
 impl Drop for ClusterView {
@@ -220,17 +379,13 @@ impl ClusterView {
             Api::<Deployment>::namespaced(client.clone(), &config.sandbox_namespace),
             selector,
         );
-        // The storage group rejects namespaced watches (they stay idle) and ignores selectors.
-        let profile_api = Api::<DynamicObject>::all_with(
-            client.clone(),
-            &storage_resource(kinds::CONTAINER_PROFILE, kinds::CONTAINER_PROFILE_PLURAL),
-        );
-        let vex_api = Api::<DynamicObject>::all_with(
-            client,
-            &storage_resource(kinds::VEX, kinds::VEX_PLURAL),
-        );
-        let profiles = watcher(profile_api, watcher::Config::default());
-        let vex = watcher(vex_api, watcher::Config::default());
+        let profile_resource =
+            storage_resource(kinds::CONTAINER_PROFILE, kinds::CONTAINER_PROFILE_PLURAL);
+        let vex_resource = storage_resource(kinds::VEX, kinds::VEX_PLURAL);
+        // The storage group's namespaced watches stay idle, so the hint watches are
+        // cluster-wide (and selectors are ignored): the namespace filter is ours.
+        let profile_hints = Api::<DynamicObject>::all_with(client.clone(), &profile_resource);
+        let vex_hints = Api::<DynamicObject>::all_with(client.clone(), &vex_resource);
 
         let sandbox_ns = config.sandbox_namespace.clone();
         let kubescape_ns = config.kubescape_namespace.clone();
@@ -240,8 +395,7 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.pods,
-                |p, _| summary::pod(p).map(|(job, pod)| ((job, pod.name.clone()), pod)),
-                |_, _| {},
+                |p| summary::pod(p).map(|(job, pod)| ((job, pod.name.clone()), pod)),
                 |(job, _)| WatchKey::JobPods(job.clone()),
             )),
             tokio::spawn(follow(
@@ -249,26 +403,23 @@ impl ClusterView {
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.deployments,
-                |d, _| summary::deployment(d),
-                |_, _| {},
+                summary::deployment,
                 |name| WatchKey::Deployment(name.clone()),
             )),
-            tokio::spawn(follow(
-                profiles,
+            tokio::spawn(follow_storage(
+                profile_hints,
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.profiles,
-                move |o, received| summary::profile(o, &sandbox_ns, received),
-                summary::carry_profile,
+                move |o, received, created| summary::profile(o, &sandbox_ns, received, created),
                 |name| WatchKey::Profile(name.clone()),
             )),
-            tokio::spawn(follow(
-                vex,
+            tokio::spawn(follow_storage(
+                vex_hints,
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.vex,
-                move |o, received| summary::vex(o, &kubescape_ns, received),
-                summary::carry_vex,
+                move |o, received, _| summary::vex(o, &kubescape_ns, received),
                 |name| WatchKey::Vex(name.clone()),
             )),
         ];
@@ -276,18 +427,92 @@ impl ClusterView {
             tables,
             waiters,
             tasks,
+            profiles: Api::namespaced_with(
+                client.clone(),
+                &config.sandbox_namespace,
+                &profile_resource,
+            ),
+            vex: Api::namespaced_with(client, &config.kubescape_namespace, &vex_resource),
+            sandbox_namespace: config.sandbox_namespace.clone(),
+            kubescape_namespace: config.kubescape_namespace.clone(),
+            storage_gets: Semaphore::new(CONCURRENT_STORAGE_GETS),
         }
+    }
+
+    /// Reads the ContainerProfile `slug` (sandbox namespace) and the VEX `slug` (Kubescape
+    /// namespace) with `resourceVersion=metadata` and puts what was found into the tables (a
+    /// 404 removes what was held), unless the watch delivered something newer for the object
+    /// while the GET was in flight.
+    pub async fn read_storage(&self, slug: &str) -> Result<(), StorageReadError> {
+        let _permit = self
+            .storage_gets
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let sent_at = self.tables.next_receipt_position();
+        let (profile, vex) = tokio::join!(
+            get_metadata_view(&self.profiles, kinds::CONTAINER_PROFILE_PLURAL, slug),
+            get_metadata_view(&self.vex, kinds::VEX_PLURAL, slug),
+        );
+        let (profile, vex) = (profile?, vex?);
+        let found = || Receipt {
+            seq: self.tables.next_receipt_position(),
+            listed: true,
+            at: Utc::now(),
+        };
+        let profile = profile
+            .and_then(|o| summary::profile(&o, &self.sandbox_namespace, found(), false))
+            .map(|(_, summary)| summary);
+        self.tables
+            .profiles
+            .write()
+            .expect("profiles table lock")
+            .apply_get_answer(slug.to_string(), profile, sent_at);
+        let vex = vex
+            .and_then(|o| summary::vex(&o, &self.kubescape_namespace, found()))
+            .map(|(_, summary)| summary);
+        self.tables
+            .vex
+            .write()
+            .expect("vex table lock")
+            .apply_get_answer(slug.to_string(), vex, sent_at);
+        Ok(())
     }
 }
 
-/// Applies one watch stream to its table for as long as the view lives.
+/// One GET with `resourceVersion=metadata`: the object's metadata-only view, `None` for a 404.
+async fn get_metadata_view(
+    api: &Api<DynamicObject>,
+    plural: &'static str,
+    name: &str,
+) -> Result<Option<DynamicObject>, StorageReadError> {
+    let namespace = || api.namespace().unwrap_or_default().to_string();
+    let params = GetParams::at("metadata");
+    match tokio::time::timeout(STORAGE_GET_TIMEOUT, api.get_with(name, &params)).await {
+        Ok(Ok(object)) => Ok(Some(object)),
+        Ok(Err(kube::Error::Api(status))) if status.is_not_found() => Ok(None),
+        Ok(Err(source)) => Err(StorageReadError::Api {
+            plural,
+            namespace: namespace(),
+            name: name.to_string(),
+            source,
+        }),
+        Err(_) => Err(StorageReadError::TimedOut {
+            plural,
+            namespace: namespace(),
+            name: name.to_string(),
+            timeout: STORAGE_GET_TIMEOUT,
+        }),
+    }
+}
+
+/// Applies one kube-runtime watch stream to its table for as long as the view lives.
 async fn follow<O, K, V>(
     stream: impl Stream<Item = Result<watcher::Event<O>, watcher::Error>> + Send + 'static,
     tables: Arc<Tables>,
     waiters: Arc<Waiters>,
     table: fn(&Tables) -> &RwLock<Table<K, V>>,
-    summarize: impl Fn(&O, Receipt) -> Option<(K, V)> + Send + 'static,
-    carry: fn(&V, &mut V),
+    summarize: impl Fn(&O) -> Option<(K, V)> + Send + 'static,
     wake_key: fn(&K) -> WatchKey,
 ) where
     O: Debug + Send + 'static,
@@ -303,7 +528,7 @@ async fn follow<O, K, V>(
                     let mut table = table.write().expect("table lock");
                     table.last_error = None;
                     let position = tables.next_receipt_position();
-                    apply(&mut table, event, position, Utc::now(), &summarize, carry)
+                    apply(&mut table, event, position, &summarize)
                 };
                 match changed {
                     Changed::Key(key) => waiters.wake(&wake_key(&key)),
@@ -325,34 +550,22 @@ enum Changed<K> {
     Nothing,
 }
 
-/// Applies one watcher event received at `position` and local time `at`. A version that is
-/// already held (same object, same resourceVersion, e.g. seen again in a relist) keeps its
-/// first receipt.
+/// Applies one kube-runtime watcher event received at `position`.
 fn apply<O, K: Ord + Clone, V>(
     table: &mut Table<K, V>,
     event: watcher::Event<O>,
     position: u64,
-    at: DateTime<Utc>,
-    summarize: &impl Fn(&O, Receipt) -> Option<(K, V)>,
-    carry: fn(&V, &mut V),
+    summarize: &impl Fn(&O) -> Option<(K, V)>,
 ) -> Changed<K> {
-    let event_receipt = Receipt {
-        seq: position,
-        listed: false,
-        at,
-    };
     match event {
-        watcher::Event::Apply(object) => match summarize(&object, event_receipt) {
-            Some((key, mut value)) => {
-                if let Some(previous) = table.live.get(&key) {
-                    carry(previous, &mut value);
-                }
+        watcher::Event::Apply(object) => match summarize(&object) {
+            Some((key, value)) => {
                 table.live.insert(key.clone(), value);
                 Changed::Key(key)
             }
             None => Changed::Nothing,
         },
-        watcher::Event::Delete(object) => match summarize(&object, event_receipt) {
+        watcher::Event::Delete(object) => match summarize(&object) {
             Some((key, _)) => {
                 table.live.remove(&key);
                 Changed::Key(key)
@@ -361,21 +574,13 @@ fn apply<O, K: Ord + Clone, V>(
         },
         watcher::Event::Init => {
             table.relisting = Some(BTreeMap::new());
-            table.list_began = Some(position);
+            table.watch_began = Some(position);
             Changed::Nothing
         }
         watcher::Event::InitApply(object) => {
-            let listed = Receipt {
-                seq: position,
-                listed: true,
-                at,
-            };
-            if let (Some(buffer), Some((key, mut value))) =
-                (table.relisting.as_mut(), summarize(&object, listed))
+            if let (Some(buffer), Some((key, value))) =
+                (table.relisting.as_mut(), summarize(&object))
             {
-                if let Some(previous) = table.live.get(&key) {
-                    carry(previous, &mut value);
-                }
                 buffer.insert(key, value);
             }
             Changed::Nothing
@@ -388,6 +593,106 @@ fn apply<O, K: Ord + Clone, V>(
             Changed::Everything
         }
     }
+}
+
+/// Follows one storage kind's cluster-wide watch for as long as the view lives: every (re)open
+/// wakes every job (each then reads its objects again, since writes made while no watch was
+/// open were missed), every event wakes the jobs of its object. A watch the server ends (its
+/// `timeoutSeconds`) is re-opened at once; after an error, with kube-runtime's backoff.
+async fn follow_storage<V>(
+    api: Api<DynamicObject>,
+    tables: Arc<Tables>,
+    waiters: Arc<Waiters>,
+    table: fn(&Tables) -> &RwLock<Table<String, V>>,
+    summarize: impl Fn(&DynamicObject, Receipt, bool) -> Option<(String, V)> + Send + 'static,
+    wake_key: fn(&String) -> WatchKey,
+) where
+    V: StorageSummary + Send + Sync + 'static,
+{
+    let mut backoff = watcher::DefaultBackoff::default();
+    loop {
+        let sent_at = tables.next_receipt_position();
+        // Any resourceVersion but `fullSpec` gives metadata-only events; storage ignores it
+        // otherwise.
+        let error = match api.watch(&WatchParams::default(), "0").await {
+            Ok(stream) => {
+                table(&tables)
+                    .write()
+                    .expect("table lock")
+                    .storage_watch_opened(sent_at);
+                waiters.wake_all();
+                let error =
+                    follow_storage_stream(stream, &tables, &waiters, table, &summarize, wake_key)
+                        .await;
+                table(&tables).write().expect("table lock").synced = false;
+                error
+            }
+            Err(error) => Some(error.to_string()),
+        };
+        match error {
+            None => backoff.reset(),
+            Some(error) => {
+                tracing::warn!(%error, "storage watch failed; re-opening it after a backoff");
+                table(&tables).write().expect("table lock").last_error = Some(error);
+                let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Applies one open storage watch until it ends: `None` when the server ended it, the error
+/// otherwise.
+async fn follow_storage_stream<V: StorageSummary>(
+    stream: impl Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>>,
+    tables: &Tables,
+    waiters: &Waiters,
+    table: fn(&Tables) -> &RwLock<Table<String, V>>,
+    summarize: &impl Fn(&DynamicObject, Receipt, bool) -> Option<(String, V)>,
+    wake_key: fn(&String) -> WatchKey,
+) -> Option<String> {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        let position = tables.next_receipt_position();
+        let at = Utc::now();
+        let received = Receipt {
+            seq: position,
+            listed: false,
+            at,
+        };
+        let change = match event {
+            Ok(WatchEvent::Added(object)) => {
+                summarize(&object, received, true).map(|(key, value)| StorageChange::Put {
+                    key,
+                    value,
+                    created: true,
+                })
+            }
+            Ok(WatchEvent::Modified(object)) => {
+                summarize(&object, received, false).map(|(key, value)| StorageChange::Put {
+                    key,
+                    value,
+                    created: false,
+                })
+            }
+            Ok(WatchEvent::Deleted(object)) => {
+                summarize(&object, received, false).map(|(key, _)| StorageChange::Deleted(key))
+            }
+            Ok(WatchEvent::Bookmark(_)) => None,
+            Ok(WatchEvent::Error(status)) => {
+                return Some(format!("{} ({})", status.message, status.code));
+            }
+            Err(error) => return Some(error.to_string()),
+        };
+        if let Some(change) = change {
+            let key = table(tables)
+                .write()
+                .expect("table lock")
+                .apply_storage_change(change, position, at);
+            waiters.wake(&wake_key(&key));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -416,22 +721,17 @@ mod tests {
         }
     }
 
-    fn summarize(o: &(String, u32), _: Receipt) -> Option<(String, u32)> {
-        Some(o.clone())
-    }
-
-    fn keep(_: &u32, _: &mut u32) {}
-
     #[test]
     fn relist_replaces_contents_and_marks_synced() {
         let mut table = Table::<String, u32>::default();
+        let summarize = |o: &(String, u32)| Some(o.clone());
         let step = |table: &mut Table<String, u32>, event, position| {
-            apply(table, event, position, clock(position), &summarize, keep);
+            apply(table, event, position, &summarize);
         };
         step(&mut table, watcher::Event::Apply(("gone".into(), 1)), 0);
         assert!(!table.synced);
         step(&mut table, watcher::Event::Init, 1);
-        assert_eq!(table.list_began, Some(1));
+        assert_eq!(table.watch_began, Some(1));
         step(&mut table, watcher::Event::InitApply(("kept".into(), 2)), 2);
         assert!(
             table.get(&"gone".to_string()).is_some(),
@@ -445,12 +745,14 @@ mod tests {
         assert!(table.is_empty());
     }
 
+    const SLUG: &str = "replicaset-x-app-0000-ffff";
+
     fn storage_object(namespace: &str, version: &str, status: &str) -> DynamicObject {
         serde_json::from_value(json!({
             "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
             "kind": "Any",
             "metadata": {
-                "name": "replicaset-x-app-0000-ffff",
+                "name": SLUG,
                 "namespace": namespace,
                 "resourceVersion": version,
                 "annotations": {"kubescape.io/status": status, "kubescape.io/completion": "complete"},
@@ -459,197 +761,229 @@ mod tests {
         .unwrap()
     }
 
-    fn vex_table_step(
-        table: &mut Table<String, VexSummary>,
-        event: watcher::Event<DynamicObject>,
+    fn profile(version: &str, status: &str, received: Receipt, created: bool) -> ProfileSummary {
+        summary::profile(
+            &storage_object("vexxy-sandbox", version, status),
+            "vexxy-sandbox",
+            received,
+            created,
+        )
+        .unwrap()
+        .1
+    }
+
+    fn vex(version: &str, received: Receipt) -> VexSummary {
+        summary::vex(
+            &storage_object("kubescape", version, ""),
+            "kubescape",
+            received,
+        )
+        .unwrap()
+        .1
+    }
+
+    /// A watch event at `position`: ADDED when `created`, else MODIFIED.
+    fn event(
+        table: &mut Table<String, ProfileSummary>,
+        version: &str,
+        status: &str,
         position: u64,
+        created: bool,
     ) {
-        apply(
-            table,
-            event,
-            position,
-            clock(position),
-            &|o: &DynamicObject, r| summary::vex(o, "kubescape", r),
-            summary::carry_vex,
-        );
+        let value = profile(version, status, live(position), created);
+        let change = StorageChange::Put {
+            key: SLUG.to_string(),
+            value,
+            created,
+        };
+        table.apply_storage_change(change, position, clock(position));
+    }
+
+    /// A GET sent at `sent_at` whose answer (`version`, or a 404) is applied at `position`.
+    fn get(
+        table: &mut Table<String, ProfileSummary>,
+        answer: Option<(&str, &str)>,
+        sent_at: u64,
+        position: u64,
+    ) -> GetAnswer {
+        let answer =
+            answer.map(|(version, status)| profile(version, status, listed(position), false));
+        table.apply_get_answer(SLUG.to_string(), answer, sent_at)
+    }
+
+    fn held(table: &Table<String, ProfileSummary>) -> &ProfileSummary {
+        table.get(&SLUG.to_string()).expect("a profile is held")
     }
 
     #[test]
-    fn a_relist_keeps_the_receipt_of_versions_already_held_and_marks_new_ones_listed() {
-        let key = "replicaset-x-app-0000-ffff".to_string();
-        let mut table = Table::<String, VexSummary>::default();
-        vex_table_step(&mut table, watcher::Event::Init, 0);
-        vex_table_step(&mut table, watcher::Event::InitDone, 1);
-        let v7 = || storage_object("kubescape", "7", "ready");
-        vex_table_step(&mut table, watcher::Event::Apply(v7()), 2);
-        assert_eq!(table.get(&key).unwrap().received, live(2));
-
-        // 410 Gone, relist: the same version keeps its live receipt.
-        vex_table_step(&mut table, watcher::Event::Init, 3);
-        vex_table_step(&mut table, watcher::Event::InitApply(v7()), 4);
-        vex_table_step(&mut table, watcher::Event::InitDone, 5);
-        assert_eq!(table.get(&key).unwrap().received, live(2));
-        assert_eq!(table.list_began, Some(3));
-
-        // A version written while the watch was down arrives in the next relist: listed.
-        vex_table_step(&mut table, watcher::Event::Init, 6);
-        vex_table_step(
-            &mut table,
-            watcher::Event::InitApply(storage_object("kubescape", "8", "ready")),
-            7,
-        );
-        vex_table_step(&mut table, watcher::Event::InitDone, 8);
-        assert_eq!(table.get(&key).unwrap().received, listed(7));
-
-        // Objects outside kubevuln's namespace are not ours.
-        vex_table_step(
-            &mut table,
-            watcher::Event::Apply(storage_object("other", "9", "ready")),
-            9,
-        );
+    fn a_get_answer_never_replaces_what_the_watch_delivered_while_it_was_in_flight() {
+        let mut table = Table::<String, ProfileSummary>::default();
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "initializing", 1, true);
+        // GET sent at 2; the watch delivers version 3 at 3; the GET's answer (version 2, read
+        // before version 3 was written) comes at 4.
+        event(&mut table, "3", "completed", 3, false);
         assert_eq!(
-            table.get(&key).unwrap().resource_version.as_deref(),
-            Some("8")
+            get(&mut table, Some(("2", "ready")), 2, 4),
+            GetAnswer::Superseded
         );
+        assert_eq!(held(&table).resource_version.as_deref(), Some("3"));
+        assert_eq!(held(&table).received, live(3));
+        // A GET sent after that event is applied: the same version keeps its watch receipt.
+        assert_eq!(
+            get(&mut table, Some(("3", "completed")), 5, 6),
+            GetAnswer::Applied
+        );
+        assert_eq!(held(&table).received, live(3));
+        assert!(held(&table).never_ready_since_creation());
+    }
+
+    #[test]
+    fn a_404_removes_the_object_and_a_get_cannot_bring_back_a_deleted_one() {
+        let mut table = Table::<String, ProfileSummary>::default();
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "ready", 1, true);
+        assert_eq!(get(&mut table, None, 2, 3), GetAnswer::Applied);
+        assert!(table.is_empty());
+
+        event(&mut table, "4", "ready", 4, true);
+        // GET sent at 5; the watch delivers the delete at 6; the answer found version 4.
+        let deleted = StorageChange::Deleted(SLUG.to_string());
+        table.apply_storage_change(deleted, 6, clock(6));
+        assert_eq!(
+            get(&mut table, Some(("4", "ready")), 5, 7),
+            GetAnswer::Superseded
+        );
+        assert!(table.is_empty());
+        // A GET sent after the delete is the truth again.
+        assert_eq!(
+            get(&mut table, Some(("8", "ready")), 7, 8),
+            GetAnswer::Applied
+        );
+        assert_eq!(held(&table).received, listed(8));
+        // Deletes are forgotten once no GET can still be in flight from before them.
+        let later = clock(6) + chrono::Duration::from_std(DELETE_MEMORY).unwrap();
+        let other = StorageChange::Deleted("other".to_string());
+        table.apply_storage_change(other, 9, later + chrono::Duration::seconds(1));
+        assert_eq!(table.recent_deletes.len(), 1);
+    }
+
+    #[test]
+    fn a_version_only_a_get_found_is_listed_until_the_watch_delivers_it() {
+        let mut table = Table::<String, ProfileSummary>::default();
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "initializing", 1, true);
+        assert!(held(&table).history_known());
+        // The GET overtakes the watch: `ready` (2) and `completed` (3) were written, the GET
+        // finds 3 before the watch delivered either. A `ready` version may be missing from the
+        // history, so it is not known.
+        get(&mut table, Some(("3", "completed")), 2, 3);
+        let found = held(&table);
+        assert_eq!(found.received, listed(3));
+        assert_eq!(found.completed_received, Some(listed(3)));
+        assert!(!found.history_known());
+        assert!(!found.never_ready_since_creation());
+        // The watch delivers both, in order: the history is known again and complete.
+        event(&mut table, "2", "ready", 4, false);
+        event(&mut table, "3", "completed", 5, false);
+        let delivered = held(&table);
+        assert_eq!(delivered.received, live(5));
+        assert_eq!(
+            delivered.completed_received,
+            Some(live(5)),
+            "the completion as the watch delivered it"
+        );
+        assert!(delivered.history_known());
+        assert_eq!(delivered.last_ready_received, Some(clock(4)));
     }
 
     #[test]
     fn a_profile_keeps_the_receipt_of_its_first_completed_version() {
-        let key = "replicaset-x-app-0000-ffff".to_string();
         let mut table = Table::<String, ProfileSummary>::default();
-        let step = profile_table_step;
-        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
-        step(&mut table, watcher::Event::Apply(profile("1", "ready")), 1);
-        assert_eq!(table.get(&key).unwrap().completed_received, None);
-        step(
-            &mut table,
-            watcher::Event::Apply(profile("2", "completed")),
-            2,
-        );
-        step(
-            &mut table,
-            watcher::Event::Apply(profile("3", "completed")),
-            3,
-        );
-        let held = table.get(&key).unwrap();
-        assert_eq!(held.received, live(3));
-        assert_eq!(held.completed_received, Some(live(2)));
-        // A relist of the same version changes neither receipt.
-        step(&mut table, watcher::Event::Init, 4);
-        step(
-            &mut table,
-            watcher::Event::InitApply(profile("3", "completed")),
-            5,
-        );
-        step(&mut table, watcher::Event::InitDone, 6);
-        let held = table.get(&key).unwrap();
-        assert_eq!(held.received, live(3));
-        assert_eq!(held.completed_received, Some(live(2)));
-    }
-
-    fn profile_table_step(
-        table: &mut Table<String, ProfileSummary>,
-        event: watcher::Event<DynamicObject>,
-        position: u64,
-    ) {
-        apply(
-            table,
-            event,
-            position,
-            clock(position),
-            &|o: &DynamicObject, r| summary::profile(o, "vexxy-sandbox", r),
-            summary::carry_profile,
-        );
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "ready", 1, true);
+        assert_eq!(held(&table).completed_received, None);
+        event(&mut table, "2", "completed", 2, false);
+        event(&mut table, "3", "completed", 3, false);
+        assert_eq!(held(&table).received, live(3));
+        assert_eq!(held(&table).completed_received, Some(live(2)));
+        // A GET of the same version changes neither receipt.
+        get(&mut table, Some(("3", "completed")), 4, 5);
+        assert_eq!(held(&table).received, live(3));
+        assert_eq!(held(&table).completed_received, Some(live(2)));
+        assert_eq!(held(&table).last_ready_received, Some(clock(1)));
     }
 
     #[test]
-    fn a_profile_created_under_the_watch_has_a_known_history_and_keeps_its_last_ready_time() {
-        let key = "replicaset-x-app-0000-ffff".to_string();
+    fn a_reopened_watch_makes_the_learning_history_unknown_for_good() {
         let mut table = Table::<String, ProfileSummary>::default();
-        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
-        profile_table_step(&mut table, watcher::Event::Init, 0);
-        profile_table_step(&mut table, watcher::Event::InitDone, 1);
-        profile_table_step(
-            &mut table,
-            watcher::Event::Apply(profile("1", "initializing")),
-            2,
-        );
-        let held = table.get(&key).unwrap();
-        assert!(held.history_from_creation);
-        assert!(held.never_ready_since_creation());
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "initializing", 1, true);
+        assert!(held(&table).never_ready_since_creation());
+        // The watch ended and was re-opened: a `ready` version may have come and gone.
+        table.storage_watch_opened(2);
+        assert_eq!(table.watch_began, Some(2));
+        assert!(!held(&table).history_known());
+        event(&mut table, "5", "completed", 3, false);
+        assert!(!held(&table).history_known());
+        assert!(!held(&table).never_ready_since_creation());
+        assert_eq!(held(&table).received, live(3));
 
-        // A window shorter than node-agent's first save: straight to completed.
-        profile_table_step(
-            &mut table,
-            watcher::Event::Apply(profile("2", "completed")),
-            3,
-        );
-        assert!(table.get(&key).unwrap().never_ready_since_creation());
-
-        // A longer window: each `ready` save moves the time; completion keeps the last one.
-        let mut learning = Table::<String, ProfileSummary>::default();
-        profile_table_step(&mut learning, watcher::Event::InitDone, 0);
-        for (version, status, position) in [
-            ("1", "initializing", 1),
-            ("2", "ready", 2),
-            ("3", "ready", 5),
-            ("4", "completed", 9),
-        ] {
-            profile_table_step(
-                &mut learning,
-                watcher::Event::Apply(profile(version, status)),
-                position,
-            );
-        }
-        let held = learning.get(&key).unwrap();
-        assert!(held.history_from_creation);
-        assert_eq!(held.last_ready_received, Some(clock(5)));
-        assert!(!held.never_ready_since_creation());
-    }
-
-    #[test]
-    fn a_relist_makes_the_learning_history_unknown_for_good() {
-        let key = "replicaset-x-app-0000-ffff".to_string();
-        let mut table = Table::<String, ProfileSummary>::default();
-        let profile = |version, status| storage_object("vexxy-sandbox", version, status);
-        profile_table_step(&mut table, watcher::Event::InitDone, 0);
-        profile_table_step(
-            &mut table,
-            watcher::Event::Apply(profile("1", "initializing")),
-            1,
-        );
-        // 410 Gone: the relist shows the same version, but a `ready` one may have come and gone
-        // if it had changed, and this table cannot tell.
-        profile_table_step(&mut table, watcher::Event::Init, 2);
-        profile_table_step(
-            &mut table,
-            watcher::Event::InitApply(profile("1", "initializing")),
-            3,
-        );
-        profile_table_step(&mut table, watcher::Event::InitDone, 4);
-        assert!(!table.get(&key).unwrap().history_from_creation);
-        profile_table_step(
-            &mut table,
-            watcher::Event::Apply(profile("2", "completed")),
-            5,
-        );
-        let held = table.get(&key).unwrap();
-        assert!(!held.history_from_creation);
-        assert!(!held.never_ready_since_creation());
-        assert_eq!(held.received, live(5));
-
-        // A profile first seen in a list (e.g. at start-up) has an unknown history too.
+        // A profile first seen by a GET (e.g. at start-up) has an unknown history too.
         let mut started = Table::<String, ProfileSummary>::default();
-        profile_table_step(&mut started, watcher::Event::Init, 0);
-        profile_table_step(
-            &mut started,
-            watcher::Event::InitApply(profile("7", "completed")),
-            1,
-        );
-        profile_table_step(&mut started, watcher::Event::InitDone, 2);
-        let held = started.get(&key).unwrap();
-        assert_eq!(held.received, listed(1));
-        assert!(!held.never_ready_since_creation());
+        started.storage_watch_opened(0);
+        get(&mut started, Some(("7", "completed")), 1, 2);
+        assert_eq!(held(&started).received, listed(2));
+        assert!(!held(&started).history_known());
+        // So has one the watch delivers as MODIFIED: it was created before the watch opened.
+        event(&mut started, "8", "completed", 3, false);
+        assert!(!held(&started).history_known());
+    }
+
+    #[test]
+    fn a_profile_recreated_under_the_same_name_starts_a_fresh_history() {
+        let mut table = Table::<String, ProfileSummary>::default();
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "ready", 1, false);
+        assert!(!held(&table).history_known());
+        // Deleted and created again while the watch was down: the ADDED of a new object.
+        event(&mut table, "9", "initializing", 2, true);
+        let fresh = held(&table);
+        assert!(fresh.history_known());
+        assert_eq!(fresh.last_ready_received, None);
+        // The ADDED of a version a GET found first is the same object: it keeps what it had.
+        let mut found_first = Table::<String, ProfileSummary>::default();
+        found_first.storage_watch_opened(0);
+        get(&mut found_first, Some(("1", "ready")), 1, 2);
+        event(&mut found_first, "1", "ready", 3, true);
+        assert!(held(&found_first).history_known());
+        assert_eq!(held(&found_first).last_ready_received, Some(clock(2)));
+    }
+
+    #[test]
+    fn a_vex_version_keeps_its_first_receipt_unless_the_watch_delivers_it_after_a_get() {
+        let mut table = Table::<String, VexSummary>::default();
+        table.storage_watch_opened(0);
+        let put = |table: &mut Table<String, VexSummary>, version: &str, position: u64| {
+            let value = vex(version, live(position));
+            let change = StorageChange::Put {
+                key: SLUG.to_string(),
+                value,
+                created: false,
+            };
+            table.apply_storage_change(change, position, clock(position));
+        };
+        let key = SLUG.to_string();
+        put(&mut table, "7", 1);
+        table.apply_get_answer(key.clone(), Some(vex("7", listed(3))), 2);
+        assert_eq!(table.get(&key).unwrap().received, live(1));
+        table.apply_get_answer(key.clone(), Some(vex("8", listed(5))), 4);
+        assert_eq!(table.get(&key).unwrap().received, listed(5));
+        put(&mut table, "8", 6);
+        assert_eq!(table.get(&key).unwrap().received, live(6));
+        // Objects outside kubevuln's namespace are not ours.
+        let other = summary::vex(&storage_object("other", "9", ""), "kubescape", live(7));
+        assert!(other.is_none());
     }
 
     #[tokio::test]

@@ -550,8 +550,18 @@ async fn the_deadline_goes_on_partial_with_evidence_or_fails_with_analysis_timeo
 async fn kubescape_installed_after_the_pod_started_yields_partial_evidence() -> Result<()> {
     let cluster = cluster(Faults::default()).await?;
     cluster.sim.set_kubescape_installed(false)?;
-    let handler = WaitHandler::start(cluster.client.clone(), wait_config());
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            grace: Duration::from_secs(3),
+            ..wait_config()
+        },
+    );
     let ticket = deploy(&cluster, "early", "docker.io/library/nginx", 1, "1s").await?;
+    // A partial profile is not final (a restarted container could still complete it): the
+    // job goes on partial only at its deadline.
+    let deadline =
+        ticket.sandbox.as_ref().context("sandbox")?.created_at + chrono::Duration::seconds(1 + 3);
     let waiting = tokio::spawn({
         let handler = handler.clone();
         async move { wait(&handler, ticket).await }
@@ -569,6 +579,133 @@ async fn kubescape_installed_after_the_pod_started_yields_partial_evidence() -> 
             observation.learning_completion.as_str()
         ),
         ("completed", "partial")
+    );
+    assert!(
+        observation.window_end >= deadline,
+        "went on at {} before the deadline {deadline}",
+        observation.window_end
+    );
+    cluster.sim.shutdown().await;
+    Ok(())
+}
+
+/// A storage object written through the API, as node-agent and kubevuln write theirs.
+fn storage_write(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    annotations: Value,
+    spec: Value,
+) -> Value {
+    json!({
+        "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": spec,
+    })
+}
+
+#[tokio::test]
+async fn a_partial_profile_is_waited_on_until_the_restarted_container_completes_it() -> Result<()> {
+    // kubesim's emulator makes a profile partial only for a container that was running before
+    // Kubescape was installed, and never profiles a restarting one; so this test plays
+    // node-agent and kubevuln itself (relevancy off: the emulator writes nothing): the
+    // container exits non-zero while learning (`completed`/`partial`), restarts and finishes
+    // learning (`completed`/`complete`), and kubevuln scans the complete profile.
+    let cluster = cluster(Faults::default()).await?;
+    let mut kubescape = cluster.sim.config().kubescape;
+    kubescape.capabilities.relevancy = false;
+    cluster.sim.set_kubescape(kubescape)?;
+    let handler = WaitHandler::start(
+        cluster.client.clone(),
+        WaitConfig {
+            vex_settle: Duration::from_secs(3600),
+            ..wait_config()
+        },
+    );
+    synced(&handler).await?;
+    let ticket = deploy(&cluster, "restart", "docker.io/library/nginx", 5, "5s").await?;
+    let waiting = tokio::spawn({
+        let handler = handler.clone();
+        async move { wait(&handler, ticket).await }
+    });
+    let pod = until("the pod to run", || {
+        job_pod(&cluster, "restart").filter(|p| started_at(p).is_some())
+    })
+    .await?;
+    let replicaset = pod
+        .pointer("/metadata/ownerReferences/0/name")
+        .and_then(Value::as_str)
+        .context("the pod's ReplicaSet")?;
+    let owner = vexxy_kubescape::names::InstanceOwner {
+        api_version: "apps/v1",
+        namespace: SANDBOX_NS,
+        kind: "ReplicaSet",
+        name: replicaset,
+    };
+    let container = vexxy_kubescape::names::ContainerType::Container;
+    let slug = vexxy_kubescape::names::slug_for(&owner, container, "app");
+    let storage = |plural: &str, kind: &str, namespace: &str| {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "spdx.softwarecomposition.kubescape.io",
+                "v1beta1",
+                kind,
+            ),
+            plural,
+        );
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            cluster.client.clone(),
+            namespace,
+            &resource,
+        )
+    };
+    let profiles = storage("containerprofiles", "ContainerProfile", SANDBOX_NS);
+    let learning = |status: &str, completion: &str| {
+        serde_json::from_value::<kube::api::DynamicObject>(storage_write(
+            "ContainerProfile",
+            SANDBOX_NS,
+            &slug,
+            json!({"kubescape.io/status": status, "kubescape.io/completion": completion}),
+            json!({"architectures": ["amd64"], "execs": [{"path": "/usr/sbin/nginx"}]}),
+        ))
+    };
+    profiles
+        .create(&PostParams::default(), &learning("completed", "partial")?)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the job ended on a partial profile: {:?}",
+        waiting.await
+    );
+    let mut complete = learning("completed", "complete")?;
+    complete.metadata.resource_version = profiles.get(&slug).await?.metadata.resource_version;
+    profiles
+        .replace(&slug, &PostParams::default(), &complete)
+        .await?;
+    storage("openvulnerabilityexchangecontainers", "OpenVulnerabilityExchangeContainer", "kubescape")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(storage_write(
+                "OpenVulnerabilityExchangeContainer",
+                "kubescape",
+                &slug,
+                json!({}),
+                json!({"@context": "https://openvex.dev/ns/v0.2.0", "@id": "x", "author": "kubescape.io",
+                       "timestamp": "2026-01-01T00:00:00Z", "version": 1, "statements": []}),
+            ))?,
+        )
+        .await?;
+    let observation = waiting.await??.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(observation.instance_slug, slug);
+    assert!(!observation.partial, "{observation:?}");
+    assert_eq!(
+        (
+            observation.learning_status.as_str(),
+            observation.learning_completion.as_str()
+        ),
+        ("completed", "complete")
     );
     cluster.sim.shutdown().await;
     Ok(())
@@ -649,13 +786,25 @@ async fn many_jobs_share_one_watch_per_kind_and_cost_almost_no_requests() -> Res
             1,
             "watches of {resource}: {counters:?}"
         );
+    }
+    for resource in ["pods", "deployments.apps"] {
         assert_eq!(
             counters.get("list", resource),
             1,
             "lists of {resource}: {counters:?}"
         );
     }
-    // Besides the shared watches, at most one GET of its Deployment per job.
+    // The storage kinds are never listed: each job reads its own profile and VEX instead, once
+    // per look (its start, each change of its pod, profile or VEX, each timer).
+    for resource in [PROFILES, VEX] {
+        assert_eq!(counters.get("list", resource), 0, "{counters:?}");
+        let gets = counters.get("get", resource);
+        assert!(
+            (JOBS as u64..=20 * JOBS as u64).contains(&gets),
+            "{gets} GETs of {resource} for {JOBS} jobs: {counters:?}"
+        );
+    }
+    // Besides that, at most one GET of its Deployment per job.
     let gets = counters.get("get", "deployments.apps");
     assert!(
         gets <= JOBS as u64,
@@ -664,14 +813,16 @@ async fn many_jobs_share_one_watch_per_kind_and_cost_almost_no_requests() -> Res
     let other_reads: u64 = counters
         .requests
         .iter()
-        .filter(|(resource, _)| !["deployments.apps", "namespaces"].contains(&resource.as_str()))
+        .filter(|(resource, _)| {
+            !["deployments.apps", "namespaces", PROFILES, VEX].contains(&resource.as_str())
+        })
         .flat_map(|(_, verbs)| verbs.iter())
         .filter(|(verb, _)| !["watch", "list"].contains(&verb.as_str()))
         .map(|(_, n)| n)
         .sum();
     assert_eq!(
         other_reads, 0,
-        "per-job requests beyond the watches: {counters:?}"
+        "per-job requests beyond the watches and reads: {counters:?}"
     );
     assert_eq!(
         handler.stats().registered_keys,
@@ -685,7 +836,9 @@ async fn many_jobs_share_one_watch_per_kind_and_cost_almost_no_requests() -> Res
 
 #[tokio::test]
 async fn dropped_watch_connections_lose_no_job() -> Result<()> {
-    // Every watch is cut after a few events; kube-runtime resumes from the last resourceVersion.
+    // Every watch is cut after a few events: kube-runtime resumes the Pod and Deployment watches
+    // from the last resourceVersion; the storage watches re-open (no replay) and every job reads
+    // its profile and VEX again, so what was written meanwhile is not lost.
     let faults = Faults {
         watch_drop_after_events: Some(3),
         ..Faults::default()
@@ -739,7 +892,7 @@ async fn api_errors_during_the_wait_are_retried_not_job_failures() -> Result<()>
         rules: vec![
             rule("list", "pods"),
             rule("watch", PROFILES),
-            rule("list", VEX),
+            rule("get", VEX),
             rule("watch", "deployments.apps"),
         ],
         ..Faults::default()

@@ -97,8 +97,9 @@ fn snapshot(pod: PodSummary, profile: Option<(&str, &str)>, vex_version: Option<
             resource_version: Some(v.into()),
             received: live(5),
         }),
-        vex_list_began: Some(0),
-        watch_errors: vec![],
+        vex_watch_began: Some(0),
+        storage_read_failed: false,
+        api_errors: vec![],
     }
 }
 
@@ -434,17 +435,31 @@ fn deadline_goes_on_partial_with_evidence_or_fails_with_the_state() {
 }
 
 #[test]
-fn partial_completion_goes_on_partial_at_once() {
-    let partial = snapshot(pod(None, 0), Some(("completed", "partial")), None);
-    let Step::Done(observation) = assess(
-        &config(),
-        &sandbox(),
-        at(1000),
-        &partial,
-        &mut JobMemory::default(),
-        at(10),
-    ) else {
-        panic!()
+fn a_partial_profile_is_waited_on_until_the_deadline() {
+    // The container exited non-zero (restarts 1, last exit code 1): node-agent wrote the
+    // profile `completed`/`partial`, and the restarted container may still complete it.
+    let partial = snapshot(pod(None, 1), Some(("completed", "partial")), None);
+    let mut memory = JobMemory::default();
+    assert_eq!(
+        step_at(&partial, &mut memory, 10),
+        Step::Wait { until: at(1000) }
+    );
+    // It does: the job goes on with the complete profile like any other.
+    let mut complete = completed_with_vex(live(20), "8", live(21));
+    complete.target = target(&[pod(None, 1)], "app");
+    let Step::Done(observation) = step_at(&complete, &mut memory, 30) else {
+        panic!("the completed profile and the VEX written after it are final")
+    };
+    assert!(!observation.partial);
+    assert_eq!(observation.learning_completion, "complete");
+    assert_eq!(observation.container_restarts, 1);
+}
+
+#[test]
+fn a_profile_still_partial_at_the_deadline_goes_on_partial_or_fails_saying_why() {
+    let partial = snapshot(pod(None, 1), Some(("completed", "partial")), None);
+    let Step::Done(observation) = step_at(&partial, &mut JobMemory::default(), 1000) else {
+        panic!("VEXXY_ON_TIMEOUT=partial goes on with the evidence")
     };
     assert!(observation.partial);
     assert_eq!(observation.learning_completion, "partial");
@@ -452,21 +467,79 @@ fn partial_completion_goes_on_partial_at_once() {
         on_timeout: OnTimeout::Fail,
         ..config()
     };
-    let step = assess(
-        &strict,
-        &sandbox(),
-        at(1000),
-        &partial,
-        &mut JobMemory::default(),
-        at(10),
-    );
-    assert!(matches!(
-        step,
-        Step::Fail {
-            reason: FailureReason::NoVexProduced,
-            ..
+    let Step::Fail {
+        reason, message, ..
+    } = step_with(&strict, &partial, &mut JobMemory::default(), 1000)
+    else {
+        panic!("VEXXY_ON_TIMEOUT=fail fails")
+    };
+    assert_eq!(reason, FailureReason::AnalysisTimeout);
+    for why in [
+        "completion `partial`",
+        "non-zero code (this one restarted 1 times, last exit code 1)",
+        "node-agent restarts or drops events",
+        "already running when node-agent started",
+        "VEXXY_WAIT_GRACE",
+    ] {
+        assert!(message.contains(why), "{why:?} missing from: {message}");
+    }
+}
+
+#[test]
+fn failed_learning_ends_the_wait_at_once() {
+    for status in ["failed", "too-large", "missing-runtime"] {
+        let failed = snapshot(pod(None, 0), Some((status, "complete")), None);
+        let Step::Done(observation) = step_at(&failed, &mut JobMemory::default(), 10) else {
+            panic!("{status}: goes on partial at once")
+        };
+        assert!(observation.partial);
+        let strict = WaitConfig {
+            on_timeout: OnTimeout::Fail,
+            ..config()
+        };
+        let Step::Fail {
+            reason, message, ..
+        } = step_with(&strict, &failed, &mut JobMemory::default(), 10)
+        else {
+            panic!("{status}: fails at once")
+        };
+        assert_eq!(reason, FailureReason::NoVexProduced);
+        assert!(message.contains(&format!("status `{status}`")), "{message}");
+    }
+}
+
+#[test]
+fn a_failed_read_of_the_profile_and_vex_holds_a_conclusion_until_a_read_succeeds() {
+    let mut memory = JobMemory::default();
+    let mut unread = completed_with_vex(live(10), "8", live(11));
+    unread.storage_read_failed = true;
+    unread.api_errors = vec!["GET containerprofiles …: 500".into()];
+    assert_eq!(
+        step_at(&unread, &mut memory, 20),
+        Step::Wait {
+            until: at(20) + ChronoDuration::from_std(STORAGE_READ_RETRY).unwrap()
         }
+    );
+    let read = completed_with_vex(live(10), "8", live(11));
+    assert!(matches!(step_at(&read, &mut memory, 22), Step::Done(o) if o.window_end == at(20)));
+    // At the deadline the job goes on with what it holds.
+    let mut memory = JobMemory::default();
+    assert!(matches!(
+        step_at(&unread, &mut memory, 1000),
+        Step::Done(o) if !o.partial
     ));
+    // With nothing held and the reads failing, the deadline says so.
+    let mut blind = snapshot(pod(None, 0), None, None);
+    blind.storage_read_failed = true;
+    blind.api_errors = vec!["GET containerprofiles vexxy-sandbox/x failed: 503".into()];
+    let Step::Fail {
+        reason, message, ..
+    } = step_at(&blind, &mut JobMemory::default(), 1000)
+    else {
+        panic!("nothing to go on with")
+    };
+    assert_eq!(reason, FailureReason::KubernetesUnavailable);
+    assert!(message.contains("503"), "{message}");
 }
 
 #[test]
@@ -528,7 +601,7 @@ fn after_a_restart_listed_objects_are_no_proof_until_the_vex_watch_lists_again()
     // A new wait process: both objects come from its first lists, in an unknown write order.
     let mut memory = JobMemory::default();
     let mut restarted = completed_with_vex(listed(3), "8", listed(4));
-    restarted.vex_list_began = Some(1);
+    restarted.vex_watch_began = Some(1);
     assert_eq!(
         step_at(&restarted, &mut memory, 20),
         Step::Wait { until: at(25) }
@@ -536,7 +609,7 @@ fn after_a_restart_listed_objects_are_no_proof_until_the_vex_watch_lists_again()
     // A later VEX event is no proof either: the completion happened at some time before the
     // profile list, possibly after the VEX list's snapshot that this event follows.
     let mut later_event = completed_with_vex(listed(3), "9", live(9));
-    later_event.vex_list_began = Some(1);
+    later_event.vex_watch_began = Some(1);
     assert_eq!(
         step_at(&later_event, &mut memory, 21),
         Step::Wait { until: at(25) }
@@ -544,7 +617,7 @@ fn after_a_restart_listed_objects_are_no_proof_until_the_vex_watch_lists_again()
     // Once the VEX watch has listed again after the completion was listed, its events are
     // writes made after the completion.
     let mut relisted = completed_with_vex(listed(3), "10", live(9));
-    relisted.vex_list_began = Some(5);
+    relisted.vex_watch_began = Some(5);
     assert!(matches!(step_at(&relisted, &mut memory, 22), Step::Done(_)));
     assert!(matches!(step_at(&restarted, &mut memory, 25), Step::Done(o) if !o.partial));
 }
@@ -565,13 +638,13 @@ fn a_vex_changed_during_a_watch_outage_is_no_proof_but_the_next_event_is() {
     // the list, at an unknown time, possibly before the completion.
     let mut memory = JobMemory::default();
     let mut relisted = completed_with_vex(live(10), "8", listed(15));
-    relisted.vex_list_began = Some(14);
+    relisted.vex_watch_began = Some(14);
     assert_eq!(
         step_at(&relisted, &mut memory, 20),
         Step::Wait { until: at(25) }
     );
     let mut resumed = completed_with_vex(live(10), "9", live(16));
-    resumed.vex_list_began = Some(14);
+    resumed.vex_watch_began = Some(14);
     assert!(matches!(step_at(&resumed, &mut memory, 21), Step::Done(_)));
 }
 
@@ -611,7 +684,7 @@ fn rule_a_falls_back_to_the_settle_for_a_listed_vex() {
     let mut memory = JobMemory::default();
     let mut listed_vex = completed_with_vex(live(10), "8", listed(4));
     listed_vex.profile = Some(never_ready_profile(live(10)));
-    listed_vex.vex_list_began = Some(3);
+    listed_vex.vex_watch_began = Some(3);
     assert_eq!(
         step_with(&config, &listed_vex, &mut memory, 20),
         Step::Wait { until: at(25) }
