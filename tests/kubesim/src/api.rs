@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use vexxy_kubescape::metadata_only as metadata_view;
 
 use crate::app::App;
 use crate::errors::ApiError;
@@ -127,20 +128,26 @@ pub fn verb_of(method: &Method, target: &Target, query: &HashMap<String, String>
     }
 }
 
-/// Spec-less copy, as the storage server answers LIST (and watches) without `fullSpec`.
-pub fn metadata_only(obj: &Value) -> Value {
-    // Copies everything but the spec, which is what makes storage objects large (an SBOM).
-    match obj.as_object() {
-        Some(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let v = if k == "spec" { json!({}) } else { v.clone() };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        None => obj.clone(),
+/// The storage server's metadata-only view (LIST without `fullSpec`, GET with
+/// `resourceVersion=metadata`, watch without `fullSpec`): the stored metadata in the typed Go
+/// object, so the spec (and status) are the zero values of the kind, not absent and not `{}`
+/// (see `vexxy_kubescape::metadata_only`).
+pub fn metadata_only(r: &Resource, obj: &Value) -> Value {
+    let mut view = serde_json::Map::new();
+    view.insert("kind".into(), json!(r.kind));
+    view.insert("apiVersion".into(), json!(r.api_version()));
+    view.insert(
+        "metadata".into(),
+        obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    );
+    view.insert(
+        "spec".into(),
+        metadata_view::zero_spec(r.kind).unwrap_or_else(|| json!({})),
+    );
+    if let Some(status) = metadata_view::zero_status(r.kind) {
+        view.insert("status".into(), status);
     }
+    Value::Object(view)
 }
 
 /// Entry point for every non-control request.
@@ -258,7 +265,7 @@ async fn serve(
             let stored = store.get_shared(r, &ns, name)?;
             let metadata_view = (storage_quirks
                 && query.get("resourceVersion").map(String::as_str) == Some("metadata"))
-            .then(|| metadata_only(&stored));
+            .then(|| metadata_only(r, &stored));
             let obj = metadata_view.as_ref().unwrap_or(&stored);
             if table::wants_table(accept) {
                 return Ok(json_response(
@@ -340,7 +347,7 @@ async fn serve(
         "deletecollection" => {
             let (items, _) = store.list(r, target.namespace.as_deref());
             let labels = label_selector(r, query)?;
-            let fields = field_selector(query)?;
+            let fields = field_selector(r, query)?;
             let prop = propagation(query, &body);
             let mut deleted = Vec::new();
             for item in items
@@ -388,7 +395,8 @@ fn propagation(query: &HashMap<String, String>, body: &[u8]) -> Propagation {
     }
 }
 
-/// The label selector of a request; the storage group ignores it (kubescape storage `GetList`).
+/// The label selector of a request; the storage group ignores it (kubescape storage `GetList`
+/// and `Watch` never look at the predicate's selectors).
 pub fn label_selector(
     r: &Resource,
     query: &HashMap<String, String>,
@@ -399,9 +407,19 @@ pub fn label_selector(
     LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
 }
 
-pub fn field_selector(query: &HashMap<String, String>) -> Result<FieldSelector, ApiError> {
+/// The field selector of a request; the storage group ignores it like the label selector.
+pub fn field_selector(
+    r: &Resource,
+    query: &HashMap<String, String>,
+) -> Result<FieldSelector, ApiError> {
+    if r.is_kubescape_storage() {
+        return Ok(FieldSelector::default());
+    }
     FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
 }
+
+/// The storage server's default page size (`GetListWithConn`).
+const STORAGE_PAGE: usize = 500;
 
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
     hex::encode(format!("{rv}\n{ns}\n{name}"))
@@ -429,12 +447,12 @@ fn list(
     accept: &str,
 ) -> Result<Response, ApiError> {
     let labels = label_selector(r, query)?;
-    let fields = field_selector(query)?;
-    let trim = r.is_kubescape_storage()
-        && query.get("resourceVersion").map(String::as_str) != Some("fullSpec");
+    let fields = field_selector(r, query)?;
+    let storage = r.is_kubescape_storage();
+    let trim = storage && query.get("resourceVersion").map(String::as_str) != Some("fullSpec");
     let (mut matching, current_rv) = app.store.list_map(r, ns, |o| {
         (labels.matches(o) && fields.matches(o))
-            .then(|| if trim { metadata_only(o) } else { o.clone() })
+            .then(|| if trim { metadata_only(r, o) } else { o.clone() })
     });
     let mut list_rv = current_rv;
     if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
@@ -452,7 +470,16 @@ fn list(
     };
     let mut cont = None;
     let mut remaining = None;
-    if let Some(limit) = limit.filter(|l| *l > 0)
+    if storage {
+        // `GetListWithConn`: pages of 500 unless a limit is given, `continue` whenever a page
+        // is full (even when nothing follows), never a resourceVersion or remainingItemCount.
+        let limit = limit.filter(|l| *l > 0).unwrap_or(STORAGE_PAGE);
+        matching.truncate(limit);
+        if matching.len() == limit {
+            let last = matching.last().expect("non-empty page");
+            cont = Some(encode_continue(list_rv, namespace_of(last), name_of(last)));
+        }
+    } else if let Some(limit) = limit.filter(|l| *l > 0)
         && matching.len() > limit
     {
         remaining = Some(matching.len() - limit);
@@ -460,11 +487,15 @@ fn list(
         let last = matching.last().expect("non-empty page");
         cont = Some(encode_continue(list_rv, namespace_of(last), name_of(last)));
     }
+    // The storage server's list carries no resourceVersion (`SetResourceVersion` is commented
+    // out), so a client cannot watch "from this list" (kube-runtime's watcher fails with
+    // `NoResourceVersion`).
+    let list_rv = (!storage).then(|| list_rv.to_string());
     if table::wants_table(accept) {
         let mut t = table::table(
             r,
             &matching,
-            Some(list_rv.to_string()),
+            list_rv,
             query.get("includeObject").map(String::as_str) == Some("Object"),
         );
         if let Some(c) = cont {
@@ -472,10 +503,15 @@ fn list(
         }
         return Ok(json_response(StatusCode::OK, &t));
     }
-    let mut meta = json!({"resourceVersion": list_rv.to_string()});
+    let mut meta = json!({});
+    if let Some(rv) = list_rv {
+        meta["resourceVersion"] = json!(rv);
+    }
     if let Some(c) = cont {
         meta["continue"] = json!(c);
-        meta["remainingItemCount"] = json!(remaining.unwrap_or(0));
+    }
+    if let Some(remaining) = remaining {
+        meta["remainingItemCount"] = json!(remaining);
     }
     let list = json!({
         "kind": format!("{}List", r.kind),

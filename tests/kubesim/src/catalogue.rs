@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use vexxy_kubescape::keys;
 use vexxy_kubescape::names::{self, ContainerType, InstanceOwner};
+use vexxy_kubescape::{keys, metadata_only};
 
 use content::{ImageContent, Match, content_for};
 
@@ -598,6 +598,14 @@ fn finish(mut doc: Value) -> Value {
     doc
 }
 
+/// The VEX document kubevuln updates: the previous object's spec when it has one with
+/// statements (a metadata-only view has a zero-valued spec, `statements: null`).
+fn previous_document(previous: Option<&Value>) -> Option<&Value> {
+    previous
+        .and_then(|p| p.get("spec"))
+        .filter(|spec| metadata_only::has_content(Some(spec)) && spec["statements"].is_array())
+}
+
 /// v0.3.159 (`createVEX`/`updateVEX` at tag v0.3.159): create writes vulnerability `@id` = CVE,
 /// `name` = URL, no statement `@id`, one statement per match; update appends a statement for
 /// every match it cannot find by (`@id` == CVE, first subcomponent == purl) with the mapping the
@@ -609,10 +617,7 @@ fn vex_v0_3_159(
     relevant: &[&Match],
     previous: Option<&Value>,
 ) -> Value {
-    let mut doc = match previous
-        .and_then(|p| p.get("spec"))
-        .filter(|s| s.get("statements").is_some())
-    {
+    let mut doc = match previous_document(previous) {
         None => {
             let statements = matches
                 .iter()
@@ -684,9 +689,7 @@ fn vex_main(
             subcomponent_of(s).to_string(),
         )
     };
-    let previous_spec = previous
-        .and_then(|p| p.get("spec"))
-        .filter(|s| s.get("statements").is_some());
+    let previous_spec = previous_document(previous);
     let mut doc = match previous_spec {
         None => new_document(matches.iter().map(|m| fresh(m)).collect()),
         Some(spec) => {

@@ -1,11 +1,13 @@
 //! Watches: initial events, history replay from a resourceVersion, 410 Gone, bookmarks,
-//! timeouts, injected drops, and the storage group's idle namespaced watch.
+//! timeouts, injected drops, and the storage group's watch.
 //!
-//! Storage group semantics (kubescape storage `pkg/registry/file/storage.go`): a namespaced watch
-//! is accepted and stays idle; a cluster-wide watch carries metadata-only objects unless
-//! `resourceVersion=fullSpec`. `fullSpec` is not a position in history, so such a watch starts
-//! "now" with ADDED events for the current objects (like an unset resourceVersion); a numeric
-//! resourceVersion resumes from history but then carries metadata only.
+//! Storage group semantics (kubescape storage `pkg/registry/file/storage.go` `Watch`,
+//! `watch.go`): a namespaced watch is accepted and stays idle; a cluster-wide watch registers a
+//! listener for the writes that follow and nothing else. The resourceVersion only chooses what
+//! the events carry (`fullSpec`: full objects, anything else: metadata-only views); there are no
+//! initial events, no replay from a resourceVersion, no bookmarks and never 410 Gone, and
+//! selectors are ignored. An object written while a client re-opens its watch is seen only by
+//! a GET or LIST.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -61,7 +63,7 @@ impl Filter {
         let obj = if self.full_spec {
             obj
         } else {
-            trimmed = metadata_only(obj);
+            trimmed = metadata_only(self.resource, obj);
             &trimmed
         };
         let table;
@@ -116,8 +118,8 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     let rv_param = query.get("resourceVersion").cloned().unwrap_or_default();
     let storage = resource.is_kubescape_storage();
-    let mut fields = field_selector(query)?;
-    if let Some(nf) = name_field {
+    let mut fields = field_selector(resource, query)?;
+    if let Some(nf) = name_field.filter(|_| !storage) {
         fields = FieldSelector::parse(&nf)?;
     }
     let filter = Filter {
@@ -147,6 +149,7 @@ pub fn serve(
         .min()
         .map(|d| Instant::now() + d);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let bookmark_every = Duration::from_millis(timings.bookmark_interval_ms.max(10));
 
     if storage && namespace.is_some() {
         // "rejecting Watch called with namespace": the storage server returns an idle watch.
@@ -161,6 +164,27 @@ pub fn serve(
                 _ = tokio::time::sleep_until(until) => {}
             }
         });
+        return Ok(streaming_response(rx));
+    }
+
+    if storage {
+        // A listener from now on, whatever resourceVersion was asked for.
+        let open = app.open_watch(resource.qualified());
+        let (_, events) = app.store.watch_from(None)?;
+        tokio::spawn(run(
+            app.shutdown.clone(),
+            filter,
+            tx,
+            Vec::new(),
+            events,
+            None,
+            0,
+            deadline,
+            faults.watch_drop_after_events,
+            false,
+            bookmark_every,
+            open,
+        ));
         return Ok(streaming_response(rx));
     }
 
@@ -196,7 +220,6 @@ pub fn serve(
     };
     let start = start_rv.unwrap_or(0);
     let drop_after_events = faults.watch_drop_after_events;
-    let bookmark_every = Duration::from_millis(timings.bookmark_interval_ms.max(10));
     tokio::spawn(run(
         app.shutdown.clone(),
         filter,

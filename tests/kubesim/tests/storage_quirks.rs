@@ -1,4 +1,6 @@
-//! The Kubescape storage server's quirks, each reproduced (facts §2).
+//! The Kubescape storage server's quirks, each reproduced as `pkg/registry/file/storage.go` and
+//! `watch.go` behave: LIST without a resourceVersion, a watch without initial events, replay,
+//! bookmarks or 410, selectors ignored, metadata-only views with each kind's zero-valued spec.
 
 mod common;
 
@@ -39,6 +41,21 @@ fn vex(name: &str, label: &str, statements: usize) -> DynamicObject {
     .unwrap()
 }
 
+type Events = futures::stream::BoxStream<'static, kube::Result<WatchEvent<DynamicObject>>>;
+
+/// The next event of a watch, within 5 s.
+async fn next_event(stream: &mut Events) -> Option<WatchEvent<DynamicObject>> {
+    tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .expect("an event within 5 s")
+        .expect("no error")
+}
+
+/// The zero-valued spec of a metadata-only VEX view, as the storage server serialises it.
+fn zero_vex_spec() -> serde_json::Value {
+    json!({"@context": "", "@id": "", "author": "", "timestamp": "", "version": 0, "statements": null})
+}
+
 #[tokio::test]
 async fn list_is_metadata_only_unless_full_spec_and_get_is_full() {
     let sim = start(fast_config()).await;
@@ -51,8 +68,12 @@ async fn list_is_metadata_only_unless_full_spec_and_get_is_full() {
     let listed = api.list(&ListParams::default()).await.unwrap();
     assert_eq!(
         listed.items[0].data["spec"],
-        json!({}),
-        "LIST without fullSpec carries no spec"
+        zero_vex_spec(),
+        "LIST without fullSpec carries the zero-valued spec"
+    );
+    assert!(
+        listed.items[0].data.get("status").is_none(),
+        "the VEX kind has no status"
     );
     let full = api
         .list(&ListParams::default().at("fullSpec"))
@@ -73,15 +94,124 @@ async fn list_is_metadata_only_unless_full_spec_and_get_is_full() {
         .get_with("one", &GetParams::at("metadata"))
         .await
         .unwrap();
-    assert_eq!(view.data["spec"], json!({}));
+    assert_eq!(view.data["spec"], zero_vex_spec());
     assert_eq!(view.metadata.name.as_deref(), Some("one"));
+    assert_eq!(
+        view.metadata.resource_version,
+        got.metadata.resource_version
+    );
     let again = api.get("one").await.unwrap();
     assert_eq!(again.data, got.data);
     sim.shutdown().await;
 }
 
 #[tokio::test]
-async fn label_selectors_are_ignored() {
+async fn metadata_only_views_carry_each_kinds_zero_spec_and_status() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    let gvk = GroupVersionKind::gvk(
+        "spdx.softwarecomposition.kubescape.io",
+        "v1beta1",
+        "ContainerProfile",
+    );
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "containerprofiles");
+    let profiles: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let profile: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+        "kind": "ContainerProfile",
+        "metadata": {"name": "p", "annotations": {"kubescape.io/status": "ready"}},
+        "spec": {"architectures": ["amd64"], "imageID": "sha256:1", "execs": [{"path": "/bin/sh"}]},
+    }))
+    .unwrap();
+    profiles
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+    let view = profiles
+        .get_with("p", &GetParams::at("metadata"))
+        .await
+        .unwrap();
+    // `ContainerProfileSpec`'s json tags: nil slices and maps are null, strings "", the
+    // embedded seccomp profile's non-omitempty `defaultAction` is there; `Status` is `{}`.
+    assert_eq!(
+        view.data["spec"],
+        json!({"architectures": null, "capabilities": null, "execs": null, "opens": null,
+               "syscalls": null, "seccompProfile": {"spec": {"defaultAction": ""}},
+               "endpoints": null, "imageID": "", "imageTag": "", "rulePolicies": null,
+               "identifiedCallStacks": null, "ingress": null, "egress": null})
+    );
+    assert_eq!(view.data["status"], json!({}));
+    assert_eq!(
+        view.metadata.annotations.unwrap()["kubescape.io/status"],
+        "ready",
+        "the metadata is the stored one"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_has_no_resource_version_and_continue_only_for_a_full_page() {
+    let sim = start(fast_config()).await;
+    let client = client(&sim).await;
+    let api = vex_api(&client, Some("kubescape"));
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &vex(name, "x", 1))
+            .await
+            .unwrap();
+    }
+    let all = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+    assert_eq!(all.metadata.resource_version, None);
+    assert_eq!(
+        all.metadata.continue_, None,
+        "a page short of 500 is the last"
+    );
+
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(first.metadata.resource_version, None);
+    assert_eq!(first.metadata.remaining_item_count, None);
+    let token = first
+        .metadata
+        .continue_
+        .expect("a full page has a continue token");
+    let rest = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.metadata.continue_, None);
+    // A page exactly as long as the limit carries a token even when nothing follows.
+    let exact = api.list(&ListParams::default().limit(3)).await.unwrap();
+    let token = exact.metadata.continue_.expect("full page");
+    let after = api
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
+    assert!(after.items.is_empty());
+
+    // Which is why kube-runtime's watcher cannot follow the storage group.
+    // It reads the list (Init, InitApply …) and then fails instead of finishing it.
+    let mut stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Err(kube::runtime::watcher::Error::NoResourceVersion))) => break,
+            Ok(Some(Ok(
+                kube::runtime::watcher::Event::Init | kube::runtime::watcher::Event::InitApply(_),
+            ))) => {}
+            other => panic!("expected NoResourceVersion, got {other:?}"),
+        }
+    }
+    // A core resource's list does carry one.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "kubescape");
+    let listed = cms.list(&ListParams::default()).await.unwrap();
+    assert!(listed.metadata.resource_version.is_some());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn label_and_field_selectors_are_ignored() {
     let sim = start(fast_config()).await;
     let client = client(&sim).await;
     let api = vex_api(&client, Some("kubescape"));
@@ -91,15 +221,42 @@ async fn label_selectors_are_ignored() {
     api.create(&PostParams::default(), &vex("two", "b", 1))
         .await
         .unwrap();
-    let listed = api
+    let by_label = api
         .list(&ListParams::default().labels("team=a"))
         .await
         .unwrap();
     assert_eq!(
-        listed.items.len(),
+        by_label.items.len(),
         2,
         "the storage server does not filter by label"
     );
+    let by_field = api
+        .list(&ListParams::default().fields("metadata.name=one"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items.len(), 2, "nor by field");
+    // A watch does not filter either.
+    let mut watch = vex_api(&client, None)
+        .watch(
+            &WatchParams::default()
+                .labels("team=a")
+                .fields("metadata.name=one"),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &vex("three", "c", 1))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), watch.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("three")),
+        other => panic!("expected ADDED three, got {other:?}"),
+    }
     // A normal resource does filter.
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), "kubescape");
@@ -114,49 +271,75 @@ async fn label_selectors_are_ignored() {
 }
 
 #[tokio::test]
-async fn namespaced_watch_is_idle_cluster_watch_works() {
+async fn a_watch_streams_only_later_writes_whatever_resource_version_it_is_given() {
     let sim = start(fast_config()).await;
     let client = client(&sim).await;
     let namespaced = vex_api(&client, Some("kubescape"));
     let all = vex_api(&client, None);
+    let before = namespaced
+        .create(&PostParams::default(), &vex("before", "a", 1))
+        .await
+        .unwrap();
+    let old = before.metadata.resource_version.clone().unwrap();
 
     let mut idle = namespaced
         .watch(&WatchParams::default().timeout(2), "0")
         .await
         .unwrap()
         .boxed();
+    // Bookmarks asked for (kube's default), a resourceVersion to resume from, one long gone:
+    // none of it is served.
     let mut meta_only = all
-        .watch(&WatchParams::default(), "0")
+        .watch(&WatchParams::default().timeout(3), &old)
+        .await
+        .unwrap()
+        .boxed();
+    let mut from_zero = all
+        .watch(&WatchParams::default().timeout(3), "0")
         .await
         .unwrap()
         .boxed();
     let mut full = all
-        .watch(&WatchParams::default(), "fullSpec")
+        .watch(&WatchParams::default().timeout(3), "fullSpec")
+        .await
+        .unwrap()
+        .boxed();
+    let mut gone = all
+        .watch(&WatchParams::default().timeout(3), "1")
         .await
         .unwrap()
         .boxed();
     namespaced
-        .create(&PostParams::default(), &vex("one", "a", 3))
+        .create(&PostParams::default(), &vex("after", "a", 3))
         .await
         .unwrap();
 
-    match tokio::time::timeout(Duration::from_secs(5), meta_only.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Some(WatchEvent::Added(o)) => assert_eq!(o.data["spec"], json!({})),
-        other => panic!("expected ADDED, got {other:?}"),
+    for stream in [&mut meta_only, &mut from_zero, &mut gone] {
+        match next_event(stream).await {
+            Some(WatchEvent::Added(o)) => {
+                assert_eq!(o.metadata.name.as_deref(), Some("after"), "no replay");
+                assert_eq!(o.data["spec"], zero_vex_spec());
+            }
+            other => panic!("expected ADDED after, got {other:?}"),
+        }
     }
-    match tokio::time::timeout(Duration::from_secs(5), full.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-    {
+    match next_event(&mut full).await {
         Some(WatchEvent::Added(o)) => {
+            assert_eq!(
+                o.metadata.name.as_deref(),
+                Some("after"),
+                "no initial events"
+            );
             assert_eq!(o.data["spec"]["statements"].as_array().unwrap().len(), 3)
         }
-        other => panic!("expected ADDED, got {other:?}"),
+        other => panic!("expected ADDED after, got {other:?}"),
+    }
+    // Nothing more (no bookmark, no 410) until the timeout ends each watch.
+    for stream in [&mut meta_only, &mut from_zero, &mut full, &mut gone] {
+        let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(6), stream.collect::<Vec<_>>())
+            .await
+            .expect("the watch ends at its timeout");
+        assert!(rest.is_empty(), "{rest:?}");
     }
     // The namespaced watch stays open without events until its timeout ends it.
     let res = tokio::time::timeout(Duration::from_secs(5), idle.next())
