@@ -4,6 +4,7 @@ mod bench;
 mod chaos;
 mod demo;
 mod deps;
+mod gotools;
 mod machine;
 mod paths;
 mod setup;
@@ -31,14 +32,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install the tools tests and the local stack need into .tools/bin (idempotent).
+    /// Install the tools tests and the local stack need into .tools/bin (idempotent), and build
+    /// the real control plane's Go programs when Go is present (cached outside the checkout).
     Setup,
     /// Setup, then build and run the whole test suite (what CI runs).
     Test,
     /// Write the JSON Schemas of every event to events/schemas/.
     Schemas,
     /// Start the local stack in the background and write .vexxy/env.
-    Up,
+    Up {
+        /// `sim`: kubesim is the cluster; `real`: a real kube-apiserver, etcd, scheduler,
+        /// controller-manager and kwok (built by setup with Go), kubesim only as Kubescape.
+        #[arg(long, value_enum, default_value = "sim")]
+        cluster: stack::ClusterKind,
+    },
     /// Stop the local stack (safe to run when nothing is running).
     Down,
     /// Setup, start the stack (or reuse it), run one analysis end to end and print the result.
@@ -69,11 +76,30 @@ fn main() -> ExitCode {
 /// `Ok(false)` is a failure already explained on stdout (failed tests, failed job).
 fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Setup => setup::run(paths).map(|_| true),
+        Command::Setup => {
+            setup::run(paths)?;
+            match gotools::ensure_all(paths)? {
+                gotools::GoTools::Ready { bin } => {
+                    println!(
+                        "setup: the real control plane's binaries are in {}",
+                        bin.display()
+                    );
+                }
+                gotools::GoTools::Missing { why } => {
+                    println!("setup: WARNING: the real control plane cannot be built: {why}");
+                }
+            }
+            Ok(true)
+        }
         Command::Test => test::run(paths),
-        Command::Up => {
+        Command::Up { cluster } => {
             let tools = setup::run(paths)?;
-            stack::up(paths, &tools).map(|_| true)
+            if cluster == stack::ClusterKind::Real
+                && let gotools::GoTools::Missing { why } = gotools::ensure_all(paths)?
+            {
+                anyhow::bail!("--cluster real needs the real control plane's binaries: {why}");
+            }
+            stack::up(paths, &tools, cluster).map(|_| true)
         }
         Command::Schemas => {
             let dir = paths.root.join("events").join("schemas");
@@ -93,7 +119,7 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
                     );
                     env
                 }
-                None => stack::up(paths, &tools)?,
+                None => stack::up(paths, &tools, stack::ClusterKind::Sim)?,
             };
             demo::run(paths, &env, &args)
         }

@@ -23,6 +23,11 @@ use crate::paths::{Paths, cargo};
 use crate::setup::Tools;
 
 const NATS: &str = "nats-server";
+/// The real control plane as one process (`tests/harness/src/bin/vexxy-realcluster.rs`).
+const REAL_CLUSTER: &str = "vexxy-realcluster";
+/// A cold control plane (etcd, apiserver, controller-manager, scheduler, kwok) on a busy 2-core
+/// machine takes tens of seconds.
+const REAL_CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Kubescape's default learning period in the local stack (a job's `analysis_duration` sets its
 /// own through the pod label): long enough to be a real window, short enough that the demo
 /// finishes in well under a minute.
@@ -32,6 +37,34 @@ const LOCAL_MIN_ANALYSIS_SECONDS: u64 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STAGE_STOP_GRACE: Duration = Duration::from_secs(20);
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Which Kubernetes the local stack runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterKind {
+    /// kubesim: our API server with controllers and the Kubescape emulator (fast, the default).
+    Sim,
+    /// A real kube-apiserver, etcd, controller-manager, scheduler and kwok (built by
+    /// `cargo xtask setup` with Go), with kubesim only as Kubescape (storage API, node-agent,
+    /// kubevuln).
+    Real,
+}
+
+impl ClusterKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClusterKind::Sim => "sim",
+            ClusterKind::Real => "real",
+        }
+    }
+
+    /// The kind a running stack was started with (`.vexxy/cluster`; sim when absent).
+    fn of_stack(paths: &Paths) -> ClusterKind {
+        match std::fs::read_to_string(paths.stack().join("cluster")) {
+            Ok(text) if text.trim() == "real" => ClusterKind::Real,
+            _ => ClusterKind::Sim,
+        }
+    }
+}
 
 /// What `up` wrote to `.vexxy/env`, read back by `demo`.
 #[derive(Debug, Clone)]
@@ -75,14 +108,25 @@ fn shell_quote(value: &str) -> String {
 }
 
 /// Every process of the stack, in start order.
-fn process_names() -> Vec<&'static str> {
-    let mut names = vec![NATS, KUBESIM];
+fn process_names(cluster: ClusterKind) -> Vec<&'static str> {
+    let mut names = vec![NATS];
+    if cluster == ClusterKind::Real {
+        names.push(REAL_CLUSTER);
+    }
+    names.push(KUBESIM);
     names.extend(STAGES);
     names
 }
 
-pub fn up(paths: &Paths, tools: &Tools) -> anyhow::Result<StackEnv> {
+pub fn up(paths: &Paths, tools: &Tools, cluster: ClusterKind) -> anyhow::Result<StackEnv> {
+    let running = ClusterKind::of_stack(paths);
     match running_state(paths)? {
+        StackState::Running(_) if running != cluster => {
+            bail!(
+                "the local stack is already running with --cluster {}; stop it with `cargo xtask down` first",
+                running.as_str()
+            );
+        }
         StackState::Running(env) => {
             println!("up: the local stack is already running");
             print_env(paths, &env);
@@ -108,6 +152,8 @@ pub fn up(paths: &Paths, tools: &Tools) -> anyhow::Result<StackEnv> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     build_binaries(paths)?;
+    std::fs::write(paths.stack().join("cluster"), cluster.as_str())
+        .context("cannot write .vexxy/cluster")?;
 
     let env = StackEnv {
         nats_url: String::new(),
@@ -115,7 +161,7 @@ pub fn up(paths: &Paths, tools: &Tools) -> anyhow::Result<StackEnv> {
         store: format!("file://{}", paths.object_store().display()),
     };
     let mut started = Started::default();
-    let result = start_all(paths, tools, env, &mut started);
+    let result = start_all(paths, tools, cluster, env, &mut started);
     match result {
         Ok(env) => {
             std::fs::write(paths.env_file(), env.render())
@@ -191,6 +237,7 @@ impl Started {
 fn start_all(
     paths: &Paths,
     tools: &Tools,
+    cluster: ClusterKind,
     mut env: StackEnv,
     started: &mut Started,
 ) -> anyhow::Result<StackEnv> {
@@ -224,12 +271,20 @@ fn start_all(
     let _ = std::fs::remove_file(&ready_file);
     let mut kubesim = Command::new(paths.built_binary(KUBESIM));
     kubesim
-        .arg("--kubeconfig")
-        .arg(&env.kubeconfig)
         .arg("--ready-file")
         .arg(&ready_file)
         .arg("--learning-period-ms")
         .arg(LOCAL_LEARNING_PERIOD_MS.to_string());
+    match cluster {
+        ClusterKind::Sim => {
+            kubesim.arg("--kubeconfig").arg(&env.kubeconfig);
+        }
+        ClusterKind::Real => {
+            start_real_cluster(paths, &env.kubeconfig, started)?;
+            // kubesim is only Kubescape here, registered with the real API server.
+            kubesim.arg("--upstream-kubeconfig").arg(&env.kubeconfig);
+        }
+    }
     spawn_detached(paths, KUBESIM, kubesim, started)?;
     wait_for(paths, started, KUBESIM, || ready_file.is_file())?;
     println!(
@@ -257,6 +312,52 @@ fn start_all(
         );
     }
     Ok(env)
+}
+
+/// The real control plane, detached like every other process of the stack; its admin
+/// kubeconfig is written to `kubeconfig`.
+fn start_real_cluster(
+    paths: &Paths,
+    kubeconfig: &Path,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let ready_file = paths.run().join("realcluster.ready");
+    let _ = std::fs::remove_file(&ready_file);
+    let mut command = Command::new(paths.built_binary(REAL_CLUSTER));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--ready-file")
+        .arg(&ready_file);
+    // The Go-built binaries are linked into .tools/bin by setup.
+    let mut search = vec![paths.tools_bin()];
+    if let Some(path) = std::env::var_os("PATH") {
+        search.extend(std::env::split_paths(&path));
+    }
+    command.env(
+        "PATH",
+        std::env::join_paths(search).context("PATH holds a folder name it cannot join")?,
+    );
+    spawn_detached(paths, REAL_CLUSTER, command, started)?;
+    let deadline = Instant::now() + REAL_CLUSTER_READY_TIMEOUT;
+    while !ready_file.is_file() {
+        started.check_alive(paths, REAL_CLUSTER)?;
+        if Instant::now() >= deadline {
+            bail!(
+                "the real control plane did not become ready within {REAL_CLUSTER_READY_TIMEOUT:?}; the end of its log ({}):\n{}",
+                paths.log_of(REAL_CLUSTER).display(),
+                log_tail(&paths.log_of(REAL_CLUSTER), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "up: real control plane ready (kube-apiserver {})",
+        std::fs::read_to_string(&ready_file)
+            .unwrap_or_default()
+            .trim()
+    );
+    Ok(())
 }
 
 /// The environment of a stage process in the local stack (the same one the tests use).
@@ -393,8 +494,9 @@ enum StackState {
 }
 
 fn running_state(paths: &Paths) -> anyhow::Result<StackState> {
+    let names = process_names(ClusterKind::of_stack(paths));
     let mut alive = Vec::new();
-    for name in process_names() {
+    for name in &names {
         if read_pid(paths, name).is_some_and(|record| record.is_ours_and_alive()) {
             alive.push(name.to_string());
         }
@@ -406,7 +508,7 @@ fn running_state(paths: &Paths) -> anyhow::Result<StackState> {
         .ok()
         .and_then(|text| StackEnv::parse(&text));
     match env {
-        Some(env) if alive.len() == process_names().len() => Ok(StackState::Running(env)),
+        Some(env) if alive.len() == names.len() => Ok(StackState::Running(env)),
         _ => Ok(StackState::Partial(alive)),
     }
 }
@@ -433,6 +535,7 @@ pub fn down(paths: &Paths) -> anyhow::Result<()> {
     for (group, grace) in [
         (stages, STAGE_STOP_GRACE),
         (vec![KUBESIM], SERVER_STOP_GRACE),
+        (vec![REAL_CLUSTER], SERVER_STOP_GRACE),
         (vec![NATS], SERVER_STOP_GRACE),
     ] {
         let mut running = Vec::new();

@@ -13,11 +13,22 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::Context;
 
+use crate::gotools::{self, GoTools};
 use crate::paths::{Paths, cargo, on_path};
 use crate::setup::{self, Tools};
 
+/// The test binaries of the real control plane tier (`tests/system/tests/real_*.rs`): they need
+/// the Go-built Kubernetes binaries and fail without them.
+const REAL_TIER: &str = "(package(vexxy-system-tests) & binary(/^real_/))";
+/// Set by `.ci/run`: a run where the real tier could not run is a failure, not a note.
+const REQUIRE_REAL_TIER_ENV: &str = "VEXXY_REQUIRE_REAL_TIER";
+
 pub fn run(paths: &Paths) -> anyhow::Result<bool> {
     let tools = setup::run(paths)?;
+    let real_tier = gotools::ensure_all(paths)?;
+    if let GoTools::Missing { why } = &real_tier {
+        println!("{}", real_tier_banner(why));
+    }
 
     let Some(env) = build_stack_binaries(paths, tools.env(paths), "xtask test")? else {
         return Ok(false);
@@ -27,13 +38,18 @@ pub fn run(paths: &Paths) -> anyhow::Result<bool> {
         // The fault-injection scenarios (tests/system/tests/chaos.rs) run minutes each with
         // hundreds of jobs; they have their own command, `cargo xtask chaos`, which CI runs
         // after this one.
+        let filter = if real_tier.is_ready() {
+            "not (package(vexxy-system-tests) & binary(chaos))".to_string()
+        } else {
+            format!("not (package(vexxy-system-tests) & binary(chaos)) & not {REAL_TIER}")
+        };
         let mut args = vec![
             "nextest",
             "run",
             "--workspace",
             "--no-fail-fast",
             "-E",
-            "not (package(vexxy-system-tests) & binary(chaos))",
+            filter.as_str(),
         ];
         if std::env::var_os("CI").is_some() {
             args.extend(["--profile", "ci"]);
@@ -61,7 +77,31 @@ pub fn run(paths: &Paths) -> anyhow::Result<bool> {
         &["test", "--workspace", "--doc", "--no-fail-fast"],
     )?;
 
-    report(&tools, suite, doc)
+    let real_tier_required = std::env::var_os(REQUIRE_REAL_TIER_ENV).is_some();
+    let real_tier_ok = match &real_tier {
+        GoTools::Ready { .. } => true,
+        GoTools::Missing { why } => {
+            // Said again at the end, where a reader of a long log looks first.
+            println!("{}", real_tier_banner(why));
+            if real_tier_required {
+                println!(
+                    "xtask test: FAILED — {REQUIRE_REAL_TIER_ENV} is set and the real control plane tier did not run"
+                );
+            }
+            !real_tier_required
+        }
+    };
+    Ok(report(&tools, suite, doc)? && real_tier_ok)
+}
+
+fn real_tier_banner(why: &str) -> String {
+    format!(
+        "\n================================================================================\n\
+         xtask test: THE REAL CONTROL PLANE TIER DID NOT RUN: {why}.\n\
+         Only kubesim was tested; the tests against a real kube-apiserver, etcd, scheduler,\n\
+         controller-manager and kwok (tests/system/tests/real_*.rs) were left out.\n\
+         ================================================================================"
+    )
 }
 
 /// `cargo build --workspace --bins`, then `env` plus the variable that tells the cross-process

@@ -15,6 +15,7 @@
 pub mod chaos;
 pub mod nats;
 pub mod process;
+pub mod realcluster;
 pub mod s3;
 pub mod stack;
 
