@@ -30,6 +30,10 @@ pub enum StartError {
     Bind { port: u16, source: std::io::Error },
     #[error("cannot set up the initial cluster objects: {0}")]
     Bootstrap(ApiError),
+    #[error("cannot act as Kubescape for the real cluster: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(std::io::Error),
 }
 
 /// Why a control action failed.
@@ -49,6 +53,8 @@ pub enum ControlError {
 pub struct App {
     pub store: Arc<Store>,
     pub addr: SocketAddr,
+    /// Serving HTTPS: kubesim is a real cluster's aggregated storage API (see `upstream`).
+    pub https: bool,
     /// The configuration, in a channel so that the controller loop and the emulator wake for a
     /// change without polling (an idle kubesim then sleeps, as an idle API server does).
     config: watch::Sender<Config>,
@@ -192,10 +198,15 @@ impl Server {
             seed,
         ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let upstream = match &config.upstream_kubeconfig {
+            Some(path) => Some(crate::upstream::client(Path::new(path)).await?),
+            None => None,
+        };
         let app = Arc::new(App {
             shutdown: shutdown_rx.clone(),
             store,
             addr,
+            https: upstream.is_some(),
             faults: Mutex::new(FaultState::new(config.faults.clone(), seed ^ 0xfa17)),
             counters: Mutex::new(Counters::default()),
             emulator: Mutex::new(Default::default()),
@@ -207,27 +218,77 @@ impl Server {
             crate::kubescape::install(&app).map_err(StartError::Bootstrap)?;
         }
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::controller_loop::run(
-            app.clone(),
-            shutdown_rx.clone(),
-        )));
+        match &upstream {
+            // The real cluster's controllers, scheduler and kwok run its workloads; kubesim only
+            // learns of them.
+            Some(client) => {
+                tasks.push(tokio::spawn(crate::upstream::follow_installation(
+                    app.clone(),
+                    client.clone(),
+                    shutdown_rx.clone(),
+                )));
+                tasks.push(tokio::spawn(crate::upstream::mirror(
+                    app.clone(),
+                    client.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
+            None => tasks.push(tokio::spawn(crate::controller_loop::run(
+                app.clone(),
+                shutdown_rx.clone(),
+            ))),
+        }
         tasks.push(tokio::spawn(crate::kubescape::run(
             app.clone(),
             shutdown_rx.clone(),
         )));
         let router = router(app.clone());
         let mut srv_shutdown = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    stopped(&mut srv_shutdown).await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "kubesim HTTP server stopped");
-            }
-        }));
-        tracing::info!(url = %format!("http://{addr}"), "kubesim listening");
+        if upstream.is_some() {
+            let (cert, key) = crate::upstream::self_signed_certificate()?;
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+                cert.into_bytes(),
+                key.into_bytes(),
+            )
+            .await
+            .map_err(StartError::Tls)?;
+            let listener = listener.into_std().map_err(StartError::Tls)?;
+            let server_handle = axum_server::Handle::new();
+            let stopper = server_handle.clone();
+            tasks.push(tokio::spawn(async move {
+                stopped(&mut srv_shutdown).await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(2)));
+            }));
+            tasks.push(tokio::spawn(async move {
+                let server = match axum_server::from_tcp_rustls(listener, tls) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        tracing::error!(error = %e, "kubesim HTTPS server cannot start");
+                        return;
+                    }
+                };
+                if let Err(e) = server
+                    .handle(server_handle)
+                    .serve(router.into_make_service())
+                    .await
+                {
+                    tracing::error!(error = %e, "kubesim HTTPS server stopped");
+                }
+            }));
+        } else {
+            tasks.push(tokio::spawn(async move {
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        stopped(&mut srv_shutdown).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "kubesim HTTP server stopped");
+                }
+            }));
+        }
+        let scheme = if app.https { "https" } else { "http" };
+        tracing::info!(url = %format!("{scheme}://{addr}"), "kubesim listening");
         Ok(Handle {
             app,
             shutdown: shutdown_tx,
@@ -366,9 +427,10 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (`https://` as a real cluster's storage API).
     pub fn url(&self) -> String {
-        format!("http://{}", self.app.addr)
+        let scheme = if self.app.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.app.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -464,8 +526,14 @@ impl Handle {
 }
 
 pub fn kubeconfig_yaml(url: &str) -> String {
+    // As a real cluster's storage API kubesim serves a self-signed certificate.
+    let tls = if url.starts_with("https://") {
+        "\n    insecure-skip-tls-verify: true"
+    } else {
+        ""
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}{tls}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
     )
 }
 

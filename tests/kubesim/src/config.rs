@@ -25,6 +25,10 @@ pub struct Config {
     pub failures: FailurePatterns,
     pub faults: Faults,
     pub kubescape: KubescapeConfig,
+    /// A real cluster's kubeconfig: kubesim then serves only Kubescape's storage API, over
+    /// HTTPS, as an aggregated API server of that cluster, and emulates node-agent and kubevuln
+    /// for its pods (see `upstream`). None: kubesim is the whole cluster.
+    pub upstream_kubeconfig: Option<String>,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             failures: FailurePatterns::default(),
             faults: Faults::default(),
             kubescape: KubescapeConfig::default(),
+            upstream_kubeconfig: None,
         }
     }
 }

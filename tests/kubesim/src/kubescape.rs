@@ -28,7 +28,7 @@ use crate::app::App;
 use crate::change_feed::Timers;
 use crate::config::{Capabilities, Config, Generation, KubescapeConfig};
 use crate::errors::ApiError;
-use crate::resources::{self, KUBESCAPE_GROUP};
+use crate::resources::{self, KUBESCAPE_GROUP, Resource};
 use crate::store::namespace_of;
 use crate::store::{EventType, Propagation, Store, StoreEvent, name_of};
 
@@ -97,46 +97,40 @@ fn component_deployment(name: &str, image: &str) -> Value {
     })
 }
 
-/// Creates Kubescape's objects and marks it installed.
-pub fn install(app: &App) -> Result<(), ApiError> {
-    let store = &app.store;
-    let cfg = app.config();
-    if store.get(resources::namespaces(), "", NAMESPACE).is_err() {
-        store.create(
+/// Kubescape's installation objects as the chart creates them (namespace first), each with the
+/// resource it is stored under.
+pub fn installation_objects(
+    cluster_name: &str,
+    caps: &Capabilities,
+) -> Vec<(&'static Resource, Value)> {
+    let service_accounts = resources::find("", "serviceaccounts").expect("serviceaccounts");
+    let mut objects = vec![
+        (
             resources::namespaces(),
-            "",
             json!({"metadata": {"name": NAMESPACE}}),
-        )?;
-    }
-    store.upsert(
-        resources::find("", "configmaps").expect("configmaps"),
-        NAMESPACE,
-        cloud_config_map(&cfg.cluster_name, &cfg.kubescape.capabilities),
-    )?;
+        ),
+        (
+            resources::find("", "configmaps").expect("configmaps"),
+            cloud_config_map(cluster_name, caps),
+        ),
+    ];
     for (name, image) in [
         ("kubevuln", "quay.io/kubescape/kubevuln:v0.3.159"),
         ("operator", "quay.io/kubescape/operator:v0.2.162"),
         ("storage", "quay.io/kubescape/storage:v0.0.298"),
     ] {
-        store.upsert(
-            resources::find("", "serviceaccounts").expect("sa"),
-            NAMESPACE,
-            json!({"metadata": {"name": name}}),
-        )?;
-        store.upsert(
-            resources::deployments(),
-            NAMESPACE,
-            component_deployment(name, image),
-        )?;
+        objects.push((
+            service_accounts,
+            json!({"metadata": {"name": name, "namespace": NAMESPACE}}),
+        ));
+        objects.push((resources::deployments(), component_deployment(name, image)));
     }
-    store.upsert(
-        resources::find("", "serviceaccounts").expect("sa"),
-        NAMESPACE,
-        json!({"metadata": {"name": "node-agent"}}),
-    )?;
-    store.upsert(
+    objects.push((
+        service_accounts,
+        json!({"metadata": {"name": "node-agent", "namespace": NAMESPACE}}),
+    ));
+    objects.push((
         resources::daemonsets(),
-        NAMESPACE,
         json!({
             "metadata": {"name": "node-agent", "namespace": NAMESPACE, "labels": {"app.kubernetes.io/name": "node-agent", "app": "node-agent"}},
             "spec": {
@@ -144,29 +138,44 @@ pub fn install(app: &App) -> Result<(), ApiError> {
                 "template": component_template("node-agent", "quay.io/kubescape/node-agent:v0.3.158"),
             },
         }),
-    )?;
+    ));
     let services = resources::find("", "services").expect("services");
     for (name, port) in [("storage", 443), ("kubevuln", 8080), ("operator", 4002)] {
-        store.upsert(
+        objects.push((
             services,
-            NAMESPACE,
             json!({
                 "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
                 "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": name}, "ports": [{"name": "https", "port": port, "protocol": "TCP", "targetPort": port}]},
             }),
-        )?;
+        ));
     }
-    let apiservices =
-        resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices");
-    store.upsert(
-        apiservices,
-        "",
+    objects.push((
+        resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices"),
         json!({
             "metadata": {"name": APISERVICE, "labels": {"app.kubernetes.io/name": "storage", "app.kubernetes.io/component": "apiserver", "app.kubernetes.io/part-of": "kubescape-storage"}},
             "spec": {"group": KUBESCAPE_GROUP, "version": "v1beta1", "groupPriorityMinimum": 1000, "versionPriority": 15, "insecureSkipTLSVerify": true,
                      "service": {"name": "storage", "namespace": NAMESPACE, "port": 443}},
         }),
-    )?;
+    ));
+    objects
+}
+
+/// Creates Kubescape's objects and marks it installed.
+pub fn install(app: &App) -> Result<(), ApiError> {
+    let store = &app.store;
+    let cfg = app.config();
+    for (resource, object) in installation_objects(&cfg.cluster_name, &cfg.kubescape.capabilities) {
+        let namespace = namespace_of(&object).to_string();
+        if resource == resources::namespaces() {
+            if store.get(resource, "", NAMESPACE).is_err() {
+                store.create(resource, "", object)?;
+            }
+            continue;
+        }
+        store.upsert(resource, &namespace, object)?;
+    }
+    let apiservices =
+        resources::find("apiregistration.k8s.io", "apiservices").expect("apiservices");
     let now = crate::store::now_rfc3339();
     store.update_with(apiservices, "", APISERVICE, true, |cur| {
         let mut c = cur.clone();

@@ -27,6 +27,7 @@ pub mod selectors;
 pub mod serialized;
 pub mod store;
 pub mod table;
+pub mod upstream;
 pub mod watch;
 
 pub use app::{ControlError, Handle, Server, StartError, kubeconfig_yaml, write_kubeconfig};

@@ -101,6 +101,11 @@ struct Cli {
     /// Storage VEX cleanup interval (None = off).
     #[arg(long)]
     vex_cleanup_interval_ms: Option<u64>,
+    /// Be Kubescape for the real cluster this kubeconfig reaches: serve only the storage API,
+    /// over HTTPS, registered with that cluster's API server, and emulate node-agent and
+    /// kubevuln for its pods.
+    #[arg(long)]
+    upstream_kubeconfig: Option<PathBuf>,
     /// Namespaces node-agent ignores (repeatable).
     #[arg(long = "excluded-namespace", default_values_t = vec!["kubescape".to_string(), "kube-system".to_string()])]
     excluded_namespaces: Vec<String>,
@@ -155,6 +160,10 @@ impl Cli {
         }
         k.vex_cleanup_interval_ms = self.vex_cleanup_interval_ms;
         k.excluded_namespaces = self.excluded_namespaces.clone();
+        c.upstream_kubeconfig = self
+            .upstream_kubeconfig
+            .as_ref()
+            .map(|path| path.display().to_string());
         Ok(c)
     }
 }
