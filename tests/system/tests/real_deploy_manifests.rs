@@ -60,10 +60,28 @@ fn applies_twice(cluster: &RealCluster, dir: &str) -> Result<()> {
     Ok(())
 }
 
+/// The order a cluster meets them in: the dev overlay on an empty cluster (its
+/// kubescape-auto-install component creates the `kubescape` namespace that install-check's and
+/// extract's Roles live in), then the base and the production overlay, which both require
+/// Kubescape to be installed already (deploy/README.md, the production kustomization's header).
+const IN_ORDER: [&str; 3] = [
+    "deploy/overlays/dev",
+    "deploy/base",
+    "deploy/overlays/production",
+];
+
 #[test]
 fn the_base_and_both_overlays_apply_cleanly_to_a_real_api_server() -> Result<()> {
+    let mut listed = KUSTOMIZATIONS.to_vec();
+    let mut ordered = IN_ORDER.to_vec();
+    listed.sort_unstable();
+    ordered.sort_unstable();
+    ensure!(
+        listed == ordered,
+        "IN_ORDER must name every kustomization the other deploy tests check: {KUSTOMIZATIONS:?}"
+    );
     let cluster = RealCluster::start()?;
-    for dir in KUSTOMIZATIONS {
+    for dir in IN_ORDER {
         applies_twice(&cluster, dir)
             .map_err(|error| anyhow::anyhow!("{error:#}{}", cluster.tails()))?;
     }
