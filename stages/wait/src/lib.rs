@@ -215,7 +215,9 @@ impl WaitHandler {
                 None => None,
             };
             if let Some(error) = &storage_error {
-                tracing::warn!(job_id, %error, "cannot read the job's profile or VEX; retrying");
+                // Debug only: an outage fails every job's reads; the storage watches warn once
+                // per retry, and the error is in the message if the deadline comes first.
+                tracing::debug!(job_id, %error, "cannot read the job's profile or VEX; retrying");
             }
             let snapshot = self.snapshot(&sandbox, target, slug.as_deref(), storage_error);
             let mut until = match assess(

@@ -48,6 +48,8 @@ pub const STORAGE_GET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a delete the storage watch delivered is remembered, so that a GET sent before it
 /// cannot bring the object back: longer than any GET may take.
 const DELETE_MEMORY: Duration = Duration::from_secs(60);
+/// Shortest time between two openings of a storage watch that the server ended normally.
+const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// GETs of storage objects in flight at once, for all jobs: a re-opened watch wakes every job
 /// and each reads its objects again.
 const CONCURRENT_STORAGE_GETS: usize = 32;
@@ -614,6 +616,7 @@ async fn follow_storage<V>(
         let sent_at = tables.next_receipt_position();
         // Any resourceVersion but `fullSpec` gives metadata-only events; storage ignores it
         // otherwise.
+        let opened = tokio::time::Instant::now();
         let error = match api.watch(&WatchParams::default(), "0").await {
             Ok(stream) => {
                 table(&tables)
@@ -630,7 +633,12 @@ async fn follow_storage<V>(
             Err(error) => Some(error.to_string()),
         };
         match error {
-            None => backoff.reset(),
+            None => {
+                backoff.reset();
+                // A server that ends every watch at once must not get a re-open (and every
+                // job's reads) in a tight loop.
+                tokio::time::sleep_until(opened + MIN_WATCH_INTERVAL).await;
+            }
             Some(error) => {
                 tracing::warn!(%error, "storage watch failed; re-opening it after a backoff");
                 table(&tables).write().expect("table lock").last_error = Some(error);
