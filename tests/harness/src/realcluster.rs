@@ -175,6 +175,81 @@ impl Pki {
     }
 }
 
+/// Pod lifecycles other than "runs": the vexxy jobs (label `vexxy.io/job-id`) whose pods kwok
+/// takes through another Stage instead.
+#[derive(Debug, Clone, Default)]
+pub struct KwokLifecycles {
+    /// Pods that stay Pending with their container waiting in `ImagePullBackOff`, as a kubelet
+    /// reports an image it cannot pull.
+    pub image_pull_backoff_jobs: Vec<String>,
+}
+
+/// The pod label deploy puts the job id in.
+const JOB_ID_LABEL: &str = "vexxy.io/job-id";
+/// Where the running stage's selector takes exclusions.
+const RUNNING_EXCLUSIONS_MARKER: &str = "    # vexxy: exclusions of the running stage (jobs another lifecycle takes; see realcluster.rs)\n";
+
+impl KwokLifecycles {
+    /// kwok's Stage documents: ours, with the running stage leaving these jobs' pods to the
+    /// stages that fail them.
+    fn stages(&self) -> String {
+        if self.image_pull_backoff_jobs.is_empty() {
+            return KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, "");
+        }
+        let jobs: Vec<String> = self
+            .image_pull_backoff_jobs
+            .iter()
+            .map(|job| format!("'{job}'"))
+            .collect();
+        let jobs = jobs.join(", ");
+        let exclusion = format!(
+            "    - key: '.metadata.labels[\"{JOB_ID_LABEL}\"]'\n      operator: NotIn\n      values: [{jobs}]\n"
+        );
+        let pull_backoff = format!(
+            "---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: vexxy-pod-image-pull-backoff
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: DoesNotExist
+    - key: '.status.phase'
+      operator: In
+      values: ['Pending']
+    - key: '.status.containerStatuses'
+      operator: DoesNotExist
+    - key: '.metadata.labels[\"{JOB_ID_LABEL}\"]'
+      operator: In
+      values: [{jobs}]
+  next:
+    statusTemplate: |
+      phase: Pending
+      hostIP: {{{{ NodeIP | Quote }}}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - name: {{{{ .name | Quote }}}}
+        image: {{{{ .image | Quote }}}}
+        imageID: \"\"
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          waiting:
+            reason: ImagePullBackOff
+            message: {{{{ printf \"Back-off pulling image %q\" .image | Quote }}}}
+      {{{{ end }}}}
+"
+        );
+        KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, &exclusion) + &pull_backoff
+    }
+}
+
 /// A running control plane. Dropping it kills every process it started.
 pub struct RealCluster {
     // Field order is drop order: clients of the API server first, etcd last.
@@ -193,6 +268,11 @@ pub struct RealCluster {
 impl RealCluster {
     /// Starts the whole control plane and waits until it schedules pods onto ready kwok nodes.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&KwokLifecycles::default())
+    }
+
+    /// [`RealCluster::start`], with some jobs' pods taken through other lifecycles.
+    pub fn start_with(lifecycles: &KwokLifecycles) -> anyhow::Result<Self> {
         if let Some(missing) = missing_binaries() {
             bail!(
                 "the real control plane's binaries are missing ({missing}); `cargo xtask setup` \
@@ -345,7 +425,7 @@ impl RealCluster {
         let scheduler = ChildProcess::spawn("kube-scheduler", scheduler, &log("kube-scheduler"))?;
 
         let stages = dir.path().join("kwok-stages.yaml");
-        std::fs::write(&stages, KWOK_STAGES).context("cannot write kwok's stages")?;
+        std::fs::write(&stages, lifecycles.stages()).context("cannot write kwok's stages")?;
         let mut kwok = Command::new(binary("kwok")?);
         kwok.arg(path_flag("--kubeconfig", &kubeconfig))
             .arg(path_flag("--config", &stages))
@@ -581,8 +661,8 @@ metadata:
     type: kwok
 spec: {{}}
 status:
-  allocatable: {{cpu: \"32\", memory: 256Gi, pods: \"110\"}}
-  capacity: {{cpu: \"32\", memory: 256Gi, pods: \"110\"}}
+  allocatable: {{cpu: \"32\", memory: 256Gi, ephemeral-storage: 1Ti, pods: \"110\"}}
+  capacity: {{cpu: \"32\", memory: 256Gi, ephemeral-storage: 1Ti, pods: \"110\"}}
   nodeInfo:
     kubeletVersion: kwok-v0.8.0
     operatingSystem: linux
@@ -600,6 +680,21 @@ const KWOK_STAGES: &str = include_str!("../kwok-stages.yaml");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_stage_leaves_failing_jobs_to_their_own_stage() {
+        assert!(KWOK_STAGES.contains(RUNNING_EXCLUSIONS_MARKER));
+        let plain = KwokLifecycles::default().stages();
+        assert!(!plain.contains("vexxy: exclusions"));
+        let failing = KwokLifecycles {
+            image_pull_backoff_jobs: vec!["job-a".into()],
+        }
+        .stages();
+        assert!(failing.contains("operator: NotIn\n      values: ['job-a']"));
+        assert!(failing.contains("name: vexxy-pod-image-pull-backoff"));
+        assert!(failing.contains("reason: ImagePullBackOff"));
+        assert!(failing.contains("{{ range .spec.containers }}"));
+    }
 
     #[test]
     fn the_stages_parse_as_yaml_documents_of_kind_stage() {

@@ -1,14 +1,17 @@
 //! The whole pipeline end to end, as it runs in production: the five stage binaries as separate
-//! processes against a real nats-server, a real S3 server (s3s-fs) and kubesim (its binary),
-//! talking only through JetStream events, the KV job status and the object store.
+//! processes against a real nats-server, a real S3 server (s3s-fs) and a Kubernetes API,
+//! talking only through JetStream events, the KV job status and the object store. One scenario,
+//! two clusters: kubesim (`e2e.rs`) and the real control plane with kubesim only as Kubescape
+//! (`real_e2e.rs`).
 //!
 //! Kubescape is absent when the first request arrives, so install-check installs it with the
 //! stand-in helm (`tests/system/fake-helm/helm`). The requests cover both kubevuln generations
 //! (kubesim's per-image generation overrides), an image without vulnerabilities, large images
 //! whose VEX fits the storage cap, one whose VEX does not (`no_vex_produced`) and one whose pull
-//! fails (`image_pull_failed`). A downstream subscriber reads the outcomes the way a user would
-//! (a durable pull consumer on the public stream, filtered to completed + failed), then the test
-//! checks each job's event, artifacts, KV record and that no sandbox is left behind.
+//! fails (`image_pull_failed`: kubesim's failure pattern, or a kwok Stage on the real cluster).
+//! A downstream subscriber reads the outcomes the way a user would (a durable pull consumer on
+//! the public stream, filtered to completed + failed), then the test checks each job's event,
+//! artifacts, KV record and that no sandbox is left behind.
 //!
 //! Analysis windows are 3 s and kubesim's Kubescape timings short, so a run takes well under a
 //! minute. On failure the message names each unfinished job's stage (from the KV bucket) and
@@ -29,6 +32,7 @@ use vexxy_events::{
     AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, FailureReason,
     JobState, JobStatus, RunConfig, Stage, subjects,
 };
+use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
 use vexxy_harness::{NatsServer, S3Server, workspace_root};
 use vexxy_runtime::Store;
@@ -44,6 +48,8 @@ const OUTCOME_TIMEOUT: Duration = Duration::from_secs(90);
 const QUIET_PERIOD: Duration = Duration::from_secs(1);
 const SANDBOX_CLEANUP_TIMEOUT: Duration = Duration::from_secs(20);
 const DOWNSTREAM_DURABLE: &str = "e2e-downstream";
+/// The job whose image pull fails.
+const PULL_FAIL_JOB: &str = "e2e-pull-fail";
 /// Images matching these run under kubevuln `main`; the rest under kubesim's default v0.3.159.
 const MAIN_GENERATION_PATTERNS: [&str; 2] = ["docker.io/library/nginx", "ghcr.io/acme/"];
 
@@ -145,7 +151,7 @@ fn jobs() -> Vec<Job> {
             },
         },
         Job {
-            id: "e2e-pull-fail",
+            id: PULL_FAIL_JOB,
             image_ref: "quay.io/bigco/pull-fail-app",
             digest: digest("5eed", '4'),
             expected: Expected::Failed {
@@ -157,19 +163,35 @@ fn jobs() -> Vec<Job> {
     ]
 }
 
+/// Which Kubernetes the scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    dead_code,
+    reason = "each test binary that includes this module runs one cluster"
+)]
+pub enum ClusterKind {
+    /// kubesim is the whole cluster.
+    Sim,
+    /// A real kube-apiserver, controller-manager, scheduler and kwok; kubesim is Kubescape.
+    Real,
+}
+
 /// Everything the test started; processes are killed when it is dropped. The log directory is
 /// kept when the test fails.
 struct Stack {
     dir: tempfile::TempDir,
     nats: NatsServer,
     s3: S3Server,
+    // Before the real cluster: dropped (killed) while the API it watches is still up.
     kubesim: KubesimProcess,
+    real: Option<RealCluster>,
+    kubeconfig: PathBuf,
     pipeline: Pipeline,
     helm_log: PathBuf,
 }
 
 impl Stack {
-    fn start() -> Result<Stack> {
+    fn start(cluster: ClusterKind) -> Result<Stack> {
         let root = workspace_root();
         stack::build_binaries(&root)?;
         let dir = tempfile::Builder::new()
@@ -178,6 +200,12 @@ impl Stack {
             .context("cannot create the test directory")?;
         let nats = NatsServer::start()?;
         let s3 = S3Server::start()?;
+        let real = match cluster {
+            ClusterKind::Sim => None,
+            ClusterKind::Real => Some(RealCluster::start_with(&KwokLifecycles {
+                image_pull_backoff_jobs: vec![PULL_FAIL_JOB.to_string()],
+            })?),
+        };
 
         let mut kubesim_args: Vec<String> = [
             "--seed",
@@ -202,13 +230,21 @@ impl Stack {
             kubesim_args.push("--generation-override".into());
             kubesim_args.push(format!("{pattern}=main"));
         }
+        if let Some(real) = &real {
+            kubesim_args.push("--upstream-kubeconfig".into());
+            kubesim_args.push(real.kubeconfig().display().to_string());
+        }
         let kubesim = KubesimProcess::start(dir.path(), &kubesim_args)?;
+        let kubeconfig = match &real {
+            Some(real) => real.kubeconfig().to_path_buf(),
+            None => kubesim.kubeconfig().to_path_buf(),
+        };
 
         let helm_log = dir.path().join("helm-calls.jsonl");
         let endpoints = StackEndpoints {
             nats_url: nats.url(),
             store: format!("s3://{}", s3.bucket()),
-            kubeconfig: kubesim.kubeconfig().to_path_buf(),
+            kubeconfig: kubeconfig.clone(),
         };
         let aws = s3.aws_env();
         let kubesim_url = kubesim.url().to_string();
@@ -227,6 +263,8 @@ impl Stack {
             nats,
             s3,
             kubesim,
+            real,
+            kubeconfig,
             pipeline,
             helm_log,
         };
@@ -248,9 +286,13 @@ impl Stack {
             .context("cannot open the test bucket")
     }
 
-    fn kube_client(&self) -> Result<kube::Client> {
-        let config = kube::Config::new(self.kubesim.url().parse()?);
-        kube::Client::try_from(config).context("cannot build a client for kubesim")
+    /// A client of the cluster the stages use, from the same kubeconfig.
+    async fn kube_client(&self) -> Result<kube::Client> {
+        let yaml = std::fs::read_to_string(&self.kubeconfig)
+            .with_context(|| format!("cannot read {}", self.kubeconfig.display()))?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        kube::Client::try_from(config).context("cannot build a client for the cluster")
     }
 
     fn helm_calls(&self) -> Result<Vec<Vec<String>>> {
@@ -273,7 +315,7 @@ impl Stack {
             .map(|(name, status)| format!("{name} exited ({status})"))
             .collect();
         format!(
-            "{}\n{}\n----- kubesim ({}) -----\n{}\n----- nats-server ({}) -----\n{}\n(all logs in {})",
+            "{}\n{}\n----- kubesim ({}) -----\n{}\n----- nats-server ({}) -----\n{}\n{}(all logs in {})",
             if exited.is_empty() {
                 "all stages still running".to_string()
             } else {
@@ -284,6 +326,10 @@ impl Stack {
             stack::log_tail(self.kubesim.log_path(), 15),
             self.nats.log_path().display(),
             stack::log_tail(&self.nats.log_path(), 10),
+            self.real
+                .as_ref()
+                .map(|real| format!("----- real control plane -----{}\n", real.tails()))
+                .unwrap_or_default(),
             self.dir.path().display()
         )
     }
@@ -739,7 +785,7 @@ async fn apiservice_exists(client: &kube::Client) -> Result<bool> {
     Ok(api
         .get_opt("v1beta1.spdx.softwarecomposition.kubescape.io")
         .await
-        .context("cannot read APIServices from kubesim")?
+        .context("cannot read APIServices")?
         .is_some())
 }
 
@@ -755,10 +801,10 @@ async fn sandbox_deployments(client: &kube::Client) -> Result<Vec<String>> {
         .collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pipeline_turns_requests_into_one_outcome_each_with_valid_vex() -> Result<()> {
+/// The scenario against `cluster`; the test functions of `e2e.rs` and `real_e2e.rs` call it.
+pub async fn requests_become_one_outcome_each_with_valid_vex(cluster: ClusterKind) -> Result<()> {
     let test_started = Instant::now();
-    let mut stack = tokio::task::block_in_place(Stack::start)?;
+    let mut stack = tokio::task::block_in_place(|| Stack::start(cluster))?;
     let stack_ready = test_started.elapsed();
     eprintln!("e2e: stack ready in {:.1}s", stack_ready.as_secs_f64());
 
@@ -795,7 +841,7 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
     let jobs = jobs();
     let client = stack.nats.client().await?;
     let js = jetstream::new(client);
-    let kube = stack.kube_client()?;
+    let kube = stack.kube_client().await?;
     let store = stack.store()?;
     let bucket = stack.s3.bucket().to_string();
 
