@@ -37,7 +37,8 @@ pub struct Snapshot {
     pub deployment: Option<DeploymentSummary>,
     pub pods_synced: bool,
     pub target: Option<Target>,
-    /// The storage watches are open (they are hints; the GETs are the truth).
+    /// The storage watches have opened (they are hints; the job's reads are the truth, and
+    /// `storage_read_failed` says whether this look's failed).
     pub profiles_synced: bool,
     pub profile: Option<ProfileSummary>,
     pub vex_synced: bool,

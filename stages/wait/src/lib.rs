@@ -117,7 +117,7 @@ pub struct ViewStats {
     pub deployments: usize,
     pub profiles: usize,
     pub vex: usize,
-    /// The Pod and Deployment watchers have listed and both storage watches are open.
+    /// The Pod and Deployment watchers have listed and both storage watches have opened.
     pub synced: bool,
     pub registered_keys: usize,
 }

@@ -73,7 +73,8 @@ pub struct Table<K, V> {
     live: BTreeMap<K, V>,
     relisting: Option<BTreeMap<K, V>>,
     /// Pods and Deployments: true once the first complete list arrived (absence means something
-    /// only after that). Storage: true while the watch is open.
+    /// only after that). Storage: true once the watch has opened (its events are hints; what a
+    /// job concludes from rests on its own reads, see [`ClusterView::read_storage`]).
     pub synced: bool,
     /// Receipt position at which the current watch began (the start of kube-runtime's current
     /// list; when the storage watch's current request was sent): every watch event after it is
@@ -228,7 +229,7 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn next_receipt_position(&self) -> u64 {
+    fn next_receipt_position(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -624,11 +625,7 @@ async fn follow_storage<V>(
                     .expect("table lock")
                     .storage_watch_opened(sent_at);
                 waiters.wake_all();
-                let error =
-                    follow_storage_stream(stream, &tables, &waiters, table, &summarize, wake_key)
-                        .await;
-                table(&tables).write().expect("table lock").synced = false;
-                error
+                follow_storage_stream(stream, &tables, &waiters, table, &summarize, wake_key).await
             }
             Err(error) => Some(error.to_string()),
         };
