@@ -1,5 +1,6 @@
 //! The pipeline end to end against kubesim (see `e2e_support` for the scenario).
 
+mod deploy_manifests_support;
 mod e2e_support;
 
 use e2e_support::ClusterKind;

@@ -2,6 +2,7 @@
 //! controller-manager, scheduler and kwok, with kubesim only as Kubescape (storage API behind the
 //! real aggregator, node-agent and kubevuln for the real pods). Same scenario as `e2e.rs`.
 
+mod deploy_manifests_support;
 mod e2e_support;
 
 use e2e_support::ClusterKind;

@@ -13,6 +13,11 @@
 //! the public stream, filtered to completed + failed), then the test checks each job's event,
 //! artifacts, KV record and that no sandbox is left behind.
 //!
+//! On the real cluster each stage also authenticates as its own ServiceAccount with a token,
+//! and the Namespaces, ServiceAccounts and RBAC of `deploy/base` (applied with kubectl) are all
+//! it is granted: the real authorizer decides every request, and the sandbox namespace's Pod
+//! Security labels are enforced by the real admission.
+//!
 //! Analysis windows are 3 s and kubesim's Kubescape timings short, so a run takes well under a
 //! minute. On failure the message names each unfinished job's stage (from the KV bucket) and
 //! prints the end of every process log; the log directory is kept.
@@ -249,10 +254,17 @@ impl Stack {
         let aws = s3.aws_env();
         let kubesim_url = kubesim.url().to_string();
         let helm_log_for_env = helm_log.clone();
+        let identities = match &real {
+            Some(real) => Some(StageIdentities::apply(real, dir.path())?),
+            None => None,
+        };
         let pipeline = Pipeline::start(dir.path(), |stage, health_file| {
             let mut env = stack::local_stage_env(&endpoints, health_file, 1);
             env.extend(aws.iter().cloned());
             env.extend(test_timings());
+            if let Some(identities) = &identities {
+                env.extend(identities.env_of(stage));
+            }
             if stage == "vexxy-install-check" {
                 env.extend(install_check_env(&root, &kubesim_url, &helm_log_for_env));
             }
@@ -340,6 +352,97 @@ impl Stack {
         let dir = std::mem::replace(&mut self.dir, placeholder);
         eprintln!("e2e: logs kept in {}", dir.keep().display());
     }
+}
+
+/// The identities `deploy/base` gives the stages, on the real cluster: its Namespaces,
+/// ServiceAccounts, Roles, ClusterRoles and bindings applied with kubectl, and a kubeconfig per
+/// stage that authenticates with a token of the stage's own ServiceAccount.
+struct StageIdentities {
+    kubeconfigs: BTreeMap<String, PathBuf>,
+}
+
+/// The kinds of `deploy/base` that make up who the stages are and what they may do.
+const IDENTITY_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+];
+
+impl StageIdentities {
+    fn apply(real: &RealCluster, dir: &Path) -> Result<StageIdentities> {
+        // install-check's and extract's Roles live in Kubescape's namespace, which exists
+        // before vexxy is installed (the chart, or the dev overlay's auto-install component).
+        real.kubectl_ok(&["create", "namespace", "kubescape"])?;
+        let objects: String = crate::deploy_manifests_support::render("deploy/base")?
+            .into_iter()
+            .filter(|object| IDENTITY_KINDS.contains(&object["kind"].as_str().unwrap_or("")))
+            .map(|object| format!("---\n{}", serde_yaml_ng::to_string(&object).expect("YAML")))
+            .collect();
+        real.kubectl_stdin(&["apply", "-f", "-"], &objects)
+            .context("applying deploy/base's identities to the real cluster")?;
+        let ca = std::fs::read(real.ca_cert()).context("cannot read the cluster's CA")?;
+        let mut kubeconfigs = BTreeMap::new();
+        for stage in stack::STAGES {
+            let token = real
+                .kubectl_ok(&["create", "token", stage, "-n", "vexxy", "--duration", "1h"])
+                .with_context(|| format!("a token for ServiceAccount vexxy/{stage}"))?;
+            let path = dir.join(format!("{stage}.kubeconfig"));
+            std::fs::write(&path, token_kubeconfig(&real.url(), &ca, token.trim()))?;
+            // The API server sees the stage as its ServiceAccount, and nothing more.
+            let path_arg = path.display().to_string();
+            let whoami = real.kubectl_ok(&[
+                "auth",
+                "whoami",
+                "--kubeconfig",
+                &path_arg,
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])?;
+            ensure!(
+                whoami == format!("system:serviceaccount:vexxy:{stage}"),
+                "{stage}'s kubeconfig authenticates as {whoami:?}"
+            );
+            kubeconfigs.insert(stage.to_string(), path);
+        }
+        Ok(StageIdentities { kubeconfigs })
+    }
+
+    /// The stage's kubeconfig, and no sandbox namespace created on demand (the base has it,
+    /// and no stage may create namespaces).
+    fn env_of(&self, stage: &str) -> Vec<(String, String)> {
+        let mut env = vec![("VEXXY_CREATE_SANDBOX_NAMESPACE".into(), "false".into())];
+        if let Some(path) = self.kubeconfigs.get(stage) {
+            env.push(("KUBECONFIG".into(), path.display().to_string()));
+        }
+        env
+    }
+}
+
+fn token_kubeconfig(server: &str, ca: &[u8], token: &str) -> String {
+    let ca = data_encoding::BASE64.encode(ca);
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: real
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: stage
+  user:
+    token: {token}
+contexts:
+- name: stage
+  context:
+    cluster: real
+    user: stage
+current-context: stage
+"
+    )
 }
 
 /// Short settings so a job takes seconds: fast retries, short AckWait (in-progress signals every
