@@ -234,6 +234,9 @@ async fn serve(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = target.resource;
+    if body.len() > ApiError::MAX_REQUEST_BODY_BYTES {
+        return Err(ApiError::request_too_large());
+    }
     if r.namespaced && target.namespace.is_none() && !matches!(verb, "list" | "watch") {
         return Err(ApiError::no_route());
     }
@@ -304,7 +307,7 @@ async fn serve(
                     r.singular
                 )));
             }
-            let obj = patch::parse_body(&body)?;
+            let obj = patch::parse_object_body(content_type, &body)?;
             let created = store.create(r, &ns, obj)?;
             Ok(json_response(StatusCode::CREATED, &created))
         }
@@ -313,7 +316,7 @@ async fn serve(
                 .name
                 .as_deref()
                 .ok_or_else(|| ApiError::method_not_allowed("PUT needs an object name"))?;
-            let obj = patch::parse_body(&body)?;
+            let obj = patch::parse_object_body(content_type, &body)?;
             let updated = store.update(r, &ns, name, obj, status_only)?;
             Ok(json_response(StatusCode::OK, &updated))
         }

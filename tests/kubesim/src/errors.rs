@@ -15,6 +15,9 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
+    /// Answered as the API server's plain-text `404 page not found`, not as a Status: what a
+    /// path no API group serves gets.
+    pub plain_not_found: bool,
 }
 
 impl ApiError {
@@ -25,11 +28,17 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            plain_not_found: false,
         }
     }
 
+    /// `details` as the real API server fills it: the core group is left out, not `""`.
     fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": group, "kind": kind}));
+        let mut details = json!({"name": name, "kind": kind});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        self.details = Some(details);
         self
     }
 
@@ -51,13 +60,22 @@ impl ApiError {
         )
     }
 
-    /// The answer for a path the server does not serve (e.g. an unregistered aggregated API).
+    /// The answer for a path the server does not serve (e.g. an unregistered aggregated API):
+    /// the real API server's plain-text `404 page not found`.
     pub fn no_route() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        let mut error = Self::new(404, "NotFound", "404 page not found");
+        error.plain_not_found = true;
+        error
+    }
+
+    /// The real API server's limit on a request body (`MaxRequestBodyBytes`, 3 MiB).
+    pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+    pub fn request_too_large() -> Self {
+        Self::too_large(format!(
+            "Request entity too large: limit is {}",
+            Self::MAX_REQUEST_BODY_BYTES
+        ))
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
@@ -116,6 +134,15 @@ impl ApiError {
         )
     }
 
+    /// 415 with a note on what to send instead.
+    pub fn unsupported_media_type_note(content_type: &str, note: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format ({content_type:?}): {note}"),
+        )
+    }
+
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }
@@ -160,6 +187,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.plain_not_found {
+            return (
+                code,
+                [("content-type", "text/plain; charset=utf-8")],
+                "404 page not found\n",
+            )
+                .into_response();
+        }
         let body = self.status().to_string();
         let mut resp = (code, [("content-type", "application/json")], body).into_response();
         if let Some(secs) = self.retry_after {

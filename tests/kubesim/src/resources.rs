@@ -132,6 +132,19 @@ pub static RESOURCES: &[Resource] = &[
         ["ds"],
         true
     ),
+    // Stored and served like the real API server's, with no controller behind them: kubesim
+    // runs no Job's pods and enforces no budget (the real control plane tier does).
+    res!("batch", "v1", "jobs", "job", "Job", true, [], true),
+    res!(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        "PodDisruptionBudget",
+        true,
+        ["pdb"],
+        true
+    ),
     res!(
         "networking.k8s.io",
         "v1",

@@ -148,12 +148,6 @@ fn the_typed_round_trip_catches_a_misplaced_field() {
     );
 }
 
-/// Kinds the overlays use that kubesim does not serve; they are checked by type only.
-const NOT_SERVED_BY_KUBESIM: [(&str, &str); 2] = [
-    ("PodDisruptionBudget", "poddisruptionbudgets.policy"),
-    ("Job", "jobs.batch"),
-];
-
 fn kubectl_at(kubeconfig: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
     use std::io::Write;
     let mut child = Command::new(kubectl()?)
@@ -198,25 +192,8 @@ async fn applies_cleanly(dir: &str) -> Result<()> {
     let kubeconfig = temp.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig)?;
 
-    let served = {
-        let kubeconfig = kubeconfig.clone();
-        tokio::task::spawn_blocking(move || {
-            kubectl_at(&kubeconfig, &["api-resources", "-o", "name"], None)
-        })
-        .await??
-    };
-    let served: BTreeSet<&str> = served.lines().map(str::trim).collect();
-    for (kind_, resource) in NOT_SERVED_BY_KUBESIM {
-        ensure!(
-            !served.contains(resource),
-            "kubesim now serves {resource}: remove {kind_} from NOT_SERVED_BY_KUBESIM so it is applied too"
-        );
-    }
-
     let objects = render(dir)?;
-    let (applied, skipped): (Vec<&Value>, Vec<&Value>) = objects
-        .iter()
-        .partition(|o| !NOT_SERVED_BY_KUBESIM.iter().any(|(k, _)| *k == kind(o)));
+    let applied: Vec<&Value> = objects.iter().collect();
     let stream: String = applied
         .iter()
         .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).expect("YAML")))
@@ -279,14 +256,8 @@ async fn applies_cleanly(dir: &str) -> Result<()> {
         );
     }
     eprintln!(
-        "{dir}: {} objects applied twice to kubesim and read back; {} checked by type only ({})",
-        applied.len(),
-        skipped.len(),
-        skipped
-            .iter()
-            .map(|o| describe(o))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "{dir}: {} objects applied twice to kubesim and read back",
+        applied.len()
     );
     sim.shutdown().await;
     Ok(())
