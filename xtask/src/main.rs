@@ -5,6 +5,7 @@ mod chaos;
 mod demo;
 mod deps;
 mod gotools;
+mod lint;
 mod machine;
 mod paths;
 mod setup;
@@ -52,6 +53,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Check the workspace dependency rules (also part of `test`).
     CheckDeps,
+    /// `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
+    Lint,
     /// Build in release mode and run the benchmarks (docs/BENCHMARKS.md); writes
     /// target/bench/report.json.
     Bench(bench::BenchArgs),
@@ -124,6 +127,7 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
             demo::run(paths, &env, &args)
         }
         Command::Bench(args) => bench::run(paths, &args),
+        Command::Lint => lint::run(paths),
         Command::Chaos(args) => chaos::run(paths, &args),
         Command::CheckDeps => {
             let problems = deps::violations(&deps::load_metadata(&paths.root)?);
