@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use deploy_manifests_support::{
-    KUSTOMIZATIONS, container_env, describe, find, kind, kubectl, name, namespace, render,
-    vexxy_deployment,
+    KUSTOMIZATIONS, check_applied, container_env, describe, find, kind, kubectl, name, namespace,
+    render, vexxy_deployment,
 };
 use serde_json::Value;
 use vexxy_harness::stack::STAGES;
@@ -218,21 +218,7 @@ async fn applies_cleanly(dir: &str) -> Result<()> {
         )
         .await
         .with_context(|| format!("{dir}: kubectl apply did not finish in 60 s"))???;
-        // `-o name` prints `<resource>.<group>/<name>`; compare kind (singular) and name.
-        let reported: BTreeSet<String> = output
-            .lines()
-            .filter_map(|line| {
-                let (resource, object) = line.trim().split_once('/')?;
-                let singular = resource.split('.').next()?;
-                Some(format!("{singular}/{object}"))
-            })
-            .collect();
-        ensure!(
-            reported == expected,
-            "{dir}: the {round} apply reported other objects than rendered.\nnot reported: {:?}\nunexpected: {:?}",
-            expected.difference(&reported).collect::<Vec<_>>(),
-            reported.difference(&expected).collect::<Vec<_>>()
-        );
+        check_applied(dir, round, &expected, &output)?;
     }
 
     // Read back: each object exists where the manifests put it.

@@ -9,7 +9,9 @@ mod deploy_manifests_support;
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
-use deploy_manifests_support::{KUSTOMIZATIONS, describe, kind, name, namespace, render, root};
+use deploy_manifests_support::{
+    KUSTOMIZATIONS, check_applied, describe, kind, name, namespace, render, root,
+};
 use vexxy_harness::realcluster::RealCluster;
 
 /// `kubectl apply -k DIR -o name`, twice; every rendered object reported each time and
@@ -26,20 +28,7 @@ fn applies_twice(cluster: &RealCluster, dir: &str) -> Result<()> {
         let output = cluster
             .kubectl_ok(&["apply", "-k", &path, "-o", "name"])
             .with_context(|| format!("{dir}: the {round} apply"))?;
-        let reported: BTreeSet<String> = output
-            .lines()
-            .filter_map(|line| {
-                let (resource, object) = line.trim().split_once('/')?;
-                let singular = resource.split('.').next()?;
-                Some(format!("{singular}/{object}"))
-            })
-            .collect();
-        ensure!(
-            reported == expected,
-            "{dir}: the {round} apply reported other objects than rendered.\nnot reported: {:?}\nunexpected: {:?}",
-            expected.difference(&reported).collect::<Vec<_>>(),
-            reported.difference(&expected).collect::<Vec<_>>()
-        );
+        check_applied(dir, round, &expected, &output)?;
     }
     for object in &objects {
         let mut args = vec!["get", kind(object), name(object), "-o", "name"];

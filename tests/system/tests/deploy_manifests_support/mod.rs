@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -206,4 +206,34 @@ pub fn dockerfile_binaries() -> Result<Vec<String>> {
         .split_whitespace()
         .map(str::to_string)
         .collect())
+}
+
+/// The objects `kubectl apply -o name` printed as `kind/name` (it prints
+/// `<resource>.<group>/<name>`; the singular resource is the lower-case kind).
+pub fn applied_names(output: &str) -> BTreeSet<String> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (resource, object) = line.trim().split_once('/')?;
+            let singular = resource.split('.').next()?;
+            Some(format!("{singular}/{object}"))
+        })
+        .collect()
+}
+
+/// Fails unless the `round`-th apply of `dir` reported exactly the `expected` objects.
+pub fn check_applied(
+    dir: &str,
+    round: &str,
+    expected: &BTreeSet<String>,
+    output: &str,
+) -> Result<()> {
+    let reported = applied_names(output);
+    anyhow::ensure!(
+        &reported == expected,
+        "{dir}: the {round} apply reported other objects than rendered.\nnot reported: {:?}\nunexpected: {:?}",
+        expected.difference(&reported).collect::<Vec<_>>(),
+        reported.difference(expected).collect::<Vec<_>>()
+    );
+    Ok(())
 }
