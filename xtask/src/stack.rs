@@ -280,7 +280,7 @@ fn start_all(
             kubesim.arg("--kubeconfig").arg(&env.kubeconfig);
         }
         ClusterKind::Real => {
-            start_real_cluster(paths, &env.kubeconfig, started)?;
+            start_real_cluster(paths, tools, &env.kubeconfig, started)?;
             // kubesim is only Kubescape here, registered with the real API server.
             kubesim.arg("--upstream-kubeconfig").arg(&env.kubeconfig);
         }
@@ -318,6 +318,7 @@ fn start_all(
 /// kubeconfig is written to `kubeconfig`.
 fn start_real_cluster(
     paths: &Paths,
+    tools: &Tools,
     kubeconfig: &Path,
     started: &mut Started,
 ) -> anyhow::Result<()> {
@@ -329,15 +330,8 @@ fn start_real_cluster(
         .arg(kubeconfig)
         .arg("--ready-file")
         .arg(&ready_file);
-    // The Go-built binaries are linked into .tools/bin by setup.
-    let mut search = vec![paths.tools_bin()];
-    if let Some(path) = std::env::var_os("PATH") {
-        search.extend(std::env::split_paths(&path));
-    }
-    command.env(
-        "PATH",
-        std::env::join_paths(search).context("PATH holds a folder name it cannot join")?,
-    );
+    // Setup linked the Go-built binaries into .tools/bin, which this PATH puts first.
+    command.envs(tools.env(paths));
     spawn_detached(paths, REAL_CLUSTER, command, started)?;
     let deadline = Instant::now() + REAL_CLUSTER_READY_TIMEOUT;
     while !ready_file.is_file() {

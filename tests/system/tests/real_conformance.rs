@@ -211,7 +211,7 @@ async fn client_of(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// kubectl's own requests: exit status and the first line it printed.
+/// kubectl's own requests, compared by whether kubectl succeeded.
 fn kubectl_answer(kubeconfig: &std::path::Path, args: &[&str]) -> Result<Value> {
     let kubectl = vexxy_harness::find_binary("VEXXY_KUBECTL", "kubectl")?;
     let output = std::process::Command::new(kubectl)
