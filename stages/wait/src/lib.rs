@@ -12,11 +12,13 @@
 //! one (its LIST has no resourceVersion; its watch has no initial events, no replay, no
 //! bookmarks, and misses what is written while it re-opens), so for ContainerProfiles and VEX
 //! documents the cluster-wide watch is a *hint* (re-opened whenever it ends, with backoff after
-//! errors) and the truth is a GET with `resourceVersion=metadata` of the job's profile and VEX,
-//! made every time the job looks: at its start, after every (re)open of a storage watch (which
-//! wakes every job), after a watch event for its objects, and when a timer (settle, bound,
-//! deadline) is due, before it concludes. A GET answer never replaces a version the watch
-//! delivered while the GET was in flight; a 404 removes what was held. See `view`.
+//! errors) that becomes complete once a read follows its opening: after every (re)open the view
+//! LISTs the kind's namespace with `resourceVersion=metadata` (one request for all jobs), and from
+//! then on every write arrives as an event. A job GETs its own profile and VEX (also metadata
+//! only) only when that cannot be relied on: a watch is down, or its LIST failed and the job has
+//! not read since the watch opened. A read's answer never replaces a version the watch
+//! delivered while the read was in flight; an object missing from the answer is removed. See
+//! `view`.
 //! * kubevuln scans only `ready` (learning-time) and `completed` profiles, and learns of them
 //!   through the same watch API. If the storage watch delivered the profile's creation and every
 //!   version since (no re-open in between, the version held not one only a GET found) and no
@@ -48,9 +50,10 @@
 //! Nothing is kept in process memory that a restart would need: the deadline comes from the
 //! ticket and the state from the watches and the reads, so a redelivered message resumes (a
 //! restart does lose the profiles' learning history, so its jobs take rule B).
-//! Per job the API requests are the GETs of its profile and VEX (metadata only) at each look,
-//! and at most one GET of the Deployment when the watch has not shown it (to tell "not
-//! delivered yet" from "deleted").
+//! Per job the API requests are none while the storage watches and their LISTs work (the watches
+//! and one LIST per kind per re-open, about every 290 s, are shared by all jobs), the GETs of its
+//! profile and VEX when they do not, and at most one GET of the Deployment when the watch has not
+//! shown it (to tell "not delivered yet" from "deleted").
 //!
 //! ## Environment
 //! | variable | default | meaning |
@@ -119,6 +122,8 @@ pub struct ViewStats {
     pub vex: usize,
     /// The Pod and Deployment watchers have listed and both storage watches have opened.
     pub synced: bool,
+    /// Both storage watches are open and were LISTed since: jobs need no reads of their own.
+    pub storage_covered: bool,
     pub registered_keys: usize,
 }
 
@@ -152,7 +157,9 @@ impl WaitHandler {
         let deployments = tables.deployments.read().expect("deployments table lock");
         let profiles = tables.profiles.read().expect("profiles table lock");
         let vex = tables.vex.read().expect("vex table lock");
+        let storage_covered = profiles.coverage.covers(None) && vex.coverage.covers(None);
         ViewStats {
+            storage_covered,
             pods: pods.len(),
             deployments: deployments.len(),
             profiles: profiles.len(),
@@ -190,6 +197,8 @@ impl WaitHandler {
         interest.add(WatchKey::Deployment(sandbox.deployment.clone()));
         let mut memory = JobMemory::default();
         let mut deployment_get_failures = 0;
+        // The slug and storage coverage at the job's last successful read of its profile and VEX.
+        let mut last_read: Option<(String, view::StorageCoverage)> = None;
 
         loop {
             let tables = &self.inner.view.tables;
@@ -198,19 +207,36 @@ impl WaitHandler {
                 .as_ref()
                 .or(memory.last_target.as_ref())
                 .map(|t| t.slug.clone());
-            // Every look reads the job's profile and VEX: the storage watch is only a hint
-            // (it misses what is written while it re-opens), and this look may conclude.
+            // The storage watch misses what is written while it re-opens, so the job reads its
+            // profile and VEX itself whenever the tables cannot be trusted for them: no LIST
+            // answered since the watch last opened and no read of its own since then, or a watch
+            // is down (see `view::StorageCoverage`).
             let storage_error = match &slug {
                 Some(slug) => {
                     // Registered before the GET is sent, so a watch event that lands while it is
                     // in flight wakes this job again.
                     interest.add(WatchKey::Profile(slug.clone()));
                     interest.add(WatchKey::Vex(slug.clone()));
-                    // Boxed: the GETs' future is large and a waiting job parks this one.
-                    Box::pin(self.inner.view.read_storage(slug))
-                        .await
-                        .err()
-                        .map(|error| error.to_string())
+                    let coverage = self.inner.view.tables.storage_coverage();
+                    let read_at = last_read
+                        .as_ref()
+                        .filter(|(read, _)| read == slug)
+                        .map(|(_, at)| at);
+                    if coverage.covers(read_at) {
+                        None
+                    } else {
+                        // Boxed: the GETs' future is large and a waiting job parks this one.
+                        match Box::pin(self.inner.view.read_storage(slug)).await {
+                            Ok(()) => {
+                                last_read = Some((slug.clone(), coverage));
+                                None
+                            }
+                            Err(error) => {
+                                last_read = None;
+                                Some(error.to_string())
+                            }
+                        }
+                    }
                 }
                 None => None,
             };

@@ -8,12 +8,13 @@
 //! resourceVersion (kube-runtime's watcher then fails with `NoResourceVersion` on every retry)
 //! and whose watch has no initial events, no replay, no bookmarks and no 410: it streams the
 //! writes made while it is open, and an object written while it is being re-opened is seen only
-//! by a read. So for these two kinds the cluster-wide watch is a *hint* (re-opened whenever it
-//! ends, with backoff after errors) and each job's GET of its own profile and VEX with
-//! `resourceVersion=metadata` (cheap: metadata only, past storage's request queue) is the
-//! *truth* ([`ClusterView::read_storage`]). A GET answer never overwrites what the watch
-//! delivered for that object after the GET was sent; a version only a GET found counts as
-//! listed (order unknown) until the watch delivers it too.
+//! by a read. So for these two kinds the cluster-wide watch is re-opened whenever it ends (with
+//! backoff after errors) and followed by one LIST of the namespace with
+//! `resourceVersion=metadata` (metadata only, past storage's request queue); from then on the
+//! table holds every write. When that LIST fails or a watch is down, each job GETs its own
+//! profile and VEX instead ([`ClusterView::read_storage`], [`StorageCoverage`]). A read's answer
+//! never overwrites what the watch delivered for that object after the read was sent; a version
+//! only a read found counts as listed (order unknown) until the watch delivers it too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Debug;
@@ -26,7 +27,9 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ApiResource, DynamicObject, GetParams, GroupVersionKind, WatchEvent, WatchParams};
+use kube::api::{
+    ApiResource, DynamicObject, GetParams, GroupVersionKind, ListParams, WatchEvent, WatchParams,
+};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -85,6 +88,43 @@ pub struct Table<K, V> {
     /// Storage: deletes the watch delivered in the last [`DELETE_MEMORY`] (position, local time,
     /// key), oldest first.
     recent_deletes: VecDeque<(u64, DateTime<Utc>, K)>,
+    /// Storage: whether the table holds every write of its kind (see [`StorageCoverage`]).
+    pub coverage: KindCoverage,
+}
+
+/// Whether a storage table can be trusted without a job's own read. The watch streams every
+/// write made while it is open (storage's watcher applies back-pressure, it never drops), so the
+/// table is complete while the watch stays open if a LIST answered after it opened, and for one
+/// job if that job's own read was sent after it opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindCoverage {
+    /// Increases whenever the watch opens or ends.
+    pub epoch: u64,
+    pub open: bool,
+    /// A LIST of the namespace was applied since the watch opened.
+    pub listed: bool,
+}
+
+impl KindCoverage {
+    /// Whether a job whose last read was sent at coverage `read` (`None`: never) may rely on the
+    /// table now.
+    pub fn covers(&self, read: Option<&KindCoverage>) -> bool {
+        self.open && (self.listed || read.is_some_and(|read| read.epoch == self.epoch))
+    }
+}
+
+/// The coverage of both storage tables; a job keeps the one taken before its last read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StorageCoverage {
+    pub profiles: KindCoverage,
+    pub vex: KindCoverage,
+}
+
+impl StorageCoverage {
+    /// Whether a job whose last read was sent at `read` needs no new read of its objects.
+    pub fn covers(&self, read: Option<&StorageCoverage>) -> bool {
+        self.profiles.covers(read.map(|r| &r.profiles)) && self.vex.covers(read.map(|r| &r.vex))
+    }
 }
 
 impl<K: Ord, V> Default for Table<K, V> {
@@ -96,6 +136,7 @@ impl<K: Ord, V> Default for Table<K, V> {
             watch_began: None,
             last_error: None,
             recent_deletes: VecDeque::new(),
+            coverage: KindCoverage::default(),
         }
     }
 }
@@ -144,6 +185,34 @@ impl<K: Ord + Clone + PartialEq, V: StorageSummary> Table<K, V> {
         self.last_error = None;
         self.watch_began = Some(sent_at);
         self.live.values_mut().for_each(V::watch_reopened);
+        self.coverage = KindCoverage {
+            epoch: self.coverage.epoch + 1,
+            open: true,
+            listed: false,
+        };
+    }
+
+    /// The storage watch ended: writes from now on are missed until it re-opens.
+    pub fn storage_watch_ended(&mut self) {
+        self.coverage = KindCoverage {
+            epoch: self.coverage.epoch + 1,
+            open: false,
+            listed: false,
+        };
+    }
+
+    /// Applies the answer of a LIST of the whole namespace sent when the receipt clock stood at
+    /// `sent_at`, as a GET of every object it holds or held: objects not listed were deleted.
+    pub fn apply_list_answer(&mut self, listed: impl IntoIterator<Item = (K, V)>, sent_at: u64) {
+        let mut absent: std::collections::BTreeSet<K> = self.live.keys().cloned().collect();
+        for (key, value) in listed {
+            absent.remove(&key);
+            self.apply_get_answer(key, Some(value), sent_at);
+        }
+        for key in absent {
+            self.apply_get_answer(key, None, sent_at);
+        }
+        self.coverage.listed = self.coverage.open;
     }
 
     /// Applies one storage watch event received at `position` and local time `at` (a put's
@@ -231,6 +300,14 @@ pub struct Tables {
 impl Tables {
     fn next_receipt_position(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The storage watches' coverage now; take it *before* sending a read.
+    pub fn storage_coverage(&self) -> StorageCoverage {
+        StorageCoverage {
+            profiles: self.profiles.read().expect("profiles table lock").coverage,
+            vex: self.vex.read().expect("vex table lock").coverage,
+        }
     }
 
     /// All pods of one job.
@@ -390,6 +467,9 @@ impl ClusterView {
         let profile_hints = Api::<DynamicObject>::all_with(client.clone(), &profile_resource);
         let vex_hints = Api::<DynamicObject>::all_with(client.clone(), &vex_resource);
 
+        let profiles =
+            Api::namespaced_with(client.clone(), &config.sandbox_namespace, &profile_resource);
+        let vex = Api::namespaced_with(client, &config.kubescape_namespace, &vex_resource);
         let sandbox_ns = config.sandbox_namespace.clone();
         let kubescape_ns = config.kubescape_namespace.clone();
         let tasks = vec![
@@ -411,6 +491,7 @@ impl ClusterView {
             )),
             tokio::spawn(follow_storage(
                 profile_hints,
+                profiles.clone(),
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.profiles,
@@ -419,6 +500,7 @@ impl ClusterView {
             )),
             tokio::spawn(follow_storage(
                 vex_hints,
+                vex.clone(),
                 tables.clone(),
                 waiters.clone(),
                 |t| &t.vex,
@@ -430,12 +512,8 @@ impl ClusterView {
             tables,
             waiters,
             tasks,
-            profiles: Api::namespaced_with(
-                client.clone(),
-                &config.sandbox_namespace,
-                &profile_resource,
-            ),
-            vex: Api::namespaced_with(client, &config.kubescape_namespace, &vex_resource),
+            profiles,
+            vex,
             sandbox_namespace: config.sandbox_namespace.clone(),
             kubescape_namespace: config.kubescape_namespace.clone(),
             storage_gets: Semaphore::new(CONCURRENT_STORAGE_GETS),
@@ -458,11 +536,7 @@ impl ClusterView {
             get_metadata_view(&self.vex, kinds::VEX_PLURAL, slug),
         );
         let (profile, vex) = (profile?, vex?);
-        let found = || Receipt {
-            seq: self.tables.next_receipt_position(),
-            listed: true,
-            at: Utc::now(),
-        };
+        let found = || found(&self.tables);
         let profile = profile
             .and_then(|o| summary::profile(&o, &self.sandbox_namespace, found(), false))
             .map(|(_, summary)| summary);
@@ -480,6 +554,31 @@ impl ClusterView {
             .expect("vex table lock")
             .apply_get_answer(slug.to_string(), vex, sent_at);
         Ok(())
+    }
+}
+
+/// The receipt of a version a read (GET or LIST) found: its order among the watch events is
+/// unknown.
+fn found(tables: &Tables) -> Receipt {
+    Receipt {
+        seq: tables.next_receipt_position(),
+        listed: true,
+        at: Utc::now(),
+    }
+}
+
+/// Every object of the API's namespace, metadata only (`resourceVersion=metadata` also skips
+/// storage's request queue), following `continue` through storage's pages of 500.
+async fn list_metadata(api: &Api<DynamicObject>) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut objects = Vec::new();
+    let mut params = ListParams::default().at("metadata");
+    loop {
+        let page = api.list(&params).await?;
+        objects.extend(page.items);
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(objects),
+        }
     }
 }
 
@@ -599,11 +698,13 @@ fn apply<O, K: Ord + Clone, V>(
 }
 
 /// Follows one storage kind's cluster-wide watch for as long as the view lives: every (re)open
-/// wakes every job (each then reads its objects again, since writes made while no watch was
-/// open were missed), every event wakes the jobs of its object. A watch the server ends (its
+/// changes the [`StorageCoverage`] epoch and wakes every job (each then reads its objects again,
+/// since writes made while no watch was open were missed), every event wakes the jobs of its
+/// object. A watch the server ends (its
 /// `timeoutSeconds`) is re-opened at once; after an error, with kube-runtime's backoff.
 async fn follow_storage<V>(
     api: Api<DynamicObject>,
+    list_api: Api<DynamicObject>,
     tables: Arc<Tables>,
     waiters: Arc<Waiters>,
     table: fn(&Tables) -> &RwLock<Table<String, V>>,
@@ -624,8 +725,33 @@ async fn follow_storage<V>(
                     .write()
                     .expect("table lock")
                     .storage_watch_opened(sent_at);
+                // Writes made while no watch was open were missed: one LIST of the namespace
+                // brings every job's objects up to date at once (else each job reads its own).
+                let relist_sent_at = tables.next_receipt_position();
+                match list_metadata(&list_api).await {
+                    Ok(objects) => table(&tables)
+                        .write()
+                        .expect("table lock")
+                        .apply_list_answer(
+                            objects
+                                .iter()
+                                .filter_map(|o| summarize(o, found(&tables), false)),
+                            relist_sent_at,
+                        ),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "cannot list storage objects after (re)opening their watch; each job reads its own"
+                    ),
+                }
                 waiters.wake_all();
-                follow_storage_stream(stream, &tables, &waiters, table, &summarize, wake_key).await
+                let ended =
+                    follow_storage_stream(stream, &tables, &waiters, table, &summarize, wake_key)
+                        .await;
+                table(&tables)
+                    .write()
+                    .expect("table lock")
+                    .storage_watch_ended();
+                ended
             }
             Err(error) => Some(error.to_string()),
         };
@@ -841,6 +967,91 @@ mod tests {
         );
         assert_eq!(held(&table).received, live(3));
         assert!(held(&table).never_ready_since_creation());
+    }
+
+    #[test]
+    fn a_list_answer_is_a_get_of_every_object_held_or_listed() {
+        let mut table = Table::<String, ProfileSummary>::default();
+        table.storage_watch_opened(0);
+        event(&mut table, "1", "ready", 1, true);
+        let other = || {
+            let mut value = profile("2", "ready", listed(3), false);
+            value.resource_version = Some("2".into());
+            ("other".to_string(), value)
+        };
+        // LIST sent at 2; the watch delivers version 4 of SLUG at 4 (written after the LIST
+        // read it); the answer (SLUG at version 3, "other" at version 2) comes at 5.
+        event(&mut table, "4", "completed", 4, false);
+        table.apply_list_answer(
+            [
+                (SLUG.to_string(), profile("3", "ready", listed(5), false)),
+                other(),
+            ],
+            2,
+        );
+        assert_eq!(held(&table).resource_version.as_deref(), Some("4"));
+        assert!(table.get(&"other".to_string()).is_some());
+        assert!(table.coverage.listed);
+        // A later LIST that no longer holds "other": it was deleted while unwatched.
+        table.apply_list_answer(
+            [(
+                SLUG.to_string(),
+                profile("4", "completed", listed(7), false),
+            )],
+            6,
+        );
+        assert!(table.get(&"other".to_string()).is_none());
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_job_reads_again_only_when_the_watches_may_have_missed_a_write() {
+        let mut tables = Tables::default();
+        let coverage = |tables: &Tables| tables.storage_coverage();
+        // No watch open yet: every look reads.
+        assert!(!coverage(&tables).covers(None));
+        tables.profiles.get_mut().unwrap().storage_watch_opened(0);
+        tables.vex.get_mut().unwrap().storage_watch_opened(0);
+        // Open, but neither listed nor read by the job.
+        assert!(!coverage(&tables).covers(None));
+        let read = coverage(&tables);
+        assert!(
+            coverage(&tables).covers(Some(&read)),
+            "a read since the open"
+        );
+        // The profile watch ends: the job's read no longer covers it, until a LIST after the
+        // re-open (or a new read).
+        tables.profiles.get_mut().unwrap().storage_watch_ended();
+        assert!(!coverage(&tables).covers(Some(&read)));
+        tables.profiles.get_mut().unwrap().storage_watch_opened(5);
+        assert!(!coverage(&tables).covers(Some(&read)));
+        tables
+            .profiles
+            .get_mut()
+            .unwrap()
+            .apply_list_answer(std::iter::empty(), 6);
+        assert!(
+            !coverage(&tables).covers(None),
+            "the VEX table is not listed"
+        );
+        assert!(coverage(&tables).covers(Some(&read)));
+        tables
+            .vex
+            .get_mut()
+            .unwrap()
+            .apply_list_answer(std::iter::empty(), 7);
+        assert!(
+            coverage(&tables).covers(None),
+            "both listed: no read at all"
+        );
+        // A LIST answered after its watch ended covers nothing.
+        tables.vex.get_mut().unwrap().storage_watch_ended();
+        tables
+            .vex
+            .get_mut()
+            .unwrap()
+            .apply_list_answer(std::iter::empty(), 8);
+        assert!(!coverage(&tables).covers(None));
     }
 
     #[test]

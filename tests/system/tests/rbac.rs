@@ -532,6 +532,22 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
         "vexxy-wait",
         &[("VEXXY_VEX_SETTLE", "5s"), ("VEXXY_WAIT_GRACE", "30s")],
     )?)?;
+    // Storage's first LIST of each kind fails, so the job also takes the fallback: it GETs its
+    // own profile and VEX. Both paths must be granted.
+    let first_list_fails = |resource: &str| kubesim::FaultRule {
+        verb: "list".into(),
+        resource: format!("{resource}.spdx.softwarecomposition.kubescape.io"),
+        status: 500,
+        rate: 1.0,
+        max: Some(1),
+    };
+    sim.set_faults(kubesim::Faults {
+        rules: vec![
+            first_list_fails("containerprofiles"),
+            first_list_fails("openvulnerabilityexchangecontainers"),
+        ],
+        ..kubesim::Faults::default()
+    });
     let wait = vexxy_wait::WaitHandler::start(client, config);
     let waited = bounded(
         "wait",
@@ -539,6 +555,12 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
     )
     .await?
     .map_err(|e| anyhow::anyhow!("wait failed the analysis: {e:?}"))?;
+    ensure!(
+        sim.faults_injected() == 2,
+        "wait must LIST both storage kinds once after opening their watches (injected {})",
+        sim.faults_injected()
+    );
+    sim.set_faults(kubesim::Faults::default());
     let missing = SandboxRef {
         deployment: "vexxy-never-created".into(),
         ..sandbox.clone()
