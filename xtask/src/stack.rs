@@ -76,11 +76,14 @@ pub struct StackEnv {
 
 impl StackEnv {
     fn render(&self) -> String {
+        // The CLI checks a request against the same variables as the stages, so it gets the
+        // local stack's policy too (windows down to 2 s), or it would refuse what the stack takes.
         format!(
             "# written by `cargo xtask up`; `source .vexxy/env` to talk to the local stack\n\
              export NATS_URL={}\n\
              export KUBECONFIG={}\n\
-             export VEXXY_STORE={}\n",
+             export VEXXY_STORE={}\n\
+             export VEXXY_MIN_ANALYSIS_DURATION={LOCAL_MIN_ANALYSIS_SECONDS}\n",
             shell_quote(&self.nats_url),
             shell_quote(&self.kubeconfig.display().to_string()),
             shell_quote(&self.store),
@@ -608,14 +611,16 @@ mod tests {
         let output = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "{}\nprintf '%s|%s|%s' \"$NATS_URL\" \"$KUBECONFIG\" \"$VEXXY_STORE\"",
+                "{}\nprintf '%s|%s|%s|%s' \"$NATS_URL\" \"$KUBECONFIG\" \"$VEXXY_STORE\" \"$VEXXY_MIN_ANALYSIS_DURATION\"",
                 env.render()
             ))
             .output()
             .expect("sh runs");
         assert_eq!(
             String::from_utf8_lossy(&output.stdout),
-            "nats://127.0.0.1:4222|/tmp/it's a dir/kubeconfig|file:///tmp/store"
+            format!(
+                "nats://127.0.0.1:4222|/tmp/it's a dir/kubeconfig|file:///tmp/store|{LOCAL_MIN_ANALYSIS_SECONDS}"
+            )
         );
     }
 
