@@ -135,13 +135,29 @@ pub fn up(paths: &Paths, tools: &Tools, cluster: ClusterKind) -> anyhow::Result<
             print_env(paths, &env);
             return Ok(env);
         }
-        StackState::Partial(alive) => {
-            println!(
-                "up: the stack is only partly running ({}); stopping it to start afresh",
+        StackState::Partial(alive) if running != cluster => {
+            bail!(
+                "the local stack is partly running with --cluster {} ({}); stop it with `cargo xtask down` first",
+                running.as_str(),
                 alive.join(", ")
             );
-            down(paths)?;
         }
+        StackState::Partial(alive) => match restart_plan(cluster, &alive, saved_env(paths)) {
+            Restart::Missing { env, missing } => {
+                println!(
+                    "up: the stack is partly running; starting only what is missing ({})",
+                    missing.join(", ")
+                );
+                return restart_missing(paths, tools, env, &missing);
+            }
+            Restart::Everything { why } => {
+                println!(
+                    "up: the stack is only partly running ({}); {why}: stopping it to start afresh",
+                    alive.join(", ")
+                );
+                down(paths)?;
+            }
+        },
         StackState::Stopped => {}
     }
     for dir in [
@@ -250,24 +266,8 @@ fn start_all(
     } else {
         4222
     };
-    let monitor_port = free_port();
     env.nats_url = format!("nats://127.0.0.1:{nats_port}");
-    let mut nats = Command::new(&tools.nats_server);
-    nats.args([
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &nats_port.to_string(),
-        "-m",
-        &monitor_port.to_string(),
-        "-js",
-        "-sd",
-    ])
-    .arg(paths.nats_store());
-    spawn_detached(paths, NATS, nats, started)?;
-    wait_for(paths, started, NATS, || {
-        http_get_status(monitor_port, "/healthz") == Some(200)
-    })?;
+    start_nats(paths, tools, nats_port, started)?;
     println!("up: nats-server ready at {}", env.nats_url);
 
     let ready_file = paths.run().join("kubesim.ready");
@@ -295,12 +295,50 @@ fn start_all(
         env.kubeconfig.display()
     );
 
+    start_stages(paths, &env, &STAGES, started)?;
+    Ok(env)
+}
+
+/// nats-server with JetStream on `port`, its store in `.vexxy/nats` (so a restart keeps the
+/// streams, consumers and KV buckets), waited on until healthy.
+fn start_nats(
+    paths: &Paths,
+    tools: &Tools,
+    port: u16,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let monitor_port = free_port();
+    let mut nats = Command::new(&tools.nats_server);
+    nats.args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &monitor_port.to_string(),
+        "-js",
+        "-sd",
+    ])
+    .arg(paths.nats_store());
+    spawn_detached(paths, NATS, nats, started)?;
+    wait_for(paths, started, NATS, || {
+        http_get_status(monitor_port, "/healthz") == Some(200)
+    })
+}
+
+/// Starts `stages` and waits until each answers `/readyz`.
+fn start_stages(
+    paths: &Paths,
+    env: &StackEnv,
+    stages: &[&str],
+    started: &mut Started,
+) -> anyhow::Result<()> {
     let mut health_files = Vec::new();
-    for stage in STAGES {
+    for stage in stages {
         let health_file = paths.run().join(format!("{stage}.addr"));
         let _ = std::fs::remove_file(&health_file);
         let mut command = Command::new(paths.built_binary(stage));
-        command.envs(stage_env(&env, &health_file));
+        command.envs(stage_env(env, &health_file));
         spawn_detached(paths, stage, command, started)?;
         health_files.push((stage, health_file));
     }
@@ -314,6 +352,84 @@ fn start_all(
             health_port(health_file).unwrap_or(0)
         );
     }
+    Ok(())
+}
+
+/// What `up` does with a stack of which only some processes run.
+#[derive(Debug)]
+enum Restart {
+    /// Start these (in start order) with the saved environment; the others keep running.
+    Missing {
+        env: StackEnv,
+        missing: Vec<&'static str>,
+    },
+    /// Stop what runs and start afresh, for this reason.
+    Everything { why: &'static str },
+}
+
+/// Only the cluster holds state no restart brings back: kubesim keeps its objects in memory (and
+/// is the registered storage server of the real control plane, whose etcd lives in a temporary
+/// directory). Everything else can come back alone: nats-server on its old port with its store
+/// on disk, a stage with the same settings (JetStream redelivers what it had in flight).
+fn restart_plan(cluster: ClusterKind, alive: &[String], env: Option<StackEnv>) -> Restart {
+    let is_alive = |name: &str| alive.iter().any(|a| a == name);
+    if !is_alive(KUBESIM) || (cluster == ClusterKind::Real && !is_alive(REAL_CLUSTER)) {
+        return Restart::Everything {
+            why: "the cluster stopped and its objects went with it",
+        };
+    }
+    let Some(env) = env else {
+        return Restart::Everything {
+            why: "its .vexxy/env is missing or unreadable",
+        };
+    };
+    let missing = process_names(cluster)
+        .into_iter()
+        .filter(|name| !is_alive(name))
+        .collect();
+    Restart::Missing { env, missing }
+}
+
+fn saved_env(paths: &Paths) -> Option<StackEnv> {
+    std::fs::read_to_string(paths.env_file())
+        .ok()
+        .and_then(|text| StackEnv::parse(&text))
+}
+
+/// Starts the processes of a partly running stack that are missing, on the addresses the rest
+/// of the stack (and `.vexxy/env`) already use.
+fn restart_missing(
+    paths: &Paths,
+    tools: &Tools,
+    env: StackEnv,
+    missing: &[&'static str],
+) -> anyhow::Result<StackEnv> {
+    build_binaries(paths)?;
+    let mut started = Started::default();
+    if missing.contains(&NATS) {
+        let port = env
+            .nats_url
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .with_context(|| format!("cannot read the port of NATS_URL={} in .vexxy/env; stop the stack with `cargo xtask down` and start it again", env.nats_url))?;
+        ensure!(
+            !port_is_open(port),
+            "nats-server is not running but something else listens on its port {port}; stop that or run `cargo xtask down` and `cargo xtask up` to start on a new port"
+        );
+        start_nats(paths, tools, port, &mut started)?;
+        println!("up: nats-server ready again at {}", env.nats_url);
+    }
+    let stages: Vec<&str> = STAGES
+        .iter()
+        .copied()
+        .filter(|stage| missing.contains(stage))
+        .collect();
+    start_stages(paths, &env, &stages, &mut started)?;
+    println!(
+        "up: the local stack is ready again (logs in {})",
+        paths.logs().display()
+    );
+    print_env(paths, &env);
     Ok(env)
 }
 
@@ -599,6 +715,55 @@ mod tests {
         let parsed = StackEnv::parse(&rendered).expect("rendered env parses");
         assert_eq!(parsed.nats_url, env.nats_url);
         assert_eq!(parsed.store, env.store);
+    }
+
+    #[test]
+    fn a_partial_stack_restarts_only_what_is_missing_unless_the_cluster_went() {
+        let env = StackEnv {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            kubeconfig: PathBuf::from("/tmp/kubeconfig"),
+            store: "file:///tmp/store".into(),
+        };
+        let alive = |dead: &[&str], cluster| -> Vec<String> {
+            process_names(cluster)
+                .into_iter()
+                .filter(|name| !dead.contains(name))
+                .map(String::from)
+                .collect()
+        };
+        let dead = [NATS, "vexxy-wait", "vexxy-extract"];
+        match restart_plan(
+            ClusterKind::Sim,
+            &alive(&dead, ClusterKind::Sim),
+            Some(env.clone()),
+        ) {
+            Restart::Missing { missing, env: kept } => {
+                assert_eq!(missing, dead.to_vec(), "in start order");
+                assert_eq!(kept.nats_url, env.nats_url, "the same addresses");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (cluster, dead) in [
+            (ClusterKind::Sim, KUBESIM),
+            (ClusterKind::Real, KUBESIM),
+            (ClusterKind::Real, REAL_CLUSTER),
+        ] {
+            assert!(
+                matches!(
+                    restart_plan(cluster, &alive(&[dead], cluster), Some(env.clone())),
+                    Restart::Everything { .. }
+                ),
+                "{dead} gone on {cluster:?}"
+            );
+        }
+        assert!(matches!(
+            restart_plan(
+                ClusterKind::Sim,
+                &alive(&["vexxy-wait"], ClusterKind::Sim),
+                None
+            ),
+            Restart::Everything { .. }
+        ));
     }
 
     #[test]
