@@ -1,8 +1,10 @@
-//! The end-to-end flow against a REAL cluster running Kubescape — not kubesim.
+//! The end-to-end flow against a REAL cluster running Kubescape — not kubesim:
+//! `cargo run -p vexxy-system-tests --example real_cluster`.
 //!
-//! Runs only when `VEXXY_E2E=1` and `KUBECONFIG` (a cluster where Kubescape is installed with
-//! deploy/kubescape-values.yaml, e.g. the kind cluster of .github/workflows/e2e-real-cluster.yml
-//! or docs/real-cluster.md) are set; otherwise it says so and returns. It starts a private
+//! A program rather than a test, so that it never passes where it did not run: it needs
+//! `KUBECONFIG` (a cluster where Kubescape is installed with deploy/kubescape-values.yaml, e.g.
+//! the kind cluster of .github/workflows/e2e-real-cluster.yml or docs/real-cluster.md) and
+//! `VEXXY_E2E_IMAGE`, and exits non-zero when either is missing or the analysis fails. It starts a private
 //! nats-server, a file store and the five stage binaries on this machine (as `cargo xtask up`
 //! does), pointed at that cluster, publishes one analysis request for `VEXXY_E2E_IMAGE`
 //! (`repository@sha256:...`, a real pullable image) and waits for its `completed` event (up to
@@ -12,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use futures::StreamExt;
 use serde_json::Value;
@@ -33,11 +35,8 @@ struct RealCluster {
     timeout: Duration,
 }
 
-/// Why the test does not run here, or what it runs against.
+/// What the run is against, or why it cannot run.
 fn real_cluster() -> Result<RealCluster, String> {
-    if std::env::var("VEXXY_E2E").ok().as_deref() != Some("1") {
-        return Err("VEXXY_E2E is not 1".into());
-    }
     let kubeconfig = std::env::var_os("KUBECONFIG")
         .map(PathBuf::from)
         .ok_or("KUBECONFIG is not set")?;
@@ -65,22 +64,15 @@ fn real_cluster() -> Result<RealCluster, String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_is_analysed_end_to_end_on_a_real_cluster() -> Result<()> {
-    let cluster = match real_cluster() {
-        Ok(cluster) => cluster,
-        Err(why) if std::env::var("VEXXY_E2E").ok().as_deref() == Some("1") => {
-            bail!("VEXXY_E2E=1 asks for the real-cluster test, but {why}")
-        }
-        Err(why) => {
-            eprintln!(
-                "real_cluster: skipped ({why}). It needs a cluster running Kubescape: set VEXXY_E2E=1, \
-                 KUBECONFIG and VEXXY_E2E_IMAGE (see docs/real-cluster.md); CI runs it in \
-                 .github/workflows/e2e-real-cluster.yml"
-            );
-            return Ok(());
-        }
-    };
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let cluster = real_cluster().map_err(|why| {
+        anyhow::anyhow!(
+            "real_cluster cannot run: {why}. It needs a cluster running Kubescape: set KUBECONFIG \
+             and VEXXY_E2E_IMAGE (see docs/real-cluster.md); CI runs it in \
+             .github/workflows/e2e-real-cluster.yml"
+        )
+    })?;
     let root = workspace_root();
     stack::build_binaries(&root)?;
     let dir = tempfile::Builder::new()
