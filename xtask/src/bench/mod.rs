@@ -29,6 +29,17 @@ pub struct Figure {
     pub figures: Value,
 }
 
+impl Figure {
+    /// The row, or one of its runs, could not be measured (its figures hold an `error`).
+    fn unmeasured(&self) -> bool {
+        let failed = |figures: &Value| figures.get("error").is_some();
+        failed(&self.figures)
+            || self.figures["runs"]
+                .as_array()
+                .is_some_and(|runs| runs.iter().any(failed))
+    }
+}
+
 /// The value at quantile `p` of an ascending slice (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -221,7 +232,19 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
     let path = dir.join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     println!("bench: report written to {}", path.display());
-    Ok(true)
+    // A target missed is a result; a benchmark that could not run is a failure of the bench.
+    let unmeasured: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.unmeasured())
+        .map(|row| row.name.as_str())
+        .collect();
+    if !unmeasured.is_empty() {
+        println!(
+            "bench: FAILED — not measured: {} (see the reasons above)",
+            unmeasured.join("; ")
+        );
+    }
+    Ok(unmeasured.is_empty())
 }
 
 /// Collects the two API-request runs into one row.
@@ -388,12 +411,19 @@ fn enrich(release: &Path) -> Result<Figure> {
     let prepared = bench_binary(&binary, &["prepare", dir_arg])?;
     let raw = bench_binary(&binary, &["raw", dir_arg, "7"])?;
     let enriched = bench_binary(&binary, &["enrich", dir_arg, "7"])?;
+    // A missing figure fails the row: read as 0 it would count as "met".
+    let figure = |result: &Value, mode: &str, key: &str| {
+        result[key]
+            .as_f64()
+            .filter(|value| *value > 0.0)
+            .with_context(|| format!("bench_enrich {mode} reported no {key}: {result}"))
+    };
     let (raw_ms, enrich_ms) = (
-        raw["median_ms"].as_f64().unwrap_or(0.0),
-        enriched["median_ms"].as_f64().unwrap_or(0.0),
+        figure(&raw, "raw", "median_ms")?,
+        figure(&enriched, "enrich", "median_ms")?,
     );
-    let input = enriched["input_bytes"].as_f64().unwrap_or(1.0);
-    let rss = enriched["peak_rss_bytes"].as_f64().unwrap_or(0.0);
+    let input = figure(&enriched, "enrich", "input_bytes")?;
+    let rss = figure(&enriched, "enrich", "peak_rss_bytes")?;
     let (ratio, rss_ratio) = (enrich_ms / raw_ms, rss / input);
     Ok(Figure {
         name: "enrich 10k-statement VEX + 5k-artifact SBOM vs raw serde_json".into(),
@@ -474,4 +504,27 @@ fn scratch_filesystem() -> Value {
         "type": mount.as_ref().map(|m| &m.fs_type),
         "options": mount.as_ref().map(|m| &m.options),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_benchmark_that_could_not_run_or_a_failed_run_is_unmeasured() {
+        let failed = row("hold", Err(anyhow::anyhow!("wait did not start")));
+        assert!(failed.unmeasured() && !failed.met);
+        let figure = |figures: Value| Figure {
+            name: "api".into(),
+            target: String::new(),
+            met: true,
+            summary: String::new(),
+            figures,
+        };
+        assert!(!figure(json!({"ratio": 1.0})).unmeasured());
+        assert!(
+            figure(json!({"runs": [{"per_analysis": 3.0}, {"error": "stack died"}]})).unmeasured()
+        );
+        assert!(!figure(json!({"runs": [{"per_analysis": 3.0}]})).unmeasured());
+    }
 }

@@ -386,15 +386,16 @@ pub async fn wait_in_flight(stack: &mut BenchStack, analyses: usize) -> Result<F
     // Let the watches settle on the full set before reading memory.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = |key: &str| -> u64 {
+    // A figure that cannot be read fails the row: 0 MB would count as "met".
+    let kb = |key: &str| -> Result<u64> {
         status
             .lines()
             .find(|line| line.starts_with(key))
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .with_context(|| format!("/proc/{pid}/status of wait has no {key} line"))
     };
-    let (rss_mb, hwm_mb) = (kb("VmRSS:") as f64 / 1024.0, kb("VmHWM:") as f64 / 1024.0);
+    let (rss_mb, hwm_mb) = (kb("VmRSS:")? as f64 / 1024.0, kb("VmHWM:")? as f64 / 1024.0);
     let counters = stack.counters()?;
     let per_resource = |key: &str| -> BTreeMap<String, u64> {
         counters[key]
