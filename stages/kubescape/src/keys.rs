@@ -12,6 +12,11 @@ pub const STATUS: &str = "kubescape.io/status";
 pub const SCAN_ID: &str = "kubescape.io/scan-id";
 pub const CVE_MATCHING_MODE: &str = "kubescape.io/cve-matching-mode";
 pub const RESOURCE_SIZE: &str = "kubescape.io/resource-size";
+/// On node-agent's per-save ContainerProfiles (`<slug>-<32 hex>`) only: the container run's
+/// series, which storage consolidates into the profile `<slug>`.
+pub const REPORT_SERIES_ID: &str = "kubescape.io/report-series-id";
+pub const REPORT_TIMESTAMP: &str = "kubescape.io/report-timestamp";
+pub const PREVIOUS_REPORT_TIMESTAMP: &str = "kubescape.io/previous-report-timestamp";
 
 pub const WORKLOAD_API_GROUP: &str = "kubescape.io/workload-api-group";
 pub const WORKLOAD_API_VERSION: &str = "kubescape.io/workload-api-version";

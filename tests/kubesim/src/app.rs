@@ -147,24 +147,29 @@ impl App {
             .injected_total()
     }
 
-    /// Remembers containers running at install time (their profiles are `partial`).
-    pub fn mark_preexisting_containers(
+    /// node-agent starts (Kubescape is installed): what runs now is pre-running, its profiles
+    /// `partial`.
+    pub fn start_node_agent(
         &self,
-        containers: std::collections::HashSet<(String, String)>,
+        containers: std::collections::HashSet<(String, String, String)>,
     ) {
-        self.emulator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .preexisting
-            .extend(containers);
+        let mut state = self.emulator.lock().unwrap_or_else(|p| p.into_inner());
+        state.preexisting = containers;
+        state.node_agent_started = Some(chrono::Utc::now());
     }
 
-    pub fn preexisting_containers(&self) -> std::collections::HashSet<(String, String)> {
+    /// Whether node-agent takes this container run for one that was running before it started.
+    pub fn pre_running(
+        &self,
+        pod_uid: &str,
+        container: &str,
+        run: &str,
+        started_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> bool {
         self.emulator
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .preexisting
-            .clone()
+            .pre_running(pod_uid, container, run, started_at)
     }
 }
 

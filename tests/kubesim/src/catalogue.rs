@@ -167,12 +167,73 @@ fn workload_labels(inst: &ContainerInstance) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The consolidated ContainerProfile (workload namespace, instance slug). Execs and opens list
-/// the marker file of every package the container loads (none while `initializing`).
+/// A consolidated ContainerProfile (workload namespace, instance slug) as tests build one
+/// directly. Execs and opens list the marker file of every package the container loads (none
+/// while `initializing`). The emulator's own consolidated profiles are storage's merge of
+/// node-agent's saves ([`time_series_profile`]).
 pub fn container_profile(inst: &ContainerInstance, status: &str, completion: &str) -> Value {
+    profile_object(
+        inst,
+        inst.slug(),
+        string_map(&[
+            (keys::COMPLETION, completion.to_string()),
+            (keys::INSTANCE_ID, inst.instance_id()),
+            (keys::STATUS, status.to_string()),
+            (keys::WLID, inst.wlid()),
+            (keys::WORKLOAD_CONTAINER_TYPE, "containers".to_string()),
+        ]),
+        status != "initializing",
+    )
+}
+
+/// What one node-agent save says about its run.
+pub struct SeriesSave<'a> {
+    pub status: &'a str,
+    pub completion: &'a str,
+    /// `kubescape.io/report-series-id`: one per container run.
+    pub series_id: &'a str,
+    /// The run's previous save's report timestamp (Go's zero time for its first save).
+    pub previous_report: &'a str,
+    pub report: &'a str,
+    /// Whether the save carries recorded events (execs, opens, syscalls).
+    pub with_data: bool,
+}
+
+/// node-agent's per-save ContainerProfile (`saveContainerProfile`): `<slug>-<suffix>` (the
+/// suffix is 32 hex digits, `GetOneTimeSlug`) in the workload namespace, which storage merges
+/// into the consolidated `<slug>` and then deletes.
+pub fn time_series_profile(inst: &ContainerInstance, suffix: &str, save: &SeriesSave) -> Value {
+    let slug = inst.slug();
+    // `GetOneTimeSlug` keeps the name within a DNS subdomain's 253 characters.
+    let keep = slug.len().min(253 - suffix.len() - 1);
+    profile_object(
+        inst,
+        format!("{}-{suffix}", &slug[..keep]),
+        string_map(&[
+            (keys::COMPLETION, save.completion.to_string()),
+            (keys::INSTANCE_ID, inst.instance_id()),
+            (
+                keys::PREVIOUS_REPORT_TIMESTAMP,
+                save.previous_report.to_string(),
+            ),
+            (keys::REPORT_SERIES_ID, save.series_id.to_string()),
+            (keys::REPORT_TIMESTAMP, save.report.to_string()),
+            (keys::STATUS, save.status.to_string()),
+            (keys::WLID, inst.wlid()),
+            (keys::WORKLOAD_CONTAINER_TYPE, "containers".to_string()),
+        ]),
+        save.with_data,
+    )
+}
+
+fn profile_object(
+    inst: &ContainerInstance,
+    name: String,
+    annotations: Value,
+    with_data: bool,
+) -> Value {
     let content = content_for(&inst.image_digest);
-    let learning = status != "initializing";
-    let files: Vec<&str> = if learning {
+    let files: Vec<&str> = if with_data {
         content
             .loaded
             .iter()
@@ -194,15 +255,9 @@ pub fn container_profile(inst: &ContainerInstance, status: &str, completion: &st
         "apiVersion": API_VERSION,
         "kind": "ContainerProfile",
         "metadata": {
-            "name": inst.slug(),
+            "name": name,
             "namespace": inst.workload_namespace,
-            "annotations": string_map(&[
-                (keys::COMPLETION, completion.to_string()),
-                (keys::INSTANCE_ID, inst.instance_id()),
-                (keys::STATUS, status.to_string()),
-                (keys::WLID, inst.wlid()),
-                (keys::WORKLOAD_CONTAINER_TYPE, "containers".to_string()),
-            ]),
+            "annotations": annotations,
             "labels": string_map(&workload_labels(inst)),
         },
         "spec": {
@@ -210,7 +265,7 @@ pub fn container_profile(inst: &ContainerInstance, status: &str, completion: &st
             "capabilities": null,
             "execs": execs,
             "opens": opens.iter().map(|p| json!({"path": p, "flags": ["O_RDONLY", "O_CLOEXEC"]})).collect::<Vec<_>>(),
-            "syscalls": if learning { json!(["execve", "openat", "read", "mmap", "close"]) } else { json!([]) },
+            "syscalls": if with_data { json!(["execve", "openat", "read", "mmap", "close"]) } else { json!([]) },
             "imageID": inst.image_id(),
             "imageTag": inst.image_tag(),
             "identifiedCallStacks": null,

@@ -59,13 +59,16 @@ pub struct Timings {
     /// node-agent's first ContainerProfile save: its `initialDelay`, set by the chart's
     /// `nodeAgent.config.learningPeriod` (default 2m). A Kubescape setting, not machinery speed:
     /// only a container still learning at its first save ever has a `ready` (learning-time)
-    /// profile and a learning-time scan; one whose learning ends earlier goes from
-    /// `initializing` straight to `completed`.
+    /// profile and a learning-time scan; for one whose learning ends earlier the first save is
+    /// the one at the end of learning, and its profile first appears `completed`.
     pub first_save_delay_ms: u64,
-    /// Storage consolidation (plus node-agent's save): first save -> profile `ready`, and
-    /// learning end -> profile `completed`.
+    /// Kubescape storage's consolidation period (`containerprofile_processor.go`: 30 s): every
+    /// this long, the per-save objects `<slug>-<32 hex>` node-agent wrote since are merged into
+    /// the consolidated profile `<slug>` and deleted, so a save shows in `<slug>` up to this
+    /// long after it. 0: at once.
     pub consolidation_delay_ms: u64,
-    /// Profile `ready`/`completed` -> kubevuln's ScanCP writes (operator cooldown + scan time).
+    /// A consolidated profile version (`ready`, or `completed`) -> kubevuln's ScanCP writes
+    /// (operator cooldown + scan time).
     pub scan_delay_ms: u64,
     /// Interval between BOOKMARK events on watches that ask for them.
     pub bookmark_interval_ms: u64,
@@ -110,6 +113,8 @@ pub struct FailurePatterns {
     pub pull_fail: Vec<String>,
     /// Runs, exits 1, CrashLoopBackOff with growing restartCount.
     pub crashloop: Vec<String>,
+    /// Runs, exits 1 once, backs off, then runs for good (restartCount 1, `lastState` the exit).
+    pub crash_once: Vec<String>,
     /// Stays Pending: PodScheduled False, reason Unschedulable.
     pub unschedulable: Vec<String>,
 }
@@ -119,6 +124,7 @@ impl Default for FailurePatterns {
         FailurePatterns {
             pull_fail: vec!["pull-fail".into()],
             crashloop: vec!["crashloop".into()],
+            crash_once: vec!["crash-once".into()],
             unschedulable: vec!["unschedulable".into()],
         }
     }

@@ -215,6 +215,8 @@ enum Fate {
     Runs,
     PullFails,
     CrashLoops,
+    /// Exits 1 once, after running one start delay; restarts one start delay later and runs.
+    CrashesOnce,
 }
 
 fn matches_any(patterns: &[String], image: &str) -> bool {
@@ -228,6 +230,8 @@ fn fate(f: &FailurePatterns, image: &str) -> Fate {
         Fate::PullFails
     } else if matches_any(&f.crashloop, image) {
         Fate::CrashLoops
+    } else if matches_any(&f.crash_once, image) {
+        Fate::CrashesOnce
     } else {
         Fate::Runs
     }
@@ -675,6 +679,54 @@ pub(crate) fn reconcile_pod(
                         ),
                         "kubelet",
                     ));
+                }
+                new_events.push((
+                    "Normal",
+                    format!("Pulled/{cname}"),
+                    format!("Container image \"{image}\" already present on machine"),
+                    "kubelet",
+                ));
+                new_events.extend(container_started_events(cname));
+            }
+            Fate::CrashesOnce => {
+                // First run [d, 2d), back-off [2d, 3d), second run from 3d on (d = start delay).
+                let since = elapsed - start_delay;
+                let at = |n: u32| {
+                    start_wall + chrono::Duration::from_std(start_delay * n).unwrap_or_default()
+                };
+                cs["imageID"] = json!(images::image_id(image));
+                let first_exit = json!({"terminated": {"exitCode": 1, "reason": "Error",
+                        "startedAt": ts(at(0)), "finishedAt": ts(at(1)),
+                        "containerID": container_id(&uid, cname, 0)}});
+                if since < start_delay {
+                    recheck_at(mem.seen + start_delay * 2);
+                    cs["state"] = json!({"running": {"startedAt": started_ts}});
+                    cs["ready"] = json!(true);
+                    cs["started"] = json!(true);
+                    cs["containerID"] = json!(container_id(&uid, cname, 0));
+                } else if since < start_delay * 2 {
+                    recheck_at(mem.seen + start_delay * 3);
+                    all_ready = false;
+                    cs["restartCount"] = json!(1);
+                    cs["containerID"] = json!(container_id(&uid, cname, 0));
+                    cs["state"] = json!({"waiting": {"reason": "CrashLoopBackOff",
+                            "message": format!("back-off 10s restarting failed container={cname} pod={name}_{ns}({uid})")}});
+                    cs["lastState"] = first_exit;
+                    new_events.push((
+                        "Warning",
+                        format!("BackOff/{cname}"),
+                        format!(
+                            "Back-off restarting failed container {cname} in pod {name}_{ns}({uid})"
+                        ),
+                        "kubelet",
+                    ));
+                } else {
+                    cs["restartCount"] = json!(1);
+                    cs["state"] = json!({"running": {"startedAt": ts(at(2))}});
+                    cs["ready"] = json!(true);
+                    cs["started"] = json!(true);
+                    cs["containerID"] = json!(container_id(&uid, cname, 1));
+                    cs["lastState"] = first_exit;
                 }
                 new_events.push((
                     "Normal",

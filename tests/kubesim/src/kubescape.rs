@@ -1,25 +1,42 @@
 //! The Kubescape emulator: installation objects (namespace, APIService, components, the
-//! `ks-cloud-config` ConfigMap) and, per running container, node-agent's ContainerProfile and
-//! kubevuln's ScanCP outputs, written through the same store path as API writes.
+//! `ks-cloud-config` ConfigMap) and, for the pods in the store, what node-agent, storage, the
+//! operator and kubevuln do about them. Every write goes through the store, the path the
+//! storage API serves (and through which the emulator also learns of its own writes), so the
+//! emulator acts on the same objects any client of the API sees, and storage's rules (the
+//! refusal of a save for a completed profile) apply to other clients' writes too.
 //!
-//! Timeline of one container (t0 = container running, or install time for a container that was
-//! already running, which then gets completion `partial`):
-//! - t0: ContainerProfile `initializing`
-//! - only if learning > first save (node-agent's `initialDelay`, chart
-//!   `nodeAgent.config.learningPeriod`, 2m by default): t0 + first save + consolidation: `ready`
-//!   (learning) -> scan at + scan_delay (complete profiles only)
-//! - max(t0 + learning, ready) + consolidation: `completed` -> scan at + scan_delay
+//! One container (t0: it runs; learning L: the pod label `kubescape.io/max-sniffing-time` or
+//! the default; first save F: node-agent's `initialDelay`, chart
+//! `nodeAgent.config.learningPeriod`, 2 m by default; C: storage's consolidation period):
+//! - [`node_agent`]: a run per container start. At t0 + F, only if L > F: a save with status
+//!   `ready`; at t0 + L: a save `completed`; when the container stops first: a save `completed`
+//!   (exit 0) or `failed`. Each save is a new object `<slug>-<32 hex>` with the run's
+//!   `kubescape.io/report-series-id`; completion is `partial` for a container already running
+//!   when node-agent started, else `complete`. A restart is a new run and a new series.
+//! - [`consolidation`]: storage merges the saves into `<slug>` at its next tick (every C) and
+//!   deletes them. `<slug>` first appears at the first save plus up to C — never
+//!   `initializing` — and shows `ready`, or `completed`/`complete` or `completed`/`partial` (a
+//!   `failed` series); a restarted container that finishes learning turns
+//!   `completed`/`partial` into `completed`/`complete`.
+//! - [`kubevuln`]: every version of `<slug>` that is `ready` or `completed` is sent on by the
+//!   operator; kubevuln scans those that are `complete`, scan delay later: filtered SBOM,
+//!   filtered manifest, summary, then VEX.
 //!
-//! A container whose learning ends before node-agent's first save goes from `initializing`
-//! straight to `completed` and is scanned once, as with real node-agent. Each scan writes the
-//! filtered SBOM before the VEX, right after the profile version it follows.
-//!
-//! learning = pod label `kubescape.io/max-sniffing-time` (Go duration) or the configured default.
+//! Read from node-agent `de4676bb` (`pkg/containerprofilemanager/v1`, `pkg/containerwatcher/v2/
+//! containercallback.go`, `pkg/objectcache/helpers.go`), kubescape/storage `b35788b6`
+//! (`pkg/registry/file/containerprofile_processor.go`, `storage.go`, `pkg/apis/
+//! softwarecomposition/types.go`) and kubevuln v0.3.159 (`core/services/scan.go`,
+//! `adapters/v1/container_profile.go`); each module says what it models and what not.
+
+pub mod consolidation;
+pub mod kubevuln;
+pub mod node_agent;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -182,7 +199,7 @@ pub fn install(app: &App) -> Result<(), ApiError> {
         c["status"] = json!({"conditions": [{"type": "Available", "status": "True", "lastTransitionTime": now, "reason": "Passed", "message": "all checks passed"}]});
         Ok(c)
     })?;
-    app.mark_preexisting_containers(running_containers(store));
+    app.start_node_agent(running_containers(store));
     app.update_config(|c| c.kubescape.installed = true);
     Ok(())
 }
@@ -229,8 +246,9 @@ pub fn reconfigure(app: &App, new: KubescapeConfig) -> Result<(), ApiError> {
     }
 }
 
-/// (pod uid, container name) of every container currently running.
-pub fn running_containers(store: &Store) -> HashSet<(String, String)> {
+/// (pod uid, container name, run) of every container currently running: what node-agent finds
+/// running when it starts (its `PreRunningContainer`s).
+pub fn running_containers(store: &Store) -> HashSet<(String, String, String)> {
     let (pods, _) = store.list(resources::pods(), None);
     let mut out = HashSet::new();
     for p in &pods {
@@ -244,6 +262,7 @@ pub fn running_containers(store: &Store) -> HashSet<(String, String)> {
                 out.insert((
                     crate::store::uid_of(p).to_string(),
                     cs["name"].as_str().unwrap_or("").to_string(),
+                    node_agent::run_id(cs),
                 ));
             }
         }
@@ -301,25 +320,51 @@ pub fn generation_for(k: &KubescapeConfig, image: &str) -> Generation {
         .unwrap_or(k.generation)
 }
 
-/// What the emulator remembers across changes.
+/// What the installation leaves for the emulator: when node-agent started and what was running
+/// then.
 #[derive(Default)]
 pub struct EmulatorState {
-    /// Containers that were running when Kubescape was installed: their profiles are partial.
-    pub preexisting: HashSet<(String, String)>,
+    /// (pod uid, container name, run) of the containers running when Kubescape was installed.
+    pub preexisting: HashSet<(String, String, String)>,
+    /// When node-agent started (Kubescape was installed).
+    pub node_agent_started: Option<DateTime<Utc>>,
+}
+
+impl EmulatorState {
+    /// node-agent's `PreRunningContainer` (`containercallback.go`: the container started before
+    /// node-agent): the run was running at install time, or its `startedAt` (whole seconds, as
+    /// pod statuses have it) is in an earlier second than node-agent's start. The second rule is
+    /// what finds them in upstream mode, where pods reach kubesim's store only after the
+    /// install.
+    pub fn pre_running(
+        &self,
+        pod_uid: &str,
+        container: &str,
+        run: &str,
+        started_at: Option<DateTime<Utc>>,
+    ) -> bool {
+        self.preexisting
+            .contains(&(pod_uid.to_string(), container.to_string(), run.to_string()))
+            || started_at
+                .zip(self.node_agent_started)
+                .is_some_and(|(started, agent)| started.timestamp() < agent.timestamp())
+    }
 }
 
 /// Events taken from the feed at once before the emulator advances.
 const MAX_DRAIN: usize = 100_000;
 
-/// Runs the emulator from the store's change feed: a pod change starts or stops the emulation of
-/// its containers, and each container's next step (profile stage, scan) is a timer, so the work
-/// per change does not grow with the number of containers. A full resync (list of pods) happens
-/// at start, when the feed lags and when the configuration changes (install, capabilities).
+/// Runs the emulator from the store's change feed: a pod change starts or ends node-agent's
+/// runs of its containers, a created per-save profile is recorded for storage's consolidation,
+/// a written consolidated profile is sent to kubevuln; each pending step (a save, a
+/// consolidation tick, a scan) is a timer, so the work per change does not grow with the number
+/// of containers. A full resync (list of pods and profiles) happens at start, when the feed lags
+/// and when the configuration changes (install, capabilities).
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut feed = app.store.subscribe_events();
     let mut config_changes = app.config_changes();
     let mut cfg = app.config();
-    let mut emulator = emulator::Emulator::default();
+    let mut emulator = emulator::Emulator::new(&app);
     emulator.resync(&app, &cfg);
     loop {
         emulator.advance(&app, &cfg);
@@ -358,107 +403,36 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ProfileStage {
-    Initializing,
-    Ready,
-    Completed,
-}
-
-impl ProfileStage {
-    pub fn status(self) -> &'static str {
-        match self {
-            ProfileStage::Initializing => "initializing",
-            ProfileStage::Ready => "ready",
-            ProfileStage::Completed => "completed",
-        }
-    }
-}
-
-/// When each step of a container's timeline happens, relative to t0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeline {
-    /// The `ready` (learning-time) profile, which exists only when learning outlasts
-    /// node-agent's first save.
-    pub ready: Option<Duration>,
-    pub completed: Duration,
-    pub scan_after_ready: Option<Duration>,
-    pub scan_after_completed: Duration,
-}
-
-impl Timeline {
-    pub fn new(cfg: &Config, learning: Duration) -> Self {
-        let consolidation = cfg.timings.consolidation_delay();
-        let first_save = cfg.timings.first_save_delay();
-        let ready = (learning > first_save).then_some(first_save + consolidation);
-        let completed = learning.max(ready.unwrap_or_default()) + consolidation;
-        let scan = cfg.timings.scan_delay();
-        Timeline {
-            ready,
-            completed,
-            scan_after_ready: ready.map(|ready| ready + scan),
-            scan_after_completed: completed + scan,
-        }
-    }
-
-    pub fn stage(&self, elapsed: Duration) -> ProfileStage {
-        if elapsed >= self.completed {
-            ProfileStage::Completed
-        } else if self.ready.is_some_and(|ready| elapsed >= ready) {
-            ProfileStage::Ready
-        } else {
-            ProfileStage::Initializing
-        }
-    }
-
-    /// When kubevuln's scan number `done` (0-based: the learning-time one first, if any) is due.
-    pub fn scan_at(&self, done: u8) -> Option<Duration> {
-        self.scan_after_ready
-            .into_iter()
-            .chain([self.scan_after_completed])
-            .nth(usize::from(done))
-    }
-}
-
 mod emulator {
+    use std::collections::HashMap;
+
+    use super::consolidation::{Consolidator, is_time_series};
+    use super::kubevuln::Kubevuln;
+    use super::node_agent::{self, Run};
     use super::*;
-    use crate::catalogue::{self, ContainerInstance, KubevulnGeneration};
+    use crate::catalogue::ContainerInstance;
+    use crate::change_feed::{ObjectKey, key_of};
 
-    struct Tracked {
-        t0: Instant,
-        instance: ContainerInstance,
-        complete: bool,
-        timeline: Timeline,
-        stage: Option<ProfileStage>,
-        scans: u8,
-    }
-
-    impl Tracked {
-        /// When this container's next step (profile stage or scan) is due, if any is left.
-        fn next_due(&self) -> Option<Instant> {
-            let next_stage = match self.stage {
-                None | Some(ProfileStage::Initializing) => {
-                    Some(self.timeline.ready.unwrap_or(self.timeline.completed))
-                }
-                Some(ProfileStage::Ready) => Some(self.timeline.completed),
-                Some(ProfileStage::Completed) => None,
-            };
-            let next_scan = self.timeline.scan_at(self.scans);
-            [next_stage, next_scan]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|d| self.t0 + d)
-        }
-    }
-
+    /// (pod uid, container name).
     type ContainerKey = (String, String);
 
-    #[derive(Default)]
     pub struct Emulator {
-        /// (pod uid, container name) -> its emulation; ordered so a pod's containers are a range.
-        tracked: BTreeMap<ContainerKey, Tracked>,
+        /// node-agent: each container's current run; ordered so a pod's containers are a range.
+        runs: BTreeMap<ContainerKey, Run>,
         due: Timers<ContainerKey>,
+        /// Kubescape storage's time series and consolidation.
+        storage: Consolidator,
+        /// The operator and kubevuln.
+        kubevuln: Kubevuln,
+        /// The container instance behind each profile node-agent wrote, (namespace, slug): what
+        /// kubevuln learns from the profile and the pod to scan the image.
+        instances: HashMap<ObjectKey, ContainerInstance>,
+        /// When node-agent and storage started: storage's consolidation ticks and node-agent's
+        /// monotonic clock count from here.
+        epoch: Instant,
+        /// The store's resourceVersion up to which changes were taken into account (by a feed
+        /// event or a resync).
+        seen_rv: u64,
         last_cleanup: Option<Instant>,
     }
 
@@ -495,91 +469,173 @@ mod emulator {
         (av, kind, name, wk, wn)
     }
 
-    fn target_ns(obj: &Value, default: &str) -> String {
-        let ns = namespace_of(obj);
-        if ns.is_empty() {
-            default.to_string()
-        } else {
-            ns.to_string()
-        }
+    fn resource_version(obj: &Value) -> u64 {
+        obj.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0)
     }
 
-    fn write(store: &Store, plural: &str, obj: Value, default_ns: &str) {
-        let ns = target_ns(&obj, default_ns);
-        let name = name_of(&obj).to_string();
-        if let Err(e) = store.upsert(resources::kubescape(plural), &ns, obj) {
-            // kubevuln only logs a failed write (e.g. 413 for a too-large VEX).
-            tracing::warn!(error = %e, kind = plural, name, "emulated Kubescape write failed");
-        }
+    fn is_running(container_status: &Value) -> bool {
+        container_status.pointer("/state/running").is_some()
     }
 
     impl Emulator {
-        /// Rebuilds the emulated containers from a full list of pods.
+        pub fn new(app: &App) -> Self {
+            let (_, rv) = app
+                .store
+                .list_map(resources::namespaces(), None, |_| None::<()>);
+            Emulator {
+                runs: BTreeMap::new(),
+                due: Timers::default(),
+                storage: Consolidator::default(),
+                kubevuln: Kubevuln::default(),
+                instances: HashMap::new(),
+                epoch: Instant::now(),
+                seen_rv: rv,
+                last_cleanup: None,
+            }
+        }
+
+        /// Rebuilds what the emulator follows from a full list of pods and profiles.
         pub fn resync(&mut self, app: &App, cfg: &Config) {
             if !cfg.kubescape.installed {
-                self.tracked.clear();
+                self.runs.clear();
                 self.due.clear();
+                self.storage.clear();
+                self.kubevuln.clear();
+                self.instances.clear();
                 return;
             }
-            let (pods, _) = app.store.list(resources::pods(), None);
-            let mut live = HashSet::new();
-            for pod in &pods {
-                live.extend(self.observe_pod(app, cfg, pod));
-            }
-            // A deleted (or no longer running) pod stops its emulation.
-            self.tracked.retain(|k, _| live.contains(k));
-        }
-
-        /// Follows one change: a pod's containers start or stop being emulated.
-        pub fn observe(&mut self, app: &App, cfg: &Config, ev: &StoreEvent) {
-            if !cfg.kubescape.installed || ev.resource != resources::pods() {
-                return;
-            }
-            let pod_uid = crate::store::uid_of(&ev.object).to_string();
-            let live = if ev.event_type == EventType::Deleted {
-                HashSet::new()
-            } else {
-                self.observe_pod(app, cfg, &ev.object)
-            };
-            let gone: Vec<ContainerKey> = self
-                .tracked
-                .range((pod_uid.clone(), String::new())..)
-                .take_while(|(k, _)| k.0 == pod_uid)
-                .filter(|(k, _)| !live.contains(*k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in gone {
-                self.tracked.remove(&k);
-            }
-        }
-
-        /// Starts tracking the pod's newly running containers; returns all its running ones.
-        fn observe_pod(&mut self, app: &App, cfg: &Config, pod: &Value) -> HashSet<ContainerKey> {
             let store = &app.store;
-            let caps = &cfg.kubescape.capabilities;
-            let mut live = HashSet::new();
-            let ns = namespace_of(pod);
-            if cfg.kubescape.excluded_namespaces.iter().any(|x| x == ns) {
-                return live;
+            let (pods, cut) = store.list(resources::pods(), None);
+            let mut listed = HashSet::new();
+            for pod in &pods {
+                listed.insert(crate::store::uid_of(pod).to_string());
+                self.observe_pod(app, cfg, pod);
             }
+            // A deleted pod ends its containers' runs.
+            let gone: Vec<ContainerKey> = self
+                .runs
+                .keys()
+                .filter(|(uid, _)| !listed.contains(uid))
+                .cloned()
+                .collect();
+            for key in gone {
+                self.end_run(store, &key, -1);
+            }
+            // What the feed may not have brought: per-save profiles to consolidate, and
+            // consolidated versions written since the last change taken into account (later
+            // ones still come through the feed).
+            let now = Instant::now();
+            let (profiles, _) = store.list(resources::kubescape("containerprofiles"), None);
+            for profile in &profiles {
+                if is_time_series(profile) {
+                    self.storage.record(profile);
+                } else if (self.seen_rv + 1..=cut).contains(&resource_version(profile)) {
+                    self.kubevuln
+                        .profile_written(profile, cfg.timings.scan_delay(), now);
+                }
+            }
+            self.storage
+                .schedule(self.epoch, cfg.timings.consolidation_delay(), now);
+            self.seen_rv = self.seen_rv.max(cut);
+        }
+
+        /// Follows one change of the store.
+        pub fn observe(&mut self, app: &App, cfg: &Config, ev: &StoreEvent) {
+            if ev.rv <= self.seen_rv {
+                // A resync already took it into account.
+                return;
+            }
+            self.seen_rv = ev.rv;
+            if !cfg.kubescape.installed {
+                return;
+            }
+            let now = Instant::now();
+            if ev.resource == resources::pods() {
+                if ev.event_type == EventType::Deleted {
+                    let uid = crate::store::uid_of(&ev.object).to_string();
+                    let keys: Vec<ContainerKey> = self
+                        .runs
+                        .range((uid.clone(), String::new())..)
+                        .take_while(|(k, _)| k.0 == uid)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in keys {
+                        // `GetTerminationExitCode` finds no pod: -1.
+                        self.end_run(&app.store, &key, -1);
+                    }
+                } else {
+                    self.observe_pod(app, cfg, &ev.object);
+                }
+            } else if ev.resource == resources::kubescape("containerprofiles") {
+                let profile = &ev.object;
+                match ev.event_type {
+                    EventType::Added if is_time_series(profile) => {
+                        self.storage.record(profile);
+                        self.storage
+                            .schedule(self.epoch, cfg.timings.consolidation_delay(), now);
+                    }
+                    EventType::Added | EventType::Modified if !is_time_series(profile) => {
+                        self.kubevuln
+                            .profile_written(profile, cfg.timings.scan_delay(), now);
+                    }
+                    EventType::Deleted if !is_time_series(profile) => {
+                        let key = key_of(profile);
+                        let live = self.runs.values().any(|r| {
+                            r.instance.workload_namespace == key.0 && r.instance.slug() == key.1
+                        });
+                        if !live {
+                            self.instances.remove(&key);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// Ends the runs of the pod's containers that stopped or restarted, and starts runs for
+        /// its running containers that have none.
+        fn observe_pod(&mut self, app: &App, cfg: &Config, pod: &Value) {
+            let store = &app.store;
             let pod_uid = crate::store::uid_of(pod).to_string();
-            for cs in pod
+            let statuses: Vec<&Value> = pod
                 .pointer("/status/containerStatuses")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
+                .collect();
+            let status_of = |name: &str| statuses.iter().copied().find(|cs| cs["name"] == name);
+            let stopped: Vec<(ContainerKey, i64)> = self
+                .runs
+                .range((pod_uid.clone(), String::new())..)
+                .take_while(|(k, _)| k.0 == pod_uid)
+                .filter_map(|(key, run)| {
+                    let cs = status_of(&key.1);
+                    let same_run =
+                        cs.is_some_and(|cs| is_running(cs) && node_agent::run_id(cs) == run.run_id);
+                    (!same_run).then(|| (key.clone(), node_agent::exit_code(cs, &run.run_id)))
+                })
+                .collect();
+            for (key, exit_code) in stopped {
+                self.end_run(store, &key, exit_code);
+            }
+
+            let ns = namespace_of(pod);
+            if !cfg.kubescape.capabilities.relevancy
+                || cfg.kubescape.excluded_namespaces.iter().any(|x| x == ns)
             {
-                if cs.pointer("/state/running").is_none() || cs["ready"] != json!(true) {
-                    continue;
-                }
+                return;
+            }
+            for cs in statuses.iter().copied().filter(|cs| is_running(cs)) {
                 let cname = cs["name"].as_str().unwrap_or("").to_string();
                 let key = (pod_uid.clone(), cname.clone());
-                live.insert(key.clone());
-                if self.tracked.contains_key(&key) || !caps.relevancy {
+                if self.runs.contains_key(&key) {
                     continue;
                 }
                 let image = cs["image"].as_str().unwrap_or("").to_string();
-                let (learning, learning_label) =
+                let (sniffing, learning_label) =
                     learning_period(pod, cfg.timings.learning_period());
                 let (av, kind, oname, wk, wn) = owner_of(store, pod);
                 let instance = ContainerInstance {
@@ -601,63 +657,57 @@ mod emulator {
                     image: image.clone(),
                     image_digest: crate::images::digest(&image),
                     learning_period: learning_label,
-                    started_at: chrono::Utc::now(),
+                    started_at: Utc::now(),
                 };
-                let t0 = Instant::now();
-                let complete = !app.preexisting_containers().contains(&key);
-                self.due.at(t0, key.clone());
-                self.tracked.insert(
-                    key.clone(),
-                    Tracked {
-                        t0,
-                        instance,
-                        complete,
-                        timeline: Timeline::new(cfg, learning),
-                        stage: None,
-                        scans: 0,
-                    },
+                let run_id = node_agent::run_id(cs);
+                let started_at = cs
+                    .pointer("/state/running/startedAt")
+                    .and_then(Value::as_str)
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                let pre_running = app.pre_running(&pod_uid, &cname, &run_id, started_at);
+                self.instances
+                    .insert((ns.to_string(), instance.slug()), instance.clone());
+                let run = Run::new(
+                    instance,
+                    run_id,
+                    Instant::now(),
+                    cfg.timings.first_save_delay(),
+                    sniffing,
+                    pre_running,
                 );
+                if let Some(at) = run.next_due() {
+                    self.due.at(at, key.clone());
+                }
+                self.runs.insert(key, run);
             }
-            live
         }
 
-        /// Takes every container whose next step is due through it: the profile stage write,
-        /// then the scan (kubevuln's writes), as one tick of the node agent and kubevuln would.
+        fn end_run(&mut self, store: &Store, key: &ContainerKey, exit_code: i64) {
+            if let Some(mut run) = self.runs.remove(key) {
+                run.terminate(store, self.epoch, exit_code);
+            }
+        }
+
+        /// Takes every step that is due: node-agent's saves, storage's consolidation tick,
+        /// kubevuln's scans, storage's VEX cleanup.
         pub fn advance(&mut self, app: &App, cfg: &Config) {
             if !cfg.kubescape.installed {
                 return;
             }
             let store = &app.store;
-            let caps = &cfg.kubescape.capabilities;
-            for key in self.due.take_due(Instant::now()) {
-                let Some(t) = self.tracked.get_mut(&key) else {
+            let now = Instant::now();
+            for key in self.due.take_due(now) {
+                let Some(run) = self.runs.get_mut(&key) else {
                     continue;
                 };
-                let elapsed = t.t0.elapsed();
-                let stage = t.timeline.stage(elapsed);
-                let completion = if t.complete { "complete" } else { "partial" };
-                if t.stage != Some(stage) {
-                    let cp = catalogue::container_profile(&t.instance, stage.status(), completion);
-                    write(
-                        store,
-                        "containerprofiles",
-                        cp,
-                        &t.instance.workload_namespace,
-                    );
-                    t.stage = Some(stage);
-                }
-                let due = t.timeline.scan_at(t.scans).is_some_and(|at| elapsed >= at);
-                if due {
-                    t.scans += 1;
-                    // kubevuln skips partial profiles (no partialRelevancy in the chart).
-                    if t.complete && caps.storage {
-                        scan(store, cfg, &t.instance);
-                    }
-                }
-                if let Some(at) = t.next_due() {
+                run.tick(store, self.epoch, now);
+                if let Some(at) = run.next_due() {
                     self.due.at(at, key);
                 }
             }
+            self.storage.advance(store, now);
+            self.kubevuln.advance(store, cfg, &self.instances, now);
             self.cleanup(app, cfg);
         }
 
@@ -671,9 +721,18 @@ mod emulator {
                     self.last_cleanup
                         .map_or_else(Instant::now, |t| t + Duration::from_millis(ms))
                 });
-            [self.due.next(), cleanup].into_iter().flatten().min()
+            [
+                self.due.next(),
+                self.storage.next_tick(),
+                self.kubevuln.next_due(),
+                cleanup,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         }
 
+        /// Storage's cleanup of VEX documents whose instance no longer runs.
         fn cleanup(&mut self, app: &App, cfg: &Config) {
             let Some(every) = cfg
                 .kubescape
@@ -687,9 +746,9 @@ mod emulator {
             }
             self.last_cleanup = Some(Instant::now());
             let running: HashSet<String> = self
-                .tracked
+                .runs
                 .values()
-                .map(|t| t.instance.instance_id())
+                .map(|r| r.instance.instance_id())
                 .collect();
             let vex = resources::kubescape("openvulnerabilityexchangecontainers");
             let (items, _) = app.store.list(vex, Some(NAMESPACE));
@@ -704,60 +763,6 @@ mod emulator {
                 }
             }
         }
-    }
-
-    fn scan(store: &Store, cfg: &Config, inst: &ContainerInstance) {
-        let generation = match generation_for(&cfg.kubescape, &inst.image) {
-            Generation::V0_3_159 => KubevulnGeneration::V0_3_159,
-            Generation::Main => KubevulnGeneration::Main,
-        };
-        let vex = resources::kubescape("openvulnerabilityexchangecontainers");
-        let previous = store.get_shared(vex, NAMESPACE, &inst.slug()).ok();
-        let rescan = previous.is_some();
-        let out = catalogue::scan(inst, generation, previous.as_deref());
-        let caps = &cfg.kubescape.capabilities;
-        // kubevuln keeps the image's SBOM and unfiltered manifest per image slug and builds them
-        // only when storage has none (`getOrCreateSBOM`, `GetCVE`); a rescan stands for a
-        // vulnerability-database update, which makes the cached manifest stale.
-        let stored = |plural: &str| {
-            store
-                .get_shared(resources::kubescape(plural), NAMESPACE, &inst.image_slug())
-                .is_ok()
-        };
-        if !stored("sbomsyfts") {
-            write(store, "sbomsyfts", catalogue::image_sbom(inst), NAMESPACE);
-        }
-        if rescan || !stored("vulnerabilitymanifests") {
-            write(
-                store,
-                "vulnerabilitymanifests",
-                catalogue::image_manifest(inst, rescan),
-                NAMESPACE,
-            );
-        }
-        write(
-            store,
-            "vulnerabilitymanifests",
-            out.manifest_filtered,
-            NAMESPACE,
-        );
-        if caps.store_filtered_sbom {
-            write(store, "sbomsyftfiltereds", out.sbom_filtered, NAMESPACE);
-        }
-        if caps.vex_generation {
-            write(
-                store,
-                "openvulnerabilityexchangecontainers",
-                out.vex,
-                NAMESPACE,
-            );
-        }
-        write(
-            store,
-            "vulnerabilitymanifestsummaries",
-            out.summary,
-            &inst.workload_namespace,
-        );
     }
 }
 
@@ -784,53 +789,6 @@ mod tests {
         assert_eq!(
             learning_period(&bad, Duration::from_secs(5)).0,
             Duration::from_secs(5)
-        );
-    }
-
-    fn timeline(first_save_ms: u64, learning: Duration) -> Timeline {
-        let mut cfg = Config::default();
-        cfg.timings.first_save_delay_ms = first_save_ms;
-        cfg.timings.consolidation_delay_ms = 100;
-        cfg.timings.scan_delay_ms = 10;
-        Timeline::new(&cfg, learning)
-    }
-
-    #[test]
-    fn learning_that_ends_before_the_first_save_has_no_ready_stage_and_one_scan() {
-        let t = timeline(120_000, Duration::from_secs(1));
-        assert_eq!(t.ready, None);
-        assert_eq!(t.completed, Duration::from_millis(1_100));
-        assert_eq!(t.scan_at(0), Some(Duration::from_millis(1_110)));
-        assert_eq!(t.scan_at(1), None);
-        assert_eq!(
-            t.stage(Duration::from_millis(1_099)),
-            ProfileStage::Initializing
-        );
-        assert_eq!(
-            t.stage(Duration::from_millis(1_100)),
-            ProfileStage::Completed
-        );
-        // Learning exactly as long as the first save: the save finds learning over.
-        assert_eq!(timeline(1_000, Duration::from_secs(1)).ready, None);
-    }
-
-    #[test]
-    fn learning_past_the_first_save_is_ready_at_first_save_plus_consolidation() {
-        let t = timeline(2_000, Duration::from_secs(5));
-        assert_eq!(t.ready, Some(Duration::from_millis(2_100)));
-        assert_eq!(t.completed, Duration::from_millis(5_100));
-        assert_eq!(t.scan_at(0), Some(Duration::from_millis(2_110)));
-        assert_eq!(t.scan_at(1), Some(Duration::from_millis(5_110)));
-        assert_eq!(t.scan_at(2), None);
-        assert_eq!(
-            t.stage(Duration::from_millis(2_099)),
-            ProfileStage::Initializing
-        );
-        assert_eq!(t.stage(Duration::from_millis(2_100)), ProfileStage::Ready);
-        // Learning that ends during the first save's consolidation completes after it.
-        assert_eq!(
-            timeline(2_000, Duration::from_millis(2_050)).completed,
-            Duration::from_millis(2_200)
         );
     }
 

@@ -45,10 +45,11 @@ struct Cli {
     /// a `ready` profile and a learning-time scan.
     #[arg(long, default_value_t = 120_000)]
     first_save_delay_ms: u64,
-    /// Storage consolidation delay after a profile save.
+    /// Storage's consolidation period (real: 30 s): a profile save shows in the consolidated
+    /// profile up to this long after it.
     #[arg(long, default_value_t = 500)]
     consolidation_delay_ms: u64,
-    /// Profile ready/completed -> kubevuln writes.
+    /// Consolidated profile version ready/completed -> kubevuln writes.
     #[arg(long, default_value_t = 500)]
     scan_delay_ms: u64,
     #[arg(long, default_value_t = 1_000)]
@@ -60,6 +61,9 @@ struct Cli {
     /// Image substrings that crash-loop (repeatable).
     #[arg(long = "crashloop-pattern", default_values_t = vec!["crashloop".to_string()])]
     crashloop: Vec<String>,
+    /// Image substrings whose container exits 1 once, then runs after a restart (repeatable).
+    #[arg(long = "crash-once-pattern", default_values_t = vec!["crash-once".to_string()])]
+    crash_once: Vec<String>,
     /// Image substrings that cannot be scheduled (repeatable).
     #[arg(long = "unschedulable-pattern", default_values_t = vec!["unschedulable".to_string()])]
     unschedulable: Vec<String>,
@@ -129,6 +133,7 @@ impl Cli {
         c.timings.bookmark_interval_ms = self.bookmark_interval_ms;
         c.failures.pull_fail = self.pull_fail.clone();
         c.failures.crashloop = self.crashloop.clone();
+        c.failures.crash_once = self.crash_once.clone();
         c.failures.unschedulable = self.unschedulable.clone();
         c.faults.latency_ms = self.latency_ms;
         c.faults.watch_drop_after_events = self.watch_drop_after_events;

@@ -434,6 +434,21 @@ impl Store {
                 &name,
             ));
         }
+        if resource.is_kubescape_storage()
+            && resource.plural == "containerprofiles"
+            && crate::kubescape::consolidation::is_time_series(&obj)
+        {
+            // Storage's `PreSave` for node-agent's per-save profiles.
+            let (consolidated, _) = crate::kubescape::consolidation::split_profile_name(&name);
+            let existing = inner
+                .objects
+                .get(res_key(resource))
+                .and_then(|m| m.get(&(key_ns.clone(), consolidated.to_string())));
+            crate::kubescape::consolidation::check_time_series_create(
+                &obj,
+                existing.map(|e| e.as_ref()),
+            )?;
+        }
         inner.rv += 1;
         let rv = inner.rv;
         {

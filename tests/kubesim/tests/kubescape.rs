@@ -1,5 +1,6 @@
-//! The Kubescape emulator: ContainerProfile names and status sequence, kubevuln's writes, partial
-//! profiles for containers started before the install, capabilities, the 413 cap.
+//! The Kubescape emulator: ContainerProfile names and status sequence (node-agent's per-save
+//! objects, storage's consolidation, exits and restarts), kubevuln's writes, partial profiles for
+//! containers started before the install, capabilities, the 413 cap.
 
 mod common;
 
@@ -172,7 +173,8 @@ fn scans_before(vex: &DynamicObject) -> i64 {
 }
 
 /// node-agent saves its first profile at `initialDelay`: a container whose learning ends before
-/// that never has a `ready` profile, so kubevuln scans it once, after completion.
+/// that is saved once, at its end, so its profile first appears `completed` (never
+/// `initializing`, never `ready`) and kubevuln scans it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learning_shorter_than_the_first_save_has_no_ready_stage_and_one_scan() {
     let mut cfg = fast_config();
@@ -180,7 +182,7 @@ async fn learning_shorter_than_the_first_save_has_no_ready_stage_and_one_scan() 
     let sim = start(cfg).await;
     let client = client(&sim).await;
     let (statuses, completed, slug) = watch_profile_until_completed(&client, "brief", "1s").await;
-    assert_eq!(statuses, ["initializing", "completed"]);
+    assert_eq!(statuses, ["completed"]);
     let vex = vex_after(&client, &slug, &completed).await;
     assert_eq!(
         scans_before(&vex),
@@ -257,7 +259,7 @@ async fn profile_lifecycle_then_vex_in_kubescape() {
     let client = client(&sim).await;
     // Learning (1 s) outlasts the first save (300 ms): a `ready` profile and its scan come first.
     let (statuses, completed, slug) = watch_profile_until_completed(&client, "web", "1s").await;
-    assert_eq!(statuses, ["initializing", "ready", "completed"]);
+    assert_eq!(statuses, ["ready", "completed"]);
     let labels = completed.metadata.labels.clone().unwrap();
     assert_eq!(
         labels
@@ -386,7 +388,8 @@ async fn vex_generation_off_and_too_large_vex_leave_no_vex() {
         "openvulnerabilityexchangecontainers",
         Some("kubescape"),
     );
-    // The summary is kubevuln's last write of a scan: once it exists the scan is over.
+    // The summary is kubevuln's last write but the VEX (written in the same step): once it
+    // exists the scan is over.
     eventually("the scan of novex", Duration::from_secs(10), || {
         let s = summaries.clone();
         async move { s.get_opt("deployment-novex-app").await.ok()?.map(|_| ()) }
@@ -488,4 +491,352 @@ async fn every_container_of_a_burst_completes_then_gets_its_sbom_and_vex() {
             rv_of(&vex)
         );
     }
+}
+
+/// One ContainerProfile event seen on a storage watch.
+#[derive(Debug, Clone)]
+struct ProfileEvent {
+    kind: &'static str,
+    name: String,
+    status: String,
+    completion: String,
+    series: String,
+    previous: String,
+    report: String,
+    at: std::time::Instant,
+}
+
+impl ProfileEvent {
+    fn of(kind: &'static str, o: &DynamicObject) -> Self {
+        ProfileEvent {
+            kind,
+            name: o.metadata.name.clone().unwrap_or_default(),
+            status: annotation(o, "kubescape.io/status"),
+            completion: annotation(o, "kubescape.io/completion"),
+            series: annotation(o, "kubescape.io/report-series-id"),
+            previous: annotation(o, "kubescape.io/previous-report-timestamp"),
+            report: annotation(o, "kubescape.io/report-timestamp"),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// node-agent's per-save object `<slug>-<32 hex>` (not the consolidated `<slug>`).
+    fn is_save_of(&self, slug: &str) -> bool {
+        self.name.strip_prefix(slug).is_some_and(|rest| {
+            rest.len() == 33
+                && rest.starts_with('-')
+                && rest[1..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        })
+    }
+}
+
+/// Profile events of `slug` and its per-save objects, until `done` says so.
+async fn profile_events(
+    events: &mut (impl futures::Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>> + Unpin),
+    slug: &str,
+    mut done: impl FnMut(&[ProfileEvent]) -> bool,
+) -> Vec<ProfileEvent> {
+    let mut seen: Vec<ProfileEvent> = Vec::new();
+    while !done(&seen) {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .unwrap_or_else(|_| panic!("profile events stopped; saw {seen:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("profile watch ended; saw {seen:#?}"));
+        let (kind, o) = match &ev {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            _ => continue,
+        };
+        if o.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(slug))
+        {
+            seen.push(ProfileEvent::of(kind, o));
+        }
+        assert!(seen.len() < 30, "{seen:#?}");
+    }
+    seen
+}
+
+/// node-agent writes a new object `<slug>-<32 hex>` per save, with its run's series id and the
+/// previous save's report timestamp; storage merges them into `<slug>` and deletes them. So
+/// there is no `<slug>` before the first save (no `initializing` profile), and a save for a
+/// profile that is already complete is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_save_objects_are_consolidated_into_a_profile_that_starts_at_the_first_save() {
+    let mut cfg = fast_config();
+    cfg.timings.first_save_delay_ms = 1_500;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let mut events = storage_api(&client, "ContainerProfile", "containerprofiles", None)
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("saves", NGINX, Some("3s")),
+        )
+        .await
+        .unwrap();
+    let slug = slug_of(&client, "saves").await;
+    let running = std::time::Instant::now();
+    let profiles = storage_api(
+        &client,
+        "ContainerProfile",
+        "containerprofiles",
+        Some("default"),
+    );
+    assert!(
+        profiles.get_opt(&slug).await.unwrap().is_none(),
+        "no consolidated profile before node-agent's first save"
+    );
+
+    let seen = profile_events(&mut events, &slug, |seen| {
+        seen.iter()
+            .filter(|e| e.kind == "DELETED" && e.is_save_of(&slug))
+            .count()
+            == 2
+    })
+    .await;
+    let shape: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|e| {
+            let which = if e.name == slug { "profile" } else { "save" };
+            (e.kind, which, e.status.as_str())
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("ADDED", "save", "ready"),
+            ("ADDED", "profile", "ready"),
+            ("DELETED", "save", "ready"),
+            ("ADDED", "save", "completed"),
+            ("MODIFIED", "profile", "completed"),
+            ("DELETED", "save", "completed"),
+        ],
+        "{seen:#?}"
+    );
+    let (first, second) = (&seen[0], &seen[3]);
+    assert!(
+        first.is_save_of(&slug) && second.is_save_of(&slug),
+        "{seen:#?}"
+    );
+    assert_ne!(first.name, second.name, "each save is a new object");
+    assert!(
+        first.at.duration_since(running) >= Duration::from_millis(1_000),
+        "the first save comes at node-agent's initialDelay (1.5 s), not at the start"
+    );
+    assert!(!first.series.is_empty());
+    assert_eq!(first.series, second.series, "one run, one series");
+    assert_eq!(first.previous, "0001-01-01 00:00:00 +0000 UTC");
+    assert_eq!(second.previous, first.report, "the saves form one chain");
+    for e in seen.iter().filter(|e| e.name == slug) {
+        assert!(
+            e.series.is_empty(),
+            "the consolidated profile has no series"
+        );
+        assert_eq!(e.completion, "complete");
+    }
+    let consolidated = profiles.get(&slug).await.unwrap();
+    assert!(!annotation(&consolidated, "kubescape.io/resource-size").is_empty());
+    let names: Vec<String> = profiles
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&slug), "the saves are gone");
+
+    // Storage's PreSave: no more saves for a completed/complete profile.
+    let late: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+        "kind": "ContainerProfile",
+        "metadata": {"name": format!("{slug}-{}", "0".repeat(32)), "namespace": "default",
+            "annotations": {"kubescape.io/report-series-id": "late", "kubescape.io/status": "ready",
+                            "kubescape.io/completion": "complete"}},
+        "spec": {},
+    }))
+    .unwrap();
+    match profiles.create(&PostParams::default(), &late).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 500);
+            assert!(status.message.contains("object is completed"), "{status:?}");
+        }
+        other => panic!("a save for a completed profile was accepted: {other:?}"),
+    }
+    sim.shutdown().await;
+}
+
+/// A container that exits non-zero while learning makes its profile `completed`/`partial`
+/// (node-agent saves `failed`, storage's `SetFailedStatus`); the restarted container is a new
+/// run and series, and its end of learning turns the profile `completed`/`complete`, which
+/// kubevuln then scans (it skipped the partial version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_makes_the_profile_partial_and_the_restarted_container_completes_it() {
+    let mut cfg = fast_config();
+    // The container runs 600 ms, exits 1, restarts 600 ms later and runs on; node-agent's first
+    // save comes 200 ms into each run, learning ends 1 s into it.
+    cfg.timings.pod_start_delay_ms = 600;
+    cfg.timings.first_save_delay_ms = 200;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let mut events = storage_api(&client, "ContainerProfile", "containerprofiles", None)
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let image = format!(
+        "docker.io/library/crash-once@{}",
+        NGINX.trim_start_matches("nginx@")
+    );
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(
+            &PostParams::default(),
+            &deployment("flaky", &image, Some("1s")),
+        )
+        .await
+        .unwrap();
+    let slug = slug_of(&client, "flaky").await;
+
+    let seen = profile_events(&mut events, &slug, |seen| {
+        seen.iter()
+            .any(|e| e.name == slug && e.status == "completed" && e.completion == "complete")
+    })
+    .await;
+    let mut versions: Vec<(String, String)> = Vec::new();
+    for e in seen.iter().filter(|e| e.name == slug) {
+        let version = (e.status.clone(), e.completion.clone());
+        if versions.last() != Some(&version) {
+            versions.push(version);
+        }
+    }
+    let versions: Vec<(&str, &str)> = versions
+        .iter()
+        .map(|(s, c)| (s.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("ready", "complete"),
+            ("completed", "partial"),
+            ("completed", "complete")
+        ],
+        "{seen:#?}"
+    );
+    let saves: Vec<&ProfileEvent> = seen
+        .iter()
+        .filter(|e| e.kind == "ADDED" && e.is_save_of(&slug))
+        .collect();
+    let statuses: Vec<&str> = saves.iter().map(|e| e.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["ready", "failed", "ready", "completed"],
+        "{seen:#?}"
+    );
+    assert_eq!(saves[0].series, saves[1].series, "{seen:#?}");
+    assert_eq!(saves[2].series, saves[3].series, "{seen:#?}");
+    assert_ne!(
+        saves[0].series, saves[2].series,
+        "the restarted container is a new series"
+    );
+    assert_eq!(saves[2].previous, "0001-01-01 00:00:00 +0000 UTC");
+
+    // kubevuln scanned the learning-time version and the complete one, not the partial one.
+    let completed = storage_api(
+        &client,
+        "ContainerProfile",
+        "containerprofiles",
+        Some("default"),
+    )
+    .get(&slug)
+    .await
+    .unwrap();
+    let vex = vex_after(&client, &slug, &completed).await;
+    assert_eq!(
+        scans_before(&vex),
+        1,
+        "the ready scan, then the complete one"
+    );
+    sim.shutdown().await;
+}
+
+/// Storage consolidates per-save objects whoever writes them through the API (here with
+/// node-agent's emulation off), as it does node-agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_consolidates_per_save_objects_any_client_creates() {
+    let mut cfg = fast_config();
+    cfg.kubescape.capabilities.relevancy = false;
+    let sim = start(cfg).await;
+    let client = client(&sim).await;
+    let profiles = storage_api(
+        &client,
+        "ContainerProfile",
+        "containerprofiles",
+        Some("default"),
+    );
+    let save = |suffix: &str, status: &str, previous: &str, report: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+            "kind": "ContainerProfile",
+            "metadata": {"name": format!("pod-x-app-1111-2222-{suffix}"), "namespace": "default",
+                "annotations": {"kubescape.io/report-series-id": "s1", "kubescape.io/status": status,
+                    "kubescape.io/completion": "complete", "kubescape.io/instance-id": "apiVersion-v1/namespace-default/kind-Pod/name-x/containerName-app",
+                    "kubescape.io/wlid": "wlid://cluster-kubesim/namespace-default/pod-x",
+                    "kubescape.io/previous-report-timestamp": previous, "kubescape.io/report-timestamp": report}},
+            "spec": {"execs": [{"path": "/bin/sh"}], "syscalls": ["read"]},
+        }))
+        .unwrap()
+    };
+    let zero = "0001-01-01 00:00:00 +0000 UTC";
+    profiles
+        .create(
+            &PostParams::default(),
+            &save(&"a".repeat(32), "ready", zero, "t1"),
+        )
+        .await
+        .unwrap();
+    let profile = eventually("the consolidated profile", Duration::from_secs(10), || {
+        let profiles = profiles.clone();
+        async move { profiles.get_opt("pod-x-app-1111-2222").await.ok()? }
+    })
+    .await;
+    assert_eq!(annotation(&profile, "kubescape.io/status"), "ready");
+    assert_eq!(profile.data["spec"]["execs"], json!([{"path": "/bin/sh"}]));
+    profiles
+        .create(
+            &PostParams::default(),
+            &save(&"b".repeat(32), "completed", "t1", "t2"),
+        )
+        .await
+        .unwrap();
+    let done = eventually("the completed profile", Duration::from_secs(10), || {
+        let profiles = profiles.clone();
+        async move {
+            let names: Vec<String> = profiles
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            let p = profiles.get_opt("pod-x-app-1111-2222").await.ok()??;
+            (annotation(&p, "kubescape.io/status") == "completed" && names.len() == 1).then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(annotation(&done, "kubescape.io/completion"), "complete");
+    sim.shutdown().await;
 }
