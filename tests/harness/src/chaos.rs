@@ -27,6 +27,10 @@ use crate::{ChildProcess, find_binary, free_port, http_get_status, port_is_open,
 /// Jobs per scenario when `VEXXY_CHAOS_JOBS` is unset (a direct `cargo test`; `cargo xtask chaos`
 /// sets 200).
 pub const DEFAULT_JOBS: usize = 40;
+/// Jobs per scenario on the real control plane tier when `VEXXY_CHAOS_REAL_JOBS` is unset (a
+/// direct `cargo test` and `cargo xtask test` alike: a real kube-apiserver, etcd and the
+/// controllers share the 2 cores with the stages, so these runs stay small).
+pub const DEFAULT_REAL_JOBS: usize = 30;
 /// Storage outage when `VEXXY_CHAOS_S3_OUTAGE` is unset (a direct `cargo test`; `cargo xtask
 /// chaos` sets 30 s).
 pub const DEFAULT_S3_OUTAGE: Duration = Duration::from_secs(10);
@@ -38,25 +42,19 @@ pub const REPORT_ENV: &str = "VEXXY_CHAOS_REPORT";
 pub struct Scale {
     /// Requests published at once per scenario.
     pub jobs: usize,
+    /// Requests published at once per scenario against the real control plane.
+    pub real_jobs: usize,
     /// How long the object store is down in the storage-outage scenario.
     pub s3_outage: Duration,
 }
 
 impl Scale {
-    /// `VEXXY_CHAOS_JOBS` (1..=2000) and `VEXXY_CHAOS_S3_OUTAGE` (seconds, 1..=600), defaulting
-    /// to the test-suite size. A bad value is an error naming the variable.
+    /// `VEXXY_CHAOS_JOBS` (1..=2000), `VEXXY_CHAOS_REAL_JOBS` (1..=2000) and
+    /// `VEXXY_CHAOS_S3_OUTAGE` (seconds, 1..=600), defaulting to the test-suite size. A bad value
+    /// is an error naming the variable.
     pub fn from_env() -> anyhow::Result<Self> {
-        let jobs = match std::env::var("VEXXY_CHAOS_JOBS") {
-            Ok(text) => text
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|jobs| (1..=2000).contains(jobs))
-                .with_context(|| {
-                    format!("VEXXY_CHAOS_JOBS={text:?} is not a number of jobs from 1 to 2000")
-                })?,
-            Err(_) => DEFAULT_JOBS,
-        };
+        let jobs = jobs_from_env("VEXXY_CHAOS_JOBS", DEFAULT_JOBS)?;
+        let real_jobs = jobs_from_env("VEXXY_CHAOS_REAL_JOBS", DEFAULT_REAL_JOBS)?;
         let s3_outage = match std::env::var("VEXXY_CHAOS_S3_OUTAGE") {
             Ok(text) => text
                 .trim()
@@ -72,7 +70,23 @@ impl Scale {
                 })?,
             Err(_) => DEFAULT_S3_OUTAGE,
         };
-        Ok(Scale { jobs, s3_outage })
+        Ok(Scale {
+            jobs,
+            real_jobs,
+            s3_outage,
+        })
+    }
+}
+
+fn jobs_from_env(variable: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(variable) {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|jobs| (1..=2000).contains(jobs))
+            .with_context(|| format!("{variable}={text:?} is not a number of jobs from 1 to 2000")),
+        Err(_) => Ok(default),
     }
 }
 

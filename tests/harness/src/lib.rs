@@ -9,10 +9,13 @@
 //! * [`nats`]: a JetStream-enabled nats-server.
 //! * [`s3`]: s3s-fs, a real S3 protocol server backed by a directory.
 //! * [`stack`]: kubesim and the five stage binaries as processes (end-to-end tests, xtask).
+//! * [`realcluster`]: the real control plane (etcd, kube-apiserver, controllers, kwok) and
+//!   [`identities`]: the stages as their own ServiceAccounts on it.
 //! * [`chaos`]: a nats-server cluster, restartable stage replicas, run sizes and figures for the
 //!   fault-injection tests and `cargo xtask chaos`.
 
 pub mod chaos;
+pub mod identities;
 pub mod nats;
 pub mod process;
 pub mod realcluster;

@@ -182,6 +182,9 @@ pub struct KwokLifecycles {
     /// Pods that stay Pending with their container waiting in `ImagePullBackOff`, as a kubelet
     /// reports an image it cannot pull.
     pub image_pull_backoff_jobs: Vec<String>,
+    /// Pods that run, but whose container keeps exiting with code 1: waiting in
+    /// `CrashLoopBackOff` after 3 restarts, as a kubelet reports a container that fails at start.
+    pub crash_loop_jobs: Vec<String>,
 }
 
 /// The pod label deploy puts the job id in.
@@ -189,28 +192,23 @@ const JOB_ID_LABEL: &str = "vexxy.io/job-id";
 /// Where the running stage's selector takes exclusions.
 const RUNNING_EXCLUSIONS_MARKER: &str = "    # vexxy: exclusions of the running stage (jobs another lifecycle takes; see realcluster.rs)\n";
 
-impl KwokLifecycles {
-    /// kwok's Stage documents: ours, with the running stage leaving these jobs' pods to the
-    /// stages that fail them.
-    fn stages(&self) -> String {
-        if self.image_pull_backoff_jobs.is_empty() {
-            return KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, "");
-        }
-        let jobs: Vec<String> = self
-            .image_pull_backoff_jobs
-            .iter()
-            .map(|job| format!("'{job}'"))
-            .collect();
-        let jobs = jobs.join(", ");
-        let exclusion = format!(
-            "    - key: '.metadata.labels[\"{JOB_ID_LABEL}\"]'\n      operator: NotIn\n      values: [{jobs}]\n"
-        );
-        let pull_backoff = format!(
-            "---
+/// `'a', 'b'`: a jq selector's value list.
+fn quoted_list(jobs: &[String]) -> String {
+    jobs.iter()
+        .map(|job| format!("'{job}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Stage taking Pending pods of `jobs` (none of their containers reported yet) to the
+/// status `status_template` (kwok's Go template, indented for the `statusTemplate: |` block).
+fn job_pod_stage(name: &str, jobs: &[String], status_template: &str) -> String {
+    format!(
+        "---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
-  name: vexxy-pod-image-pull-backoff
+  name: {name}
 spec:
   resourceRef:
     apiGroup: v1
@@ -229,12 +227,17 @@ spec:
       values: [{jobs}]
   next:
     statusTemplate: |
-      phase: Pending
-      hostIP: {{{{ NodeIP | Quote }}}}
+{status_template}",
+        jobs = quoted_list(jobs)
+    )
+}
+
+const IMAGE_PULL_BACKOFF_STATUS: &str = "      phase: Pending
+      hostIP: {{ NodeIP | Quote }}
       containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - name: {{{{ .name | Quote }}}}
-        image: {{{{ .image | Quote }}}}
+      {{ range .spec.containers }}
+      - name: {{ .name | Quote }}
+        image: {{ .image | Quote }}
         imageID: \"\"
         ready: false
         started: false
@@ -242,12 +245,93 @@ spec:
         state:
           waiting:
             reason: ImagePullBackOff
-            message: {{{{ printf \"Back-off pulling image %q\" .image | Quote }}}}
-      {{{{ end }}}}
-"
+            message: {{ printf \"Back-off pulling image %q\" .image | Quote }}
+      {{ end }}
+";
+
+const CRASH_LOOP_STATUS: &str = "      phase: Running
+      startTime: {{ Now | Quote }}
+      hostIP: {{ NodeIP | Quote }}
+      podIP: {{ PodIP | Quote }}
+      conditions:
+      - type: Ready
+        status: \"False\"
+        reason: ContainersNotReady
+        lastTransitionTime: {{ Now | Quote }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - name: {{ .name | Quote }}
+        image: {{ .image | Quote }}
+        imageID: {{ .image | Quote }}
+        ready: false
+        started: false
+        restartCount: 3
+        state:
+          waiting:
+            reason: CrashLoopBackOff
+            message: {{ printf \"back-off 40s restarting failed container=%s\" .name | Quote }}
+        lastState:
+          terminated:
+            exitCode: 1
+            reason: Error
+            startedAt: {{ Now | Quote }}
+            finishedAt: {{ Now | Quote }}
+      {{ end }}
+";
+
+impl KwokLifecycles {
+    /// kwok's Stage documents: ours, with the running stage leaving these jobs' pods to the
+    /// stages that fail them.
+    fn stages(&self) -> String {
+        let special: Vec<String> = self
+            .image_pull_backoff_jobs
+            .iter()
+            .chain(&self.crash_loop_jobs)
+            .cloned()
+            .collect();
+        if special.is_empty() {
+            return KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, "");
+        }
+        let exclusion = format!(
+            "    - key: '.metadata.labels[\"{JOB_ID_LABEL}\"]'\n      operator: NotIn\n      values: [{}]\n",
+            quoted_list(&special)
         );
-        KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, &exclusion) + &pull_backoff
+        let mut stages = KWOK_STAGES.replace(RUNNING_EXCLUSIONS_MARKER, &exclusion);
+        if !self.image_pull_backoff_jobs.is_empty() {
+            stages.push_str(&job_pod_stage(
+                "vexxy-pod-image-pull-backoff",
+                &self.image_pull_backoff_jobs,
+                IMAGE_PULL_BACKOFF_STATUS,
+            ));
+        }
+        if !self.crash_loop_jobs.is_empty() {
+            stages.push_str(&job_pod_stage(
+                "vexxy-pod-crash-loop-backoff",
+                &self.crash_loop_jobs,
+                CRASH_LOOP_STATUS,
+            ));
+        }
+        stages
     }
+}
+
+/// What the API server audits: the requests of vexxy's stages (their ServiceAccounts live in
+/// the `vexxy` namespace), at metadata level; nothing else. A watch is logged when it starts
+/// (`ResponseStarted`) and ends; every other request once, when it completes.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"system:serviceaccounts:vexxy\"]
+- level: None
+";
+
+/// The components of the control plane a test can kill and start again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    ApiServer,
 }
 
 /// A running control plane. Dropping it kills every process it started.
@@ -258,6 +342,10 @@ pub struct RealCluster {
     controller_manager: ChildProcess,
     apiserver: ChildProcess,
     etcd: ChildProcess,
+    /// How etcd and the API server were started, to start them again after a kill.
+    etcd_launch: Launch,
+    apiserver_launch: Launch,
+    etcd_client_port: u16,
     apiserver_port: u16,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
@@ -294,80 +382,76 @@ impl RealCluster {
         let log = |name: &str| dir.path().join(format!("{name}.log"));
 
         let (etcd_client, etcd_peer) = (free_port(), free_port());
-        let mut etcd = Command::new(binary("etcd")?);
-        etcd.arg("--data-dir")
-            .arg(dir.path().join("etcd"))
-            .arg("--name=default")
-            .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
-            ))
-            .arg(format!(
-                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
-            ))
-            // Metrics would otherwise bind a fixed default port shared by parallel tests.
-            .arg(format!(
-                "--listen-metrics-urls=http://127.0.0.1:{}",
-                free_port()
-            ))
-            .arg("--unsafe-no-fsync")
-            .arg("--log-level=warn");
-        let etcd = ChildProcess::spawn("etcd", etcd, &log("etcd"))?;
+        let etcd_launch = Launch {
+            name: "etcd",
+            binary: binary("etcd")?,
+            args: vec![
+                format!("--data-dir={}", dir.path().join("etcd").display()),
+                "--name=default".to_string(),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+                // Metrics would otherwise bind a fixed default port shared by parallel tests.
+                format!("--listen-metrics-urls=http://127.0.0.1:{}", free_port()),
+                "--unsafe-no-fsync".to_string(),
+                "--log-level=warn".to_string(),
+            ],
+            log: log("etcd"),
+        };
+        let etcd = etcd_launch.spawn()?;
 
         let apiserver_port = free_port();
-        let mut apiserver = Command::new(binary("kube-apiserver")?);
-        apiserver
-            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={apiserver_port}"))
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--allow-privileged=true")
-            .arg("--authorization-mode=Node,RBAC")
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(path_flag("--tls-cert-file", &pki.serving_cert))
-            .arg(path_flag("--tls-private-key-file", &pki.serving_key))
-            .arg(path_flag("--client-ca-file", &pki.ca_cert))
-            .arg(path_flag(
-                "--service-account-key-file",
-                &pki.service_account_public_key,
-            ))
-            .arg(path_flag(
-                "--service-account-signing-key-file",
-                &pki.service_account_key,
-            ))
-            .arg(path_flag(
-                "--requestheader-client-ca-file",
-                &pki.front_proxy_ca_cert,
-            ))
-            .arg("--requestheader-allowed-names=front-proxy-client")
-            .arg("--requestheader-username-headers=X-Remote-User")
-            .arg("--requestheader-group-headers=X-Remote-Group")
-            .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
-            .arg(path_flag(
-                "--proxy-client-cert-file",
-                &pki.front_proxy_client_cert,
-            ))
-            .arg(path_flag(
-                "--proxy-client-key-file",
-                &pki.front_proxy_client_key,
-            ))
-            // No --enable-aggregator-routing: its endpoint resolver refuses ExternalName
-            // Services, and an ExternalName Service pointing at 127.0.0.1 is how an aggregated
-            // API (Kubescape's storage) is reached here without kube-proxy.
-            .arg(format!(
-                "--cert-dir={}",
-                dir.path().join("apiserver-certs").display()
-            ));
-        let mut apiserver =
-            ChildProcess::spawn("kube-apiserver", apiserver, &log("kube-apiserver"))?;
+        let audit_policy = dir.path().join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)?;
+        let audit_log = dir.path().join("audit.log");
+        let apiserver_launch = Launch {
+            name: "kube-apiserver",
+            binary: binary("kube-apiserver")?,
+            args: vec![
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--bind-address=127.0.0.1".to_string(),
+                "--advertise-address=127.0.0.1".to_string(),
+                format!("--secure-port={apiserver_port}"),
+                "--endpoint-reconciler-type=none".to_string(),
+                "--allow-privileged=true".to_string(),
+                "--authorization-mode=Node,RBAC".to_string(),
+                "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+                "--service-account-issuer=https://kubernetes.default.svc".to_string(),
+                path_flag("--tls-cert-file", &pki.serving_cert),
+                path_flag("--tls-private-key-file", &pki.serving_key),
+                path_flag("--client-ca-file", &pki.ca_cert),
+                path_flag(
+                    "--service-account-key-file",
+                    &pki.service_account_public_key,
+                ),
+                path_flag(
+                    "--service-account-signing-key-file",
+                    &pki.service_account_key,
+                ),
+                path_flag("--requestheader-client-ca-file", &pki.front_proxy_ca_cert),
+                "--requestheader-allowed-names=front-proxy-client".to_string(),
+                "--requestheader-username-headers=X-Remote-User".to_string(),
+                "--requestheader-group-headers=X-Remote-Group".to_string(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
+                path_flag("--proxy-client-cert-file", &pki.front_proxy_client_cert),
+                path_flag("--proxy-client-key-file", &pki.front_proxy_client_key),
+                // No --enable-aggregator-routing: its endpoint resolver refuses ExternalName
+                // Services, and an ExternalName Service pointing at 127.0.0.1 is how an
+                // aggregated API (Kubescape's storage) is reached here without kube-proxy.
+                format!(
+                    "--cert-dir={}",
+                    dir.path().join("apiserver-certs").display()
+                ),
+                // Every request of a vexxy stage, for the benchmarks' request counts.
+                path_flag("--audit-policy-file", &audit_policy),
+                path_flag("--audit-log-path", &audit_log),
+                "--audit-log-format=json".to_string(),
+            ],
+            log: log("kube-apiserver"),
+        };
+        let mut apiserver = apiserver_launch.spawn()?;
 
         let kubeconfig = dir.path().join("kubeconfig");
         write_kubeconfig(&kubeconfig, apiserver_port, &pki)?;
@@ -375,15 +459,7 @@ impl RealCluster {
         // The controller manager, the scheduler and kwok exit when the API server does not
         // answer at their start: start them once it is ready.
         let started = Instant::now();
-        let ready = wait_until(START_TIMEOUT, || {
-            !apiserver.is_running()
-                || Command::new(&kubectl)
-                    .arg(path_flag("--kubeconfig", &kubeconfig))
-                    .args(["get", "--raw", "/readyz"])
-                    .output()
-                    .is_ok_and(|output| output.status.success())
-        });
-        if !ready || !apiserver.is_running() {
+        if !wait_apiserver_ready(&mut apiserver, &kubectl, &kubeconfig, START_TIMEOUT) {
             bail!(
                 "kube-apiserver did not become ready within {START_TIMEOUT:?}; the end of its log ({}):\n{}\n--- etcd:\n{}",
                 apiserver.log_path().display(),
@@ -444,6 +520,9 @@ impl RealCluster {
             controller_manager,
             apiserver,
             etcd,
+            etcd_launch,
+            apiserver_launch,
+            etcd_client_port: etcd_client,
             apiserver_port,
             kubeconfig,
             kubectl,
@@ -500,6 +579,13 @@ impl RealCluster {
     /// The CA that signed the API server's serving certificate.
     pub fn ca_cert(&self) -> &Path {
         &self.ca_cert
+    }
+
+    /// The API server's audit log: one JSON event per line for every request a ServiceAccount
+    /// of the `vexxy` namespace made (stages `ResponseStarted` for watches and
+    /// `ResponseComplete`), metadata only. Kept across a restart of the API server.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
     }
 
     /// The cluster's temporary directory (logs, certificates, kubeconfig).
@@ -591,6 +677,51 @@ impl RealCluster {
         .collect()
     }
 
+    /// `kill -9` of etcd or the API server (no chance to flush or close connections); returns
+    /// once its port no longer accepts connections. [`RealCluster::start_again`] brings it back.
+    pub fn kill(&mut self, component: Component) -> anyhow::Result<()> {
+        let (process, port) = match component {
+            Component::Etcd => (&mut self.etcd, self.etcd_client_port),
+            Component::ApiServer => (&mut self.apiserver, self.apiserver_port),
+        };
+        process.kill()?;
+        ensure!(
+            wait_until(Duration::from_secs(15), || !crate::port_is_open(port)),
+            "{} still accepts connections on port {port} after kill -9",
+            process.name()
+        );
+        Ok(())
+    }
+
+    /// Starts a killed etcd or API server again with the same flags, port, data and
+    /// certificates; returns once the API server answers `/readyz` (which checks etcd too).
+    pub fn start_again(&mut self, component: Component) -> anyhow::Result<()> {
+        let (process, launch) = match component {
+            Component::Etcd => (&mut self.etcd, &self.etcd_launch),
+            Component::ApiServer => (&mut self.apiserver, &self.apiserver_launch),
+        };
+        ensure!(
+            !process.is_running(),
+            "{} is still running; kill it first",
+            launch.name
+        );
+        *process = launch.spawn()?;
+        let timeout = START_TIMEOUT;
+        if !wait_apiserver_ready(
+            &mut self.apiserver,
+            &self.kubectl,
+            &self.kubeconfig,
+            timeout,
+        ) {
+            bail!(
+                "the API server was not ready within {timeout:?} of starting {} again: {}",
+                launch.name,
+                self.tails()
+            );
+        }
+        Ok(())
+    }
+
     /// Stops every component, clients of the API server first.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         let grace = Duration::from_secs(10);
@@ -609,6 +740,42 @@ impl RealCluster {
         ensure!(problems.is_empty(), "{}", problems.join("; "));
         Ok(())
     }
+}
+
+/// How one component of the control plane is started: binary, flags and log file (a restart
+/// appends to the same log).
+struct Launch {
+    name: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Launch {
+    fn spawn(&self) -> anyhow::Result<ChildProcess> {
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args);
+        ChildProcess::spawn(self.name, command, &self.log)
+    }
+}
+
+/// Polls the API server's `/readyz` with kubectl until it answers, the process exits or
+/// `timeout` passes; true when ready.
+fn wait_apiserver_ready(
+    apiserver: &mut ChildProcess,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    timeout: Duration,
+) -> bool {
+    let ready = wait_until(timeout, || {
+        !apiserver.is_running()
+            || Command::new(kubectl)
+                .arg(path_flag("--kubeconfig", kubeconfig))
+                .args(["get", "--raw", "/readyz"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+    });
+    ready && apiserver.is_running()
 }
 
 fn path_flag(flag: &str, path: &Path) -> String {
@@ -688,12 +855,24 @@ mod tests {
         assert!(!plain.contains("vexxy: exclusions"));
         let failing = KwokLifecycles {
             image_pull_backoff_jobs: vec!["job-a".into()],
+            ..KwokLifecycles::default()
         }
         .stages();
         assert!(failing.contains("operator: NotIn\n      values: ['job-a']"));
         assert!(failing.contains("name: vexxy-pod-image-pull-backoff"));
         assert!(failing.contains("reason: ImagePullBackOff"));
         assert!(failing.contains("{{ range .spec.containers }}"));
+        assert!(!failing.contains("CrashLoopBackOff"));
+        let both = KwokLifecycles {
+            image_pull_backoff_jobs: vec!["job-a".into()],
+            crash_loop_jobs: vec!["job-b".into(), "job-c".into()],
+        }
+        .stages();
+        assert!(both.contains("operator: NotIn\n      values: ['job-a', 'job-b', 'job-c']"));
+        assert!(both.contains("name: vexxy-pod-crash-loop-backoff"));
+        assert!(both.contains("operator: In\n      values: ['job-b', 'job-c']"));
+        assert!(both.contains("reason: CrashLoopBackOff"));
+        assert!(both.contains("restartCount: 3"));
     }
 
     #[test]

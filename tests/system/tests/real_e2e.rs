@@ -2,10 +2,10 @@
 //! controller-manager, scheduler and kwok, with kubesim only as Kubescape (storage API behind the
 //! real aggregator, node-agent and kubevuln for the real pods). Same scenario as `e2e.rs`.
 
-mod deploy_manifests_support;
+mod cluster_support;
 mod e2e_support;
 
-use e2e_support::ClusterKind;
+use cluster_support::ClusterKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_turns_requests_into_one_outcome_each_against_a_real_api_server()

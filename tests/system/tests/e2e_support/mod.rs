@@ -43,6 +43,8 @@ use vexxy_harness::{NatsServer, S3Server, workspace_root};
 use vexxy_runtime::Store;
 use vexxy_runtime::config::Secret;
 
+use crate::cluster_support::{ClusterKind, StageIdentities};
+
 const SANDBOX_NAMESPACE: &str = "vexxy-sandbox";
 /// Each job's analysis window: the pod label that ends Kubescape's learning.
 const ANALYSIS_SECONDS: u64 = 3;
@@ -168,19 +170,6 @@ fn jobs() -> Vec<Job> {
     ]
 }
 
-/// Which Kubernetes the scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(
-    dead_code,
-    reason = "each test binary that includes this module runs one cluster"
-)]
-pub enum ClusterKind {
-    /// kubesim is the whole cluster.
-    Sim,
-    /// A real kube-apiserver, controller-manager, scheduler and kwok; kubesim is Kubescape.
-    Real,
-}
-
 /// Everything the test started; processes are killed when it is dropped. The log directory is
 /// kept when the test fails.
 struct Stack {
@@ -209,6 +198,7 @@ impl Stack {
             ClusterKind::Sim => None,
             ClusterKind::Real => Some(RealCluster::start_with(&KwokLifecycles {
                 image_pull_backoff_jobs: vec![PULL_FAIL_JOB.to_string()],
+                ..KwokLifecycles::default()
             })?),
         };
 
@@ -300,11 +290,7 @@ impl Stack {
 
     /// A client of the cluster the stages use, from the same kubeconfig.
     async fn kube_client(&self) -> Result<kube::Client> {
-        let yaml = std::fs::read_to_string(&self.kubeconfig)
-            .with_context(|| format!("cannot read {}", self.kubeconfig.display()))?;
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-        kube::Client::try_from(config).context("cannot build a client for the cluster")
+        crate::cluster_support::kube_client(&self.kubeconfig).await
     }
 
     fn helm_calls(&self) -> Result<Vec<Vec<String>>> {
@@ -352,97 +338,6 @@ impl Stack {
         let dir = std::mem::replace(&mut self.dir, placeholder);
         eprintln!("e2e: logs kept in {}", dir.keep().display());
     }
-}
-
-/// The identities `deploy/base` gives the stages, on the real cluster: its Namespaces,
-/// ServiceAccounts, Roles, ClusterRoles and bindings applied with kubectl, and a kubeconfig per
-/// stage that authenticates with a token of the stage's own ServiceAccount.
-struct StageIdentities {
-    kubeconfigs: BTreeMap<String, PathBuf>,
-}
-
-/// The kinds of `deploy/base` that make up who the stages are and what they may do.
-const IDENTITY_KINDS: [&str; 6] = [
-    "Namespace",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "ClusterRole",
-    "ClusterRoleBinding",
-];
-
-impl StageIdentities {
-    fn apply(real: &RealCluster, dir: &Path) -> Result<StageIdentities> {
-        // install-check's and extract's Roles live in Kubescape's namespace, which exists
-        // before vexxy is installed (the chart, or the dev overlay's auto-install component).
-        real.kubectl_ok(&["create", "namespace", "kubescape"])?;
-        let objects: String = crate::deploy_manifests_support::render("deploy/base")?
-            .into_iter()
-            .filter(|object| IDENTITY_KINDS.contains(&object["kind"].as_str().unwrap_or("")))
-            .map(|object| format!("---\n{}", serde_yaml_ng::to_string(&object).expect("YAML")))
-            .collect();
-        real.kubectl_stdin(&["apply", "-f", "-"], &objects)
-            .context("applying deploy/base's identities to the real cluster")?;
-        let ca = std::fs::read(real.ca_cert()).context("cannot read the cluster's CA")?;
-        let mut kubeconfigs = BTreeMap::new();
-        for stage in stack::STAGES {
-            let token = real
-                .kubectl_ok(&["create", "token", stage, "-n", "vexxy", "--duration", "1h"])
-                .with_context(|| format!("a token for ServiceAccount vexxy/{stage}"))?;
-            let path = dir.join(format!("{stage}.kubeconfig"));
-            std::fs::write(&path, token_kubeconfig(&real.url(), &ca, token.trim()))?;
-            // The API server sees the stage as its ServiceAccount, and nothing more.
-            let path_arg = path.display().to_string();
-            let whoami = real.kubectl_ok(&[
-                "auth",
-                "whoami",
-                "--kubeconfig",
-                &path_arg,
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ])?;
-            ensure!(
-                whoami == format!("system:serviceaccount:vexxy:{stage}"),
-                "{stage}'s kubeconfig authenticates as {whoami:?}"
-            );
-            kubeconfigs.insert(stage.to_string(), path);
-        }
-        Ok(StageIdentities { kubeconfigs })
-    }
-
-    /// The stage's kubeconfig, and no sandbox namespace created on demand (the base has it,
-    /// and no stage may create namespaces).
-    fn env_of(&self, stage: &str) -> Vec<(String, String)> {
-        let mut env = vec![("VEXXY_CREATE_SANDBOX_NAMESPACE".into(), "false".into())];
-        if let Some(path) = self.kubeconfigs.get(stage) {
-            env.push(("KUBECONFIG".into(), path.display().to_string()));
-        }
-        env
-    }
-}
-
-fn token_kubeconfig(server: &str, ca: &[u8], token: &str) -> String {
-    let ca = data_encoding::BASE64.encode(ca);
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: real
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: stage
-  user:
-    token: {token}
-contexts:
-- name: stage
-  context:
-    cluster: real
-    user: stage
-current-context: stage
-"
-    )
 }
 
 /// Short settings so a job takes seconds: fast retries, short AckWait (in-progress signals every

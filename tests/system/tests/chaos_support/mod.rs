@@ -1,0 +1,1078 @@
+//! The fault-injection scenario runner, shared by `chaos.rs` (kubesim is the whole cluster) and
+//! `real_chaos.rs` (a real kube-apiserver, etcd, controller-manager, scheduler and kwok, with
+//! kubesim only as Kubescape: the storage API behind the real aggregator, node-agent and
+//! kubevuln for the real pods).
+//!
+//! [`run_scenario`] starts the stack, a downstream subscriber and a Deployment watch, publishes
+//! the requests (one in twenty is an image whose pull fails, so some jobs must end in a correct
+//! `failed` event: kubesim's pull-fail pattern, or a kwok Stage on the real cluster), runs the
+//! scenario's fault driver while the jobs move, and then checks what a downstream subscriber
+//! saw:
+//!
+//! * every job has exactly one outcome event (distinct stream messages; a redelivery to the
+//!   subscriber itself is not counted twice), of the expected kind;
+//! * every artifact URL of every completed event resolves and parses as JSON, the OpenVEX document
+//!   is valid against the official schema, and every key is under `analyses/<job>/`;
+//! * the KV job record is final and agrees with the event;
+//! * no sandbox Deployment is left, and (watched from the start) no job's Deployment was ever
+//!   created twice;
+//! * no stage process exited that the scenario did not stop itself (nor, on the real tier, a
+//!   control plane component).
+//!
+//! Every run appends its figures to `$VEXXY_CHAOS_REPORT` (see `vexxy_harness::chaos::Figures`).
+
+#![allow(dead_code)] // each test crate runs a different set of scenarios
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use vexxy_events::{
+    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, FailureReason,
+    JobState, JobStatus, RunConfig, Stage, subjects,
+};
+use vexxy_harness::chaos::{Figures, NatsCluster, Scale, StageFleet, in_flight};
+use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
+use vexxy_harness::stack::{self, KubesimProcess, STAGES, StackEndpoints};
+use vexxy_harness::{NatsServer, S3Server, workspace_root};
+use vexxy_runtime::Store;
+use vexxy_runtime::config::Secret;
+
+use crate::cluster_support::{self, ClusterKind, StageIdentities};
+
+const SANDBOX_NAMESPACE: &str = "vexxy-sandbox";
+/// Each job's analysis window (the pod label that ends Kubescape's learning).
+const ANALYSIS_SECONDS: u64 = 2;
+/// One job in this many runs an image whose pull fails: it must end `failed` in wait.
+const PULL_FAIL_EVERY: usize = 20;
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const QUIET_PERIOD: Duration = Duration::from_secs(2);
+const SANDBOX_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a fault driver waits for a stage to have work in hand before killing it anyway.
+pub const MID_WORK_TIMEOUT: Duration = Duration::from_secs(20);
+const DOWNSTREAM_DURABLE: &str = "chaos-downstream";
+/// How long the real aggregator may take to find kubesim's storage API available.
+const STORAGE_AVAILABLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// From the first request to the last outcome: generous, because the faults themselves add
+/// redelivery delays (AckWait after a kill, backoff through an outage) and the machine is shared.
+fn outcome_timeout(jobs: usize, scale: &Scale) -> Duration {
+    Duration::from_secs(90) + Duration::from_millis(400) * jobs as u32 + scale.s3_outage
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    id: String,
+    image_ref: String,
+    digest: String,
+    /// The image's pull fails: the only correct outcome is `failed` in wait, `image_pull_failed`.
+    pull_fails: bool,
+}
+
+fn jobs(prefix: &str, count: usize) -> Vec<Job> {
+    (0..count)
+        .map(|index| {
+            let pull_fails = index % PULL_FAIL_EVERY == PULL_FAIL_EVERY - 1;
+            // Digests outside kubesim's special prefixes (0000 zero-vuln, fffe/ffff large/huge):
+            // ordinary generated content with a few vulnerabilities.
+            let digest = format!(
+                "sha256:{:08x}{}",
+                0xc4a0_0000u32 + index as u32,
+                "5".repeat(56)
+            );
+            Job {
+                id: format!("{prefix}-{index:04}"),
+                image_ref: if pull_fails {
+                    "quay.io/chaos/pull-fail-app".to_string()
+                } else {
+                    format!("quay.io/chaos/app-{}", index % 7)
+                },
+                digest,
+                pull_fails,
+            }
+        })
+        .collect()
+}
+
+/// The broker: one server, or a cluster with replicated streams.
+pub enum Broker {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Broker::Single(server) => server.url(),
+            Broker::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    async fn client(&self) -> Result<async_nats::Client> {
+        match self {
+            Broker::Single(server) => {
+                let urls: async_nats::ServerAddr = server.url().parse()?;
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .max_reconnects(None)
+                    .connect(urls)
+                    .await
+                    .context("cannot connect to the test nats-server")
+            }
+            Broker::Cluster(cluster) => cluster.client().await,
+        }
+    }
+
+    fn log_tails(&mut self) -> String {
+        match self {
+            Broker::Single(server) => format!(
+                "----- nats-server ({}) -----\n{}",
+                server.log_path().display(),
+                stack::log_tail(&server.log_path(), 15)
+            ),
+            Broker::Cluster(cluster) => cluster.log_tails(15),
+        }
+    }
+}
+
+pub struct Options {
+    /// Which Kubernetes: kubesim, or the real control plane with kubesim as Kubescape.
+    pub kube: ClusterKind,
+    pub replicas: usize,
+    /// A three-node nats-server cluster with every stream replicated three times.
+    pub nats_cluster: bool,
+    /// Added to kubesim's command line (fault rules, latency, watch drops).
+    pub kubesim_args: Vec<String>,
+}
+
+impl Options {
+    pub fn new(kube: ClusterKind) -> Self {
+        Options {
+            kube,
+            replicas: 1,
+            nats_cluster: false,
+            kubesim_args: Vec::new(),
+        }
+    }
+}
+
+/// Everything a scenario started; processes are killed when it is dropped, in field order:
+/// the stages first, then kubesim while the API it watches is still up, then the control plane.
+pub struct ChaosStack {
+    pub fleet: StageFleet,
+    pub kubesim: KubesimProcess,
+    pub real: Option<RealCluster>,
+    pub broker: Broker,
+    pub s3: S3Server,
+    /// The admin kubeconfig of the cluster (kubesim's, or the real API server's).
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ChaosStack {
+    fn start(options: Options, jobs: &[Job]) -> Result<ChaosStack> {
+        stack::build_binaries(&workspace_root())?;
+        let dir = tempfile::Builder::new()
+            .prefix("vexxy-chaos-")
+            .tempdir()
+            .context("cannot create the test directory")?;
+        let broker = if options.nats_cluster {
+            Broker::Cluster(NatsCluster::start(3)?)
+        } else {
+            Broker::Single(NatsServer::start()?)
+        };
+        let s3 = S3Server::start()?;
+        let (real, identities) = match options.kube {
+            ClusterKind::Sim => (None, None),
+            ClusterKind::Real => {
+                // kubesim's pull-fail pattern does not reach real pods: kwok takes those jobs'
+                // pods to ImagePullBackOff instead.
+                let lifecycles = KwokLifecycles {
+                    image_pull_backoff_jobs: jobs
+                        .iter()
+                        .filter(|job| job.pull_fails)
+                        .map(|job| job.id.clone())
+                        .collect(),
+                    ..KwokLifecycles::default()
+                };
+                let real = RealCluster::start_with(&lifecycles)?;
+                let identities = StageIdentities::apply(&real, dir.path())?;
+                (Some(real), Some(identities))
+            }
+        };
+        let mut kubesim_args: Vec<String> = [
+            "--seed",
+            "7",
+            "--pod-start-delay-ms",
+            "200",
+            // node-agent's first save within the 2 s window: a `ready` profile and a
+            // learning-time scan, so restarted wait processes meet both kinds of VEX write.
+            "--first-save-delay-ms",
+            "1000",
+            "--consolidation-delay-ms",
+            "300",
+            "--scan-delay-ms",
+            "300",
+            "--watch-history",
+            "100000",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(real) = &real {
+            kubesim_args.push("--upstream-kubeconfig".into());
+            kubesim_args.push(real.kubeconfig().display().to_string());
+        }
+        kubesim_args.extend(options.kubesim_args);
+        let kubesim = KubesimProcess::start(dir.path(), &kubesim_args)?;
+        let kubeconfig = match &real {
+            Some(real) => {
+                cluster_support::wait_storage_available(real, STORAGE_AVAILABLE_TIMEOUT)?;
+                real.kubeconfig().to_path_buf()
+            }
+            None => kubesim.kubeconfig().to_path_buf(),
+        };
+
+        let endpoints = StackEndpoints {
+            nats_url: broker.url(),
+            store: format!("s3://{}", s3.bucket()),
+            kubeconfig: kubeconfig.clone(),
+        };
+        let aws = s3.aws_env();
+        let replicated = options.nats_cluster;
+        let fleet = StageFleet::start(dir.path(), options.replicas, move |stage, health_file| {
+            let mut env = stack::local_stage_env(&endpoints, health_file, 1);
+            env.extend(aws.iter().cloned());
+            env.extend(stage_timings(stage));
+            if replicated {
+                env.push(("VEXXY_STREAM_REPLICAS".into(), "3".into()));
+            }
+            if let Some(identities) = &identities {
+                env.extend(identities.env_of(stage));
+            }
+            env
+        })?;
+        let mut stack = ChaosStack {
+            fleet,
+            kubesim,
+            real,
+            broker,
+            s3,
+            kubeconfig,
+            dir,
+        };
+        if let Err(error) = stack.fleet.wait_ready(READY_TIMEOUT) {
+            stack.keep_logs();
+            return Err(error);
+        }
+        Ok(stack)
+    }
+
+    fn store(&self) -> Result<Store> {
+        let options: Vec<(String, Secret)> = self
+            .s3
+            .aws_env()
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), Secret::new(value)))
+            .collect();
+        Store::open(&format!("s3://{}", self.s3.bucket()), &options)
+            .context("cannot open the test bucket")
+    }
+
+    async fn kube_client(&self) -> Result<kube::Client> {
+        cluster_support::kube_client(&self.kubeconfig).await
+    }
+
+    /// A GET of one of kubesim's `/kubesim/...` control endpoints, as JSON (over HTTPS with its
+    /// self-signed certificate when it is Kubescape for the real cluster).
+    async fn kubesim_control(&self, path: &str) -> Result<Value> {
+        let mut config = kube::Config::new(self.kubesim.url().parse()?);
+        config.accept_invalid_certs = true;
+        let client = kube::Client::try_from(config).context("cannot build a client for kubesim")?;
+        let request = http::Request::get(path).body(Vec::new())?;
+        let body = client
+            .request_text(request)
+            .await
+            .with_context(|| format!("kubesim GET {path}"))?;
+        serde_json::from_str(&body).with_context(|| format!("kubesim {path} is not JSON: {body}"))
+    }
+
+    fn diagnostics(&mut self) -> String {
+        let exited = self.fleet.exited();
+        let real = match &mut self.real {
+            Some(real) => format!(
+                "----- real control plane (exited: {:?}) -----{}\n",
+                real.exited(),
+                real.tails()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "exited stages: {exited:?}\n{}\n----- kubesim ({}) -----\n{}\n{}\n{real}(all logs in {})",
+            self.fleet.log_tails(20),
+            self.kubesim.log_path().display(),
+            stack::log_tail(self.kubesim.log_path(), 10),
+            self.broker.log_tails(),
+            self.dir.path().display()
+        )
+    }
+
+    fn keep_logs(&mut self) {
+        let placeholder = tempfile::tempdir().expect("a temporary directory");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        eprintln!("chaos: logs kept in {}", dir.keep().display());
+        if let Some(real) = &self.real {
+            eprintln!(
+                "chaos: the control plane's logs are in {} (removed when the test ends)",
+                real.dir().display()
+            );
+        }
+    }
+}
+
+/// Short timings so a job takes seconds, and a retry budget that outlasts the outages: ten
+/// deliveries with backoff from 500 ms to 4 s cover about 30 s of broken storage or API before
+/// a job would be failed as `storage_unavailable` / `kubernetes_unavailable`.
+fn stage_timings(stage: &str) -> Vec<(String, String)> {
+    let in_flight = if stage == "vexxy-wait" { "400" } else { "24" };
+    [
+        ("VEXXY_MAX_IN_FLIGHT", in_flight),
+        ("VEXXY_ACK_WAIT", "5s"),
+        ("VEXXY_MAX_DELIVER", "12"),
+        ("VEXXY_RETRY_BASE_DELAY", "500ms"),
+        ("VEXXY_RETRY_MAX_DELAY", "4s"),
+        ("VEXXY_PULL_EXPIRES", "1s"),
+        ("VEXXY_SHUTDOWN_GRACE", "3s"),
+        ("VEXXY_VEX_SETTLE", "1s"),
+        // kubesim's kubevuln scans within 300 ms; a restarted wait (history unknown) waits
+        // this long after it first sees a completion.
+        ("VEXXY_LEARNING_SCAN_BOUND", "1s"),
+        ("VEXXY_WAIT_GRACE", "60s"),
+        ("VEXXY_ON_TIMEOUT", "fail"),
+        ("VEXXY_JANITOR_INTERVAL", "1s"),
+        ("K8S_JOB_TTL_SECONDS", "1"),
+        ("SANDBOX_CPU_REQUEST", "10m"),
+        ("SANDBOX_MEMORY_REQUEST", "16Mi"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect()
+}
+
+fn request(job: &Job) -> AnalysisRequest {
+    AnalysisRequest {
+        job_id: Some(job.id.clone()),
+        image_ref: job.image_ref.clone(),
+        image_digest: Some(job.digest.clone()),
+        config: Some(RunConfig {
+            analysis_duration: Some(ANALYSIS_SECONDS),
+            ..RunConfig::default()
+        }),
+        labels: [("suite".to_string(), "chaos".to_string())].into(),
+    }
+}
+
+/// Publishes every request (with a deterministic `Nats-Msg-Id`, retrying a few times if the
+/// broker is briefly unavailable, as a real publisher would).
+async fn publish_all(js: &jetstream::Context, jobs: &[Job]) -> Result<()> {
+    for job in jobs {
+        let body = serde_json::to_vec(&request(job))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{}.request", job.id).as_str());
+            let published = async {
+                js.publish_with_headers(subjects::REQUESTED, headers, body.clone().into())
+                    .await?
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            .await;
+            match published {
+                Ok(_) => break,
+                Err(error) if attempt < 20 => {
+                    eprintln!("chaos: publishing {} failed ({error}); retrying", job.id);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => bail!("cannot publish the request of {}: {error}", job.id),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Completed(Box<AnalysisCompleted>),
+    Failed(Box<AnalysisFailed>),
+}
+
+/// What the downstream subscriber saw: distinct outcome messages (by stream sequence) per job.
+#[derive(Default)]
+pub struct Outcomes {
+    by_job: BTreeMap<String, BTreeMap<u64, Outcome>>,
+    unreadable: Vec<String>,
+}
+
+impl Outcomes {
+    fn record(&mut self, sequence: u64, payload: &[u8]) {
+        match parse_outcome(payload) {
+            Ok((job, outcome)) => {
+                self.by_job
+                    .entry(job)
+                    .or_default()
+                    .entry(sequence)
+                    .or_insert(outcome);
+            }
+            Err(error) => self.unreadable.push(format!("{error:#}")),
+        }
+    }
+
+    fn finished(&self) -> usize {
+        self.by_job.len()
+    }
+}
+
+fn parse_outcome(payload: &[u8]) -> Result<(String, Outcome)> {
+    let event: CloudEvent<Value> = serde_json::from_slice(payload).with_context(|| {
+        format!(
+            "an outcome event is not a CloudEvent: {}",
+            String::from_utf8_lossy(payload)
+        )
+    })?;
+    let job = event
+        .subject
+        .clone()
+        .context("an outcome event has no subject (job id)")?;
+    let outcome = if event.is_type(EventType::Completed) {
+        Outcome::Completed(Box::new(serde_json::from_value(event.data)?))
+    } else if event.is_type(EventType::Failed) {
+        Outcome::Failed(Box::new(serde_json::from_value(event.data)?))
+    } else {
+        bail!("unexpected event type {} for {job}", event.event_type);
+    };
+    Ok((job, outcome))
+}
+
+pub type SharedOutcomes = Arc<Mutex<Outcomes>>;
+
+pub fn finished(outcomes: &SharedOutcomes) -> usize {
+    outcomes.lock().expect("outcomes lock").finished()
+}
+
+/// The downstream subscriber: a durable pull consumer on the public stream, filtered to
+/// completed + failed, acking what it read. It keeps going through broker restarts (fetch errors
+/// are retried, the consumer looked up again) until `stop` is set.
+async fn subscribe(
+    js: jetstream::Context,
+    outcomes: SharedOutcomes,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let config = pull::Config {
+        durable_name: Some(DOWNSTREAM_DURABLE.to_string()),
+        filter_subjects: vec![
+            subjects::COMPLETED.to_string(),
+            subjects::FAILED.to_string(),
+        ],
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let consumer = async {
+            js.get_stream(subjects::PUBLIC_STREAM)
+                .await?
+                .get_or_create_consumer(DOWNSTREAM_DURABLE, config.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        .await;
+        let consumer: jetstream::consumer::PullConsumer = match consumer {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                eprintln!("chaos: downstream consumer unavailable ({error}); retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let batch = consumer
+                .fetch()
+                .max_messages(200)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    eprintln!("chaos: downstream fetch failed ({error}); retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    break;
+                }
+            };
+            let mut broken = false;
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => {
+                        let sequence = message.info().map(|info| info.stream_sequence);
+                        match sequence {
+                            Ok(sequence) => outcomes
+                                .lock()
+                                .expect("outcomes lock")
+                                .record(sequence, &message.payload),
+                            Err(error) => {
+                                eprintln!("chaos: outcome without stream info ({error})")
+                            }
+                        }
+                        // A lost ack only means the subscriber sees the message again; it is
+                        // counted once by its stream sequence.
+                        let _ = message.ack().await;
+                    }
+                    Err(error) => {
+                        eprintln!("chaos: downstream message error ({error}); refetching");
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if broken {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Every Deployment UID ever seen per name in the sandbox namespace (from a watch started before
+/// the first request): two UIDs for one name means a job's sandbox was created twice.
+type SeenDeployments = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+
+async fn watch_deployments(client: kube::Client, seen: SeenDeployments) {
+    let api: Api<Deployment> = Api::namespaced(client, SANDBOX_NAMESPACE);
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // The stream retries on its own (with backoff); errors are only logged.
+    loop {
+        match events.try_next().await {
+            Ok(Some(watcher::Event::Apply(deployment) | watcher::Event::InitApply(deployment))) => {
+                if let (Some(name), Some(uid)) = (deployment.metadata.name, deployment.metadata.uid)
+                {
+                    seen.lock()
+                        .expect("deployments lock")
+                        .entry(name)
+                        .or_default()
+                        .insert(uid);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(error) => eprintln!("chaos: deployment watch error ({error}); it retries"),
+        }
+    }
+}
+
+async fn sandbox_deployments(client: &kube::Client) -> Result<Vec<String>> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), SANDBOX_NAMESPACE);
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .context("cannot list sandbox Deployments")?
+        .items
+        .into_iter()
+        .filter_map(|deployment| deployment.metadata.name)
+        .collect())
+}
+
+/// Waits (bounded) until no sandbox Deployment is left; returns those still there.
+async fn leftover_sandboxes(client: &kube::Client) -> Vec<String> {
+    let deadline = Instant::now() + SANDBOX_CLEANUP_TIMEOUT;
+    let mut left = vec!["(never listed)".to_string()];
+    while Instant::now() < deadline {
+        // Listing goes through kubesim's fault injection too: an error is just another try.
+        if let Ok(now) = sandbox_deployments(client).await {
+            left = now;
+            if left.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    left
+}
+
+/// Waits until `count` jobs have an outcome or `deadline` passes.
+pub async fn wait_for_outcomes(outcomes: &SharedOutcomes, count: usize, deadline: Instant) -> bool {
+    while Instant::now() < deadline {
+        if finished(outcomes) >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    finished(outcomes) >= count
+}
+
+/// Waits until the stage replica holds work (`vexxy_in_flight` > 0), at most `MID_WORK_TIMEOUT`.
+/// Returns whether it did.
+pub fn wait_mid_work(fleet: &StageFleet, stage: &str, replica: usize) -> bool {
+    let Ok(process) = fleet.get(stage, replica) else {
+        return false;
+    };
+    let Some(port) = process.health_port() else {
+        return false;
+    };
+    vexxy_harness::wait_until(MID_WORK_TIMEOUT, || {
+        in_flight(port).is_some_and(|count| count > 0)
+    })
+}
+
+/// What a scenario's fault driver did, for the figures.
+#[derive(Default)]
+pub struct Injected {
+    pub description: String,
+    pub extra: BTreeMap<String, String>,
+    /// The scenario restarted no stage: every stage PID must be the same at the end.
+    pub pids_must_stay: bool,
+}
+
+/// Runs one scenario: subscriber and deployment watch first, then the requests, the faults
+/// (`drive`, concurrently with the jobs) and every check. Reports the figures either way.
+pub async fn run_scenario<F, Fut>(scenario: &str, options: Options, drive: F) -> Result<()>
+where
+    F: FnOnce(Arc<tokio::sync::Mutex<ChaosStack>>, SharedOutcomes, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Injected>>,
+{
+    let scale = Scale::from_env()?;
+    let count = match options.kube {
+        ClusterKind::Sim => scale.jobs,
+        ClusterKind::Real => scale.real_jobs,
+    };
+    let jobs = jobs(scenario, count);
+    let stack = tokio::task::block_in_place(|| ChaosStack::start(options, &jobs))?;
+    let client = stack.broker.client().await?;
+    let js = jetstream::new(client);
+    let kube = stack.kube_client().await?;
+
+    let outcomes = SharedOutcomes::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let subscriber = tokio::spawn(subscribe(js.clone(), outcomes.clone(), stop.clone()));
+    let seen = SeenDeployments::default();
+    let deployment_watch = tokio::spawn(watch_deployments(kube.clone(), seen.clone()));
+    let pids_before = stack.fleet.pids();
+
+    let started = Instant::now();
+    let stack = Arc::new(tokio::sync::Mutex::new(stack));
+    publish_all(&js, &jobs).await?;
+    let deadline = started + outcome_timeout(jobs.len(), &scale);
+    let (injected, all_arrived) = tokio::join!(
+        drive(stack.clone(), outcomes.clone(), jobs.len()),
+        wait_for_outcomes(&outcomes, jobs.len(), deadline)
+    );
+    let outcome_seconds = started.elapsed().as_secs_f64();
+    if all_arrived {
+        // A second outcome for any job would show up now.
+        tokio::time::sleep(QUIET_PERIOD).await;
+    }
+    let mut stack = Arc::try_unwrap(stack)
+        .map_err(|_| anyhow::anyhow!("the fault driver kept the stack"))?
+        .into_inner();
+
+    let mut problems = Vec::new();
+    let injected = match injected {
+        Ok(injected) => injected,
+        Err(error) => {
+            problems.push(format!("the fault driver failed: {error:#}"));
+            Injected::default()
+        }
+    };
+    let leftover = leftover_sandboxes(&kube).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(5), subscriber).await;
+    deployment_watch.abort();
+
+    let kv = js
+        .get_key_value(subjects::STATUS_BUCKET)
+        .await
+        .context("the job status bucket")?;
+    let store = stack.store()?;
+    let bucket = stack.s3.bucket().to_string();
+    let validator = openvex_validator()?;
+    let outcomes = Arc::try_unwrap(outcomes)
+        .map_err(|_| anyhow::anyhow!("the subscriber kept the outcomes"))?
+        .into_inner()
+        .expect("outcomes lock");
+
+    let mut figures = Figures {
+        scenario: scenario.to_string(),
+        jobs: jobs.len(),
+        faults: injected.description.clone(),
+        leaked_sandboxes: leftover.len(),
+        wall_seconds: (outcome_seconds * 10.0).round() / 10.0,
+        extra: injected.extra.clone(),
+        ..Figures::default()
+    };
+    for problem in &outcomes.unreadable {
+        problems.push(format!("unreadable outcome event: {problem}"));
+    }
+    for job in &jobs {
+        let events = outcomes.by_job.get(&job.id);
+        let Some(events) = events.filter(|events| !events.is_empty()) else {
+            figures.missing += 1;
+            problems.push(format!(
+                "{}: no outcome: {}",
+                job.id,
+                job_state(&kv, &job.id).await
+            ));
+            continue;
+        };
+        if events.len() > 1 {
+            figures.duplicates += 1;
+            problems.push(format!(
+                "{}: {} distinct outcome events (stream sequences {:?}), expected one",
+                job.id,
+                events.len(),
+                events.keys().collect::<Vec<_>>()
+            ));
+        }
+        let (_, outcome) = events.iter().next().expect("not empty");
+        match outcome {
+            Outcome::Completed(_) => figures.completed += 1,
+            Outcome::Failed(failed) => {
+                figures.failed += 1;
+                *figures
+                    .failed_reasons
+                    .entry(failed.reason.as_str().to_string())
+                    .or_default() += 1;
+                if job.pull_fails
+                    && failed.stage == Stage::Wait
+                    && failed.reason == FailureReason::ImagePullFailed
+                {
+                    figures.failed_as_expected += 1;
+                }
+            }
+        }
+        let checked = check_outcome(job, outcome, &store, &bucket, &validator).await;
+        let checked = match checked {
+            Ok(()) => check_final_status(&kv, job, outcome).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = checked {
+            problems.push(format!("{error:#}"));
+        }
+    }
+    let unknown: Vec<&String> = outcomes
+        .by_job
+        .keys()
+        .filter(|id| !jobs.iter().any(|job| &job.id == *id))
+        .collect();
+    if !unknown.is_empty() {
+        problems.push(format!("outcomes for jobs never requested: {unknown:?}"));
+    }
+    if !leftover.is_empty() {
+        problems.push(format!(
+            "{} sandbox Deployment(s) left {SANDBOX_CLEANUP_TIMEOUT:?} after the run: {leftover:?}",
+            leftover.len()
+        ));
+    }
+
+    // No job's sandbox was created twice; every job reached deploy exactly once.
+    let seen = seen.lock().expect("deployments lock").clone();
+    let created_twice: Vec<_> = seen.iter().filter(|(_, uids)| uids.len() > 1).collect();
+    figures.extra.insert(
+        "sandboxes_created".into(),
+        seen.values().map(BTreeSet::len).sum::<usize>().to_string(),
+    );
+    if !created_twice.is_empty() {
+        problems.push(format!(
+            "Deployments created more than once: {created_twice:?}"
+        ));
+    }
+    let never_deployed: Vec<&str> = jobs
+        .iter()
+        .filter(|job| !seen.contains_key(&format!("vexxy-{}", job.id)))
+        .map(|job| job.id.as_str())
+        .collect();
+    if !never_deployed.is_empty() {
+        problems.push(format!(
+            "{} job(s) never got a sandbox Deployment (the watch missed it or deploy never ran): {:?}",
+            never_deployed.len(),
+            &never_deployed[..never_deployed.len().min(10)]
+        ));
+    }
+    // On the real tier kubesim serves only the storage API: the API server counts Deployment
+    // POSTs, and its counters start again with every restart.
+    if let (None, Ok(counters)) = (
+        &stack.real,
+        stack.kubesim_control("/kubesim/counters").await,
+    ) {
+        let creates = counters["requests"]["deployments.apps"]["create"]
+            .as_u64()
+            .unwrap_or(0);
+        figures
+            .extra
+            .insert("deployment_create_requests".into(), creates.to_string());
+    }
+    if let Ok(faults) = stack.kubesim_control("/kubesim/faults").await {
+        let injected = faults["injected"].as_u64().unwrap_or(0);
+        if injected > 0 {
+            figures
+                .extra
+                .insert("kubesim_faults_injected".into(), injected.to_string());
+        }
+    }
+
+    let expected_failures = jobs.iter().filter(|job| job.pull_fails).count();
+    if figures.failed_as_expected != expected_failures || figures.failed != expected_failures {
+        problems.push(format!(
+            "{} job(s) failed ({:?}); exactly the {expected_failures} pull-fail jobs should have",
+            figures.failed, figures.failed_reasons
+        ));
+    }
+    let exited = stack.fleet.exited();
+    if !exited.is_empty() {
+        problems.push(format!("stage processes exited on their own: {exited:?}"));
+    }
+    if let Some(real) = &mut stack.real {
+        let exited = real.exited();
+        if !exited.is_empty() {
+            problems.push(format!(
+                "control plane components are not running at the end: {exited:?}"
+            ));
+        }
+    }
+    if injected.pids_must_stay {
+        let pids_after = stack.fleet.pids();
+        if pids_after != pids_before {
+            problems.push(format!(
+                "stage processes were replaced: before {pids_before:?}, after {pids_after:?}"
+            ));
+        }
+    }
+
+    figures.passed = problems.is_empty();
+    figures.report()?;
+    if !problems.is_empty() {
+        let diagnostics = stack.diagnostics();
+        stack.keep_logs();
+        let shown: Vec<&String> = problems.iter().take(30).collect();
+        bail!(
+            "{scenario}: {} problem(s) (first {}):\n{}\n\n{diagnostics}",
+            problems.len(),
+            shown.len(),
+            shown
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    eprintln!(
+        "chaos {scenario}: {} jobs, {} completed, {} failed as expected, outcomes in {outcome_seconds:.1}s",
+        jobs.len(),
+        figures.completed,
+        figures.failed_as_expected
+    );
+    Ok(())
+}
+
+async fn job_state(kv: &jetstream::kv::Store, job_id: &str) -> String {
+    match kv.get(job_id).await {
+        Ok(Some(bytes)) => match serde_json::from_slice::<JobStatus>(&bytes) {
+            Ok(status) => format!(
+                "KV says stage {} ({:?}){}",
+                status.stage,
+                status.state,
+                status
+                    .error
+                    .map(|e| format!(", last error {}: {}", e.reason.as_str(), e.message))
+                    .unwrap_or_default()
+            ),
+            Err(error) => format!("unreadable job record: {error}"),
+        },
+        Ok(None) => "no job record (install-check never accepted the request)".to_string(),
+        Err(error) => format!("cannot read the job record: {error}"),
+    }
+}
+
+fn key_of<'a>(url: &'a str, bucket: &str) -> Result<&'a str> {
+    url.strip_prefix(&format!("s3://{bucket}/"))
+        .with_context(|| format!("artifact URL {url} is not in the test bucket {bucket}"))
+}
+
+fn openvex_validator() -> Result<jsonschema::Validator> {
+    let path = workspace_root().join("../shared/reference/openvex_json_schema.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the OpenVEX schema at {}", path.display()))?;
+    let schema: Value = serde_json::from_str(&text)?;
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|error| anyhow::anyhow!("the OpenVEX schema does not compile: {error}"))
+}
+
+/// The outcome is the right kind for the job, and a completed job's every artifact resolves,
+/// parses, and (OpenVEX) is schema-valid: nothing half-written is reported as done.
+async fn check_outcome(
+    job: &Job,
+    outcome: &Outcome,
+    store: &Store,
+    bucket: &str,
+    validator: &jsonschema::Validator,
+) -> Result<()> {
+    let id = &job.id;
+    let completed = match (job.pull_fails, outcome) {
+        (false, Outcome::Completed(completed)) => completed,
+        (true, Outcome::Failed(failed)) => {
+            ensure!(
+                failed.stage == Stage::Wait && failed.reason == FailureReason::ImagePullFailed,
+                "{id}: failed in {} with {}, expected wait with image_pull_failed: {}",
+                failed.stage,
+                failed.reason.as_str(),
+                failed.message
+            );
+            return Ok(());
+        }
+        (_, Outcome::Failed(failed)) => bail!(
+            "{id}: failed in {} with {}: {}",
+            failed.stage,
+            failed.reason.as_str(),
+            failed.message
+        ),
+        (_, Outcome::Completed(_)) => bail!("{id}: completed, but its image pull must fail"),
+    };
+    ensure!(
+        completed.job_id == *id,
+        "{id}: event names job {}",
+        completed.job_id
+    );
+    ensure!(
+        completed.image_digest == job.digest,
+        "{id}: event digest {} is not the requested {}",
+        completed.image_digest,
+        job.digest
+    );
+    let artifacts = &completed.artifacts;
+    let vex_url = artifacts
+        .openvex
+        .as_ref()
+        .with_context(|| format!("{id}: no OpenVEX artifact for an image with vulnerabilities"))?;
+    let urls = artifacts
+        .openvex
+        .iter()
+        .chain([&artifacts.filtered_sbom, &artifacts.summary])
+        .chain(artifacts.evidence.iter())
+        .chain(artifacts.extra.values());
+    for url in urls {
+        let key = key_of(url, bucket)?;
+        ensure!(
+            key.starts_with(&format!("analyses/{id}/")),
+            "{id}: artifact {url} is outside analyses/{id}/"
+        );
+        let bytes = store
+            .get_bytes(key)
+            .await
+            .with_context(|| format!("{id}: artifact {url} does not resolve"))?;
+        let document: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{id}: artifact {url} is not complete JSON"))?;
+        if url == vex_url {
+            let errors: Vec<String> = validator
+                .iter_errors(&document)
+                .take(5)
+                .map(|error| format!("{} at {}", error, error.instance_path()))
+                .collect();
+            ensure!(
+                errors.is_empty(),
+                "{id}: the VEX at {url} violates the OpenVEX schema: {errors:?}"
+            );
+            let statements = document["statements"].as_array().map_or(0, Vec::len) as u64;
+            ensure!(
+                statements == completed.summary.total_cves_analyzed,
+                "{id}: {statements} statements in the VEX, the event says {}",
+                completed.summary.total_cves_analyzed
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outcome) -> Result<()> {
+    let id = &job.id;
+    let bytes = kv
+        .get(id)
+        .await?
+        .with_context(|| format!("{id}: no record in the {} bucket", subjects::STATUS_BUCKET))?;
+    let status: JobStatus = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{id}: the job record is not a JobStatus"))?;
+    match outcome {
+        Outcome::Completed(completed) => ensure!(
+            status.state == JobState::Completed && status.result == completed.artifacts.openvex,
+            "{id}: KV record {:?} with result {:?} after a completed event",
+            status.state,
+            status.result
+        ),
+        Outcome::Failed(failed) => ensure!(
+            status.state == JobState::Failed
+                && status.error.as_ref().map(|e| e.reason) == Some(failed.reason),
+            "{id}: KV record {:?} with error {:?} after a failed event ({})",
+            status.state,
+            status.error,
+            failed.reason.as_str()
+        ),
+    }
+    Ok(())
+}
+
+/// SIGTERM to replica 0 of `stage`, `kill -9` 100 ms later, then a restart. Returns whether the
+/// process was still shutting down (had not exited) when it was killed.
+pub fn kill_during_shutdown(fleet: &mut StageFleet, stage: &str) -> Result<bool> {
+    let replica = fleet.get_mut(stage, 0)?;
+    replica.process.signal(libc::SIGTERM)?;
+    let exited =
+        vexxy_harness::wait_until(Duration::from_millis(100), || !replica.process.is_running());
+    fleet.kill(stage, 0)?;
+    fleet.start_again(stage, 0, READY_TIMEOUT)?;
+    Ok(!exited)
+}
+
+/// Holds the stack lock only for a blocking step (killing or starting a process).
+pub async fn with_stack<T>(
+    stack: &Arc<tokio::sync::Mutex<ChaosStack>>,
+    step: impl FnOnce(&mut ChaosStack) -> Result<T>,
+) -> Result<T> {
+    let mut guard = stack.lock().await;
+    tokio::task::block_in_place(|| step(&mut guard))
+}
+
+/// `kill -9` of each stage process in turn while it holds work (`vexxy_in_flight` > 0, waiting
+/// at most `MID_WORK_TIMEOUT` for that), each restarted before the next is struck: the fault
+/// driver of the kill -9 scenarios on both tiers.
+pub async fn kill_each_stage_mid_work(
+    stack: Arc<tokio::sync::Mutex<ChaosStack>>,
+) -> Result<Injected> {
+    let mut mid_work = 0;
+    for stage in STAGES {
+        let holding = with_stack(&stack, |s| Ok(wait_mid_work(&s.fleet, stage, 0))).await?;
+        mid_work += usize::from(holding);
+        with_stack(&stack, |s| {
+            s.fleet.kill(stage, 0)?;
+            s.fleet.start_again(stage, 0, READY_TIMEOUT)
+        })
+        .await?;
+    }
+    Ok(Injected {
+        description: format!(
+            "kill -9 + restart of each of the 5 stages in turn ({mid_work} of 5 killed while holding work)"
+        ),
+        extra: [("kills".to_string(), "5".to_string())].into(),
+        pids_must_stay: false,
+    })
+}

@@ -1,0 +1,62 @@
+//! Which Kubernetes a cross-process test runs against, and what the stages need on the real one.
+//! Shared by the end-to-end scenario (`e2e_support`), the fault-injection scenarios
+//! (`chaos_support`) and the real tier's bad-input cases (`real_bad_input.rs`).
+//!
+//! On the real control plane each stage authenticates as its own ServiceAccount with a token,
+//! and the Namespaces, ServiceAccounts and RBAC of `deploy/base` (applied with kubectl) are all it
+//! is granted: the real authorizer decides every request, and the sandbox namespace's Pod
+//! Security labels are enforced by the real admission.
+
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+pub use vexxy_harness::identities::StageIdentities;
+use vexxy_harness::realcluster::RealCluster;
+
+/// Which Kubernetes a scenario runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// kubesim is the whole cluster.
+    Sim,
+    /// A real kube-apiserver, etcd, controller-manager, scheduler and kwok; kubesim is only
+    /// Kubescape (storage API behind the real aggregator, node-agent and kubevuln).
+    Real,
+}
+
+/// The APIService of Kubescape's storage (kubesim's, on the real tier).
+pub const STORAGE_APISERVICE: &str = "v1beta1.spdx.softwarecomposition.kubescape.io";
+
+/// A client of the cluster a kubeconfig names (as the stages build theirs).
+pub async fn kube_client(kubeconfig: &Path) -> Result<kube::Client> {
+    let yaml = std::fs::read_to_string(kubeconfig)
+        .with_context(|| format!("cannot read {}", kubeconfig.display()))?;
+    let parsed = kube::config::Kubeconfig::from_yaml(&yaml)?;
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await?;
+    kube::Client::try_from(config).context("cannot build a client for the cluster")
+}
+
+/// Waits until the real aggregator reports Kubescape's storage APIService Available (kubesim
+/// registered it and answers), so install-check's first look finds Kubescape installed.
+pub fn wait_storage_available(real: &RealCluster, timeout: Duration) -> Result<()> {
+    let timeout_arg = format!("--timeout={}s", timeout.as_secs().max(1));
+    let available = vexxy_harness::wait_until(timeout, || {
+        real.kubectl(&[
+            "wait",
+            "--for=condition=Available",
+            &format!("apiservice/{STORAGE_APISERVICE}"),
+            "--timeout=2s",
+        ])
+        .is_ok_and(|output| output.status.success())
+    });
+    ensure!(
+        available,
+        "the APIService {STORAGE_APISERVICE} did not become Available ({timeout_arg}): {}",
+        real.kubectl(&["get", "apiservice", STORAGE_APISERVICE, "-o", "yaml"])
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
