@@ -46,7 +46,6 @@
 //!
 //! Quantities are validated at start (and requests must not exceed limits).
 
-pub mod api_error;
 pub mod config;
 pub mod manifest;
 pub mod quantity;
@@ -61,7 +60,18 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{FailureReason, PipelineTicket, ValidatedRequest};
+use vexxy_runtime::kubernetes::{self, ApiAdvice};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+
+/// What the deploy service account needs, for refused and rejected API requests.
+const API_ADVICE: ApiAdvice = ApiAdvice {
+    grant: "grant the deploy service account the rights listed in deploy/ (create and get on \
+            deployments and networkpolicies in the sandbox namespace; get and create on \
+            namespaces when VEXXY_CREATE_SANDBOX_NAMESPACE=true), or raise the sandbox \
+            namespace's ResourceQuota,",
+    on_rejection: "the cluster's Kubernetes version and admission policies for the sandbox \
+                   namespace",
+};
 
 pub use crate::config::DeployConfig;
 use crate::manifest::{CONTAINER_NAME, JOB_ID_LABEL, sandbox_name};
@@ -263,7 +273,11 @@ impl Deploy {
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
-            Err(e) => Err(api_error::stage_error(&format!("POST namespaces/{ns}"), &e)),
+            Err(e) => Err(kubernetes::stage_error(
+                &format!("POST namespaces/{ns}"),
+                &e,
+                &API_ADVICE,
+            )),
         }
     }
 
@@ -290,7 +304,7 @@ impl Deploy {
             {
                 CreateError::NamespaceMissing
             }
-            _ => CreateError::Stage(api_error::stage_error(what, &error)),
+            _ => CreateError::Stage(kubernetes::stage_error(what, &error, &API_ADVICE)),
         }
     }
 }

@@ -37,7 +37,6 @@
 //! | `VEXXY_KUBESCAPE_HELM_REPO` | `https://kubescape.github.io/helm-charts` | added as repo `kubescape` first; empty = already configured |
 //! | `VEXXY_KUBESCAPE_CHART_VERSION` | newest | `--version` of `kubescape/kubescape-operator` |
 
-pub mod api_error;
 pub mod cache;
 pub mod checks;
 pub mod config;
@@ -48,7 +47,15 @@ use std::time::Duration;
 use kube::Client;
 use tokio::time::Instant;
 use vexxy_events::{FailureReason, PipelineTicket};
+use vexxy_runtime::kubernetes::{self, ApiAdvice};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+
+/// What the install-check service account needs, for refused and rejected API requests.
+const API_ADVICE: ApiAdvice = ApiAdvice {
+    grant: "grant the install-check service account the rights listed in deploy/ (get on \
+            apiservices, daemonsets, deployments and configmaps in the Kubescape namespace)",
+    on_rejection: "the cluster's Kubernetes version and the Kubescape installation",
+};
 
 use crate::cache::ReadyCache;
 use crate::checks::{Problem, Readiness, STORAGE_API_SERVICE, Target};
@@ -128,7 +135,7 @@ impl InstallCheck {
     async fn check(&self) -> Result<Readiness, StageError> {
         checks::check(&self.client, &self.target)
             .await
-            .map_err(|e| api_error::stage_error(&e.request, &e.source))
+            .map_err(|e| kubernetes::stage_error(&e.request, &e.source, &API_ADVICE))
     }
 
     /// Called with `checking` held, so one install at a time per process.

@@ -15,6 +15,7 @@
 //! * [`publish`]: outgoing events and dead letters, with deterministic message ids.
 //! * [`advisory`]: dead-lettering messages whose handler crashed on every delivery.
 //! * [`store`]: object storage for artifacts.
+//! * [`kubernetes`] (feature `kubernetes`): Kubernetes API failures as stage errors.
 //! * [`health`], [`metrics`], [`logging`], [`shutdown`]: operating the process.
 
 pub mod advisory;
@@ -23,6 +24,8 @@ pub mod connect;
 pub mod consume;
 pub mod health;
 pub mod intake;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod provision;
