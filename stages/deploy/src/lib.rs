@@ -61,7 +61,10 @@ use kube::{Api, Client};
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{FailureReason, PipelineTicket, ValidatedRequest};
 use vexxy_runtime::kubernetes::{self, ApiAdvice};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
+
+/// Seconds of API work per job: a few dozen in flight keep the API server busy enough.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
 
 /// What the deploy service account needs, for refused and rejected API requests.
 const API_ADVICE: ApiAdvice = ApiAdvice {
@@ -109,8 +112,9 @@ impl Deploy {
 
     /// Built from the environment (see the crate documentation).
     pub async fn from_env() -> anyhow::Result<Self> {
-        let config = DeployConfig::from_env()?;
-        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        let env = vexxy_runtime::Env::process();
+        let config = DeployConfig::load(&env)?;
+        let client = kubernetes::client(&env).await?;
         Ok(Deploy::new(client, config))
     }
 

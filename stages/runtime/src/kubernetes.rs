@@ -1,5 +1,9 @@
-//! Turning Kubernetes API failures into stage errors a user can act on, for every stage that
-//! talks to the API (compiled with the `kubernetes` feature).
+//! What every stage that talks to the Kubernetes API shares (compiled with the `kubernetes`
+//! feature): the client the environment names, and API failures as stage errors a user can act
+//! on.
+//!
+//! The client: `K8S_IN_CLUSTER=true` uses the pod's service account, anything else the
+//! kubeconfig (`KUBECONFIG` or `~/.kube/config`), as the previous service did.
 //!
 //! Overload, server errors and broken connections may pass, so they are `Transient` (the message
 //! is redelivered with backoff). A refusal (401/403) usually means the service account needs more
@@ -11,9 +15,43 @@
 //! rights to grant. Any other rejection (4xx) is `Permanent`: the same request will be rejected
 //! again.
 
+use kube::{Client, Config};
 use vexxy_events::FailureReason;
 
 use crate::StageError;
+use crate::config::{ConfigError, Env};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "K8S_IN_CLUSTER=true but the in-cluster configuration is unusable ({0}); run inside a pod with a service account, or set K8S_IN_CLUSTER=false and KUBECONFIG"
+    )]
+    InCluster(#[source] kube::config::InClusterError),
+    #[error(
+        "cannot read the kubeconfig ({0}); set KUBECONFIG to a readable kubeconfig file, or K8S_IN_CLUSTER=true inside a cluster"
+    )]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// The connection settings of the cluster `env` names (`K8S_IN_CLUSTER`, `KUBECONFIG`).
+pub async fn cluster_config(env: &Env<'_>) -> Result<Config, ClusterError> {
+    if env.flag("K8S_IN_CLUSTER", false)? {
+        Config::incluster().map_err(ClusterError::InCluster)
+    } else {
+        Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(ClusterError::Kubeconfig)
+    }
+}
+
+/// A client for the cluster `env` names.
+pub async fn client(env: &Env<'_>) -> Result<Client, ClusterError> {
+    Client::try_from(cluster_config(env).await?).map_err(ClusterError::Client)
+}
 
 /// What a stage tells the user to fix when the API refuses or rejects its requests; the rights
 /// differ per stage, so each stage supplies its own text.

@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod provision;
 pub mod publish;
+mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod store;
@@ -44,7 +45,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use vexxy_events::{AnalysisCompleted, FailureReason, PipelineTicket, Stage};
 
-pub use config::{ConfigError, Env, RuntimeConfig, env_duration, env_flag, env_var};
+pub use config::{ConfigError, Env, RuntimeConfig, StageDefaults};
 pub use store::{Store, StoreError, job_key};
 
 /// What a stage decided for one job.
@@ -126,24 +127,20 @@ pub enum RuntimeError {
     Handler { stage: Stage, message: String },
 }
 
-/// The entry point of a stage binary: reads the configuration from the environment, builds the
-/// handler with `make_handler`, and runs until SIGTERM/SIGINT.
+/// The entry point of a stage binary: reads the configuration from the environment (with the
+/// stage's own `defaults`), builds the handler with `make_handler`, and runs until
+/// SIGTERM/SIGINT.
 ///
 /// Exit codes: 0 after a clean shutdown, 2 for a configuration error (one line naming the
 /// variable), 1 for anything else that stops the stage at start.
-pub async fn run<H, F, Fut>(stage: Stage, make_handler: F) -> ExitCode
+pub async fn run<H, F, Fut>(stage: Stage, defaults: StageDefaults, make_handler: F) -> ExitCode
 where
     H: Handler,
     F: FnOnce(&RuntimeConfig) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
-    let config = match RuntimeConfig::from_env() {
-        Ok(mut config) => {
-            if std::env::var_os("VEXXY_MAX_IN_FLIGHT").is_none() {
-                config.consumer.max_in_flight = config::default_max_in_flight(stage);
-            }
-            config
-        }
+    let config = match RuntimeConfig::from_env(defaults) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("vexxy-{stage}: configuration error: {error}");
             return ExitCode::from(2);
