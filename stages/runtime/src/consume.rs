@@ -826,6 +826,7 @@ pub(crate) async fn report_failure<H>(
             Err(error) => return Err(error.to_string()),
         }
     }
+    worker.metrics.record_failure(failure.reason);
     Ok(())
 }
 
