@@ -6,10 +6,13 @@
 //! work alive, publishing the next event before acking, retries with backoff, dead letters, job
 //! status, graceful shutdown, health and metrics — lives here, written once.
 //!
-//! Read in this order:
+//! Read in this order (only `config`, `connect`, `kubernetes`, `logging`, `provision`, `status`
+//! and `store` are used from outside; the rest is private):
 //! * [`config`]: every setting, from environment variables, validated at start.
 //! * [`connect`], [`provision`]: the NATS connection and the JetStream objects.
-//! * [`consume`]: the loop and the order of effects for one message (the heart of it).
+//! * [`consume`]: the loop and the order of effects for one message (the heart of it); its
+//!   steps 1-2 (ticket, claim) in `consume/admit.rs`, by the stage's [`input`] kind (requests or
+//!   tickets, chosen when the worker is built).
 //! * [`intake`]: how the first stage turns a request into a job.
 //! * [`status`]: the job record in KV, written with compare-and-set.
 //! * [`publish`]: outgoing events and dead letters, with deterministic message ids.
@@ -18,20 +21,21 @@
 //! * [`kubernetes`] (feature `kubernetes`): Kubernetes API failures as stage errors.
 //! * [`health`], [`metrics`], [`logging`], [`shutdown`]: operating the process.
 
-pub mod advisory;
+mod advisory;
 pub mod config;
 pub mod connect;
-pub mod consume;
-pub mod health;
-pub mod intake;
+mod consume;
+mod health;
+mod input;
+mod intake;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod logging;
-pub mod metrics;
+mod metrics;
 pub mod provision;
-pub mod publish;
+mod publish;
 mod secret;
-pub mod shutdown;
+mod shutdown;
 pub mod status;
 pub mod store;
 
@@ -46,6 +50,7 @@ use tokio::task::JoinSet;
 use vexxy_events::{AnalysisCompleted, FailureReason, PipelineTicket, Stage};
 
 pub use config::{ConfigError, Env, RuntimeConfig, StageDefaults};
+pub use health::HealthError;
 pub use store::{Store, StoreError, job_key};
 
 /// What a stage decided for one job.
@@ -120,7 +125,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Health(#[from] health::HealthError),
+    Health(#[from] HealthError),
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
     #[error("cannot create the {stage} handler: {message}")]
@@ -215,6 +220,7 @@ pub async fn run_with<H: Handler>(
 
     let worker = Arc::new(consume::Worker {
         stage,
+        input: input::Input::of(stage),
         handler,
         status: provisioned.status,
         store,
