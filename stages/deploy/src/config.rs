@@ -1,5 +1,8 @@
 //! The stage's settings, read from the environment once at start and validated there.
 
+use vexxy_kubescape::names::{DNS_LABEL_RULE, is_dns_label};
+use vexxy_runtime::{ConfigError, Env};
+
 use crate::quantity::parse_quantity;
 
 /// How sandboxes are made. Every field is documented in the crate's table of variables.
@@ -18,128 +21,77 @@ pub struct DeployConfig {
     pub termination_grace_seconds: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name}={value:?} is not a Kubernetes quantity; write it like 500m, 2, 512Mi or 4Gi")]
-    BadQuantity { name: &'static str, value: String },
-    #[error(
-        "{request_name}={request:?} is more than {limit_name}={limit:?}; a request cannot exceed its limit"
-    )]
-    RequestOverLimit {
-        request_name: &'static str,
-        request: String,
-        limit_name: &'static str,
-        limit: String,
-    },
-    #[error("{name}={value:?} must be true or false")]
-    BadFlag { name: &'static str, value: String },
-    #[error("{name}={value:?} is not valid: {why}")]
-    BadValue {
-        name: &'static str,
-        value: String,
-        why: &'static str,
-    },
-}
-
 impl DeployConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::load(&Env::process())
     }
 
-    /// `lookup` returns a variable's value; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let namespace = get("K8S_SANDBOX_NAMESPACE").unwrap_or_else(|| "vexxy-sandbox".into());
-        if !vexxy_kubescape::names::is_dns_label(&namespace) {
-            return Err(ConfigError::BadValue {
-                name: "K8S_SANDBOX_NAMESPACE",
-                value: namespace,
-                why: "a namespace name is lowercase letters, digits and '-', at most 63 characters",
-            });
-        }
-        let quantity = |name: &'static str, default: &str| {
-            let value = get(name).unwrap_or_else(|| default.to_string());
-            match parse_quantity(&value) {
-                Some(_) => Ok(value),
-                None => Err(ConfigError::BadQuantity { name, value }),
-            }
-        };
-        let flag = |name: &'static str, default: bool| match get(name).as_deref() {
-            None => Ok(default),
-            Some("true" | "1" | "yes") => Ok(true),
-            Some("false" | "0" | "no") => Ok(false),
-            Some(other) => Err(ConfigError::BadFlag {
+    pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let quantity = |name: &str, default: &str| {
+            env.checked(
                 name,
-                value: other.to_string(),
-            }),
+                default,
+                |value| parse_quantity(value).is_some(),
+                "a Kubernetes quantity; write it like 500m, 2, 512Mi or 4Gi",
+            )
         };
         let config = DeployConfig {
+            namespace: env.checked(
+                "K8S_SANDBOX_NAMESPACE",
+                "vexxy-sandbox",
+                is_dns_label,
+                DNS_LABEL_RULE,
+            )?,
             cpu_request: quantity("SANDBOX_CPU_REQUEST", "1000m")?,
             cpu_limit: quantity("SANDBOX_CPU_LIMIT", "2000m")?,
             memory_request: quantity("SANDBOX_MEMORY_REQUEST", "2Gi")?,
             memory_limit: quantity("SANDBOX_MEMORY_LIMIT", "4Gi")?,
             ephemeral_storage_limit: quantity("VEXXY_SANDBOX_EPHEMERAL_STORAGE_LIMIT", "2Gi")?,
-            drop_capabilities: flag("VEXXY_SANDBOX_DROP_CAPABILITIES", true)?,
-            run_as_non_root: flag("VEXXY_SANDBOX_RUN_AS_NON_ROOT", false)?,
-            deny_egress: flag("VEXXY_SANDBOX_DENY_EGRESS", false)?,
-            create_namespace: flag("VEXXY_CREATE_SANDBOX_NAMESPACE", false)?,
-            termination_grace_seconds: match get("VEXXY_SANDBOX_TERMINATION_GRACE_SECONDS") {
-                None => 5,
-                Some(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|s: &i64| (0..=3600).contains(s))
-                    .ok_or(ConfigError::BadValue {
-                        name: "VEXXY_SANDBOX_TERMINATION_GRACE_SECONDS",
-                        value: v,
-                        why: "a whole number of seconds from 0 to 3600",
-                    })?,
-            },
-            namespace,
+            drop_capabilities: env.flag("VEXXY_SANDBOX_DROP_CAPABILITIES", true)?,
+            run_as_non_root: env.flag("VEXXY_SANDBOX_RUN_AS_NON_ROOT", false)?,
+            deny_egress: env.flag("VEXXY_SANDBOX_DENY_EGRESS", false)?,
+            create_namespace: env.flag("VEXXY_CREATE_SANDBOX_NAMESPACE", false)?,
+            termination_grace_seconds: env.bounded(
+                "VEXXY_SANDBOX_TERMINATION_GRACE_SECONDS",
+                5,
+                0,
+                3600,
+            )?,
         };
-        config.check_request_within_limit(
+        check_request_within_limit(
             ("SANDBOX_CPU_REQUEST", &config.cpu_request),
             ("SANDBOX_CPU_LIMIT", &config.cpu_limit),
         )?;
-        config.check_request_within_limit(
+        check_request_within_limit(
             ("SANDBOX_MEMORY_REQUEST", &config.memory_request),
             ("SANDBOX_MEMORY_LIMIT", &config.memory_limit),
         )?;
         Ok(config)
     }
+}
 
-    fn check_request_within_limit(
-        &self,
-        (request_name, request): (&'static str, &str),
-        (limit_name, limit): (&'static str, &str),
-    ) -> Result<(), ConfigError> {
-        match (parse_quantity(request), parse_quantity(limit)) {
-            (Some(r), Some(l)) if r > l => Err(ConfigError::RequestOverLimit {
-                request_name,
-                request: request.to_string(),
-                limit_name,
-                limit: limit.to_string(),
-            }),
-            _ => Ok(()),
-        }
+fn check_request_within_limit(
+    (request_name, request): (&str, &str),
+    (limit_name, limit): (&str, &str),
+) -> Result<(), ConfigError> {
+    match (parse_quantity(request), parse_quantity(limit)) {
+        (Some(r), Some(l)) if r > l => Err(ConfigError::inconsistent(
+            request_name,
+            format!(
+                "{request_name}={request:?} is more than {limit_name}={limit:?}; a request \
+                 cannot exceed its limit"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<DeployConfig, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        DeployConfig::from_lookup(|name| vars.get(name).cloned())
+        DeployConfig::load(&Env::from_pairs(vars))
     }
 
     #[test]
@@ -173,14 +125,24 @@ mod tests {
             ("VEXXY_SANDBOX_TERMINATION_GRACE_SECONDS", "-3"),
         ] {
             let err = from(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable(), name, "{err}");
             assert!(err.to_string().contains(name), "{name}: {err}");
         }
+        // Flags and numbers follow the runtime's rules, like every other variable.
+        let config = from(&[
+            ("VEXXY_SANDBOX_DENY_EGRESS", "on"),
+            ("VEXXY_SANDBOX_DROP_CAPABILITIES", "No"),
+        ])
+        .unwrap();
+        assert!(config.deny_egress);
+        assert!(!config.drop_capabilities);
     }
 
     #[test]
     fn request_above_limit_is_refused() {
         let err = from(&[("SANDBOX_MEMORY_REQUEST", "8Gi")]).unwrap_err();
-        assert!(matches!(err, ConfigError::RequestOverLimit { .. }), "{err}");
+        assert_eq!(err.variable(), "SANDBOX_MEMORY_REQUEST", "{err}");
+        assert!(err.to_string().contains("cannot exceed its limit"), "{err}");
         assert!(from(&[("SANDBOX_CPU_REQUEST", "2"), ("SANDBOX_CPU_LIMIT", "2000m")]).is_ok());
     }
 }

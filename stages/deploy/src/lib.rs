@@ -46,7 +46,6 @@
 //!
 //! Quantities are validated at start (and requests must not exceed limits).
 
-pub mod api_error;
 pub mod config;
 pub mod manifest;
 pub mod quantity;
@@ -61,7 +60,21 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{FailureReason, PipelineTicket, ValidatedRequest};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::kubernetes::{self, ApiAdvice};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
+
+/// Seconds of API work per job: a few dozen in flight keep the API server busy enough.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
+
+/// What the deploy service account needs, for refused and rejected API requests.
+const API_ADVICE: ApiAdvice = ApiAdvice {
+    grant: "grant the deploy service account the rights listed in deploy/ (create and get on \
+            deployments and networkpolicies in the sandbox namespace; get and create on \
+            namespaces when VEXXY_CREATE_SANDBOX_NAMESPACE=true), or raise the sandbox \
+            namespace's ResourceQuota,",
+    on_rejection: "the cluster's Kubernetes version and admission policies for the sandbox \
+                   namespace",
+};
 
 pub use crate::config::DeployConfig;
 use crate::manifest::{CONTAINER_NAME, JOB_ID_LABEL, sandbox_name};
@@ -99,8 +112,9 @@ impl Deploy {
 
     /// Built from the environment (see the crate documentation).
     pub async fn from_env() -> anyhow::Result<Self> {
-        let config = DeployConfig::from_env()?;
-        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        let env = vexxy_runtime::Env::process();
+        let config = DeployConfig::load(&env)?;
+        let client = kubernetes::client(&env).await?;
         Ok(Deploy::new(client, config))
     }
 
@@ -263,7 +277,11 @@ impl Deploy {
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
-            Err(e) => Err(api_error::stage_error(&format!("POST namespaces/{ns}"), &e)),
+            Err(e) => Err(kubernetes::stage_error(
+                &format!("POST namespaces/{ns}"),
+                &e,
+                &API_ADVICE,
+            )),
         }
     }
 
@@ -290,7 +308,7 @@ impl Deploy {
             {
                 CreateError::NamespaceMissing
             }
-            _ => CreateError::Stage(api_error::stage_error(what, &error)),
+            _ => CreateError::Stage(kubernetes::stage_error(what, &error, &API_ADVICE)),
         }
     }
 }

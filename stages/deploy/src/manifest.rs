@@ -276,7 +276,7 @@ mod tests {
     }
 
     fn config() -> DeployConfig {
-        DeployConfig::from_lookup(|_| None).unwrap()
+        DeployConfig::load(&vexxy_runtime::Env::empty()).unwrap()
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn burst(deploy: &Deploy, prefix: &str, jobs: usize) {
 async fn a_burst_of_jobs_creates_the_namespace_once() {
     let sim = kubesim().await;
     let client = sim.client().await.expect("a kube client for kubesim");
-    let mut config = DeployConfig::from_lookup(|_| None).expect("defaults are valid");
+    let mut config = DeployConfig::load(&vexxy_runtime::Env::empty()).expect("defaults are valid");
     config.create_namespace = true;
     let deploy = Deploy::new(client.clone(), config);
 

@@ -49,7 +49,12 @@ use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::ParseError;
 use vexxy_kubescape::from_bytes::{self, ReadError};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store, StoreError};
+use vexxy_runtime::{
+    ConfigError, Env, Handler, JobContext, Outcome, StageDefaults, StageError, Store, StoreError,
+};
+
+/// Milliseconds to seconds of CPU and store work per job: a few dozen in flight are plenty.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
 
 pub use documents::{
     Conclusions, Evidence, ManifestFacts, MatchFacts, Produced, SbomFacts, conclude,
@@ -67,28 +72,26 @@ pub struct EnrichConfig {
     pub vex_id_base: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(
-        "VEXXY_VEX_ID_BASE must be an absolute IRI such as https://vexxy.io/analyses, got {0:?}"
-    )]
-    BadIdBase(String),
-}
-
 impl EnrichConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let base = std::env::var("VEXXY_VEX_ID_BASE")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        Self::new(base.as_deref().unwrap_or(DEFAULT_VEX_ID_BASE))
+        Self::load(&Env::process())
     }
 
+    pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Self::new(&env.text("VEXXY_VEX_ID_BASE", DEFAULT_VEX_ID_BASE))
+    }
+
+    /// `vex_id_base` is `VEXXY_VEX_ID_BASE`'s value.
     pub fn new(vex_id_base: &str) -> Result<Self, ConfigError> {
         let base = vex_id_base.trim().trim_end_matches('/');
         if !transform::is_iri(&format!("{base}/job/vex"))
             || !base.contains("://") && !base.starts_with("urn:")
         {
-            return Err(ConfigError::BadIdBase(vex_id_base.to_string()));
+            return Err(ConfigError::invalid(
+                "VEXXY_VEX_ID_BASE",
+                vex_id_base,
+                "expected an absolute IRI such as https://vexxy.io/analyses",
+            ));
         }
         Ok(EnrichConfig {
             vex_id_base: base.to_string(),

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use vexxy_events::FailureReason;
 use vexxy_kubescape::names::{STORAGE_GROUP, STORAGE_VERSION};
 use vexxy_runtime::StageError;
+use vexxy_runtime::kubernetes::{self, ApiAdvice};
 
 /// The storage group resource for `kind`/`plural` (aggregated API, not CRDs).
 pub fn storage_resource(kind: &str, plural: &str) -> ApiResource {
@@ -144,55 +145,20 @@ pub async fn delete_sandbox(
     tokio::try_join!(deployment, policy).map(|_| ())
 }
 
-/// Kubernetes API failures as stage errors: refusals are permanent (RBAC), the rest may pass.
+/// Kubernetes API failures as stage errors, with what the extract service account needs.
 pub fn api_error(what: &str, err: &kube::Error) -> StageError {
-    match err {
-        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
-            StageError::Permanent {
-                reason: FailureReason::KubernetesUnavailable,
-                message: format!(
-                    "{what} was refused by the Kubernetes API ({} {}: {}); grant the extract service account get on \
-                 the spdx.softwarecomposition.kubescape.io resources (openvulnerabilityexchangecontainers, \
-                 sbomsyftfiltereds, sbomsyfts, vulnerabilitymanifests, vulnerabilitymanifestsummaries, \
-                 containerprofiles) and list/delete on deployments and networkpolicies in the sandbox namespace, \
-                 then submit again",
-                    status.code, status.reason, status.message
-                ),
-                retryable: true,
-            }
-        }
-        kube::Error::Api(status)
-            if status.code == 429
-                || status.code == 408
-                || status.code == 409
-                || status.code >= 500 =>
-        {
-            StageError::Transient {
-                reason: FailureReason::KubernetesUnavailable,
-                message: format!(
-                    "{what} failed with {} {} ({}); the API server is overloaded or failing, the request will be retried",
-                    status.code, status.reason, status.message
-                ),
-            }
-        }
-        kube::Error::Api(status) => StageError::Permanent {
-            reason: FailureReason::KubernetesUnavailable,
-            message: format!(
-                "{what} was rejected by the Kubernetes API ({} {}: {}); check that Kubescape's storage API \
-                 (APIService v1beta1.spdx.softwarecomposition.kubescape.io) is available, then submit again",
-                status.code, status.reason, status.message
-            ),
-            retryable: true,
-        },
-        other => StageError::Transient {
-            reason: FailureReason::KubernetesUnavailable,
-            message: format!(
-                "{what} could not reach the Kubernetes API ({other}); check that the API server is reachable \
-                 (KUBECONFIG / K8S_IN_CLUSTER), the request will be retried"
-            ),
-        },
-    }
+    kubernetes::stage_error(what, err, &API_ADVICE)
 }
+
+const API_ADVICE: ApiAdvice = ApiAdvice {
+    grant: "grant the extract service account get on the \
+            spdx.softwarecomposition.kubescape.io resources (openvulnerabilityexchangecontainers, \
+            sbomsyftfiltereds, sbomsyfts, vulnerabilitymanifests, \
+            vulnerabilitymanifestsummaries, containerprofiles) and list/delete on deployments and \
+            networkpolicies in the sandbox namespace",
+    on_rejection: "that Kubescape's storage API (APIService \
+                   v1beta1.spdx.softwarecomposition.kubescape.io) is available",
+};
 
 #[cfg(test)]
 mod tests {

@@ -54,7 +54,12 @@ use vexxy_events::{FailureReason, PipelineTicket, Stage};
 use vexxy_kubescape::keys::{self, kinds};
 use vexxy_kubescape::metadata_only;
 use vexxy_kubescape::names;
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError, Store};
+use vexxy_runtime::{
+    ConfigError, Env, Handler, JobContext, Outcome, StageDefaults, StageError, Store,
+};
+
+/// Seconds of API and store work per job: a few dozen in flight keep both busy enough.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
 
 use crate::cluster::StorageObject;
 use crate::decide::{MissingVex, VulnerabilityCount, missing_vex};
@@ -71,16 +76,6 @@ pub struct ExtractConfig {
     pub job_ttl: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name}={value:?} is not valid: {problem}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        problem: &'static str,
-    },
-}
-
 impl Default for ExtractConfig {
     fn default() -> Self {
         ExtractConfig {
@@ -94,56 +89,36 @@ impl Default for ExtractConfig {
 
 impl ExtractConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::load(&Env::process())
     }
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+    pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
         let defaults = ExtractConfig::default();
-        let namespace = |name: &'static str, default: String| match get(name) {
-            None => Ok(default),
-            Some(v) if vexxy_kubescape::names::is_dns_label(&v) => Ok(v),
-            Some(v) => Err(ConfigError::Invalid {
-                name,
-                value: v,
-                problem: "expected a Kubernetes namespace name (lower-case letters, digits, '-', at most 63)",
-            }),
+        let namespace = |name: &str, default: &str| {
+            env.checked(name, default, names::is_dns_label, names::DNS_LABEL_RULE)
         };
-        let ttl = match get("K8S_JOB_TTL_SECONDS") {
-            None => defaults.job_ttl,
-            Some(v) => {
-                v.parse::<u64>()
-                    .ok()
-                    .map(Duration::from_secs)
-                    .ok_or(ConfigError::Invalid {
-                        name: "K8S_JOB_TTL_SECONDS",
-                        value: v,
-                        problem: "expected a whole number of seconds",
-                    })?
-            }
-        };
-        let interval = match get("VEXXY_JANITOR_INTERVAL") {
-            None => ttl.max(Duration::from_secs(1)),
-            Some(v) => parse_duration(&v)
-                .filter(|d| !d.is_zero())
-                .ok_or(ConfigError::Invalid {
-                    name: "VEXXY_JANITOR_INTERVAL",
-                    value: v,
-                    problem: "expected a positive duration such as 60s, 5m or 30",
-                })?,
-        };
+        let job_ttl =
+            Duration::from_secs(env.parse("K8S_JOB_TTL_SECONDS", defaults.job_ttl.as_secs())?);
+        // Sweeping at least once a TTL keeps an orphan at most about two TTLs old.
+        let janitor_interval = env.duration(
+            "VEXXY_JANITOR_INTERVAL",
+            job_ttl.max(Duration::from_secs(1)),
+        )?;
+        if janitor_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "VEXXY_JANITOR_INTERVAL",
+                "0",
+                "expected a positive duration such as 60s, 5m or 30",
+            ));
+        }
         Ok(ExtractConfig {
             kubescape_namespace: namespace(
                 "VEXXY_KUBESCAPE_NAMESPACE",
-                defaults.kubescape_namespace,
+                &defaults.kubescape_namespace,
             )?,
-            sandbox_namespace: namespace("K8S_SANDBOX_NAMESPACE", defaults.sandbox_namespace)?,
-            janitor_interval: interval,
-            job_ttl: ttl,
+            sandbox_namespace: namespace("K8S_SANDBOX_NAMESPACE", &defaults.sandbox_namespace)?,
+            janitor_interval,
+            job_ttl,
         })
     }
 
@@ -154,14 +129,6 @@ impl ExtractConfig {
             ttl: self.job_ttl,
         }
     }
-}
-
-fn parse_duration(value: &str) -> Option<Duration> {
-    value
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-        .or_else(|| humantime::parse_duration(value).ok())
 }
 
 /// Object-store key of one evidence object.
@@ -200,8 +167,9 @@ impl Extract {
     /// `K8S_IN_CLUSTER`/`KUBECONFIG`, and the janitor started on its own NATS connection.
     pub async fn from_env(nats: vexxy_runtime::config::NatsConfig) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let config = ExtractConfig::from_env()?;
-        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        let env = Env::process();
+        let config = ExtractConfig::load(&env)?;
+        let client = vexxy_runtime::kubernetes::client(&env).await?;
         let extract = Extract::new(client, config);
         let connection = vexxy_runtime::connect::connect(&nats, Stage::Extract)
             .await
@@ -517,14 +485,14 @@ mod tests {
 
     #[test]
     fn config_defaults_and_validation() {
-        let c = ExtractConfig::from_lookup(|_| None).unwrap();
+        let c = ExtractConfig::load(&vexxy_runtime::Env::empty()).unwrap();
         assert_eq!(c, ExtractConfig::default());
-        let c = ExtractConfig::from_lookup(|n| match n {
+        let c = ExtractConfig::load(&vexxy_runtime::Env::from_fn(|n| match n {
             "VEXXY_JANITOR_INTERVAL" => Some("5s".into()),
             "K8S_JOB_TTL_SECONDS" => Some("30".into()),
             "VEXXY_KUBESCAPE_NAMESPACE" => Some("ks".into()),
             _ => None,
-        })
+        }))
         .unwrap();
         assert_eq!(
             (
@@ -534,13 +502,15 @@ mod tests {
             ),
             (Duration::from_secs(5), Duration::from_secs(30), "ks")
         );
-        let err =
-            ExtractConfig::from_lookup(|n| (n == "K8S_JOB_TTL_SECONDS").then(|| "ten".into()))
-                .unwrap_err();
+        let err = ExtractConfig::load(&vexxy_runtime::Env::from_fn(|n| {
+            (n == "K8S_JOB_TTL_SECONDS").then(|| "ten".into())
+        }))
+        .unwrap_err();
         assert!(err.to_string().contains("K8S_JOB_TTL_SECONDS"));
-        let err =
-            ExtractConfig::from_lookup(|n| (n == "VEXXY_JANITOR_INTERVAL").then(|| "0".into()))
-                .unwrap_err();
+        let err = ExtractConfig::load(&vexxy_runtime::Env::from_fn(|n| {
+            (n == "VEXXY_JANITOR_INTERVAL").then(|| "0".into())
+        }))
+        .unwrap_err();
         assert!(err.to_string().contains("VEXXY_JANITOR_INTERVAL"));
     }
 

@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vexxy_runtime::run(vexxy_events::Stage::Extract, |config| {
-        vexxy_extract::Extract::from_env(config.nats.clone())
-    })
+    vexxy_runtime::run(
+        vexxy_events::Stage::Extract,
+        vexxy_extract::RUNTIME_DEFAULTS,
+        |config| vexxy_extract::Extract::from_env(config.nats.clone()),
+    )
     .await
 }

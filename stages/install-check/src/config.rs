@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vexxy_kubescape::names::{DNS_LABEL_RULE, is_dns_label};
+use vexxy_runtime::{ConfigError, Env};
+
 use crate::helm::HelmInstall;
 
 pub const DEFAULT_HELM_REPO: &str = "https://kubescape.github.io/helm-charts";
@@ -27,110 +30,52 @@ pub struct InstallCheckConfig {
     pub helm: HelmInstall,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name}={value:?} is not a duration ({reason}); write it like 30s, 5m or 1h")]
-    BadDuration {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
-    #[error("{name}={value:?} must be true or false")]
-    BadFlag { name: &'static str, value: String },
-    #[error("{name}={value:?} is not a valid {what}")]
-    BadValue {
-        name: &'static str,
-        value: String,
-        what: &'static str,
-    },
-}
-
 impl InstallCheckConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::load(&Env::process())
     }
 
-    /// `lookup` returns a variable's value; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let namespace = get("VEXXY_KUBESCAPE_NAMESPACE").unwrap_or_else(|| "kubescape".into());
-        if !vexxy_kubescape::names::is_dns_label(&namespace) {
-            return Err(ConfigError::BadValue {
-                name: "VEXXY_KUBESCAPE_NAMESPACE",
-                value: namespace,
-                what: "namespace name (lowercase letters, digits and '-', at most 63)",
-            });
-        }
+    pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let namespace = env.checked(
+            "VEXXY_KUBESCAPE_NAMESPACE",
+            "kubescape",
+            is_dns_label,
+            DNS_LABEL_RULE,
+        )?;
         let helm = HelmInstall {
-            helm_bin: PathBuf::from(get("VEXXY_HELM_BIN").unwrap_or_else(|| "helm".into())),
-            repo_url: match lookup("VEXXY_KUBESCAPE_HELM_REPO") {
+            helm_bin: PathBuf::from(env.text("VEXXY_HELM_BIN", "helm")),
+            // Set but empty means "the repository is already configured": no `helm repo add`.
+            repo_url: match env.verbatim("VEXXY_KUBESCAPE_HELM_REPO") {
                 None => Some(DEFAULT_HELM_REPO.to_string()),
                 Some(v) if v.trim().is_empty() => None,
                 Some(v) => Some(v.trim().to_string()),
             },
             namespace: namespace.clone(),
             values_file: PathBuf::from(
-                get("VEXXY_KUBESCAPE_VALUES")
-                    .unwrap_or_else(|| "deploy/kubescape-values.yaml".into()),
+                env.text("VEXXY_KUBESCAPE_VALUES", "deploy/kubescape-values.yaml"),
             ),
-            chart_version: get("VEXXY_KUBESCAPE_CHART_VERSION"),
+            chart_version: env
+                .raw("VEXXY_KUBESCAPE_CHART_VERSION")
+                .map(|v| v.trim().to_string()),
         };
         Ok(InstallCheckConfig {
-            config_map: get("VEXXY_KUBESCAPE_CONFIGMAP")
-                .unwrap_or_else(|| "ks-cloud-config".into()),
-            check_ttl: duration(&get, "VEXXY_KUBESCAPE_CHECK_TTL", "5m")?,
-            auto_install: flag(&get, "VEXXY_KUBESCAPE_AUTO_INSTALL", false)?,
-            install_timeout: duration(&get, "VEXXY_KUBESCAPE_INSTALL_TIMEOUT", "10m")?,
+            config_map: env.text("VEXXY_KUBESCAPE_CONFIGMAP", "ks-cloud-config"),
+            check_ttl: env.duration("VEXXY_KUBESCAPE_CHECK_TTL", Duration::from_secs(300))?,
+            auto_install: env.flag("VEXXY_KUBESCAPE_AUTO_INSTALL", false)?,
+            install_timeout: env
+                .duration("VEXXY_KUBESCAPE_INSTALL_TIMEOUT", Duration::from_secs(600))?,
             namespace,
             helm,
         })
     }
 }
 
-fn duration(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: &str,
-) -> Result<Duration, ConfigError> {
-    let value = get(name).unwrap_or_else(|| default.to_string());
-    humantime::parse_duration(&value).map_err(|e| ConfigError::BadDuration {
-        name,
-        value,
-        reason: e.to_string(),
-    })
-}
-
-fn flag(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match get(name).as_deref() {
-        None => Ok(default),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some("false" | "0" | "no") => Ok(false),
-        Some(other) => Err(ConfigError::BadFlag {
-            name,
-            value: other.to_string(),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<InstallCheckConfig, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        InstallCheckConfig::from_lookup(|name| vars.get(name).cloned())
+        InstallCheckConfig::load(&Env::from_pairs(vars))
     }
 
     #[test]
@@ -166,6 +111,17 @@ mod tests {
             err.to_string().contains("VEXXY_KUBESCAPE_NAMESPACE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations_and_flags_follow_the_runtime_rules() {
+        let config = from(&[
+            ("VEXXY_KUBESCAPE_CHECK_TTL", "300"),
+            ("VEXXY_KUBESCAPE_AUTO_INSTALL", "on"),
+        ])
+        .unwrap();
+        assert_eq!(config.check_ttl, Duration::from_secs(300));
+        assert!(config.auto_install);
     }
 
     #[test]

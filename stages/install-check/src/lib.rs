@@ -37,7 +37,6 @@
 //! | `VEXXY_KUBESCAPE_HELM_REPO` | `https://kubescape.github.io/helm-charts` | added as repo `kubescape` first; empty = already configured |
 //! | `VEXXY_KUBESCAPE_CHART_VERSION` | newest | `--version` of `kubescape/kubescape-operator` |
 
-pub mod api_error;
 pub mod cache;
 pub mod checks;
 pub mod config;
@@ -48,7 +47,18 @@ use std::time::Duration;
 use kube::Client;
 use tokio::time::Instant;
 use vexxy_events::{FailureReason, PipelineTicket};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::kubernetes::{self, ApiAdvice};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
+
+/// A cached check per job, an API round trip at most: a few dozen in flight are plenty.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
+
+/// What the install-check service account needs, for refused and rejected API requests.
+const API_ADVICE: ApiAdvice = ApiAdvice {
+    grant: "grant the install-check service account the rights listed in deploy/ (get on \
+            apiservices, daemonsets, deployments and configmaps in the Kubescape namespace)",
+    on_rejection: "the cluster's Kubernetes version and the Kubescape installation",
+};
 
 use crate::cache::ReadyCache;
 use crate::checks::{Problem, Readiness, STORAGE_API_SERVICE, Target};
@@ -85,9 +95,12 @@ impl InstallCheck {
 
     /// Built from the environment (see the crate documentation).
     pub async fn from_env() -> anyhow::Result<Self> {
-        let config = InstallCheckConfig::from_env()?;
-        let client = vexxy_kubescape::cluster::client_from_env().await?;
-        let cluster = cluster_url_from_env().await?;
+        let env = vexxy_runtime::Env::process();
+        let config = InstallCheckConfig::load(&env)?;
+        let cluster_config = kubernetes::cluster_config(&env).await?;
+        // The API server URL keys the readiness cache.
+        let cluster = cluster_config.cluster_url.to_string();
+        let client = kube::Client::try_from(cluster_config)?;
         Ok(InstallCheck::new(client, cluster, config))
     }
 
@@ -128,7 +141,7 @@ impl InstallCheck {
     async fn check(&self) -> Result<Readiness, StageError> {
         checks::check(&self.client, &self.target)
             .await
-            .map_err(|e| api_error::stage_error(&e.request, &e.source))
+            .map_err(|e| kubernetes::stage_error(&e.request, &e.source, &API_ADVICE))
     }
 
     /// Called with `checking` held, so one install at a time per process.
@@ -274,22 +287,4 @@ fn copy_of(failure: &StageError) -> StageError {
             retryable: *retryable,
         },
     }
-}
-
-/// The API server URL the environment points at, used to key the readiness cache (the same
-/// choice `vexxy_kubescape::cluster::client_from_env` makes).
-pub async fn cluster_url_from_env() -> anyhow::Result<String> {
-    let in_cluster = matches!(
-        std::env::var("K8S_IN_CLUSTER")
-            .ok()
-            .as_deref()
-            .map(str::trim),
-        Some("true") | Some("1")
-    );
-    let config = if in_cluster {
-        kube::Config::incluster()?
-    } else {
-        kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default()).await?
-    };
-    Ok(config.cluster_url.to_string())
 }

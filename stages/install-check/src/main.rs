@@ -1,7 +1,9 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    vexxy_runtime::run(vexxy_events::Stage::InstallCheck, |_| {
-        vexxy_install_check::InstallCheck::from_env()
-    })
+    vexxy_runtime::run(
+        vexxy_events::Stage::InstallCheck,
+        vexxy_install_check::RUNTIME_DEFAULTS,
+        |_| vexxy_install_check::InstallCheck::from_env(),
+    )
     .await
 }

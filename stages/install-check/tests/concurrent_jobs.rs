@@ -49,7 +49,8 @@ async fn ready_kubesim() -> kubesim::Handle {
 async fn a_burst_of_jobs_sends_one_check() {
     let sim = ready_kubesim().await;
     let client = sim.client().await.expect("a kube client for kubesim");
-    let config = InstallCheckConfig::from_lookup(|_| None).expect("defaults are valid");
+    let config =
+        InstallCheckConfig::load(&vexxy_runtime::Env::empty()).expect("defaults are valid");
     wait_until_ready(&InstallCheck::new(
         client.clone(),
         sim.url(),
@@ -84,7 +85,8 @@ async fn a_burst_shares_a_negative_answer_and_the_next_job_looks_again() {
     })
     .await
     .expect("kubesim starts");
-    let mut config = InstallCheckConfig::from_lookup(|_| None).expect("defaults are valid");
+    let mut config =
+        InstallCheckConfig::load(&vexxy_runtime::Env::empty()).expect("defaults are valid");
     config.auto_install = false;
     let check = InstallCheck::new(
         sim.client().await.expect("a kube client for kubesim"),

@@ -3,7 +3,6 @@
 //!
 //! Source of truth: `shared/reference/kubescape-facts.md`.
 
-pub mod cluster;
 pub mod error;
 pub mod from_bytes;
 pub mod keys;

@@ -15,6 +15,10 @@ pub fn is_dns_label(value: &str) -> bool {
         && !value.ends_with('-')
 }
 
+/// What [`is_dns_label`] accepts, for configuration errors: "expected …".
+pub const DNS_LABEL_RULE: &str =
+    "a namespace name (lowercase letters, digits and '-', at most 63 characters)";
+
 /// The API group/version of Kubescape's storage aggregated API server.
 pub const STORAGE_GROUP: &str = "spdx.softwarecomposition.kubescape.io";
 pub const STORAGE_VERSION: &str = "v1beta1";

@@ -50,6 +50,15 @@ impl ProfileStatus {
             ProfileStatus::Other(s) => s,
         }
     }
+
+    /// Learning failed (`failed`, `too-large`, `missing-runtime`): kubevuln writes no relevancy
+    /// VEX for the profile, and the profile will not recover.
+    pub fn learning_failed(&self) -> bool {
+        matches!(
+            self,
+            ProfileStatus::Failed | ProfileStatus::TooLarge | ProfileStatus::MissingRuntime
+        )
+    }
 }
 
 /// `kubescape.io/completion`: `partial` for containers that were running before node-agent.

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use tracing::Instrument;
 use vexxy_events::{FailureReason, Stage, parse_request, subjects};
 
-use crate::consume::{Failure, JobFacts, Worker, decode_ticket, report_failure};
+use crate::consume::{Failure, JobFacts, Worker, report_failure};
+use crate::input::{Input, decode_ticket};
 use crate::metrics::MessageOutcome;
 use crate::publish::Delivery;
 use crate::status;
@@ -128,7 +129,7 @@ async fn handle<H>(js: &Context, worker: &Worker<H>, advisory: MaxDeliveries) {
 /// What can be learnt about the job from the message, and whether its record may be marked
 /// failed (for a request, only if the record was created by this very message).
 async fn job_of<H>(worker: &Worker<H>, delivery: &Delivery) -> (JobFacts, bool) {
-    if worker.stage != Stage::InstallCheck {
+    if worker.input == Input::Ticket {
         return match decode_ticket(delivery) {
             Ok(ticket) => (JobFacts::of(&ticket), true),
             Err(_) => (

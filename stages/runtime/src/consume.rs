@@ -33,21 +33,24 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{
-    AnalysisFailed, CloudEvent, EventType, FailureReason, JobStatus, PipelineTicket, Stage,
-    ValidationPolicy, subjects,
+    AnalysisFailed, FailureReason, JobStatus, PipelineTicket, Stage, ValidationPolicy,
 };
 
+mod admit;
+
 use crate::config::ConsumerTuning;
-use crate::intake::{self, Intake};
+use crate::input::Input;
 use crate::metrics::{MessageOutcome, Metrics};
 use crate::publish::{Delivery, Publisher};
-use crate::status::{self, StatusError, Transition, Versioned};
+use crate::status::{self, StatusError, Versioned};
 use crate::store::Store;
 use crate::{Handler, JobContext, Outcome, StageError};
 
 /// Everything a message task needs, shared by all tasks of the process.
 pub struct Worker<H> {
     pub stage: Stage,
+    /// Requests or tickets, chosen once when the worker is built.
+    pub input: Input,
     pub handler: H,
     pub status: kv::Store,
     pub store: Store,
@@ -268,7 +271,7 @@ async fn handle<H: Handler>(
     // broker calls around the handler (KV reads and writes, publishes, the failure paths) took
     // several KB of every task, also while it only waits in its handler: wait parks up to 5,000
     // of them. Boxed, they take heap memory only while they run.
-    let (ticket, known) = match Box::pin(admit(worker, message, delivery)).await {
+    let (ticket, known) = match Box::pin(admit::admit(worker, message, delivery)).await {
         Ok(admitted) => admitted,
         Err(outcome) => return outcome,
     };
@@ -307,157 +310,6 @@ async fn handle<H: Handler>(
         result,
     };
     Box::pin(dispose(worker, message, delivery, handled)).await
-}
-
-/// Steps 1 and 2: the ticket, and the job claimed for this stage (with the record as written,
-/// for the status writes after the handler); or how the message was disposed of instead.
-async fn admit<H: Handler>(
-    worker: &Worker<H>,
-    message: &Message,
-    delivery: &Delivery,
-) -> Result<(PipelineTicket, Option<Versioned>), MessageOutcome> {
-    // 1. The ticket.
-    // The job record as last read or written here, with its revision: each status write below
-    // is a compare-and-set starting from it, so it needs no read of its own unless someone else
-    // wrote the record in between (then it reads and re-applies, like any lost race).
-    let mut known: Option<Versioned> = None;
-    // The job record, when its read could start before the ticket was decoded (hand-offs only).
-    let mut early_read: Option<EarlyRead> = None;
-    let ticket = if worker.stage == Stage::InstallCheck {
-        match intake::accept(&worker.status, &worker.policy, delivery).await {
-            // A redelivered request whose job a later stage already owns (see step 2).
-            Ok(Intake::Accepted { record, .. })
-                if status::is_past(&record.status, worker.stage) =>
-            {
-                return Err(skip_handed_on(message, &record.status).await);
-            }
-            Ok(Intake::Accepted { ticket, record }) => {
-                known = Some(record);
-                *ticket
-            }
-            Ok(Intake::AlreadyFinal(status)) => return Err(skip_final(message, &status).await),
-            Ok(Intake::Rejected(rejection)) => {
-                tracing::Span::current()
-                    .record("job_id", rejection.job_id.as_deref().unwrap_or("-"));
-                let outcome = if rejection.reason == FailureReason::DuplicateRequest {
-                    MessageOutcome::Duplicate
-                } else {
-                    MessageOutcome::DeadLettered
-                };
-                tracing::warn!(reason = rejection.reason.as_str(), message = %rejection.message, "request rejected");
-                let failure = Failure {
-                    facts: JobFacts {
-                        job_id: rejection.job_id,
-                        image_ref: rejection.image_ref,
-                        image_digest: rejection.image_digest,
-                        request_msg_id: delivery.msg_id.clone(),
-                        labels: rejection.labels,
-                    },
-                    reason: rejection.reason,
-                    message: rejection.message,
-                    retryable: false,
-                    update_status: false,
-                };
-                return Err(fail(worker, message, delivery, failure, outcome).await);
-            }
-            Err(error) => return Err(status_unavailable(worker, message, delivery, error).await),
-        }
-    } else {
-        let (decoded, read) = decode_while_reading(worker, delivery).await;
-        early_read = read;
-        match decoded {
-            Ok(ticket) => ticket,
-            Err((reason, problem)) => {
-                let job_id = delivery.header(subjects::HEADER_JOB_ID);
-                tracing::Span::current().record("job_id", job_id.as_deref().unwrap_or("-"));
-                tracing::warn!(reason = reason.as_str(), %problem, "undecodable pipeline message");
-                let failure = Failure {
-                    facts: JobFacts {
-                        job_id,
-                        request_msg_id: delivery.header(subjects::HEADER_REQUEST_MSG_ID),
-                        ..JobFacts::default()
-                    },
-                    reason,
-                    message: format!(
-                        "the {} stage received a hand-off it cannot read ({problem}); this is a \
-                         bug or a message published by hand: resubmit the analysis request",
-                        worker.stage
-                    ),
-                    retryable: true,
-                    update_status: true,
-                };
-                return Err(fail(
-                    worker,
-                    message,
-                    delivery,
-                    failure,
-                    MessageOutcome::DeadLettered,
-                )
-                .await);
-            }
-        }
-    };
-    let job_id = ticket.request.job_id.clone();
-    tracing::Span::current().record("job_id", job_id.as_str());
-
-    // 2. Nothing to do for a job that already ended (intake checked this itself) or that a
-    //    later stage already owns: this delivery is a stale copy whose hand-off was published
-    //    before the crash that prevented its ack. Redoing it could contradict the later stage
-    //    (wait would find the sandbox extract deleted and report a failure). Otherwise claim
-    //    the job for this stage first, so that an older stage's stale delivery sees the claim.
-    //    The claim starts from the record just read: usually the previous stage already moved
-    //    the record here and the claim writes nothing.
-    if worker.stage != Stage::InstallCheck {
-        let read = match early_read {
-            Some(EarlyRead {
-                job_id: read_for,
-                result,
-            }) if read_for == job_id => result,
-            // No job id header, or one naming another job than the ticket: the ticket decides.
-            _ => status::read(&worker.status, &job_id).await,
-        };
-        match read {
-            Ok(Some((status, _))) if status.state.is_final() => {
-                return Err(skip_final(message, &status).await);
-            }
-            Ok(Some((status, _))) if status::is_past(&status, worker.stage) => {
-                return Err(skip_handed_on(message, &status).await);
-            }
-            Ok(Some((status, revision))) => {
-                let claim = status::transition_from(
-                    &worker.status,
-                    &job_id,
-                    Some(Versioned { status, revision }),
-                    None,
-                    status::moved_to(worker.stage),
-                )
-                .await;
-                match claim {
-                    // Both only after a lost race: someone wrote the record since the read.
-                    Ok((Transition::AlreadyFinal(status), _)) => {
-                        return Err(skip_final(message, &status).await);
-                    }
-                    Ok((Transition::Unchanged(status), _))
-                        if status::is_past(&status, worker.stage) =>
-                    {
-                        return Err(skip_handed_on(message, &status).await);
-                    }
-                    Ok((claimed, revision)) => {
-                        known = Some(Versioned {
-                            status: claimed.into_record(),
-                            revision,
-                        });
-                    }
-                    Err(error) => {
-                        return Err(status_unavailable(worker, message, delivery, error).await);
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(error) => return Err(status_unavailable(worker, message, delivery, error).await),
-        }
-    }
-    Ok((ticket, known))
 }
 
 /// What the handler returned, and what the steps after it need to know about the job.
@@ -615,84 +467,6 @@ fn timing(stage: Stage, started_at: chrono::DateTime<Utc>) -> StageTiming {
     }
 }
 
-/// A job record read started from the job id header of a hand-off, before its ticket was
-/// decoded.
-struct EarlyRead {
-    job_id: String,
-    result: Result<Option<(JobStatus, u64)>, StatusError>,
-}
-
-/// Decodes the hand-off in `delivery` while its job record is being read.
-///
-/// The record read (a KV round trip) is on every hand-off's timed path and needs only the job
-/// id, which the publisher also puts in a header; decoding needs only the payload. So the
-/// request goes out first and the payload is decoded while it is in flight. The read is used
-/// only when the header names the job the decoded ticket names (otherwise step 2 reads the
-/// ticket's own record), and it is used exactly as a read after decoding would be: it has no
-/// effect of its own, and it is still taken before the claim and the handler.
-async fn decode_while_reading<H>(
-    worker: &Worker<H>,
-    delivery: &Delivery,
-) -> (
-    Result<PipelineTicket, (FailureReason, String)>,
-    Option<EarlyRead>,
-) {
-    let Some(job_id) = delivery.header(subjects::HEADER_JOB_ID) else {
-        return (decode_ticket(delivery), None);
-    };
-    // `join!` polls in order: the read sends its request and waits; then the decode runs.
-    let (result, decoded) = futures::join!(status::read(&worker.status, &job_id), async {
-        decode_ticket(delivery)
-    });
-    (decoded, Some(EarlyRead { job_id, result }))
-}
-
-/// Decodes a pipeline hand-off: a CloudEvent of type `io.vexxy.pipeline.ticket.v1`.
-///
-/// A well-formed ticket (every hand-off but a broken one) takes one pass straight into the
-/// typed event. Anything else is explained by two passes, in the order of the checks: the
-/// envelope (with `data` only checked to be JSON, not kept), then, once the type is known to be
-/// a ticket, the whole event again, for the error in `data`. The outcome is the same as always
-/// taking the two passes: the first pass succeeds only where both would (the envelope of an
-/// event that parses with its `data` parses with `data` ignored), and a parsed event of
-/// another type is still refused as unsupported. Building a `serde_json::Value` tree of the
-/// event first cost more than both passes together.
-pub(crate) fn decode_ticket(
-    delivery: &Delivery,
-) -> Result<PipelineTicket, (FailureReason, String)> {
-    if let Ok(event) = serde_json::from_slice::<CloudEvent<PipelineTicket>>(&delivery.payload)
-        && event.is_type(EventType::PipelineTicket)
-    {
-        return Ok(event.data);
-    }
-    let envelope: CloudEvent<serde::de::IgnoredAny> = serde_json::from_slice(&delivery.payload)
-        .map_err(|e| {
-            (
-                FailureReason::MalformedRequest,
-                format!("not a CloudEvent in JSON: {e}"),
-            )
-        })?;
-    if !envelope.is_type(EventType::PipelineTicket) {
-        return Err((
-            FailureReason::UnsupportedEvent,
-            format!(
-                "event type {:?}, expected {:?}",
-                envelope.event_type,
-                EventType::PipelineTicket.as_str()
-            ),
-        ));
-    }
-    // The envelope parsed above, so an error here is in `data`.
-    serde_json::from_slice::<CloudEvent<PipelineTicket>>(&delivery.payload)
-        .map(|event| event.data)
-        .map_err(|e| {
-            (
-                FailureReason::MalformedRequest,
-                format!("the ticket does not match the contract: {e}"),
-            )
-        })
-}
-
 /// The delay before redelivery after the `delivered`-th attempt failed transiently: exponential
 /// from `retry_base_delay`, capped at `retry_max_delay`.
 pub fn retry_delay(tuning: &ConsumerTuning, delivered: u64) -> Duration {
@@ -826,118 +600,6 @@ pub(crate) async fn report_failure<H>(
             Err(error) => return Err(error.to_string()),
         }
     }
+    worker.metrics.record_failure(failure.reason);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vexxy_events::{RunConfig, ValidatedRequest};
-
-    fn delivery(payload: &[u8]) -> Delivery {
-        Delivery {
-            stream: subjects::PIPELINE_STREAM.into(),
-            subject: subjects::input_of(Stage::Extract),
-            stream_sequence: 7,
-            delivered: 1,
-            msg_id: None,
-            headers: None,
-            payload: bytes::Bytes::copy_from_slice(payload),
-        }
-    }
-
-    fn ticket() -> PipelineTicket {
-        PipelineTicket {
-            request: ValidatedRequest {
-                job_id: "job-1".into(),
-                image_ref: "docker.io/library/nginx".into(),
-                image_digest: format!("sha256:{}", "ab".repeat(32)),
-                repository: "docker.io/library/nginx".into(),
-                registry: "docker.io".into(),
-                tag: None,
-                request_msg_id: Some("job-1.request".into()),
-                analysis_duration_seconds: 300,
-                config: RunConfig::default(),
-                labels: [("team".to_string(), "payments".to_string())].into(),
-            },
-            timings: vec![],
-            sandbox: None,
-            observation: None,
-            evidence: None,
-        }
-    }
-
-    fn event_json() -> serde_json::Value {
-        serde_json::to_value(vexxy_events::ticket_event(Stage::Wait, ticket())).unwrap()
-    }
-
-    fn decode(event: &serde_json::Value) -> Result<PipelineTicket, (FailureReason, String)> {
-        decode_ticket(&delivery(&serde_json::to_vec(event).unwrap()))
-    }
-
-    #[test]
-    fn a_ticket_event_decodes_to_its_ticket() {
-        assert_eq!(decode(&event_json()).unwrap(), ticket());
-    }
-
-    #[test]
-    fn bytes_that_are_not_json_are_malformed() {
-        let (reason, problem) = decode_ticket(&delivery(b"{not json")).unwrap_err();
-        assert_eq!(reason, FailureReason::MalformedRequest);
-        assert!(
-            problem.starts_with("not a CloudEvent in JSON: "),
-            "{problem}"
-        );
-    }
-
-    #[test]
-    fn an_event_without_data_is_not_a_cloud_event() {
-        let mut event = event_json();
-        event.as_object_mut().unwrap().remove("data");
-        let (reason, problem) = decode(&event).unwrap_err();
-        assert_eq!(reason, FailureReason::MalformedRequest);
-        assert!(problem.contains("missing field `data`"), "{problem}");
-    }
-
-    #[test]
-    fn another_event_type_is_unsupported_whatever_its_data() {
-        let mut event = event_json();
-        event["type"] = "io.vexxy.analysis.completed.v1".into();
-        event["data"] = serde_json::json!({"something": "else"});
-        let (reason, problem) = decode(&event).unwrap_err();
-        assert_eq!(reason, FailureReason::UnsupportedEvent);
-        assert!(
-            problem.contains("io.vexxy.analysis.completed.v1")
-                && problem.contains("io.vexxy.pipeline.ticket.v1"),
-            "{problem}"
-        );
-    }
-
-    #[test]
-    fn another_event_type_is_unsupported_even_when_its_data_is_a_ticket() {
-        let mut event = event_json();
-        event["type"] = "io.vexxy.analysis.completed.v1".into();
-        let (reason, problem) = decode(&event).unwrap_err();
-        assert_eq!(reason, FailureReason::UnsupportedEvent);
-        assert!(
-            problem.contains("io.vexxy.analysis.completed.v1"),
-            "{problem}"
-        );
-    }
-
-    #[test]
-    fn a_ticket_event_whose_data_breaks_the_contract_is_malformed() {
-        let mut event = event_json();
-        event["data"]["request"]
-            .as_object_mut()
-            .unwrap()
-            .remove("job_id");
-        let (reason, problem) = decode(&event).unwrap_err();
-        assert_eq!(reason, FailureReason::MalformedRequest);
-        assert!(
-            problem.starts_with("the ticket does not match the contract: ")
-                && problem.contains("job_id"),
-            "{problem}"
-        );
-    }
 }

@@ -6,28 +6,36 @@
 //! work alive, publishing the next event before acking, retries with backoff, dead letters, job
 //! status, graceful shutdown, health and metrics — lives here, written once.
 //!
-//! Read in this order:
+//! Read in this order (only `config`, `connect`, `kubernetes`, `logging`, `provision`, `status`
+//! and `store` are used from outside; the rest is private):
 //! * [`config`]: every setting, from environment variables, validated at start.
 //! * [`connect`], [`provision`]: the NATS connection and the JetStream objects.
-//! * [`consume`]: the loop and the order of effects for one message (the heart of it).
+//! * [`consume`]: the loop and the order of effects for one message (the heart of it); its
+//!   steps 1-2 (ticket, claim) in `consume/admit.rs`, by the stage's [`input`] kind (requests or
+//!   tickets, chosen when the worker is built).
 //! * [`intake`]: how the first stage turns a request into a job.
 //! * [`status`]: the job record in KV, written with compare-and-set.
 //! * [`publish`]: outgoing events and dead letters, with deterministic message ids.
 //! * [`advisory`]: dead-lettering messages whose handler crashed on every delivery.
 //! * [`store`]: object storage for artifacts.
+//! * [`kubernetes`] (feature `kubernetes`): Kubernetes API failures as stage errors.
 //! * [`health`], [`metrics`], [`logging`], [`shutdown`]: operating the process.
 
-pub mod advisory;
+mod advisory;
 pub mod config;
 pub mod connect;
-pub mod consume;
-pub mod health;
-pub mod intake;
+mod consume;
+mod health;
+mod input;
+mod intake;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod logging;
-pub mod metrics;
+mod metrics;
 pub mod provision;
-pub mod publish;
-pub mod shutdown;
+mod publish;
+mod secret;
+mod shutdown;
 pub mod status;
 pub mod store;
 
@@ -41,7 +49,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use vexxy_events::{AnalysisCompleted, FailureReason, PipelineTicket, Stage};
 
-pub use config::{ConfigError, Env, RuntimeConfig, env_duration, env_flag, env_var};
+pub use config::{ConfigError, Env, RuntimeConfig, StageDefaults};
+pub use health::HealthError;
 pub use store::{Store, StoreError, job_key};
 
 /// What a stage decided for one job.
@@ -116,31 +125,27 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Health(#[from] health::HealthError),
+    Health(#[from] HealthError),
     #[error(transparent)]
     Connect(#[from] connect::ConnectError),
     #[error("cannot create the {stage} handler: {message}")]
     Handler { stage: Stage, message: String },
 }
 
-/// The entry point of a stage binary: reads the configuration from the environment, builds the
-/// handler with `make_handler`, and runs until SIGTERM/SIGINT.
+/// The entry point of a stage binary: reads the configuration from the environment (with the
+/// stage's own `defaults`), builds the handler with `make_handler`, and runs until
+/// SIGTERM/SIGINT.
 ///
 /// Exit codes: 0 after a clean shutdown, 2 for a configuration error (one line naming the
 /// variable), 1 for anything else that stops the stage at start.
-pub async fn run<H, F, Fut>(stage: Stage, make_handler: F) -> ExitCode
+pub async fn run<H, F, Fut>(stage: Stage, defaults: StageDefaults, make_handler: F) -> ExitCode
 where
     H: Handler,
     F: FnOnce(&RuntimeConfig) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
-    let config = match RuntimeConfig::from_env() {
-        Ok(mut config) => {
-            if std::env::var_os("VEXXY_MAX_IN_FLIGHT").is_none() {
-                config.consumer.max_in_flight = config::default_max_in_flight(stage);
-            }
-            config
-        }
+    let config = match RuntimeConfig::from_env(defaults) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("vexxy-{stage}: configuration error: {error}");
             return ExitCode::from(2);
@@ -215,6 +220,7 @@ pub async fn run_with<H: Handler>(
 
     let worker = Arc::new(consume::Worker {
         stage,
+        input: input::Input::of(stage),
         handler,
         status: provisioned.status,
         store,

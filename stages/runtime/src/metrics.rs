@@ -1,8 +1,9 @@
 //! Prometheus metrics of one stage process.
 //!
-//! Three series answer the operational questions: how many messages ended how
-//! (`vexxy_messages_total{stage,outcome}`), how long handlers take
-//! (`vexxy_handler_duration_seconds{stage}`) and how busy the process is right now
+//! Four series answer the operational questions: how many messages ended how
+//! (`vexxy_messages_total{stage,outcome}`), why jobs failed or requests were rejected
+//! (`vexxy_failures_total{stage,reason}`, the reason code of the `failed` event), how long
+//! handlers take (`vexxy_handler_duration_seconds{stage}`) and how busy the process is right now
 //! (`vexxy_in_flight{stage}`).
 
 use std::sync::{Arc, OnceLock};
@@ -14,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use vexxy_events::Stage;
+use vexxy_events::{FailureReason, Stage};
 
 /// How one delivery of a message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    stage: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
 }
@@ -74,6 +81,8 @@ pub struct Metrics {
     stage: Stage,
     messages: Family<OutcomeLabels, Counter>,
     outcome_counters: Arc<[OnceLock<Counter>; MessageOutcome::COUNT]>,
+    // Failures are rare next to messages: looked up per failure, no cached handles.
+    failures: Family<FailureLabels, Counter>,
     handler_duration: Family<StageLabels, Histogram>,
     stage_histogram: Arc<OnceLock<Histogram>>,
     in_flight: Gauge,
@@ -88,6 +97,7 @@ fn duration_histogram() -> Histogram {
 impl Metrics {
     pub fn new(stage: Stage) -> Self {
         let messages = Family::<OutcomeLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
         let handler_duration = Family::<StageLabels, Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
         );
@@ -97,6 +107,11 @@ impl Metrics {
             "vexxy_messages",
             "Messages handled, by how their delivery ended",
             messages.clone(),
+        );
+        registry.register(
+            "vexxy_failures",
+            "Failed jobs and rejected requests reported (failed event published), by reason code",
+            failures.clone(),
         );
         registry.register(
             "vexxy_handler_duration_seconds",
@@ -117,6 +132,7 @@ impl Metrics {
             stage,
             messages,
             outcome_counters: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+            failures,
             handler_duration,
             stage_histogram: Arc::new(OnceLock::new()),
             in_flight,
@@ -133,6 +149,16 @@ impl Metrics {
                         outcome: outcome.as_str().to_string(),
                     })
                     .clone()
+            })
+            .inc();
+    }
+
+    /// Counts one reported failure (a `failed` event published) under its reason code.
+    pub fn record_failure(&self, reason: FailureReason) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                stage: self.stage.to_string(),
+                reason: reason.as_str().to_string(),
             })
             .inc();
     }
@@ -173,5 +199,24 @@ pub struct InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_reason_code() {
+        let metrics = Metrics::new(Stage::Deploy);
+        metrics.record_failure(FailureReason::KubernetesUnavailable);
+        metrics.record_failure(FailureReason::KubernetesUnavailable);
+        metrics.record_failure(FailureReason::MaxDeliveriesExceeded);
+        let text = metrics.render();
+        let line = |reason: &str, count: u64| {
+            format!("vexxy_failures_total{{stage=\"deploy\",reason=\"{reason}\"}} {count}")
+        };
+        assert!(text.contains(&line("kubernetes_unavailable", 2)), "{text}");
+        assert!(text.contains(&line("max_deliveries_exceeded", 1)), "{text}");
     }
 }

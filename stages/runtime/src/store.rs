@@ -24,7 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use vexxy_events::FailureReason;
 
 use crate::StageError;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use vexxy_events::FailureReason;
 use vexxy_events::pipeline::{Observation, SandboxRef};
 use vexxy_kubescape::names::{ContainerType, InstanceOwner, instance_id, slug_for};
+use vexxy_kubescape::{Completion, ProfileStatus};
 
 use crate::config::{OnTimeout, WaitConfig};
 use crate::summary::{ContainerSummary, DeploymentSummary, PodSummary, ProfileSummary, VexSummary};
@@ -12,9 +13,6 @@ use crate::summary::{ContainerSummary, DeploymentSummary, PodSummary, ProfileSum
 /// How long the watch may lag behind deploy's create before one GET settles whether the
 /// Deployment exists.
 pub const DEPLOYMENT_APPEAR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Profile learning states (`kubescape.io/status`) after which no relevancy VEX will come.
-const FAILED_LEARNING: [&str; 3] = ["failed", "too-large", "missing-runtime"];
 
 /// How soon a job reads its profile and VEX again when a read failed and what it holds would
 /// let it conclude.
@@ -210,7 +208,6 @@ pub fn assess(
     let storage_unread = snapshot.storage_read_failed && now < deadline;
     let retry_read = after(now, STORAGE_READ_RETRY);
     if let (Some(target), Some(profile)) = (memory.last_target.clone(), &snapshot.profile) {
-        let status = profile.status.as_deref().unwrap_or("");
         if profile.completed_complete() {
             let completed_at = *memory.completed_at.get_or_insert(now);
             let final_at = evidence_final_at(config, profile, snapshot, completed_at);
@@ -241,7 +238,11 @@ pub fn assess(
         // `completed` with completion `partial` is not final: a container that exited non-zero
         // restarts and its profile can still become `completed`/`complete`; the deadline
         // decides (see `on_deadline`).
-        if FAILED_LEARNING.contains(&status) {
+        if profile
+            .status
+            .as_ref()
+            .is_some_and(ProfileStatus::learning_failed)
+        {
             if storage_unread {
                 return Step::Wait {
                     until: wake.min(retry_read),
@@ -363,14 +364,16 @@ fn observation(
     window_end: DateTime<Utc>,
     partial: bool,
 ) -> Observation {
-    let annotation = |value: Option<&String>| value.cloned().unwrap_or_else(|| "none".to_string());
+    let annotation = |value: Option<&str>| value.unwrap_or("none").to_string();
     Observation {
         pod: target.pod.name.clone(),
         replicaset: target.owner_name.clone(),
         instance_slug: target.slug.clone(),
         instance_id: target.instance_id.clone(),
-        learning_status: annotation(profile.and_then(|p| p.status.as_ref())),
-        learning_completion: annotation(profile.and_then(|p| p.completion.as_ref())),
+        learning_status: annotation(profile.and_then(|p| Some(p.status.as_ref()?.as_str()))),
+        learning_completion: annotation(
+            profile.and_then(|p| Some(p.completion.as_ref()?.as_str())),
+        ),
         window_start: target
             .container
             .started_at
@@ -400,7 +403,7 @@ fn learning_failed(
             true,
         )));
     }
-    let status = profile.status.as_deref().unwrap_or("");
+    let status = profile.status.as_ref().map_or("", ProfileStatus::as_str);
     Step::Fail {
         reason: FailureReason::NoVexProduced,
         message: format!(
@@ -413,7 +416,7 @@ fn learning_failed(
 
 /// The profile is `completed` with a completion other than `complete`.
 fn partial_profile(profile: &ProfileSummary) -> bool {
-    profile.status.as_deref() == Some("completed") && !profile.completed_complete()
+    profile.status == Some(ProfileStatus::Completed) && !profile.completed_complete()
 }
 
 /// Why a profile that stayed `completed`/`partial` until the deadline is partial, in words.
@@ -537,8 +540,14 @@ fn describe(sandbox: &SandboxRef, snapshot: &Snapshot, memory: &JobMemory) -> St
             "ContainerProfile {}/{} has status `{}` and completion `{}` (learning not finished)",
             sandbox.namespace,
             target.slug,
-            profile.status.as_deref().unwrap_or("none"),
-            profile.completion.as_deref().unwrap_or("none")
+            profile
+                .status
+                .as_ref()
+                .map_or("none", ProfileStatus::as_str),
+            profile
+                .completion
+                .as_ref()
+                .map_or("none", Completion::as_str)
         ),
     };
     let vex_state = if snapshot.vex.is_some() {

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use vexxy_kubescape::names::{DNS_LABEL_RULE, is_dns_label};
+use vexxy_runtime::{ConfigError, Env};
+
 /// What to do when the deadline passes before Kubescape finished learning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnTimeout {
@@ -53,99 +56,37 @@ impl Default for WaitConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}={value:?} is invalid: {expected}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub value: String,
-    pub expected: &'static str,
-}
-
 impl WaitConfig {
     /// Reads every variable, falling back to the defaults for unset or empty ones.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::load(&Env::process())
     }
 
     /// Same as [`WaitConfig::from_env`] over any source of variables (tests pass a map).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let mut config = WaitConfig::default();
-        if let Some(ns) = get("K8S_SANDBOX_NAMESPACE") {
-            config.sandbox_namespace = namespace("K8S_SANDBOX_NAMESPACE", ns)?;
-        }
-        if let Some(ns) = get("VEXXY_KUBESCAPE_NAMESPACE") {
-            config.kubescape_namespace = namespace("VEXXY_KUBESCAPE_NAMESPACE", ns)?;
-        }
-        if let Some(v) = get("VEXXY_VEX_SETTLE") {
-            config.vex_settle = duration("VEXXY_VEX_SETTLE", v)?;
-        }
-        if let Some(v) = get("VEXXY_LEARNING_SCAN_BOUND") {
-            config.learning_scan_bound = duration("VEXXY_LEARNING_SCAN_BOUND", v)?;
-        }
-        if let Some(v) = get("VEXXY_WAIT_GRACE") {
-            config.grace = duration("VEXXY_WAIT_GRACE", v)?;
-        }
-        if let Some(v) = get("VEXXY_IMAGE_PULL_GRACE") {
-            config.image_pull_grace = duration("VEXXY_IMAGE_PULL_GRACE", v)?;
-        }
-        if let Some(v) = get("VEXXY_UNSCHEDULABLE_GRACE") {
-            config.unschedulable_grace = duration("VEXXY_UNSCHEDULABLE_GRACE", v)?;
-        }
-        if let Some(v) = get("VEXXY_ON_TIMEOUT") {
-            config.on_timeout = match v.as_str() {
-                "partial" => OnTimeout::Partial,
-                "fail" => OnTimeout::Fail,
-                _ => {
-                    return Err(ConfigError {
-                        variable: "VEXXY_ON_TIMEOUT",
-                        value: v,
-                        expected: "`partial` (go on with partial evidence) or `fail`",
-                    });
-                }
-            };
-        }
-        if let Some(v) = get("VEXXY_CRASHLOOP_RESTARTS") {
-            config.crashloop_restarts = v.parse().map_err(|_| ConfigError {
-                variable: "VEXXY_CRASHLOOP_RESTARTS",
-                value: v.clone(),
-                expected: "a whole number of restarts, e.g. 1",
-            })?;
-        }
-        Ok(config)
-    }
-}
-
-/// Plain seconds (`60`) or a humantime duration (`90s`, `10m`, `1h 30m`).
-fn duration(variable: &'static str, value: String) -> Result<Duration, ConfigError> {
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    humantime::parse_duration(&value).map_err(|_| ConfigError {
-        variable,
-        value,
-        expected: "a duration such as `60`, `90s`, `10m` or `1h 30m`",
-    })
-}
-
-fn namespace(variable: &'static str, value: String) -> Result<String, ConfigError> {
-    let valid = value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if valid {
-        Ok(value)
-    } else {
-        Err(ConfigError {
-            variable,
-            value,
-            expected: "a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)",
+    pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let defaults = WaitConfig::default();
+        let namespace =
+            |name: &str, default: &str| env.checked(name, default, is_dns_label, DNS_LABEL_RULE);
+        Ok(WaitConfig {
+            sandbox_namespace: namespace("K8S_SANDBOX_NAMESPACE", &defaults.sandbox_namespace)?,
+            kubescape_namespace: namespace(
+                "VEXXY_KUBESCAPE_NAMESPACE",
+                &defaults.kubescape_namespace,
+            )?,
+            vex_settle: env.duration("VEXXY_VEX_SETTLE", defaults.vex_settle)?,
+            learning_scan_bound: env
+                .duration("VEXXY_LEARNING_SCAN_BOUND", defaults.learning_scan_bound)?,
+            grace: env.duration("VEXXY_WAIT_GRACE", defaults.grace)?,
+            on_timeout: env.choice(
+                "VEXXY_ON_TIMEOUT",
+                defaults.on_timeout,
+                &[("partial", OnTimeout::Partial), ("fail", OnTimeout::Fail)],
+            )?,
+            image_pull_grace: env.duration("VEXXY_IMAGE_PULL_GRACE", defaults.image_pull_grace)?,
+            crashloop_restarts: env
+                .parse("VEXXY_CRASHLOOP_RESTARTS", defaults.crashloop_restarts)?,
+            unschedulable_grace: env
+                .duration("VEXXY_UNSCHEDULABLE_GRACE", defaults.unschedulable_grace)?,
         })
     }
 }
@@ -153,14 +94,9 @@ fn namespace(variable: &'static str, value: String) -> Result<String, ConfigErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<WaitConfig, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        WaitConfig::from_lookup(|name| map.get(name).cloned())
+        WaitConfig::load(&Env::from_pairs(pairs))
     }
 
     #[test]
@@ -197,14 +133,16 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         let err = from(&[("VEXXY_ON_TIMEOUT", "maybe")]).unwrap_err();
-        assert_eq!(err.variable, "VEXXY_ON_TIMEOUT");
+        assert_eq!(err.variable(), "VEXXY_ON_TIMEOUT");
         assert!(err.to_string().contains("VEXXY_ON_TIMEOUT"));
         assert_eq!(
-            from(&[("VEXXY_VEX_SETTLE", "soon")]).unwrap_err().variable,
+            from(&[("VEXXY_VEX_SETTLE", "soon")])
+                .unwrap_err()
+                .variable(),
             "VEXXY_VEX_SETTLE"
         );
         let bound = from(&[("VEXXY_LEARNING_SCAN_BOUND", "5 minutes-ish")]).unwrap_err();
-        assert_eq!(bound.variable, "VEXXY_LEARNING_SCAN_BOUND");
+        assert_eq!(bound.variable(), "VEXXY_LEARNING_SCAN_BOUND");
         assert!(bound.to_string().contains("VEXXY_LEARNING_SCAN_BOUND"));
         assert_eq!(
             from(&[("VEXXY_LEARNING_SCAN_BOUND", "6m15s")])
@@ -215,7 +153,7 @@ mod tests {
         assert_eq!(
             from(&[("K8S_SANDBOX_NAMESPACE", "Bad_NS")])
                 .unwrap_err()
-                .variable,
+                .variable(),
             "K8S_SANDBOX_NAMESPACE"
         );
     }

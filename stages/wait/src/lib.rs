@@ -88,10 +88,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{FailureReason, PipelineTicket};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
+
+/// A waiting job holds its message for the whole analysis window, but it is only a parked
+/// future (no thread, no API traffic: the watches are shared), so one replica holds thousands.
+pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults {
+    max_in_flight: 5_000,
+};
 
 use crate::assess::{JobMemory, Snapshot, Step, Target, assess, deadline, target};
-pub use crate::config::{ConfigError, OnTimeout, WaitConfig};
+pub use crate::config::{OnTimeout, WaitConfig};
 use crate::view::{ClusterView, Interest, WatchKey};
 
 /// A failed GET of the Deployment is retried this often before the job stops asking and relies
@@ -142,8 +148,9 @@ impl WaitHandler {
 
     /// Reads [`WaitConfig`] and the cluster connection from the environment, then starts.
     pub async fn from_env() -> anyhow::Result<Self> {
-        let config = WaitConfig::from_env()?;
-        let client = vexxy_kubescape::cluster::client_from_env().await?;
+        let env = vexxy_runtime::Env::process();
+        let config = WaitConfig::load(&env)?;
+        let client = vexxy_runtime::kubernetes::client(&env).await?;
         Ok(Self::start(client, config))
     }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
-use vexxy_kubescape::keys;
+use vexxy_kubescape::{Completion, ProfileStatus, keys};
 
 /// The label deploy puts on the sandbox Deployment and its pods.
 pub const JOB_ID_LABEL: &str = "vexxy.io/job-id";
@@ -65,8 +65,10 @@ pub struct Receipt {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileSummary {
-    pub status: Option<String>,
-    pub completion: Option<String>,
+    /// `kubescape.io/status`; any value kept (an unknown one as `Other`).
+    pub status: Option<ProfileStatus>,
+    /// `kubescape.io/completion`.
+    pub completion: Option<Completion>,
     pub resource_version: Option<String>,
     pub received: Receipt,
     /// Receipt of the first version that showed `completed` + `complete`, kept across later
@@ -82,13 +84,10 @@ pub struct ProfileSummary {
     pub last_ready_received: Option<DateTime<Utc>>,
 }
 
-/// `kubescape.io/status` of a learning-time save, which kubevuln's ScanCP scans like a completed one.
-pub const LEARNING_STATUS: &str = "ready";
-
 impl ProfileSummary {
     pub fn completed_complete(&self) -> bool {
-        self.status.as_deref() == Some("completed")
-            && self.completion.as_deref() == Some("complete")
+        self.status == Some(ProfileStatus::Completed)
+            && self.completion == Some(Completion::Complete)
     }
 
     /// Every version since the object's creation reached this table, in order: the watch
@@ -304,8 +303,8 @@ pub fn profile(
             .cloned()
     };
     let mut summary = ProfileSummary {
-        status: annotation(keys::STATUS),
-        completion: annotation(keys::COMPLETION),
+        status: annotation(keys::STATUS).map(|value| ProfileStatus::parse(&value)),
+        completion: annotation(keys::COMPLETION).map(|value| Completion::parse(&value)),
         resource_version: object.metadata.resource_version.clone(),
         received,
         completed_received: None,
@@ -313,8 +312,9 @@ pub fn profile(
         last_ready_received: None,
     };
     summary.completed_received = summary.completed_complete().then_some(received);
+    // A learning-time save (`ready`), which kubevuln's ScanCP scans like a completed one.
     summary.last_ready_received =
-        (summary.status.as_deref() == Some(LEARNING_STATUS)).then_some(received.at);
+        (summary.status == Some(ProfileStatus::Learning)).then_some(received.at);
     Some((object.metadata.name.clone()?, summary))
 }
 

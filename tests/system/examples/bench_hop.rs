@@ -56,7 +56,7 @@ use tokio::sync::mpsc;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::pipeline::SandboxRef;
 use vexxy_events::{PipelineTicket, RunConfig, Stage, ValidatedRequest, subjects};
-use vexxy_runtime::config::{Env, RuntimeConfig, default_max_in_flight};
+use vexxy_runtime::config::{Env, RuntimeConfig};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
 
 const WARMUP: usize = 200;
@@ -336,16 +336,22 @@ impl Chain {
             (Stage::Deploy, Position::Upstream),
             (Stage::Wait, Position::Downstream),
         ] {
-            let mut config = RuntimeConfig::load(&Env::from_pairs(&[
-                ("NATS_URL", nats_url.to_string()),
-                (
-                    "VEXXY_STORE",
-                    format!("file://{}", store_dir.path().display()),
-                ),
-                ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
-            ]))?;
-            // What `vexxy_runtime::run` does for a stage binary when VEXXY_MAX_IN_FLIGHT is unset.
-            config.consumer.max_in_flight = default_max_in_flight(stage);
+            // The defaults each stage binary declares (VEXXY_MAX_IN_FLIGHT unset).
+            let defaults = match stage {
+                Stage::Wait => vexxy_wait::RUNTIME_DEFAULTS,
+                _ => vexxy_deploy::RUNTIME_DEFAULTS,
+            };
+            let config = RuntimeConfig::load_for(
+                &Env::from_pairs(&[
+                    ("NATS_URL", nats_url.to_string()),
+                    (
+                        "VEXXY_STORE",
+                        format!("file://{}", store_dir.path().display()),
+                    ),
+                    ("VEXXY_HEALTH_ADDR", "127.0.0.1:0".to_string()),
+                ]),
+                defaults,
+            )?;
             let handler = PassThrough(Notes {
                 position,
                 marks: marks_tx.clone(),

@@ -47,7 +47,7 @@ async fn create_namespace(client: &kube::Client) {
 }
 
 fn defaults() -> DeployConfig {
-    DeployConfig::from_lookup(|_| None).expect("defaults are valid")
+    DeployConfig::load(&vexxy_runtime::Env::empty()).expect("defaults are valid")
 }
 
 /// A request as a user sends it, through the real validation.

@@ -80,7 +80,8 @@ impl FakeHelm {
 }
 
 fn config(helm_bin: &Path, auto_install: bool) -> InstallCheckConfig {
-    let mut config = InstallCheckConfig::from_lookup(|_| None).expect("defaults are valid");
+    let mut config =
+        InstallCheckConfig::load(&vexxy_runtime::Env::empty()).expect("defaults are valid");
     config.auto_install = auto_install;
     config.helm.helm_bin = helm_bin.to_path_buf();
     config.helm.values_file = values_file();

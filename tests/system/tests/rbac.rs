@@ -487,11 +487,9 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
     // install-check: the readiness checks (auto-install is off in the base).
     let (client, recorder) = recording_client(&sim)?;
     used.insert("vexxy-install-check", recorder);
-    let config = vexxy_install_check::InstallCheckConfig::from_lookup(lookup_for(
-        &objects,
-        "vexxy-install-check",
-        &[],
-    )?)?;
+    let config = vexxy_install_check::InstallCheckConfig::load(&vexxy_runtime::Env::from_fn(
+        lookup_for(&objects, "vexxy-install-check", &[])?,
+    ))?;
     ensure!(
         !config.auto_install,
         "deploy/base must not turn on VEXXY_KUBESCAPE_AUTO_INSTALL"
@@ -513,8 +511,11 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
     // deploy: create, then the same message again (409, read back, adopt).
     let (client, recorder) = recording_client(&sim)?;
     used.insert("vexxy-deploy", recorder);
-    let config =
-        vexxy_deploy::DeployConfig::from_lookup(lookup_for(&objects, "vexxy-deploy", &[])?)?;
+    let config = vexxy_deploy::DeployConfig::load(&vexxy_runtime::Env::from_fn(lookup_for(
+        &objects,
+        "vexxy-deploy",
+        &[],
+    )?))?;
     let deploy = vexxy_deploy::Deploy::new(client, config);
     let job = request("rbac-alpine")?;
     let sandbox = bounded("deploy", deploy.ensure_sandbox(&job)).await??;
@@ -527,11 +528,11 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
     // wait: the analysis until Kubescape is done, and a sandbox the watch never showed.
     let (client, recorder) = recording_client(&sim)?;
     used.insert("vexxy-wait", recorder);
-    let config = vexxy_wait::WaitConfig::from_lookup(lookup_for(
+    let config = vexxy_wait::WaitConfig::load(&vexxy_runtime::Env::from_fn(lookup_for(
         &objects,
         "vexxy-wait",
         &[("VEXXY_VEX_SETTLE", "5s"), ("VEXXY_WAIT_GRACE", "30s")],
-    )?)?;
+    )?))?;
     // Storage's first LIST of each kind fails, so the job also takes the fallback: it GETs its
     // own profile and VEX. Both paths must be granted.
     let first_list_fails = |resource: &str| kubesim::FaultRule {
@@ -578,8 +579,11 @@ async fn each_service_account_is_granted_exactly_what_its_stage_calls() -> Resul
     // extract: evidence, sandbox removal, then a janitor sweep.
     let (client, recorder) = recording_client(&sim)?;
     used.insert("vexxy-extract", recorder);
-    let config =
-        vexxy_extract::ExtractConfig::from_lookup(lookup_for(&objects, "vexxy-extract", &[])?)?;
+    let config = vexxy_extract::ExtractConfig::load(&vexxy_runtime::Env::from_fn(lookup_for(
+        &objects,
+        "vexxy-extract",
+        &[],
+    )?))?;
     let janitor_config = config.janitor();
     let extract = vexxy_extract::Extract::new(client.clone(), config);
     let store_dir = tempfile::tempdir()?;

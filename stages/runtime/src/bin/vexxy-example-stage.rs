@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use vexxy_events::{PipelineTicket, Stage};
-use vexxy_runtime::{Handler, JobContext, Outcome, StageError};
+use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
 
 struct PassThrough;
 
@@ -33,5 +33,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    vexxy_runtime::run(stage, |_config| async { Ok(PassThrough) }).await
+    // Seconds of work per message, like most stages.
+    let defaults = StageDefaults { max_in_flight: 32 };
+    vexxy_runtime::run(stage, defaults, |_config| async { Ok(PassThrough) }).await
 }

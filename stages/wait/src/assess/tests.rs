@@ -61,8 +61,8 @@ fn pod(waiting: Option<(&str, &str)>, restarts: u32) -> PodSummary {
 /// is known (rule B: a learning-time VEX is possible).
 fn profile_summary(status: &str, completion: &str, received: Receipt) -> ProfileSummary {
     let mut profile = ProfileSummary {
-        status: Some(status.into()),
-        completion: Some(completion.into()),
+        status: Some(ProfileStatus::parse(status)),
+        completion: Some(Completion::parse(completion)),
         resource_version: Some("1".into()),
         received,
         completed_received: None,
