@@ -1,10 +1,19 @@
 //! Package URLs, parsed and compared the way `openvex/go-vex` `PurlMatches` does (Grype and Trivy
 //! both delegate to it): equal type, namespace and name; an equal version when the VEX purl names
 //! one; and every qualifier of the VEX purl present with the same decoded value in the scanner's
-//! purl (the scanner may carry more). Percent-encoding differences do not matter.
+//! purl (the scanner may carry more). Percent-encoding differences do not matter. Parsing is the
+//! `packageurl` crate's, which like go-vex's `packageurl-go` applies the spec's per-type case
+//! rules to both sides.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
+use packageurl::PackageUrl;
+use vexxy_events::request::split_image_reference;
+
+pub use vexxy_events::purl::image_purl;
+
+/// The parts of a purl that `PurlMatches` compares, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purl {
     pub kind: String,
@@ -15,35 +24,22 @@ pub struct Purl {
 }
 
 impl Purl {
-    /// `None` when `text` is not a `pkg:` URL.
+    /// `None` when `text` is not a valid `pkg:` URL.
     pub fn parse(text: &str) -> Option<Purl> {
-        let rest = text.trim().strip_prefix("pkg:")?.trim_start_matches('/');
-        let rest = rest.split('#').next().unwrap_or(rest);
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (kind, path) = path.split_once('/')?;
-        let (path, version) = match path.rsplit_once('@') {
-            Some((path, version)) => (path, Some(decode(version))),
-            None => (path, None),
-        };
-        let segments: Vec<String> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(decode)
-            .collect();
-        let (name, namespace) = segments.split_last()?;
-        let qualifiers = query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .filter(|(_, value)| !value.is_empty())
-            .map(|(key, value)| (key.to_ascii_lowercase(), decode(value)))
-            .collect();
+        let parsed = PackageUrl::from_str(text.trim()).ok()?;
         Some(Purl {
-            kind: kind.to_ascii_lowercase(),
-            namespace: namespace.join("/"),
-            name: name.clone(),
-            version: version.filter(|v| !v.is_empty()),
-            qualifiers,
+            kind: parsed.ty().to_string(),
+            namespace: parsed.namespace().unwrap_or_default().to_string(),
+            name: parsed.name().to_string(),
+            version: parsed
+                .version()
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+            qualifiers: parsed
+                .qualifiers()
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
         })
     }
 
@@ -72,49 +68,11 @@ pub fn matches(vex: &str, scanned: &str) -> bool {
     }
 }
 
-/// The `pkg:oci` purl Grype and Trivy give an image — the same identifier enrich writes as the
-/// VEX product ([`vexxy_events::purl::image_purl`]). `reference` is `repo[:tag][@digest]`;
-/// `digest` wins.
-pub fn image_purl(reference: &str, digest: &str) -> String {
-    vexxy_events::purl::image_purl(strip_tag_and_digest(reference), digest)
-}
-
-/// `repo:tag@sha256:...` → `repo` (a `:port` in the registry is kept).
-pub fn strip_tag_and_digest(reference: &str) -> &str {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    match without_digest.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => without_digest,
-    }
-}
-
-/// The digest in `repo@sha256:...`, if any.
+/// The `sha256:` digest in `repo[:tag]@sha256:...`, if any.
 pub fn digest_of(reference: &str) -> Option<&str> {
-    reference
-        .split_once('@')
-        .map(|(_, digest)| digest)
+    split_image_reference(reference)
+        .digest
         .filter(|d| d.starts_with("sha256:"))
-}
-
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -168,10 +126,6 @@ mod tests {
         assert_eq!(
             image_purl("localhost:55844/alpine:3.10", "sha256:abc"),
             "pkg:oci/alpine@sha256%3Aabc?repository_url=localhost:55844/alpine"
-        );
-        assert_eq!(
-            strip_tag_and_digest("localhost:5000/app"),
-            "localhost:5000/app"
         );
         assert_eq!(digest_of("alpine@sha256:abc"), Some("sha256:abc"));
     }

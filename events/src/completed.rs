@@ -83,9 +83,37 @@ pub struct Artifacts {
     pub summary: String,
     /// Raw Kubescape objects, kept as evidence.
     pub evidence: Vec<String>,
-    /// Further documents (e.g. CycloneDX VEX) by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, String>,
+    /// Further documents, by name: the CycloneDX VEX and any other.
+    #[serde(default, skip_serializing_if = "ExtraArtifacts::is_empty")]
+    pub extra: ExtraArtifacts,
+}
+
+/// More documents, by name. The CycloneDX VEX got a field after this was a plain map; it keeps
+/// its name in it, so events written before and after read the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExtraArtifacts {
+    /// CycloneDX 1.6 VEX document. Absent when the image has no known vulnerabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cyclonedx: Option<String>,
+    /// Any other document, by name.
+    #[serde(flatten)]
+    pub more: BTreeMap<String, String>,
+}
+
+impl ExtraArtifacts {
+    pub fn is_empty(&self) -> bool {
+        self.cyclonedx.is_none() && self.more.is_empty()
+    }
+
+    /// Every URL held, by its name on the wire.
+    pub fn by_name(&self) -> BTreeMap<&str, &str> {
+        let cyclonedx = self.cyclonedx.as_deref().map(|url| ("cyclonedx", url));
+        let more = self
+            .more
+            .iter()
+            .map(|(name, url)| (name.as_str(), url.as_str()));
+        cyclonedx.into_iter().chain(more).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -94,4 +122,44 @@ pub struct StageTiming {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Artifacts an enrich wrote before the CycloneDX document had a field: the same JSON, so
+    /// it reads into the field and writes back byte for byte.
+    #[test]
+    fn an_old_extra_map_reads_into_the_field_and_writes_back_unchanged() {
+        let old = json!({
+            "openvex": "s3://b/analyses/j1/vex.openvex.json",
+            "filtered_sbom": "s3://b/analyses/j1/sbom.filtered.json",
+            "summary": "s3://b/analyses/j1/summary.json",
+            "evidence": [],
+            "extra": {
+                "cyclonedx": "s3://b/analyses/j1/vex.cdx.json",
+                "later": "s3://b/analyses/j1/later.json"
+            }
+        });
+        let artifacts: Artifacts = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(
+            artifacts.extra.cyclonedx.as_deref(),
+            Some("s3://b/analyses/j1/vex.cdx.json")
+        );
+        assert_eq!(
+            artifacts.extra.more,
+            BTreeMap::from([(
+                "later".to_string(),
+                "s3://b/analyses/j1/later.json".to_string()
+            )])
+        );
+        assert_eq!(serde_json::to_value(&artifacts).unwrap(), old);
+        assert_eq!(
+            artifacts.extra.by_name().into_keys().collect::<Vec<_>>(),
+            ["cyclonedx", "later"]
+        );
+    }
 }

@@ -25,11 +25,11 @@ pub mod schemas;
 pub mod status;
 pub mod subjects;
 
-pub use completed::{AnalysisCompleted, Artifacts, EvidenceQuality, Summary};
+pub use completed::{AnalysisCompleted, Artifacts, EvidenceQuality, ExtraArtifacts, Summary};
 pub use emit::{completed_event, failed_event, failed_event_id, stage_source, ticket_event};
 pub use envelope::{CloudEvent, EventType};
 pub use failed::{AnalysisFailed, FailureReason, OriginalMessage};
-pub use pipeline::PipelineTicket;
+pub use pipeline::{MissingSection, PipelineTicket};
 pub use request::{
     AnalysisRequest, Rejection, RunConfig, ValidatedRequest, ValidationPolicy, derive_job_id,
     escape_kubernetes_expansion, parse_request, request_fingerprint,

@@ -35,6 +35,8 @@
 //! (an image whose name also appears earlier in its path, like `nginx/nginx`) produces a
 //! different `repository_url` than Trivy, and vexxy follows Trivy/the purl spec there.
 
+use crate::request::split_image_reference;
+
 /// The registry Docker Hub images are matched under (go-containerregistry's default registry).
 pub const DOCKER_HUB_REGISTRY: &str = "index.docker.io";
 
@@ -47,8 +49,9 @@ const DOCKER_HUB_ALIASES: [&str; 4] = [
 
 /// The `pkg:oci` purl of `repository@digest`.
 ///
-/// `repository` is fully qualified (`docker.io/library/nginx`, `ghcr.io/owner/repo`,
-/// `registry.local:5000/team/app`); `digest` is `sha256:<hex>`. Docker Hub is normalised to
+/// `repository` is a repository (`docker.io/library/nginx`, `ghcr.io/owner/repo`,
+/// `registry.local:5000/team/app`, `nginx`) or a whole reference, whose tag and digest are
+/// ignored (`digest` wins); `digest` is `sha256:<hex>`. Docker Hub is normalised to
 /// `index.docker.io` and a single-name Docker Hub repository gets `library/`.
 /// Encoding follows the purl spec's canonical form: the version's `:` becomes `%3A`, the
 /// `repository_url` value keeps `/` and `:` (as in the spec's `pkg:oci` examples).
@@ -67,16 +70,11 @@ pub fn image_purl(repository: &str, digest: &str) -> String {
     )
 }
 
-/// `registry/path` with Docker Hub spelled the way Grype and Trivy spell it.
+/// `registry/path` with Docker Hub spelled the way Grype and Trivy spell it; a tag or digest in
+/// `repository` is dropped.
 pub fn normalized_repository(repository: &str) -> String {
-    let (registry, path) = match repository.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first, rest)
-        }
-        _ => ("docker.io", repository),
-    };
+    let parts = split_image_reference(repository);
+    let (registry, path) = (parts.registry.unwrap_or("docker.io"), parts.path);
     if DOCKER_HUB_ALIASES.contains(&registry.to_ascii_lowercase().as_str()) {
         let path = if path.contains('/') {
             path.to_string()
@@ -161,6 +159,10 @@ mod tests {
         assert_eq!(
             normalized_repository("localhost:5000/app"),
             "localhost:5000/app"
+        );
+        assert_eq!(
+            image_purl("localhost:5000/app:1.2@sha256:abc", DIGEST),
+            image_purl("localhost:5000/app", DIGEST)
         );
     }
 

@@ -39,7 +39,8 @@ mod strict_json;
 mod validation;
 
 pub use image_ref::{
-    DOCKER_HUB, ImageRefError, ImageReference, is_valid_digest, parse_image_reference,
+    DOCKER_HUB, ImageRefError, ImageReference, ReferenceParts, is_valid_digest,
+    parse_image_reference, split_image_reference,
 };
 pub use job_id::{derive_job_id, is_valid_job_id, request_fingerprint};
 pub use validation::{

@@ -96,34 +96,23 @@ pub fn parse_image_reference(reference: &str) -> Result<ImageReference, ImageRef
         ));
     }
 
-    let (name_and_tag, digest) = match reference.split_once('@') {
-        Some((before, digest)) => {
-            if digest.contains('@') {
-                return bad(format!(
-                    "image_ref `{}` contains more than one `@`: use `repository[:tag]@sha256:<hex>`",
-                    shorten(reference, 80)
-                ));
-            }
-            if !is_valid_digest(digest) {
-                return Err(ImageRefError::Digest(format!(
-                    "the digest in image_ref is invalid: {}",
-                    digest_problem(digest)
-                )));
-            }
-            (before, Some(digest.to_string()))
+    let parts = split_image_reference(reference);
+    let digest = match parts.digest {
+        Some(digest) if digest.contains('@') => {
+            return bad(format!(
+                "image_ref `{}` contains more than one `@`: use `repository[:tag]@sha256:<hex>`",
+                shorten(reference, 80)
+            ));
         }
-        None => (reference, None),
-    };
-
-    // The tag separator is the last ':' after the last '/', so `localhost:5000/app` has no tag.
-    let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
-        Some(i) => {
-            let at = last_slash + i;
-            (&name_and_tag[..at], Some(&name_and_tag[at + 1..]))
+        Some(digest) if !is_valid_digest(digest) => {
+            return Err(ImageRefError::Digest(format!(
+                "the digest in image_ref is invalid: {}",
+                digest_problem(digest)
+            )));
         }
-        None => (name_and_tag, None),
+        digest => digest.map(str::to_string),
     };
+    let (name, tag) = (parts.name, parts.tag);
     if let Some(tag) = tag {
         check_tag(tag)?;
     }
@@ -140,25 +129,23 @@ pub fn parse_image_reference(reference: &str) -> Result<ImageReference, ImageRef
         ));
     }
 
-    let components: Vec<&str> = name.split('/').collect();
-    let first = components[0];
-    let has_registry = components.len() > 1
-        && (first.contains('.') || first.contains(':') || first == "localhost");
-    let (registry, path_components) = if has_registry {
-        check_registry(first)?;
-        (first.to_ascii_lowercase(), &components[1..])
-    } else {
-        (DOCKER_HUB.to_string(), &components[..])
+    let path_components: Vec<&str> = parts.path.split('/').collect();
+    let registry = match parts.registry {
+        Some(registry) => {
+            check_registry(registry)?;
+            registry.to_ascii_lowercase()
+        }
+        None => DOCKER_HUB.to_string(),
     };
     let registry = if DOCKER_HUB_ALIASES.contains(&registry.as_str()) {
         DOCKER_HUB.to_string()
     } else {
         registry
     };
-    for component in path_components {
+    for component in &path_components {
         check_path_component(component, name)?;
     }
-    let mut path = path_components.join("/");
+    let mut path = parts.path.to_string();
     if registry == DOCKER_HUB && path_components.len() == 1 {
         path = format!("library/{path}");
     }
@@ -168,8 +155,60 @@ pub fn parse_image_reference(reference: &str) -> Result<ImageReference, ImageRef
         path,
         tag: tag.map(str::to_string),
         digest,
-        without_digest: name_and_tag.to_string(),
+        without_digest: parts.without_digest.to_string(),
     })
+}
+
+/// The parts of `[registry/]path[:tag][@digest]`, split as written: nothing is checked or
+/// normalised. The one place that knows where a reference's parts begin and end, for the
+/// request's strict parser and for references written by others (scanner reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferenceParts<'a> {
+    /// The first path component, when it names a host: it contains `.` or `:` or is
+    /// `localhost`, and more follows (`localhost:5000/app`; `nginx` is a Docker Hub path).
+    pub registry: Option<&'a str>,
+    /// The repository path after the registry (`library/nginx`, `nginx`).
+    pub path: &'a str,
+    /// `registry/path` as written.
+    pub name: &'a str,
+    pub tag: Option<&'a str>,
+    /// Everything after the first `@`.
+    pub digest: Option<&'a str>,
+    /// The reference without its `@digest` part.
+    pub without_digest: &'a str,
+}
+
+/// Splits `reference` into its parts (see [`ReferenceParts`]).
+pub fn split_image_reference(reference: &str) -> ReferenceParts<'_> {
+    let (without_digest, digest) = match reference.split_once('@') {
+        Some((before, digest)) => (before, Some(digest)),
+        None => (reference, None),
+    };
+    // The tag separator is the last ':' after the last '/', so `localhost:5000/app` has no tag.
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match without_digest[last_slash..].rfind(':') {
+        Some(i) => {
+            let at = last_slash + i;
+            (&without_digest[..at], Some(&without_digest[at + 1..]))
+        }
+        None => (without_digest, None),
+    };
+    let (registry, path) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    };
+    ReferenceParts {
+        registry,
+        path,
+        name,
+        tag,
+        digest,
+        without_digest,
+    }
 }
 
 fn check_tag(tag: &str) -> Result<(), ImageRefError> {

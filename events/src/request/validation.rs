@@ -194,9 +194,9 @@ impl Correlation {
         self.image_ref = request.get("image_ref").and_then(echoable);
         self.image_digest = request.get("image_digest").and_then(echoable).or_else(|| {
             let reference = self.image_ref.as_deref()?;
-            reference
-                .split_once('@')
-                .map(|(_, digest)| digest.to_string())
+            image_ref::split_image_reference(reference)
+                .digest
+                .map(str::to_string)
         });
         if let Some(labels) = request.get("labels")
             && check_labels(labels).is_ok()

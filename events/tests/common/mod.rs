@@ -2,8 +2,6 @@
 #![allow(dead_code)] // each test file uses a different subset
 #![allow(clippy::result_large_err)] // Rejection is returned by value, as parse_request does
 
-use std::collections::BTreeMap;
-
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use vexxy_events::completed::{Completeness, StageTiming};
@@ -102,7 +100,7 @@ pub fn sample_completed() -> AnalysisCompleted {
             filtered_sbom: format!("{base}/sbom.filtered.syft.json"),
             summary: format!("{base}/summary.json"),
             evidence: vec![format!("{base}/evidence/containerprofile.json")],
-            extra: BTreeMap::new(),
+            extra: Default::default(),
         },
         timings: Stage::ALL
             .iter()
@@ -172,7 +170,7 @@ pub fn sample_ticket() -> PipelineTicket {
             container_profile: None,
             vulnerability_summary: None,
             vulnerability_manifest: None,
-            other: BTreeMap::new(),
+            other: Default::default(),
         }),
     }
 }

@@ -22,7 +22,7 @@
 //!   not written for an image without vulnerabilities (a document needs ≥ 1 statement);
 //! * `analyses/<job_id>/vex.cdx.json`: the same statements as a CycloneDX 1.6 VEX
 //!   ([`cyclonedx`]), written whenever the OpenVEX document is, listed in
-//!   `artifacts.extra["cyclonedx"]`;
+//!   `artifacts.extra.cyclonedx`;
 //! * `analyses/<job_id>/sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered, verbatim;
 //! * `analyses/<job_id>/summary.json`: job metadata, counts equal to the statements, evidence quality.
 //!
@@ -40,13 +40,13 @@ pub mod openvex;
 pub mod summary;
 pub mod transform;
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 use vexxy_events::completed::StageTiming;
-use vexxy_events::{AnalysisCompleted, Artifacts, FailureReason, PipelineTicket, Stage};
+use vexxy_events::{
+    AnalysisCompleted, Artifacts, ExtraArtifacts, FailureReason, PipelineTicket, Stage,
+};
 use vexxy_kubescape::ParseError;
 use vexxy_kubescape::from_bytes::{self, ReadError};
 use vexxy_runtime::{
@@ -62,10 +62,6 @@ pub use documents::{
 };
 
 pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
-
-/// Keys in `EvidenceRefs::other` that extract fills and enrich reads.
-pub const OTHER_IMAGE_MANIFEST: &str = "vulnerability_manifest_image";
-pub const OTHER_IMAGE_SBOM: &str = "sbom_image";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrichConfig {
@@ -143,37 +139,9 @@ impl Enrich {
     pub async fn run(&self, store: &Store, ticket: PipelineTicket) -> Result<Outcome, StageError> {
         let started_at = Utc::now();
         let job_id = ticket.request.job_id.clone();
-        let observation = ticket
-            .observation
-            .as_ref()
-            .ok_or_else(|| pipeline_bug(&job_id, "observation (set by wait)"))?;
-        let refs = ticket
-            .evidence
-            .as_ref()
-            .ok_or_else(|| pipeline_bug(&job_id, "evidence (set by extract)"))?;
-
-        let mut keys: BTreeMap<&str, &str> = BTreeMap::new();
-        let named = [
-            ("vex", refs.vex.as_deref()),
-            ("filtered_sbom", refs.filtered_sbom.as_deref()),
-            ("container_profile", refs.container_profile.as_deref()),
-            (
-                "vulnerability_summary",
-                refs.vulnerability_summary.as_deref(),
-            ),
-            (
-                "vulnerability_manifest",
-                refs.vulnerability_manifest.as_deref(),
-            ),
-        ];
-        for (name, key) in named {
-            if let Some(key) = key {
-                keys.insert(name, key);
-            }
-        }
-        for (name, key) in &refs.other {
-            keys.insert(name.as_str(), key.as_str());
-        }
+        let observation = ticket.observation_for(Stage::Enrich)?;
+        let refs = ticket.evidence_for(Stage::Enrich)?;
+        let keys = refs.keys_by_name();
 
         let mut evidence = Evidence::default();
         if let Some(key) = refs.vex.as_deref() {
@@ -189,10 +157,10 @@ impl Enrich {
         if let Some(key) = refs.vulnerability_manifest.as_deref() {
             evidence.manifest = Some(read_manifest(store, key).await?);
         }
-        if let Some(key) = refs.other.get(OTHER_IMAGE_MANIFEST) {
+        if let Some(key) = refs.other.vulnerability_manifest_image.as_deref() {
             evidence.image_manifest = Some(read_manifest(store, key).await?);
         }
-        if let Some(key) = refs.other.get(OTHER_IMAGE_SBOM) {
+        if let Some(key) = refs.other.sbom_image.as_deref() {
             let bytes = store.get_bytes(key).await.map_err(storage_error)?;
             let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
             evidence.image_sbom_packages = Some(stored.artifacts as u64);
@@ -232,11 +200,11 @@ impl Enrich {
             }
             None => None,
         };
-        let mut extra = BTreeMap::new();
+        let mut extra = ExtraArtifacts::default();
         if let Some(body) = conclusions.cyclonedx().map_err(|e| internal(&job_id, e))? {
             let key = cyclonedx_key(&job_id);
             write(store, &key, body).await?;
-            extra.insert("cyclonedx".to_string(), store.url(&key));
+            extra.cyclonedx = Some(store.url(&key));
         }
         let summary = summary_key(&job_id);
         let Conclusions {
@@ -255,6 +223,7 @@ impl Enrich {
             finished_at,
             duration_ms: (finished_at - started_at).num_milliseconds().max(0) as u64,
         });
+        let evidence_urls = keys.values().map(|k| store.url(k)).collect();
         let request = ticket.request;
         Ok(Outcome::Completed(Box::new(AnalysisCompleted {
             job_id: request.job_id,
@@ -267,7 +236,7 @@ impl Enrich {
                 openvex: openvex_url,
                 filtered_sbom: store.url(&sbom),
                 summary: store.url(&summary),
-                evidence: keys.values().map(|k| store.url(k)).collect(),
+                evidence: evidence_urls,
                 extra,
             },
             timings,
@@ -339,16 +308,6 @@ fn internal(job_id: &str, error: documents::ProduceError) -> StageError {
             "job {job_id}: {error}; this is a vexxy bug, please report it with the job's evidence"
         ),
         retryable: false,
-    }
-}
-
-fn pipeline_bug(job_id: &str, missing: &str) -> StageError {
-    StageError::Permanent {
-        reason: FailureReason::Internal,
-        message: format!(
-            "job {job_id} reached enrich without {missing}; the ticket must pass through wait and extract first — resubmit the analysis and report this if it repeats"
-        ),
-        retryable: true,
     }
 }
 

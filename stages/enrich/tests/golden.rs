@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use vexxy_enrich::{Enrich, EnrichConfig, OTHER_IMAGE_MANIFEST, OTHER_IMAGE_SBOM};
+use vexxy_enrich::{Enrich, EnrichConfig};
 use vexxy_events::PipelineTicket;
 use vexxy_events::pipeline::{EvidenceRefs, Observation, SandboxRef};
 use vexxy_runtime::{Outcome, StageError, Store};
@@ -185,14 +185,7 @@ fn case(repository: &'static str) -> Case {
 fn ticket(job: &str, case: &Case) -> PipelineTicket {
     let at = |secs: i64| Utc.timestamp_opt(1_750_000_000 + secs, 0).unwrap();
     let key = |name: &str| format!("analyses/{job}/evidence/{name}.json");
-    let mut refs = EvidenceRefs {
-        vex: None,
-        filtered_sbom: None,
-        container_profile: None,
-        vulnerability_summary: None,
-        vulnerability_manifest: None,
-        other: Default::default(),
-    };
+    let mut refs = EvidenceRefs::default();
     for (name, _) in &case.evidence {
         let slot = match *name {
             "vex" => &mut refs.vex,
@@ -200,8 +193,10 @@ fn ticket(job: &str, case: &Case) -> PipelineTicket {
             "container_profile" => &mut refs.container_profile,
             "vulnerability_summary" => &mut refs.vulnerability_summary,
             "vulnerability_manifest" => &mut refs.vulnerability_manifest,
+            "vulnerability_manifest_image" => &mut refs.other.vulnerability_manifest_image,
+            "sbom_image" => &mut refs.other.sbom_image,
             other => {
-                refs.other.insert(other.to_string(), key(other));
+                refs.other.more.insert(other.to_string(), key(other));
                 continue;
             }
         };
@@ -291,7 +286,7 @@ async fn enrich(job: &str, case: &Case) -> Result<Written, StageError> {
             "summary": completed.summary,
             "evidence": completed.evidence,
             "openvex_written": artifacts.openvex.is_some(),
-            "extra": artifacts.extra.keys().collect::<Vec<_>>(),
+            "extra": artifacts.extra.by_name().into_keys().collect::<Vec<_>>(),
             "evidence_objects": artifacts.evidence.len(),
         }),
     );
@@ -432,7 +427,7 @@ async fn kubescape_fixtures_give_the_golden_documents() {
             &fixture("kubescape/containerprofile.kubevuln-nginx-ap.json"),
         )
         .with(
-            OTHER_IMAGE_MANIFEST,
+            "vulnerability_manifest_image",
             &wrapped(
                 "VulnerabilityManifest",
                 "alpine",
@@ -440,7 +435,7 @@ async fn kubescape_fixtures_give_the_golden_documents() {
             ),
         )
         .with(
-            OTHER_IMAGE_SBOM,
+            "sbom_image",
             &wrapped(
                 "SBOMSyft",
                 "alpine",
@@ -465,7 +460,7 @@ async fn manifest_only_fixture_with_partial_evidence_gives_the_golden_documents(
             ),
         )
         .with(
-            OTHER_IMAGE_MANIFEST,
+            "vulnerability_manifest_image",
             &fixture("kubescape/vulnerabilitymanifest.storage-01-example.yaml"),
         )
         .with("container_profile", &bench_profile("ready", "partial"));
@@ -483,7 +478,7 @@ fn bench_small(partial_observation: bool) -> Case {
         .with("vulnerability_manifest", &bench_manifest(40))
         .with("filtered_sbom", &bench_sbom(60))
         .with("container_profile", &bench_profile("completed", "complete"))
-        .with(OTHER_IMAGE_SBOM, &bench_sbom(120));
+        .with("sbom_image", &bench_sbom(120));
     case.partial_observation = partial_observation;
     case
 }
@@ -536,9 +531,12 @@ async fn v0_3_159_duplicates_give_the_golden_documents() {
             "vulnerability_manifest",
             &common::manifest("replicaset-x", &relevant),
         )
-        .with(OTHER_IMAGE_MANIFEST, &common::manifest("image", &all))
+        .with(
+            "vulnerability_manifest_image",
+            &common::manifest("image", &all),
+        )
         .with("filtered_sbom", &common::sbom("SBOMSyftFiltered", SLUG, 3))
-        .with(OTHER_IMAGE_SBOM, &common::sbom("SBOMSyft", "image", 9))
+        .with("sbom_image", &common::sbom("SBOMSyft", "image", 9))
         .with(
             "container_profile",
             &common::container_profile("completed", "complete"),

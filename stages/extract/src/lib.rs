@@ -41,7 +41,6 @@ pub mod cluster;
 pub mod decide;
 pub mod janitor;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,7 +49,7 @@ use kube::Client;
 use serde_json::Value;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::pipeline::EvidenceRefs;
-use vexxy_events::{FailureReason, PipelineTicket, Stage};
+use vexxy_events::{PipelineTicket, Stage};
 use vexxy_kubescape::keys::{self, kinds};
 use vexxy_kubescape::metadata_only;
 use vexxy_kubescape::names;
@@ -63,10 +62,6 @@ pub const RUNTIME_DEFAULTS: StageDefaults = StageDefaults { max_in_flight: 32 };
 
 use crate::cluster::StorageObject;
 use crate::decide::{MissingVex, VulnerabilityCount, missing_vex};
-
-/// Keys in `EvidenceRefs::other` (read by enrich).
-pub const OTHER_IMAGE_MANIFEST: &str = "vulnerability_manifest_image";
-pub const OTHER_IMAGE_SBOM: &str = "sbom_image";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractConfig {
@@ -204,14 +199,8 @@ impl Extract {
     ) -> Result<Outcome, StageError> {
         let started_at = Utc::now();
         let job_id = ticket.request.job_id.clone();
-        let sandbox = ticket
-            .sandbox
-            .clone()
-            .ok_or_else(|| pipeline_bug(&job_id, "sandbox (set by deploy)"))?;
-        let observation = ticket
-            .observation
-            .clone()
-            .ok_or_else(|| pipeline_bug(&job_id, "observation (set by wait)"))?;
+        let sandbox = ticket.sandbox_for(Stage::Extract)?.clone();
+        let observation = ticket.observation_for(Stage::Extract)?.clone();
         let slug = observation.instance_slug.as_str();
         let ks = self.config.kubescape_namespace.as_str();
 
@@ -386,28 +375,18 @@ async fn save(store: &Store, job_id: &str, found: Found) -> Result<EvidenceRefs,
     )
     .await?;
 
-    let mut refs = EvidenceRefs {
-        vex: None,
-        filtered_sbom: None,
-        container_profile: None,
-        vulnerability_summary: None,
-        vulnerability_manifest: None,
-        other: BTreeMap::new(),
-    };
+    let mut refs = EvidenceRefs::default();
     for (kind, key, _) in bodies {
-        match kind {
-            "vex" => refs.vex = Some(key),
-            "sbom-filtered" => refs.filtered_sbom = Some(key),
-            "container-profile" => refs.container_profile = Some(key),
-            "vulnerability-summary" => refs.vulnerability_summary = Some(key),
-            "vulnerability-manifest" => refs.vulnerability_manifest = Some(key),
-            "vulnerability-manifest-image" => {
-                refs.other.insert(OTHER_IMAGE_MANIFEST.to_string(), key);
-            }
-            _ => {
-                refs.other.insert(OTHER_IMAGE_SBOM.to_string(), key);
-            }
-        }
+        let slot = match kind {
+            "vex" => &mut refs.vex,
+            "sbom-filtered" => &mut refs.filtered_sbom,
+            "container-profile" => &mut refs.container_profile,
+            "vulnerability-summary" => &mut refs.vulnerability_summary,
+            "vulnerability-manifest" => &mut refs.vulnerability_manifest,
+            "vulnerability-manifest-image" => &mut refs.other.vulnerability_manifest_image,
+            _ => &mut refs.other.sbom_image,
+        };
+        *slot = Some(key);
     }
     Ok(refs)
 }
@@ -466,16 +445,6 @@ impl Handler for Extract {
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
         self.run(&job.store, ticket).await
-    }
-}
-
-fn pipeline_bug(job_id: &str, missing: &str) -> StageError {
-    StageError::Permanent {
-        reason: FailureReason::Internal,
-        message: format!(
-            "job {job_id} reached extract without {missing}; the ticket must pass through deploy and wait first — resubmit the analysis and report this if it repeats"
-        ),
-        retryable: true,
     }
 }
 

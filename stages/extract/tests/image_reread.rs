@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use vexxy_events::PipelineTicket;
 use vexxy_events::pipeline::{Observation, SandboxRef};
 use vexxy_events::request::{RunConfig, ValidatedRequest};
-use vexxy_extract::{Extract, ExtractConfig, OTHER_IMAGE_MANIFEST, OTHER_IMAGE_SBOM};
+use vexxy_extract::{Extract, ExtractConfig};
 use vexxy_kubescape::names;
 use vexxy_runtime::{Outcome, Store};
 
@@ -258,11 +258,13 @@ async fn the_image_objects_are_read_again_by_the_slug_the_summary_records() {
     let evidence = next.evidence.expect("evidence recorded");
     let manifest_key = evidence
         .other
-        .get(OTHER_IMAGE_MANIFEST)
+        .vulnerability_manifest_image
+        .as_ref()
         .expect("the image's manifest is saved");
     let sbom_key = evidence
         .other
-        .get(OTHER_IMAGE_SBOM)
+        .sbom_image
+        .as_ref()
         .expect("the image's SBOM is saved");
     let manifest = saved(&store, manifest_key).await;
     assert_eq!(

@@ -47,7 +47,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use vexxy_events::{AnalysisCompleted, FailureReason, PipelineTicket, Stage};
+use vexxy_events::{AnalysisCompleted, FailureReason, MissingSection, PipelineTicket, Stage};
 
 pub use config::{ConfigError, Env, RuntimeConfig, StageDefaults};
 pub use health::HealthError;
@@ -83,6 +83,18 @@ pub enum StageError {
         message: String,
         retryable: bool,
     },
+}
+
+/// A ticket without a section an earlier stage fills fails the job: a later delivery of the same
+/// message would lack it too, while a resubmitted analysis goes through every stage.
+impl From<MissingSection> for StageError {
+    fn from(missing: MissingSection) -> Self {
+        StageError::Permanent {
+            reason: FailureReason::Internal,
+            message: missing.to_string(),
+            retryable: true,
+        }
+    }
 }
 
 /// One stage's own logic.

@@ -87,7 +87,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use vexxy_events::pipeline::SandboxRef;
-use vexxy_events::{FailureReason, PipelineTicket};
+use vexxy_events::{FailureReason, PipelineTicket, Stage};
 use vexxy_runtime::{Handler, JobContext, Outcome, StageDefaults, StageError};
 
 /// A waiting job holds its message for the whole analysis window, but it is only a parked
@@ -180,13 +180,7 @@ impl WaitHandler {
     pub async fn wait(&self, mut ticket: PipelineTicket) -> Result<PipelineTicket, StageError> {
         let config = &self.inner.config;
         let job_id = ticket.request.job_id.clone();
-        let sandbox = ticket.sandbox.clone().ok_or_else(|| StageError::Permanent {
-            reason: FailureReason::Internal,
-            message: format!(
-                "job {job_id} reached wait without a sandbox reference: the deploy stage must fill `sandbox` before handing on. Report this as a vexxy bug"
-            ),
-            retryable: true,
-        })?;
+        let sandbox = ticket.sandbox_for(Stage::Wait)?.clone();
         if sandbox.namespace != config.sandbox_namespace {
             return Err(StageError::Permanent {
                 reason: FailureReason::Internal,

@@ -970,7 +970,8 @@ async fn check_outcome(
         .iter()
         .chain([&artifacts.filtered_sbom, &artifacts.summary])
         .chain(artifacts.evidence.iter())
-        .chain(artifacts.extra.values());
+        .map(String::as_str)
+        .chain(artifacts.extra.by_name().into_values());
     for url in urls {
         let key = key_of(url, bucket)?;
         ensure!(
