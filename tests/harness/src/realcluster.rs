@@ -327,6 +327,9 @@ rules:
 - level: None
 ";
 
+/// The APIService of Kubescape's storage (kubesim's, on the real tier).
+pub const STORAGE_APISERVICE: &str = "v1beta1.spdx.softwarecomposition.kubescape.io";
+
 /// The components of the control plane a test can kill and start again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
@@ -579,6 +582,29 @@ impl RealCluster {
     /// The CA that signed the API server's serving certificate.
     pub fn ca_cert(&self) -> &Path {
         &self.ca_cert
+    }
+
+    /// Waits until the aggregator reports the APIService `name` Available (its backend
+    /// registered and answers), e.g. [`STORAGE_APISERVICE`] once kubesim serves Kubescape's
+    /// storage.
+    pub fn wait_api_service_available(&self, name: &str, timeout: Duration) -> anyhow::Result<()> {
+        let available = wait_until(timeout, || {
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Available",
+                &format!("apiservice/{name}"),
+                "--timeout=2s",
+            ])
+            .is_ok_and(|output| output.status.success())
+        });
+        ensure!(
+            available,
+            "the APIService {name} did not become Available within {timeout:?}: {}",
+            self.kubectl(&["get", "apiservice", name, "-o", "yaml"])
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                .unwrap_or_default()
+        );
+        Ok(())
     }
 
     /// The API server's audit log: one JSON event per line for every request a ServiceAccount

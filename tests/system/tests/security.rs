@@ -69,6 +69,7 @@ async fn a_real_run_leaks_no_credentials_and_runs_only_pinned_images_in_a_harden
             // Debug logging everywhere: the most a stage ever writes must still hold no secret.
             ("RUST_LOG".into(), "debug".into()),
         ],
+        real_cluster: None,
     };
     let connect =
         async_nats::ConnectOptions::with_user_and_password(NATS_USER.into(), NATS_PASSWORD.into());
@@ -130,7 +131,7 @@ fn jobs() -> Vec<Job> {
 
 async fn run(stack: &mut TestStack) -> Result<()> {
     let js = stack.js();
-    let kube = stack.kube_client()?;
+    let kube = stack.kube_client().await?;
     let capture = SandboxCapture::start(kube.clone()).await?;
     // VEXXY_PIPELINE is a work queue (acked tickets are removed), so its traffic is recorded
     // on the wire as it passes.

@@ -12,9 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 pub use vexxy_harness::identities::StageIdentities;
-use vexxy_harness::realcluster::RealCluster;
+use vexxy_harness::realcluster::{RealCluster, STORAGE_APISERVICE};
 
 /// Which Kubernetes a scenario runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +25,6 @@ pub enum ClusterKind {
     /// Kubescape (storage API behind the real aggregator, node-agent and kubevuln).
     Real,
 }
-
-/// The APIService of Kubescape's storage (kubesim's, on the real tier).
-pub const STORAGE_APISERVICE: &str = "v1beta1.spdx.softwarecomposition.kubescape.io";
 
 /// A client of the cluster a kubeconfig names (as the stages build theirs).
 pub async fn kube_client(kubeconfig: &Path) -> Result<kube::Client> {
@@ -41,22 +38,5 @@ pub async fn kube_client(kubeconfig: &Path) -> Result<kube::Client> {
 /// Waits until the real aggregator reports Kubescape's storage APIService Available (kubesim
 /// registered it and answers), so install-check's first look finds Kubescape installed.
 pub fn wait_storage_available(real: &RealCluster, timeout: Duration) -> Result<()> {
-    let timeout_arg = format!("--timeout={}s", timeout.as_secs().max(1));
-    let available = vexxy_harness::wait_until(timeout, || {
-        real.kubectl(&[
-            "wait",
-            "--for=condition=Available",
-            &format!("apiservice/{STORAGE_APISERVICE}"),
-            "--timeout=2s",
-        ])
-        .is_ok_and(|output| output.status.success())
-    });
-    ensure!(
-        available,
-        "the APIService {STORAGE_APISERVICE} did not become Available ({timeout_arg}): {}",
-        real.kubectl(&["get", "apiservice", STORAGE_APISERVICE, "-o", "yaml"])
-            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-            .unwrap_or_default()
-    );
-    Ok(())
+    real.wait_api_service_available(STORAGE_APISERVICE, timeout)
 }

@@ -25,6 +25,8 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use vexxy_events::{AnalysisCompleted, AnalysisFailed, CloudEvent, EventType, subjects};
+use vexxy_harness::identities::StageIdentities;
+use vexxy_harness::realcluster::{KwokLifecycles, RealCluster, STORAGE_APISERVICE};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
 use vexxy_harness::{ChildProcess, NatsServer, find_binary, free_port, port_is_open, wait_until};
 
@@ -103,6 +105,10 @@ pub struct StackOptions {
     pub s3_secret_key: String,
     /// Added to every stage's environment (later wins).
     pub stage_env: Vec<(String, String)>,
+    /// Run on the real control plane, its pods through these lifecycles (kubesim is then only
+    /// Kubescape, and each stage its own ServiceAccount under `deploy/base`'s RBAC); `None`:
+    /// kubesim is the cluster.
+    pub real_cluster: Option<KwokLifecycles>,
 }
 
 pub struct TestStack {
@@ -112,6 +118,10 @@ pub struct TestStack {
     pub kubesim: KubesimProcess,
     pub pipeline: Pipeline,
     pub client: async_nats::Client,
+    /// The real control plane, when the stack runs on it. Dropped after the stages.
+    pub real: Option<RealCluster>,
+    /// The cluster's kubeconfig (admin on the real control plane).
+    kubeconfig: PathBuf,
 }
 
 impl TestStack {
@@ -122,8 +132,12 @@ impl TestStack {
         options: StackOptions,
         connect: async_nats::ConnectOptions,
     ) -> Result<TestStack> {
-        let (dir, nats, s3, kubesim, pipeline) =
+        let (dir, nats, s3, kubesim, pipeline, real) =
             tokio::task::block_in_place(|| start_processes(prefix, &options))?;
+        let kubeconfig = match &real {
+            Some(real) => real.kubeconfig().to_path_buf(),
+            None => kubesim.kubeconfig().to_path_buf(),
+        };
         let client = connect
             .connect(nats.url())
             .await
@@ -135,6 +149,8 @@ impl TestStack {
             kubesim,
             pipeline,
             client,
+            real,
+            kubeconfig,
         })
     }
 
@@ -142,9 +158,11 @@ impl TestStack {
         jetstream::new(self.client.clone())
     }
 
-    pub fn kube_client(&self) -> Result<kube::Client> {
-        let config = kube::Config::new(self.kubesim.url().parse()?);
-        kube::Client::try_from(config).context("cannot build a client for kubesim")
+    /// A client of the cluster the stages use (admin on the real control plane).
+    pub async fn kube_client(&self) -> Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        kube::Client::try_from(config).context("cannot build a client for the cluster")
     }
 
     /// Every process log of the stack: the five stages, kubesim, nats-server, s3s-fs.
@@ -187,7 +205,14 @@ impl TestStack {
     }
 }
 
-type Started = (tempfile::TempDir, NatsServer, S3, KubesimProcess, Pipeline);
+type Started = (
+    tempfile::TempDir,
+    NatsServer,
+    S3,
+    KubesimProcess,
+    Pipeline,
+    Option<RealCluster>,
+);
 
 fn start_processes(prefix: &str, options: &StackOptions) -> Result<Started> {
     let root = vexxy_harness::workspace_root();
@@ -219,26 +244,48 @@ fn start_processes(prefix: &str, options: &StackOptions) -> Result<Started> {
     ]
     .map(String::from)
     .to_vec();
+    let real = match &options.real_cluster {
+        Some(lifecycles) => Some(RealCluster::start_with(lifecycles)?),
+        None => None,
+    };
+    let mut kubesim_args = kubesim_args;
+    if let Some(real) = &real {
+        kubesim_args.push("--upstream-kubeconfig".into());
+        kubesim_args.push(real.kubeconfig().display().to_string());
+    }
     let kubesim = KubesimProcess::start(dir.path(), &kubesim_args)?;
+    let identities = match &real {
+        Some(real) => {
+            real.wait_api_service_available(STORAGE_APISERVICE, READY_TIMEOUT)?;
+            Some(StageIdentities::apply(real, dir.path())?)
+        }
+        None => None,
+    };
     let endpoints = StackEndpoints {
         nats_url: nats.url(),
         store: format!("s3://{}", s3.bucket),
-        kubeconfig: kubesim.kubeconfig().to_path_buf(),
+        kubeconfig: match &real {
+            Some(real) => real.kubeconfig().to_path_buf(),
+            None => kubesim.kubeconfig().to_path_buf(),
+        },
     };
     let aws = s3.aws_env();
-    let mut pipeline = Pipeline::start(dir.path(), |_stage, health_file| {
+    let mut pipeline = Pipeline::start(dir.path(), |stage, health_file| {
         let mut env = stack::local_stage_env(&endpoints, health_file, 1);
         env.extend(aws.iter().cloned());
         env.extend(fast_timings());
         env.extend(options.nats_auth_env.iter().cloned());
         env.extend(options.stage_env.iter().cloned());
+        if let Some(identities) = &identities {
+            env.extend(identities.env_of(stage));
+        }
         env
     })?;
     if let Err(error) = pipeline.wait_ready(READY_TIMEOUT) {
         let _ = dir.keep();
         return Err(error);
     }
-    Ok((dir, nats, s3, kubesim, pipeline))
+    Ok((dir, nats, s3, kubesim, pipeline, real))
 }
 
 fn fast_timings() -> Vec<(String, String)> {
