@@ -1,14 +1,14 @@
-//! Readers that take the stored bytes of an object instead of a `serde_json::Value`, for
-//! documents large enough that the `Value` tree costs more than the reading itself (a 10,000
-//! statement VEX is ~5 MB of JSON and several times that as a `Value`; a 5,000-package SBOM
-//! ~2.7 MB).
+//! The readers of Kubescape's large documents (VEX, SBOM, vulnerability manifest), which take the
+//! stored bytes of an object instead of a `serde_json::Value`: the `Value` tree of a large
+//! document costs more than the reading itself (a 10,000 statement VEX is ~5 MB of JSON and
+//! several times that as a `Value`; a 5,000-package SBOM ~2.7 MB). They are the only readers of
+//! these kinds: [`crate::read_vex`], [`crate::read_sbom`] and [`crate::read_manifest`] give them
+//! the text of an object already parsed.
 //!
-//! Two passes over the bytes, so the checks happen in the same order and with the same errors
-//! as the `Value` readers: the first checks the JSON syntax and reads only `kind`, `metadata`
+//! Two passes over the bytes: the first checks the JSON syntax and reads only `kind`, `metadata`
 //! and the outline of `spec` (its keys, each value kept as its stored text, borrowed, not
-//! parsed); the second deserializes the part of `spec` the reader needs straight into its typed
-//! view. The checks the `Value` readers make on the envelope and on the small parts of `spec`
-//! are made by those same readers, on a stand-in object holding only those parts.
+//! parsed), which is enough for the envelope checks and for telling a metadata-only view; the
+//! second deserializes the parts of `spec` the reader needs straight into their typed views.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,12 +22,12 @@ use serde_json::{Map, Value};
 
 use crate::error::ParseError;
 use crate::keys::kinds;
-use crate::manifest::{GrypeDocument, KubescapeManifest, read_manifest};
+use crate::manifest::{GrypeDocument, KubescapeManifest};
 use crate::metadata_only::text_has_content;
-use crate::object::{null_as_default, read_envelope};
-use crate::sbom::{KubescapeSbom, read_sbom};
+use crate::object::read_envelope;
+use crate::sbom::{KubescapeSbom, SbomKind, SyftArtifactOf, SyftDocument, SyftDocumentOf};
 use crate::vex::KubescapeVex;
-use crate::vex_stream::StreamedVexDocument;
+use crate::vex_stream::VexDocument;
 
 /// Why stored bytes could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -40,23 +40,19 @@ pub enum ReadError {
     Invalid(#[from] ParseError),
 }
 
-/// [`crate::read_vex`] on the stored bytes of an OpenVulnerabilityExchangeContainer: the same
-/// checks, order and errors (a type error also says where it is in the bytes), with each
-/// statement normalised as it is read and not kept.
+/// Reads the stored bytes of an OpenVulnerabilityExchangeContainer into findings, as
+/// [`crate::read_vex`] describes (that is this reader given an object's text), with each
+/// statement normalised as it is read and not kept; a type error also says where it is in the
+/// bytes.
 pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
     let info = read_envelope(&outline.envelope(), &[kinds::VEX])?;
-    // `read_vex`'s two checks: content at all (not a metadata-only view), then a VEX key.
-    let spec = match &outline.spec {
-        Some(SpecOutline::Object(entries)) => {
-            entries.iter().any(|(_, raw)| text_has_content(raw.get()))
-                && entries
-                    .iter()
-                    .any(|(key, _)| matches!(key.as_ref(), "statements" | "@context" | "@id"))
-        }
-        _ => false,
-    };
-    if !spec {
+    let spec = outline.spec_with_content(kinds::VEX, &info.name)?;
+    // A spec with none of the VEX keys is not a VEX document (a stub some writers leave).
+    if !spec
+        .iter()
+        .any(|(key, _)| matches!(key.as_ref(), "statements" | "@context" | "@id"))
+    {
         return Err(ParseError::SpecMissing {
             kind: kinds::VEX,
             name: info.name,
@@ -65,7 +61,7 @@ pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     }
     #[derive(Deserialize)]
     struct SpecOnly {
-        spec: StreamedVexDocument,
+        spec: VexDocument,
     }
     let doc = deserialize_tracked::<SpecOnly>(bytes)
         .map_err(|e| ParseError::from_serde(kinds::VEX, &info.name, "", e))?
@@ -73,8 +69,29 @@ pub fn read_vex_bytes(bytes: &[u8]) -> Result<KubescapeVex, ReadError> {
     Ok(doc.normalise(info)?)
 }
 
-/// What enrich needs of an SBOMSyftFiltered / SBOMSyft, read from its stored bytes: everything
-/// [`crate::read_sbom`] reads except the Syft document, which is kept as stored.
+/// Runs a byte reader on an object already parsed (test data, kubesim's catalogue), so that
+/// there is one reader per kind whatever the caller holds.
+pub(crate) fn read_parsed<T>(
+    object: &Value,
+    kind: &'static str,
+    read: impl FnOnce(&[u8]) -> Result<T, ReadError>,
+) -> Result<T, ParseError> {
+    let text = serde_json::to_vec(object).expect("a Value always serialises: its keys are strings");
+    read(&text).map_err(|error| match error {
+        ReadError::Invalid(error) => error,
+        // The text of a `Value` is JSON, but the parser refuses some a `Value` can hold (nesting
+        // past its recursion limit).
+        ReadError::NotJson(error) => ParseError::InvalidField {
+            kind,
+            name: String::new(),
+            path: ".".into(),
+            message: error.to_string(),
+        },
+    })
+}
+
+/// An SBOMSyftFiltered / SBOMSyft read from its stored bytes: everything but the packages, which
+/// are checked and counted, the Syft document being kept as stored (enrich copies it through).
 #[derive(Debug)]
 pub struct StoredSbom<'a> {
     /// Envelope, kind and `spec.metadata`; `syft` is empty (the content is in [`Self::syft`]).
@@ -85,139 +102,129 @@ pub struct StoredSbom<'a> {
     pub syft: &'a RawValue,
 }
 
-/// [`crate::read_sbom`] on the stored bytes, with the same checks and errors (a type error also
-/// says where it is in the bytes): the Syft document must have the shape of
-/// [`crate::SyftDocument`], its packages are checked one at a time and not kept.
+impl StoredSbom<'_> {
+    /// The SBOM with its Syft document read, every package kept.
+    pub fn into_sbom(self) -> Result<KubescapeSbom, ParseError> {
+        let mut sbom = self.sbom;
+        sbom.syft =
+            deserialize_tracked::<SyftDocument>(self.syft.get().as_bytes()).map_err(|e| {
+                ParseError::from_serde(sbom.kind.kind_name(), &sbom.object.name, "spec.syft", e)
+            })?;
+        Ok(sbom)
+    }
+}
+
+/// Reads the stored bytes of an SBOMSyftFiltered or SBOMSyft (see [`crate::SbomKind`] for
+/// objects without `kind`): the Syft document must have the shape of [`crate::SyftDocument`];
+/// its packages are checked one at a time and not kept. A type error also says where it is in
+/// the bytes.
 pub fn read_sbom_bytes(bytes: &[u8]) -> Result<StoredSbom<'_>, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
-    let stand_in = outline.stand_in(&["metadata"], "syft")?;
-    let sbom = read_sbom(&stand_in)?;
-    let label = match sbom.kind {
-        crate::SbomKind::Filtered => kinds::SBOM_FILTERED,
-        crate::SbomKind::Full => kinds::SBOM,
-    };
-    let syft = outline
-        .spec_entry("syft")
-        .expect("read_sbom refuses a spec without spec.syft");
-    let checked: SyftCheck = typed_at(bytes, syft, label, &sbom.object.name, "spec.syft")?;
+    let object = read_envelope(&outline.envelope(), &[kinds::SBOM_FILTERED, kinds::SBOM])?;
+    let kind = SbomKind::of(outline.kind.as_ref(), &object);
+    let label = kind.kind_name();
+    let spec = outline.spec_with_content(label, &object.name)?;
+    let syft = object_entry(spec, "syft").ok_or_else(|| ParseError::MissingField {
+        kind: label,
+        name: object.name.clone(),
+        path: "spec.syft".into(),
+        why: "the SBOM content (Syft JSON) is under spec.syft",
+    })?;
+    let metadata = metadata_at(bytes, spec, label, &object.name)?;
+    let checked: SyftCheck = typed_at(bytes, syft, label, &object.name, "spec.syft")?;
     Ok(StoredSbom {
-        sbom,
-        artifacts: checked.artifacts,
+        sbom: KubescapeSbom {
+            object,
+            kind,
+            metadata,
+            syft: SyftDocument::default(),
+        },
+        artifacts: checked.artifacts.0,
         syft,
     })
 }
 
-/// [`crate::read_manifest`] on the stored bytes, with the same checks and errors (a type error
-/// also says where it is in the bytes).
+/// Reads the stored bytes of a VulnerabilityManifest (a type error also says where it is in the
+/// bytes).
 pub fn read_manifest_bytes(bytes: &[u8]) -> Result<KubescapeManifest, ReadError> {
     let outline: Outline = serde_json::from_slice(bytes)?;
-    let stand_in = outline.stand_in(&["metadata"], "payload")?;
-    let mut manifest = read_manifest(&stand_in)?;
-    let payload = outline
-        .spec_entry("payload")
-        .expect("read_manifest refuses a spec without spec.payload");
-    manifest.payload = typed_at::<GrypeDocument>(
+    let object = read_envelope(&outline.envelope(), &[kinds::MANIFEST])?;
+    let spec = outline.spec_with_content(kinds::MANIFEST, &object.name)?;
+    let payload = object_entry(spec, "payload").ok_or_else(|| ParseError::MissingField {
+        kind: kinds::MANIFEST,
+        name: object.name.clone(),
+        path: "spec.payload".into(),
+        why: "the Grype document is under spec.payload",
+    })?;
+    let metadata = metadata_at(bytes, spec, kinds::MANIFEST, &object.name)?;
+    let mut payload: GrypeDocument = typed_at(
         bytes,
         payload,
         kinds::MANIFEST,
-        &manifest.object.name,
+        &object.name,
         "spec.payload",
     )?;
     // Kept while enrich renders its documents: without the room the vector kept for growth.
-    manifest.payload.matches.shrink_to_fit();
-    Ok(manifest)
+    payload.matches.shrink_to_fit();
+    Ok(KubescapeManifest {
+        object,
+        metadata,
+        payload,
+    })
 }
 
-/// What [`crate::SyftDocument`] accepts, checked without keeping it: the packages are checked one
-/// at a time against [`crate::sbom::SyftArtifact`]'s shape ([`ArtifactShape`]) and counted.
-#[derive(Deserialize)]
-struct SyftCheck {
-    #[serde(default, deserialize_with = "count_artifacts")]
-    artifacts: usize,
-    #[serde(rename = "artifactRelationships", default)]
-    _relationships: Option<Vec<IgnoredAny>>,
-    #[serde(rename = "files", default)]
-    _files: Option<Vec<IgnoredAny>>,
+/// The spec entry `key` when it is a JSON object.
+fn object_entry<'a>(spec: &[SpecEntry<'a>], key: &str) -> Option<&'a RawValue> {
+    spec.iter()
+        .find(|(k, _)| k.as_ref() == key)
+        .map(|(_, raw)| *raw)
+        .filter(|raw| raw.get().starts_with('{'))
 }
 
-fn count_artifacts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    struct Count;
-    impl<'de> Visitor<'de> for Count {
-        type Value = usize;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a sequence")
+/// `spec.metadata` read as `T`; absent or null, `T`'s default.
+fn metadata_at<T: DeserializeOwned + Default>(
+    document: &[u8],
+    spec: &[SpecEntry<'_>],
+    kind: &'static str,
+    name: &str,
+) -> Result<T, ParseError> {
+    match spec.iter().find(|(k, _)| k.as_ref() == "metadata") {
+        Some((_, raw)) if raw.get() != "null" => {
+            typed_at(document, raw, kind, name, "spec.metadata")
         }
-        fn visit_unit<E>(self) -> Result<usize, E> {
-            Ok(0)
-        }
-        fn visit_none<E>(self) -> Result<usize, E> {
-            Ok(0)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
-            deserializer.deserialize_seq(Count)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-            let mut count = 0;
-            while seq.next_element::<ArtifactShape>()?.is_some() {
-                count += 1;
-            }
-            Ok(count)
-        }
+        _ => Ok(T::default()),
     }
-    deserializer.deserialize_option(Count)
 }
 
-/// Accepts exactly the JSON [`crate::sbom::SyftArtifact`] accepts, with the same errors at the
-/// same places, and keeps nothing: the same fields and types, except that a string is checked and
-/// dropped ([`AnyString`]) and a field `SyftArtifact` keeps as a `Value` is skipped (any JSON is a
-/// `Value`). `flatten` stays for what it does to the struct, not for the data: like
-/// `SyftArtifact`'s catch-all map, it makes the struct readable from a JSON object only, not from
-/// an array of its fields. Errors name `SyftArtifact`, as its own do. Building every package's
-/// `metadata` (file lists) as a `Value` only to drop it was most of the cost of reading an SBOM.
-/// A field added to `SyftArtifact` must be added here too.
-#[derive(Deserialize)]
-#[serde(expecting = "struct SyftArtifact")]
-struct ArtifactShape {
-    #[serde(rename = "id", default, deserialize_with = "null_as_default")]
-    _id: AnyString,
-    #[serde(rename = "name", default, deserialize_with = "null_as_default")]
-    _name: AnyString,
-    #[serde(rename = "version", default, deserialize_with = "null_as_default")]
-    _version: AnyString,
-    #[serde(rename = "type", default, deserialize_with = "null_as_default")]
-    _package_type: AnyString,
-    #[serde(rename = "foundBy", default)]
-    _found_by: Option<AnyString>,
-    #[serde(rename = "locations", default)]
-    _locations: Option<Vec<LocationShape>>,
-    #[serde(rename = "licenses", default)]
-    _licenses: Option<IgnoredAny>,
-    #[serde(rename = "language", default)]
-    _language: Option<AnyString>,
-    #[serde(rename = "cpes", default)]
-    _cpes: Option<IgnoredAny>,
-    #[serde(rename = "purl", default)]
-    _purl: Option<AnyString>,
-    #[serde(rename = "metadataType", default)]
-    _metadata_type: Option<AnyString>,
-    #[serde(rename = "metadata", default)]
-    _metadata: Option<IgnoredAny>,
-    #[serde(flatten)]
-    _rest: IgnoredAny,
-}
+/// A Syft document checked as [`SyftDocument`] is read, keeping only the number of packages.
+type SyftCheck = SyftDocumentOf<ArtifactCount, IgnoredAny, IgnoredAny>;
 
-/// [`crate::sbom::SyftLocation`]'s shape, as [`ArtifactShape`] is `SyftArtifact`'s.
-#[derive(Deserialize)]
-#[serde(expecting = "struct SyftLocation")]
-struct LocationShape {
-    #[serde(rename = "path", default, deserialize_with = "null_as_default")]
-    _path: AnyString,
-    #[serde(rename = "layerID", default)]
-    _layer_id: Option<AnyString>,
-    #[serde(rename = "accessPath", default)]
-    _access_path: Option<AnyString>,
-    #[serde(flatten)]
-    _rest: IgnoredAny,
+/// `spec.syft.artifacts`, each package checked as [`crate::SyftArtifact`] is read (strings are
+/// checked and dropped, other values skipped) and counted.
+#[derive(Default)]
+struct ArtifactCount(usize);
+
+impl<'de> Deserialize<'de> for ArtifactCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = ArtifactCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArtifactCount, A::Error> {
+                let mut count = 0;
+                while seq
+                    .next_element::<SyftArtifactOf<AnyString, IgnoredAny, IgnoredAny>>()?
+                    .is_some()
+                {
+                    count += 1;
+                }
+                Ok(ArtifactCount(count))
+            }
+        }
+        deserializer.deserialize_seq(Count)
+    }
 }
 
 /// A JSON string, checked as `String` checks it (same error for anything else), not kept.
@@ -310,10 +317,12 @@ struct Outline<'a> {
     spec: Option<SpecOutline<'a>>,
 }
 
+/// A key of `spec` and its stored text.
+type SpecEntry<'a> = (Cow<'a, str>, &'a RawValue);
+
 enum SpecOutline<'a> {
-    /// The entries in stored order (a repeated key appears twice; the last one counts, as in
-    /// a `Value`).
-    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// The entries in stored order; a repeated key holds its last value, as in a `Value`.
+    Object(Vec<SpecEntry<'a>>),
     Other,
 }
 
@@ -333,56 +342,24 @@ impl<'a> Outline<'a> {
         Value::Object(map)
     }
 
-    /// The last `spec` entry named `key`.
-    fn spec_entry(&self, key: &str) -> Option<&'a RawValue> {
+    /// The entries of `spec`, or `SpecMissing` when it has no content: absent, not an object,
+    /// `{}`, or the zero-valued spec of the storage server's metadata-only view.
+    fn spec_with_content(
+        &self,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<&[SpecEntry<'a>], ParseError> {
         match &self.spec {
-            Some(SpecOutline::Object(entries)) => entries
-                .iter()
-                .rev()
-                .find(|(k, _)| k.as_ref() == key)
-                .map(|(_, raw)| *raw),
-            _ => None,
-        }
-    }
-
-    /// The envelope with a `spec` a `Value` reader checks as it would the stored one: the entries
-    /// named in `parsed` parsed (they are small); `content` an object when it is one, every other
-    /// key null, each of them standing in with `true` inside when it has content, so the
-    /// reader's check for a metadata-only (zero-valued) spec sees what the stored one holds. The
-    /// reader then finds the same problems, in the same order, except inside `content`, which
-    /// the caller reads from its stored text.
-    fn stand_in(&self, parsed: &[&str], content: &str) -> Result<Value, serde_json::Error> {
-        let mut object = self.envelope();
-        let (Value::Object(map), Some(spec)) = (&mut object, &self.spec) else {
-            return Ok(object);
-        };
-        let spec = match spec {
-            SpecOutline::Object(entries) => {
-                let mut stand_in = Map::new();
-                for (key, raw) in entries {
-                    let has_content = text_has_content(raw.get());
-                    let value = if parsed.contains(&key.as_ref()) {
-                        serde_json::from_str(raw.get())?
-                    } else if key == content && raw.get().starts_with('{') {
-                        let mut object = Map::new();
-                        if has_content {
-                            // Ignored by the typed views, which read the content itself.
-                            object.insert("stand-in".into(), Value::Bool(true));
-                        }
-                        Value::Object(object)
-                    } else if has_content {
-                        Value::Bool(true)
-                    } else {
-                        Value::Null
-                    };
-                    stand_in.insert(key.to_string(), value);
-                }
-                Value::Object(stand_in)
+            Some(SpecOutline::Object(entries))
+                if entries.iter().any(|(_, raw)| text_has_content(raw.get())) =>
+            {
+                Ok(entries)
             }
-            SpecOutline::Other => Value::Null,
-        };
-        map.insert("spec".into(), spec);
-        Ok(object)
+            _ => Err(ParseError::SpecMissing {
+                kind,
+                name: name.to_string(),
+            }),
+        }
     }
 }
 
@@ -473,10 +450,13 @@ impl<'de> Visitor<'de> for SpecVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpecOutline<'de>, A::Error> {
-        let mut entries = Vec::new();
+        let mut entries: Vec<SpecEntry<'de>> = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            entries.push((key, raw));
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = raw,
+                None => entries.push((key, raw)),
+            }
         }
         Ok(SpecOutline::Object(entries))
     }
@@ -532,50 +512,81 @@ mod tests {
     }
 
     #[test]
-    fn bytes_and_value_give_the_same_vex() {
-        let object = vex_object();
-        let a = from_bytes(&object).unwrap();
-        let b = crate::read_vex(&object).unwrap();
-        assert_eq!(a.findings, b.findings);
-        assert_eq!(a.document, b.document);
-        assert_eq!(a.object, b.object);
+    fn a_vex_reads_into_findings_with_its_duplicates_merged() {
+        let vex = from_bytes(&vex_object()).unwrap();
+        assert_eq!(vex.object.name, "replicaset-x-app-1a2b-3c4d");
+        assert_eq!(vex.document.author, "kubescape.io");
+        assert_eq!(vex.document.version, 0);
+        assert_eq!(vex.statement_count, 2);
+        assert_eq!(vex.findings.len(), 1);
+        assert_eq!((vex.duplicates_merged, vex.conflicting_duplicates), (1, 1));
+        let finding = &vex.findings[0];
+        assert_eq!(finding.vulnerability_id, "CVE-2023-4911");
         assert_eq!(
-            (a.shape, a.statement_count, a.duplicates_merged),
-            (b.shape, b.statement_count, b.duplicates_merged)
+            finding.status,
+            crate::VexStatus::Affected,
+            "the cautious one"
         );
-        assert_eq!(a.duplicates_merged, 1);
+        assert_eq!(
+            finding.subcomponent_purl.as_deref(),
+            Some("pkg:deb/debian/libc6@2.36-9")
+        );
+    }
+
+    /// The error of the first check that fails: the envelope, then the spec's content, then
+    /// the statements.
+    fn error_of(object: &Value) -> ParseError {
+        match from_bytes(object) {
+            Err(ReadError::Invalid(error)) => error,
+            other => panic!("{object}: expected an invalid object, got {other:?}"),
+        }
+    }
+
+    fn path_of(error: &ParseError) -> &str {
+        match error {
+            ParseError::InvalidField { path, .. } | ParseError::MissingField { path, .. } => path,
+            other => panic!("expected an error naming a field, got {other:?}"),
+        }
     }
 
     #[test]
-    fn the_same_errors_in_the_same_order() {
+    fn checks_come_in_order_envelope_spec_statements() {
         let mut wrong_kind = vex_object();
         wrong_kind["kind"] = json!("SBOMSyft");
         wrong_kind["spec"]["statements"][0]["status"] = json!(7);
+        assert!(matches!(
+            error_of(&wrong_kind),
+            ParseError::WrongKind { found, .. } if found == "SBOMSyft"
+        ));
         let mut no_spec = vex_object();
         no_spec["spec"] = json!({});
         let mut stub = vex_object();
         stub["spec"] = json!({"author": "x"});
-        let mut no_metadata = vex_object();
-        no_metadata.as_object_mut().unwrap().remove("metadata");
-        let mut bad_status = vex_object();
-        bad_status["spec"]["statements"][1]["status"] = json!("exploitable");
         let mut metadata_only = vex_object();
         metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::VEX).unwrap();
-        for object in [
-            wrong_kind,
-            no_spec,
-            metadata_only,
-            stub,
-            no_metadata,
-            bad_status,
-            json!([1]),
-            json!("x"),
-        ] {
-            let expected = crate::read_vex(&object).unwrap_err().to_string();
-            match from_bytes(&object) {
-                Err(ReadError::Invalid(e)) => assert_eq!(e.to_string(), expected),
-                other => panic!("{object}: expected {expected}, got {other:?}"),
-            }
+        for object in [no_spec, stub, metadata_only] {
+            assert!(
+                matches!(error_of(&object), ParseError::SpecMissing { ref name, .. } if name == "replicaset-x-app-1a2b-3c4d"),
+                "{object}"
+            );
+        }
+        let mut no_metadata = vex_object();
+        no_metadata.as_object_mut().unwrap().remove("metadata");
+        let error = error_of(&no_metadata);
+        assert!(matches!(error, ParseError::MissingField { .. }), "{error}");
+        assert_eq!(path_of(&error), "metadata");
+        let mut bad_status = vex_object();
+        bad_status["spec"]["statements"][1]["status"] = json!("exploitable");
+        let error = error_of(&bad_status);
+        assert_eq!(path_of(&error), "spec.statements[1].status");
+        assert!(error.to_string().contains("\"exploitable\""), "{error}");
+        for (object, got) in [(json!([1]), "an array"), (json!("x"), "a string")] {
+            let error = error_of(&object);
+            assert_eq!(path_of(&error), ".");
+            assert!(
+                error.to_string().ends_with(&format!("got {got}")),
+                "{error}"
+            );
         }
     }
 
@@ -598,35 +609,41 @@ mod tests {
     }
 
     #[test]
-    fn statement_errors_come_after_document_time_errors_in_the_value_readers_order() {
+    fn statement_errors_come_after_document_time_errors() {
         let mut bad_time_and_status = vex_object();
         bad_time_and_status["spec"]["last_updated"] = json!("yesterday");
         bad_time_and_status["spec"]["statements"][0]["status"] = json!("exploitable");
+        assert_eq!(
+            path_of(&error_of(&bad_time_and_status)),
+            "spec.last_updated"
+        );
         let mut two_bad_statements = vex_object();
         two_bad_statements["spec"]["statements"][0]["products"] = json!([]);
         two_bad_statements["spec"]["statements"][1]["status"] = json!("");
+        let error = error_of(&two_bad_statements);
+        assert!(
+            matches!(error, ParseError::MissingField { ref name, .. } if name == "replicaset-x-app-1a2b-3c4d"),
+            "{error}"
+        );
+        assert_eq!(path_of(&error), "spec.statements[0].products");
+    }
+
+    #[test]
+    fn null_statements_and_unknown_fields_are_read() {
         let mut statements_null = vex_object();
         statements_null["spec"]["statements"] = json!(null);
+        let vex = from_bytes(&statements_null).unwrap();
+        assert_eq!((vex.statement_count, vex.findings.len()), (0, 0));
+        assert_eq!(vex.shape, crate::KubevulnShape::Undetermined);
         let mut unknown_fields = vex_object();
         unknown_fields["spec"]["extra"] = json!({"nested": [1, 2]});
         unknown_fields["spec"]["statements"][1]["extra"] = json!("x");
-        for object in [bad_time_and_status, two_bad_statements] {
-            let expected = crate::read_vex(&object).unwrap_err().to_string();
-            let actual = from_bytes(&object).unwrap_err().to_string();
-            assert_eq!(actual, expected);
-        }
-        for object in [statements_null, unknown_fields] {
-            let (a, b) = (
-                from_bytes(&object).unwrap(),
-                crate::read_vex(&object).unwrap(),
-            );
-            assert_eq!(a.findings, b.findings);
-            assert_eq!(a.document, b.document);
-            assert_eq!(
-                (a.shape, a.statement_count, a.duplicates_merged),
-                (b.shape, b.statement_count, b.duplicates_merged)
-            );
-        }
+        let (with, without) = (
+            from_bytes(&unknown_fields).unwrap(),
+            from_bytes(&vex_object()).unwrap(),
+        );
+        assert_eq!(with.findings, without.findings);
+        assert_eq!(with.document, without.document);
     }
 
     #[test]
@@ -648,7 +665,7 @@ mod tests {
     }
 
     #[test]
-    fn every_shape_and_its_duplicates_read_as_from_a_value() {
+    fn every_shape_is_told_and_its_duplicates_merged() {
         let statement = |id: Option<&str>, vid: &str, vname: &str, status: &str, legacy: bool| {
             let product = if legacy {
                 json!({"@id": "nginx", "identifiers": {"purl": "pkg:deb/debian/libc6@2.36-9"}})
@@ -683,19 +700,36 @@ mod tests {
                 statement(None, url, "CVE-2023-4911", "affected", true),
             ],
         ];
-        for statements in shapes {
+        // (shape, statements, findings, duplicates merged, of which conflicting)
+        let expected = [
+            (crate::KubevulnShape::Undetermined, 0, 0, 0, 0),
+            (crate::KubevulnShape::V0_3_159, 3, 2, 1, 1),
+            (crate::KubevulnShape::Main, 1, 1, 0, 0),
+            (crate::KubevulnShape::Legacy, 2, 1, 1, 0),
+        ];
+        for (statements, expected) in shapes.into_iter().zip(expected) {
             let mut object = vex_object();
             object["spec"]["statements"] = json!(statements);
-            let (a, b) = (
-                from_bytes(&object).unwrap(),
-                crate::read_vex(&object).unwrap(),
-            );
-            assert_eq!(a.findings, b.findings);
-            assert_eq!((a.shape, a.statement_count), (b.shape, b.statement_count));
+            let vex = from_bytes(&object).unwrap();
             assert_eq!(
-                (a.duplicates_merged, a.conflicting_duplicates),
-                (b.duplicates_merged, b.conflicting_duplicates)
+                (
+                    vex.shape,
+                    vex.statement_count,
+                    vex.findings.len(),
+                    vex.duplicates_merged,
+                    vex.conflicting_duplicates
+                ),
+                expected
             );
+            // The cautious status wins and the aliases are kept.
+            if let Some(finding) = vex
+                .findings
+                .iter()
+                .find(|f| f.vulnerability_id == "CVE-2023-4911")
+            {
+                assert_ne!(finding.status, crate::VexStatus::NotAffected);
+                assert_eq!(finding.aliases, ["GHSA-1"]);
+            }
         }
     }
 
@@ -717,96 +751,6 @@ mod sbom_and_manifest_tests {
     use serde_json::json;
 
     use super::*;
-
-    /// `ArtifactShape` accepts what `SyftArtifact` accepts and fails where it fails, with the
-    /// same message (which carries the line and column): every artifact of the real Syft SBOMs
-    /// in `shared/fixtures`, then one artifact with each field replaced by each JSON type, and
-    /// artifacts that are not objects at all.
-    #[test]
-    fn the_artifact_shape_accepts_and_refuses_what_syft_artifact_does() {
-        let outcome = |text: &str| {
-            let full = serde_json::from_str::<crate::sbom::SyftArtifact>(text)
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            let shape = serde_json::from_str::<ArtifactShape>(text)
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            (full, shape)
-        };
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-        let mut artifacts: Vec<Value> = Vec::new();
-        for rel in [
-            "scanner-reports/kubevuln-alpine-sbom.json",
-            "kubescape/sbomsyftfiltered.node-agent-nginx-syft-filtered.json",
-        ] {
-            let document: Value =
-                serde_json::from_slice(&std::fs::read(fixtures.join(rel)).unwrap()).unwrap();
-            let found = document
-                .pointer("/spec/syft/artifacts")
-                .or_else(|| document.pointer("/artifacts"))
-                .and_then(Value::as_array)
-                .unwrap_or_else(|| panic!("{rel} has artifacts"));
-            artifacts.extend(found.iter().cloned());
-        }
-        assert!(artifacts.len() > 10);
-        for artifact in &artifacts {
-            let (full, shape) = outcome(&artifact.to_string());
-            assert!(full.is_ok(), "{full:?}");
-            assert_eq!(full, shape);
-        }
-
-        let base = artifacts
-            .iter()
-            .find(|a| a.get("metadata").is_some() && a.get("locations").is_some())
-            .expect("an artifact with metadata and locations")
-            .clone();
-        let values = [
-            json!(null),
-            json!(true),
-            json!(7),
-            json!(-1.5),
-            json!("text"),
-            json!("esc\"aped"),
-            json!([]),
-            json!(["a", 1]),
-            json!({}),
-            json!({"path": "/x", "layerID": 3}),
-            json!([{"path": "/x"}]),
-            json!([{"path": null, "other": 1}]),
-            json!([{"path": 5}]),
-            json!([["/x"]]),
-            json!([{"accessPath": ["no"]}]),
-        ];
-        let mut keys: Vec<String> = base.as_object().unwrap().keys().cloned().collect();
-        keys.extend(["unknown".to_string(), "layerID".to_string()]);
-        let mut checked = 0;
-        for key in &keys {
-            for value in &values {
-                let mut changed = base.clone();
-                changed[key.as_str()] = value.clone();
-                let (full, shape) = outcome(&serde_json::to_string_pretty(&changed).unwrap());
-                assert_eq!(full, shape, "{key} = {value}");
-                checked += 1;
-            }
-        }
-        let mut refused = 0;
-        for text in [
-            "null",
-            "3",
-            "\"artifact\"",
-            "[]",
-            "[\"id\", \"name\"]",
-            "{\"id\": \"a\", \"id\": \"b\"}",
-            "{\"locations\": [{\"path\": \"/a\", \"path\": \"/b\"}]}",
-            "{\"name\": \"a\"",
-        ] {
-            let (full, shape) = outcome(text);
-            refused += usize::from(full.is_err());
-            assert_eq!(full, shape, "{text}");
-        }
-        assert!(checked > 100 && refused == 8, "{checked} {refused}");
-    }
 
     fn sbom_object() -> Value {
         json!({"apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1", "kind": "SBOMSyftFiltered",
@@ -840,149 +784,165 @@ mod sbom_and_manifest_tests {
     }
 
     #[test]
-    fn the_sbom_from_bytes_has_what_the_value_reader_reads() {
+    fn an_sbom_reads_its_metadata_and_counts_its_packages_keeping_the_syft_text() {
         let object = sbom_object();
         let stored = bytes(&object);
-        let from_bytes = read_sbom_bytes(&stored).unwrap();
-        let from_value = crate::read_sbom(&object).unwrap();
-        assert_eq!(from_bytes.sbom.object, from_value.object);
-        assert_eq!(from_bytes.sbom.kind, from_value.kind);
-        assert_eq!(from_bytes.sbom.metadata, from_value.metadata);
-        assert_eq!(from_bytes.artifacts, from_value.syft.artifacts.len());
+        let read = read_sbom_bytes(&stored).unwrap();
+        assert_eq!(read.sbom.object.name, "replicaset-x-app-1a2b-3c4d");
+        assert_eq!(read.sbom.kind, crate::SbomKind::Filtered);
+        assert_eq!(read.sbom.metadata.tool.version, "v1.18.1");
+        assert_eq!(read.artifacts, 2);
         assert_eq!(
-            serde_json::from_str::<Value>(from_bytes.syft.get()).unwrap(),
+            serde_json::from_str::<Value>(read.syft.get()).unwrap(),
             object["spec"]["syft"]
+        );
+        let sbom = read.into_sbom().unwrap();
+        assert_eq!(sbom.syft.artifacts.len(), 2);
+        assert_eq!(sbom.syft.artifacts[1].version, "", "null reads as empty");
+        assert_eq!(
+            serde_json::to_value(&sbom.syft).unwrap()["distro"],
+            json!({"name": "debian"})
         );
     }
 
     #[test]
-    fn the_manifest_from_bytes_equals_the_value_reader() {
-        let object = manifest_object();
-        let from_bytes = read_manifest_bytes(&bytes(&object)).unwrap();
-        let from_value = crate::read_manifest(&object).unwrap();
-        assert_eq!(from_bytes.object, from_value.object);
-        assert_eq!(from_bytes.metadata, from_value.metadata);
-        assert_eq!(from_bytes.payload, from_value.payload);
+    fn a_manifest_reads_its_metadata_and_matches() {
+        let manifest = read_manifest_bytes(&bytes(&manifest_object())).unwrap();
+        assert_eq!(manifest.object.name, "replicaset-x-app-1a2b-3c4d");
+        assert!(manifest.metadata.with_relevancy);
+        assert_eq!(manifest.metadata.tool.version, "v0.92.2");
+        assert_eq!(manifest.payload.matches.len(), 1);
+        assert_eq!(
+            manifest.payload.matches[0].fix_versions(),
+            Some(&["2.36-9+deb12u3".to_string()][..])
+        );
     }
 
     #[test]
     fn content_beside_zero_valued_metadata_is_read_not_taken_for_a_metadata_only_view() {
-        // The stand-in holds only `spec.metadata`; the content it replaces must still count.
         let mut sbom = sbom_object();
         sbom["spec"]["metadata"] =
             json!({"tool": {"name": "", "version": ""}, "report": {"createdAt": null}});
-        let stored = bytes(&sbom);
-        let from_bytes = read_sbom_bytes(&stored).unwrap();
-        assert_eq!(from_bytes.artifacts, 2);
-        assert_eq!(crate::read_sbom(&sbom).unwrap().syft.artifacts.len(), 2);
+        assert_eq!(read_sbom_bytes(&bytes(&sbom)).unwrap().artifacts, 2);
         let mut manifest = manifest_object();
         manifest["spec"]["metadata"] = json!(null);
-        let from_bytes = read_manifest_bytes(&bytes(&manifest)).unwrap();
-        assert_eq!(from_bytes.payload.matches.len(), 1);
-        assert_eq!(
-            crate::read_manifest(&manifest).unwrap().payload,
-            from_bytes.payload
-        );
+        let read = read_manifest_bytes(&bytes(&manifest)).unwrap();
+        assert_eq!(read.payload.matches.len(), 1);
+        assert!(!read.metadata.with_relevancy);
     }
 
-    /// The same message as the `Value` reader, plus where the problem is in the stored bytes.
-    fn assert_same_error(from_bytes: ReadError, from_value: ParseError, stored: &[u8]) {
-        let ReadError::Invalid(from_bytes) = from_bytes else {
-            panic!("JSON that is not a valid object is Invalid, got {from_bytes:?}");
+    /// What an error is about: its variant, or the field it names; an error naming a field of
+    /// the stored text says where it is, at a place that exists.
+    fn what_is_wrong(error: ReadError, stored: &[u8]) -> String {
+        let ReadError::Invalid(error) = error else {
+            panic!("JSON that is not a valid object is Invalid, got {error:?}");
         };
-        let (actual, expected) = (from_bytes.to_string(), from_value.to_string());
-        if actual == expected {
-            return;
+        match &error {
+            ParseError::WrongKind { .. } => "WrongKind".into(),
+            ParseError::SpecMissing { .. } => "SpecMissing".into(),
+            ParseError::MissingField { path, .. } => format!("missing {path}"),
+            ParseError::InvalidField { path, message, .. } => {
+                if let Some((_, position)) = message.rsplit_once(" at line ") {
+                    let (line, column) = position.split_once(" column ").unwrap();
+                    let (line, column): (usize, usize) =
+                        (line.parse().unwrap(), column.parse().unwrap());
+                    let line_text = String::from_utf8_lossy(stored)
+                        .lines()
+                        .nth(line - 1)
+                        .unwrap()
+                        .to_string();
+                    assert!(
+                        column <= line_text.len() + 1,
+                        "{error}: column {column} is past line {line}: {line_text}"
+                    );
+                }
+                format!("invalid {path}")
+            }
         }
-        let (text, position) = actual
-            .rsplit_once(" at line ")
-            .unwrap_or_else(|| panic!("{actual} differs from {expected}"));
-        assert_eq!(text, expected);
-        let (line, column) = position.split_once(" column ").unwrap();
-        let (line, column): (usize, usize) = (line.parse().unwrap(), column.parse().unwrap());
-        let line_text = String::from_utf8_lossy(stored)
-            .lines()
-            .nth(line - 1)
-            .unwrap()
-            .to_string();
-        assert!(
-            column <= line_text.len() + 1,
-            "{actual}: column {column} is past line {line}: {line_text}"
-        );
     }
 
     #[test]
-    fn bad_sboms_give_the_value_readers_errors_with_their_position() {
+    fn a_bad_sbom_is_refused_naming_what_is_wrong() {
         let mut cases = Vec::new();
         let mut wrong_kind = sbom_object();
         wrong_kind["kind"] = json!("OpenVulnerabilityExchangeContainer");
-        cases.push(wrong_kind);
+        cases.push((wrong_kind, "WrongKind"));
         let mut no_syft = sbom_object();
         no_syft["spec"]["syft"] = json!(null);
-        cases.push(no_syft);
+        cases.push((no_syft, "missing spec.syft"));
         let mut syft_array = sbom_object();
         syft_array["spec"]["syft"] = json!([]);
-        cases.push(syft_array);
+        cases.push((syft_array, "missing spec.syft"));
         let mut only_other = sbom_object();
         only_other["spec"] = json!({"other": 1});
-        cases.push(only_other);
+        cases.push((only_other, "missing spec.syft"));
         let mut empty_spec = sbom_object();
         empty_spec["spec"] = json!({});
-        cases.push(empty_spec);
+        cases.push((empty_spec, "SpecMissing"));
         let mut metadata_only = sbom_object();
         metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::SBOM_FILTERED).unwrap();
-        cases.push(metadata_only);
+        cases.push((metadata_only, "SpecMissing"));
         let mut bad_metadata = sbom_object();
         bad_metadata["spec"]["metadata"]["tool"]["name"] = json!(7);
-        cases.push(bad_metadata);
+        cases.push((bad_metadata, "invalid spec.metadata.tool.name"));
         let mut bad_location = sbom_object();
         bad_location["spec"]["syft"]["artifacts"][1]["locations"] = json!([{"path": 7}]);
-        cases.push(bad_location);
+        cases.push((
+            bad_location,
+            "invalid spec.syft.artifacts[1].locations[0].path",
+        ));
+        let mut artifact_array = sbom_object();
+        artifact_array["spec"]["syft"]["artifacts"][0] = json!(["id", "name"]);
+        cases.push((artifact_array, "invalid spec.syft.artifacts[0]"));
         let mut artifacts_object = sbom_object();
         artifacts_object["spec"]["syft"]["artifacts"] = json!({});
-        cases.push(artifacts_object);
+        cases.push((artifacts_object, "invalid spec.syft.artifacts"));
         let mut relationships_string = sbom_object();
         relationships_string["spec"]["syft"]["artifactRelationships"] = json!("x");
-        cases.push(relationships_string);
+        cases.push((
+            relationships_string,
+            "invalid spec.syft.artifactRelationships",
+        ));
         let mut files_number = sbom_object();
         files_number["spec"]["syft"]["files"] = json!(3);
-        cases.push(files_number);
-        cases.push(json!(["not", "an", "object"]));
-        for object in cases {
-            let expected = crate::read_sbom(&object).unwrap_err();
+        cases.push((files_number, "invalid spec.syft.files"));
+        cases.push((json!(["not", "an", "object"]), "invalid ."));
+        for (object, expected) in cases {
             let stored = bytes(&object);
-            let actual = read_sbom_bytes(&stored).unwrap_err();
-            assert_same_error(actual, expected, &stored);
+            let error = read_sbom_bytes(&stored).unwrap_err();
+            assert_eq!(what_is_wrong(error, &stored), expected, "{object}");
         }
     }
 
     #[test]
-    fn bad_manifests_give_the_value_readers_errors_with_their_position() {
+    fn a_bad_manifest_is_refused_naming_what_is_wrong() {
         let mut cases = Vec::new();
         let mut no_name = manifest_object();
         no_name["spec"]["payload"]["matches"][0]["artifact"] = json!({"version": "1"});
-        cases.push(no_name);
+        cases.push((no_name, "invalid spec.payload.matches[0].artifact"));
         let mut no_payload = manifest_object();
         no_payload["spec"]["payload"] = json!("x");
-        cases.push(no_payload);
+        cases.push((no_payload, "missing spec.payload"));
         let mut bad_versions = manifest_object();
         bad_versions["spec"]["payload"]["matches"][0]["vulnerability"]["fix"]["versions"] =
             json!([1]);
-        cases.push(bad_versions);
+        cases.push((
+            bad_versions,
+            "invalid spec.payload.matches[0].vulnerability.fix.versions[0]",
+        ));
         let mut bad_relevancy = manifest_object();
         bad_relevancy["spec"]["metadata"]["withRelevancy"] = json!("yes");
-        cases.push(bad_relevancy);
+        cases.push((bad_relevancy, "invalid spec.metadata.withRelevancy"));
         let mut no_metadata = manifest_object();
         no_metadata.as_object_mut().unwrap().remove("metadata");
-        cases.push(no_metadata);
+        cases.push((no_metadata, "missing metadata"));
         let mut metadata_only = manifest_object();
         metadata_only["spec"] = crate::metadata_only::zero_spec(kinds::MANIFEST).unwrap();
-        cases.push(metadata_only);
-        for object in cases {
-            let expected = crate::read_manifest(&object).unwrap_err();
+        cases.push((metadata_only, "SpecMissing"));
+        for (object, expected) in cases {
             let stored = bytes(&object);
-            let actual = read_manifest_bytes(&stored).unwrap_err();
-            assert_same_error(actual, expected, &stored);
+            let error = read_manifest_bytes(&stored).unwrap_err();
+            assert_eq!(what_is_wrong(error, &stored), expected, "{object}");
         }
     }
 

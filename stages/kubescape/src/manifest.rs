@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ParseError;
 use crate::keys::kinds;
-use crate::object::{ObjectInfo, null_as_default, read_envelope, spec_of, typed};
+use crate::object::{ObjectInfo, null_as_default, typed};
 use crate::sbom::{ReportMeta, ToolMeta};
 
 const KIND: &str = kinds::MANIFEST;
@@ -126,28 +126,10 @@ pub struct KubescapeManifest {
     pub payload: GrypeDocument,
 }
 
+/// Reads a VulnerabilityManifest.
 pub fn read_manifest(object: &Value) -> Result<KubescapeManifest, ParseError> {
-    let info = read_envelope(object, &[KIND])?;
-    let spec = spec_of(object, KIND, &info.name)?;
-    let payload = spec
-        .get("payload")
-        .filter(|v| v.is_object())
-        .ok_or_else(|| ParseError::MissingField {
-            kind: KIND,
-            name: info.name.clone(),
-            path: "spec.payload".into(),
-            why: "the Grype document is under spec.payload",
-        })?;
-    let metadata = match spec.get("metadata") {
-        None | Some(Value::Null) => ManifestMeta::default(),
-        Some(m) => typed(m, KIND, &info.name, "spec.metadata")?,
-    };
-    let payload = typed(payload, KIND, &info.name, "spec.payload")?;
-    Ok(KubescapeManifest {
-        object: info,
-        metadata,
-        payload,
-    })
+    // One reader: the one for stored bytes, given this object's text.
+    crate::from_bytes::read_parsed(object, KIND, crate::from_bytes::read_manifest_bytes)
 }
 
 /// Reads a bare Grype JSON report.

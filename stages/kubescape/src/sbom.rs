@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ParseError;
 use crate::keys::{self, kinds};
-use crate::object::{ObjectInfo, null_as_default, read_envelope, spec_of, typed};
+use crate::object::{ObjectInfo, null_as_default, typed};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolMeta {
@@ -44,84 +44,117 @@ pub struct SbomMeta {
 }
 
 /// A Syft JSON document (`v1beta1/syfttypes.go SyftDocument`).
+///
+/// The Syft types are generic over how they keep what they read, so that one field list serves
+/// both the typed view ([`SyftDocument`], [`SyftArtifact`], [`SyftLocation`]) and the check of a
+/// stored SBOM (`from_bytes`), which accepts and refuses the same JSON with the same errors but
+/// keeps nothing: building every package's `metadata` (file lists) as a `Value` only to drop it
+/// was most of the cost of reading an SBOM. `Text` is each string, `Any` each value kept as
+/// JSON, `Rest` the fields vexxy does not know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SyftDocument {
+#[serde(
+    expecting = "struct SyftDocument",
+    bound(
+        deserialize = "Artifacts: Deserialize<'de> + Default, Any: Deserialize<'de> + Default, \
+                         Rest: Deserialize<'de>"
+    )
+)]
+pub struct SyftDocumentOf<Artifacts, Any, Rest> {
     #[serde(default, deserialize_with = "null_as_default")]
-    pub artifacts: Vec<SyftArtifact>,
+    pub artifacts: Artifacts,
     #[serde(
         rename = "artifactRelationships",
         default,
         deserialize_with = "null_as_default"
     )]
-    pub artifact_relationships: Vec<Value>,
+    pub artifact_relationships: Vec<Any>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<Vec<Value>>,
+    pub files: Option<Vec<Any>>,
     #[serde(default)]
-    pub source: Value,
+    pub source: Any,
     #[serde(default)]
-    pub distro: Value,
+    pub distro: Any,
     #[serde(default)]
-    pub descriptor: Value,
+    pub descriptor: Any,
     #[serde(default)]
-    pub schema: Value,
+    pub schema: Any,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Rest,
 }
 
-/// One package. `from_bytes` checks stored SBOMs against a copy of this shape that keeps nothing
-/// (`ArtifactShape`): a field added or retyped here must be changed there too.
+/// A Syft JSON document as vexxy reads it: every field kept.
+pub type SyftDocument = SyftDocumentOf<Vec<SyftArtifact>, Value, Map<String, Value>>;
+
+/// One package (see [`SyftDocumentOf`] for the type parameters).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SyftArtifact {
+#[serde(
+    expecting = "struct SyftArtifact",
+    bound(
+        deserialize = "Text: Deserialize<'de> + Default, Any: Deserialize<'de>, \
+                         Rest: Deserialize<'de>"
+    )
+)]
+pub struct SyftArtifactOf<Text, Any, Rest> {
     #[serde(default, deserialize_with = "null_as_default")]
-    pub id: String,
+    pub id: Text,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub name: String,
+    pub name: Text,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub version: String,
+    pub version: Text,
     #[serde(rename = "type", default, deserialize_with = "null_as_default")]
-    pub package_type: String,
+    pub package_type: Text,
     #[serde(rename = "foundBy", default, skip_serializing_if = "Option::is_none")]
-    pub found_by: Option<String>,
+    pub found_by: Option<Text>,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub locations: Vec<SyftLocation>,
+    pub locations: Vec<SyftLocationOf<Text, Rest>>,
     /// Objects in current Syft, plain strings in older documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub licenses: Option<Value>,
+    pub licenses: Option<Any>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
+    pub language: Option<Text>,
     /// `{cpe, source}` objects in current Syft, plain strings in older documents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpes: Option<Value>,
+    pub cpes: Option<Any>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purl: Option<String>,
+    pub purl: Option<Text>,
     #[serde(
         rename = "metadataType",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub metadata_type: Option<String>,
+    pub metadata_type: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
+    pub metadata: Option<Any>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Rest,
 }
 
-/// Where a package was found. Like [`SyftArtifact`], mirrored by `from_bytes`'s `LocationShape`.
+/// One package as vexxy reads it: every field kept.
+pub type SyftArtifact = SyftArtifactOf<String, Value, Map<String, Value>>;
+
+/// Where a package was found (see [`SyftDocumentOf`] for the type parameters).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SyftLocation {
+#[serde(
+    expecting = "struct SyftLocation",
+    bound(deserialize = "Text: Deserialize<'de> + Default, Rest: Deserialize<'de>")
+)]
+pub struct SyftLocationOf<Text, Rest> {
     #[serde(default, deserialize_with = "null_as_default")]
-    pub path: String,
+    pub path: Text,
     #[serde(rename = "layerID", default, skip_serializing_if = "Option::is_none")]
-    pub layer_id: Option<String>,
+    pub layer_id: Option<Text>,
     #[serde(
         rename = "accessPath",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub access_path: Option<String>,
+    pub access_path: Option<Text>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Rest,
 }
+
+/// Where a package was found, every field kept.
+pub type SyftLocation = SyftLocationOf<String, Map<String, Value>>;
 
 impl SyftArtifact {
     /// Files the package owns: its `locations` and, for OS packages, `metadata.files[].path`.
@@ -160,45 +193,38 @@ pub struct KubescapeSbom {
     pub syft: SyftDocument,
 }
 
-/// Reads an SBOMSyftFiltered or SBOMSyft. Objects without `kind` (test data) count as filtered
-/// when labelled `kubescape.io/context: filtered` or named like an instance (they come from the
-/// relevancy path), else as full.
-pub fn read_sbom(object: &Value) -> Result<KubescapeSbom, ParseError> {
-    let info = read_envelope(object, &[kinds::SBOM_FILTERED, kinds::SBOM])?;
-    let kind = match object.get("kind").and_then(Value::as_str) {
-        Some(k) if k == kinds::SBOM => SbomKind::Full,
-        Some(k) if k == kinds::SBOM_FILTERED => SbomKind::Filtered,
-        _ if info.label(keys::CONTEXT) == Some("filtered")
-            || info.annotation(keys::INSTANCE_ID).is_some() =>
-        {
-            SbomKind::Filtered
+impl SbomKind {
+    /// The kind an SBOM object is. Objects without `kind` (test data) count as filtered when
+    /// labelled `kubescape.io/context: filtered` or annotated with an instance id (they come
+    /// from the relevancy path), else as full.
+    pub(crate) fn of(kind: Option<&Value>, info: &ObjectInfo) -> SbomKind {
+        match kind.and_then(Value::as_str) {
+            Some(k) if k == kinds::SBOM => SbomKind::Full,
+            Some(k) if k == kinds::SBOM_FILTERED => SbomKind::Filtered,
+            _ if info.label(keys::CONTEXT) == Some("filtered")
+                || info.annotation(keys::INSTANCE_ID).is_some() =>
+            {
+                SbomKind::Filtered
+            }
+            _ => SbomKind::Full,
         }
-        _ => SbomKind::Full,
-    };
-    let label = match kind {
-        SbomKind::Filtered => kinds::SBOM_FILTERED,
-        SbomKind::Full => kinds::SBOM,
-    };
-    let spec = spec_of(object, label, &info.name)?;
-    let syft =
-        spec.get("syft")
-            .filter(|v| v.is_object())
-            .ok_or_else(|| ParseError::MissingField {
-                kind: label,
-                name: info.name.clone(),
-                path: "spec.syft".into(),
-                why: "the SBOM content (Syft JSON) is under spec.syft",
-            })?;
-    let metadata = match spec.get("metadata") {
-        None | Some(Value::Null) => SbomMeta::default(),
-        Some(m) => typed(m, label, &info.name, "spec.metadata")?,
-    };
-    let syft: SyftDocument = typed(syft, label, &info.name, "spec.syft")?;
-    Ok(KubescapeSbom {
-        object: info,
-        kind,
-        metadata,
-        syft,
+    }
+
+    /// The Kubescape kind, for error messages.
+    pub(crate) fn kind_name(self) -> &'static str {
+        match self {
+            SbomKind::Filtered => kinds::SBOM_FILTERED,
+            SbomKind::Full => kinds::SBOM,
+        }
+    }
+}
+
+/// Reads an SBOMSyftFiltered or SBOMSyft (see [`SbomKind::of`] for objects without `kind`),
+/// with every package.
+pub fn read_sbom(object: &Value) -> Result<KubescapeSbom, ParseError> {
+    // One reader: the one for stored bytes, given this object's text.
+    crate::from_bytes::read_parsed(object, kinds::SBOM_FILTERED, |text| {
+        Ok(crate::from_bytes::read_sbom_bytes(text)?.into_sbom()?)
     })
 }
 

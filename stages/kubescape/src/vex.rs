@@ -10,7 +10,7 @@
 //! * the **legacy** storage sample: products are the image with the package in
 //!   `identifiers.purl`, no subcomponents.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,39 +18,13 @@ use serde_json::{Map, Value};
 
 use crate::error::ParseError;
 use crate::keys::kinds;
-use crate::object::{ObjectInfo, null_as_default, read_envelope, spec_of, typed};
+use crate::object::{ObjectInfo, null_as_default};
 
 const KIND: &str = kinds::VEX;
 
 // ---------------------------------------------------------------------------------------------
-// Raw view: exactly what storage serves (`spec` = VEX with the metadata inline).
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct VexDocument {
-    #[serde(rename = "@context", default, deserialize_with = "null_as_default")]
-    pub context: String,
-    #[serde(rename = "@id", default, deserialize_with = "null_as_default")]
-    pub id: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub author: String,
-    #[serde(default)]
-    pub role: Option<String>,
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    #[serde(default)]
-    pub last_updated: Option<String>,
-    /// kubevuln starts at 0 (OpenVEX requires ≥ 1; enrich fixes that when it republishes).
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub version: i64,
-    #[serde(default)]
-    pub tooling: Option<String>,
-    #[serde(default)]
-    pub supplier: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub statements: Vec<VexStatement>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+// Raw view: exactly what storage serves (`spec` = VEX with the metadata inline). The document
+// around the statements is read by `vex_stream`, which normalises each statement as it is read.
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct VexStatement {
@@ -254,16 +228,6 @@ pub struct Finding {
     pub statement_index: usize,
 }
 
-impl Finding {
-    fn key(&self) -> (String, String, Option<String>) {
-        (
-            self.vulnerability_id.clone(),
-            self.product_id.clone(),
-            self.subcomponent_purl.clone(),
-        )
-    }
-}
-
 /// Document-level metadata of the VEX.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VexDocumentInfo {
@@ -311,68 +275,8 @@ pub struct KubescapeVex {
 /// wins, and without timestamps the later one in the document (it was appended by a later scan).
 /// Data-source URL, description and aliases missing on the winner are taken from the others.
 pub fn read_vex(object: &Value) -> Result<KubescapeVex, ParseError> {
-    let info = read_envelope(object, &[KIND])?;
-    let name = info.name.clone();
-    let spec = spec_of(object, KIND, &name)?;
-    if spec.get("statements").is_none()
-        && spec.get("@context").is_none()
-        && spec.get("@id").is_none()
-    {
-        return Err(ParseError::SpecMissing { kind: KIND, name });
-    }
-    let doc: VexDocument = typed(spec, KIND, &name, "spec")?;
-    normalise(info, doc)
-}
-
-/// Findings, shape and counts of a VEX whose envelope and spec are already read.
-pub(crate) fn normalise(info: ObjectInfo, doc: VexDocument) -> Result<KubescapeVex, ParseError> {
-    let name = info.name.clone();
-    let time = |path: String, value: &Option<String>| parse_time(value, &name, path);
-
-    let document = VexDocumentInfo {
-        id: doc.id.clone(),
-        context: doc.context.clone(),
-        author: doc.author.clone(),
-        role: non_empty(&doc.role),
-        timestamp: time("spec.timestamp".into(), &doc.timestamp)?,
-        last_updated: time("spec.last_updated".into(), &doc.last_updated)?,
-        version: doc.version,
-        tooling: non_empty(&doc.tooling),
-        supplier: non_empty(&doc.supplier),
-    };
-
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut index_of: HashMap<(String, String, Option<String>), usize> = HashMap::new();
-    let mut duplicates_merged = 0;
-    let mut conflicting_duplicates = 0;
-    for (i, statement) in doc.statements.iter().enumerate() {
-        for finding in statement_findings(statement, i, &name)? {
-            let key = finding.key();
-            match index_of.get(&key) {
-                None => {
-                    index_of.insert(key, findings.len());
-                    findings.push(finding);
-                }
-                Some(&at) => {
-                    duplicates_merged += 1;
-                    if findings[at].status != finding.status {
-                        conflicting_duplicates += 1;
-                    }
-                    findings[at] = merge_duplicate(findings[at].clone(), finding);
-                }
-            }
-        }
-    }
-
-    Ok(KubescapeVex {
-        object: info,
-        shape: detect_shape(&doc),
-        document,
-        findings,
-        statement_count: doc.statements.len(),
-        duplicates_merged,
-        conflicting_duplicates,
-    })
+    // One reader: the one for stored bytes, given this object's text.
+    crate::from_bytes::read_parsed(object, KIND, crate::from_bytes::read_vex_bytes)
 }
 
 /// True when the CVE is in vulnerability `@id` (v0.3.159 `createVEX`), false when in `name`.
@@ -380,16 +284,8 @@ pub fn has_swapped_vulnerability_fields(id: &str, name: &str) -> bool {
     !id.contains("://") && (name.is_empty() || name.contains("://"))
 }
 
-fn detect_shape(doc: &VexDocument) -> KubevulnShape {
-    let mut clues = ShapeClues::default();
-    for statement in &doc.statements {
-        clues.add(statement);
-    }
-    clues.shape()
-}
-
-/// What the statements tell about their writer, gathered one statement at a time (so a reader
-/// that does not keep the statements can tell the shape too).
+/// What the statements tell about their writer, gathered one statement at a time (the reader
+/// does not keep the statements).
 #[derive(Debug, Default)]
 pub(crate) struct ShapeClues {
     statements: bool,

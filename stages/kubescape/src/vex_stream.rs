@@ -2,9 +2,9 @@
 //! statement is normalised and dropped as soon as it is parsed, so a 10,000 statement document
 //! is never held as statements (they cost several times the stored text).
 //!
-//! The checks and their order are those of [`crate::read_vex`]: a JSON type error anywhere in
-//! the spec first (the whole spec is still parsed after a statement is refused), then the
-//! document's timestamps, then the first statement that cannot be normalised.
+//! The checks come in this order: a JSON type error anywhere in the spec first (the whole spec is
+//! still parsed after a statement is refused), then the document's timestamps, then the first
+//! statement that cannot be normalised.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -21,10 +21,10 @@ use crate::vex::{
     self, Finding, KubescapeVex, ShapeClues, VexDocumentInfo, VexStatement, non_empty, parse_time,
 };
 
-/// [`vex::VexDocument`] with the statements normalised as they are read; unknown fields are
-/// skipped without being kept.
+/// The VEX document (`spec`), with the statements normalised as they are read; unknown fields
+/// are skipped without being kept.
 #[derive(Deserialize)]
-pub(crate) struct StreamedVexDocument {
+pub(crate) struct VexDocument {
     #[serde(rename = "@context", default, deserialize_with = "null_as_default")]
     context: String,
     #[serde(rename = "@id", default, deserialize_with = "null_as_default")]
@@ -47,8 +47,8 @@ pub(crate) struct StreamedVexDocument {
     statements: NormalisedStatements,
 }
 
-impl StreamedVexDocument {
-    /// The same result as [`vex::normalise`] on the document as stored.
+impl VexDocument {
+    /// The findings, shape and counts, with the object's envelope.
     pub(crate) fn normalise(self, info: ObjectInfo) -> Result<KubescapeVex, ParseError> {
         let name = info.name.clone();
         let time = |path: &str, value: &Option<String>| parse_time(value, &name, path.into());
@@ -109,7 +109,7 @@ fn named(error: ParseError, object_name: String) -> ParseError {
     }
 }
 
-/// The findings of every statement, de-duplicated as [`crate::read_vex`] does.
+/// The findings of every statement, de-duplicated as [`crate::read_vex`] describes.
 #[derive(Default)]
 struct NormalisedStatements {
     count: usize,
@@ -119,7 +119,7 @@ struct NormalisedStatements {
     conflicting_duplicates: usize,
     clues: ShapeClues,
     /// The first statement that could not be normalised; the later ones are still parsed (a
-    /// type error in them is reported first, as the other readers do) but not normalised.
+    /// type error in them is reported first, as for any other field) but not normalised.
     first_error: Option<ParseError>,
 }
 
