@@ -5,13 +5,19 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::ValidationPolicy;
-use super::image_ref::{describe_char, is_forbidden_char, shorten};
-use super::validation::{
-    MAX_COMMAND_ELEMENT_BYTES, MAX_COMMAND_ELEMENTS, MAX_ENV_NAME_LEN, MAX_ENV_VALUE_BYTES,
-    MAX_ENV_VARS, MAX_LABEL_KEY_LEN, MAX_LABEL_VALUE_CHARS, MAX_LABELS, MAX_PORTS,
-};
+use super::model::ValidationPolicy;
+use super::text::{describe_char, forbidden_char, shorten};
 use crate::FailureReason;
+
+pub const MAX_ENV_VARS: usize = 64;
+pub const MAX_ENV_NAME_LEN: usize = 128;
+pub const MAX_ENV_VALUE_BYTES: usize = 8 * 1024;
+pub const MAX_COMMAND_ELEMENTS: usize = 64;
+pub const MAX_COMMAND_ELEMENT_BYTES: usize = 4 * 1024;
+pub const MAX_PORTS: usize = 32;
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 
 /// A reason code and the message for the user.
 pub(super) type Problem = (FailureReason, String);
@@ -268,15 +274,6 @@ pub(super) fn describe_value(value: Option<&Value>) -> String {
         Some(Value::Number(n)) => format!("the number {n}"),
         Some(other) => format!("a JSON {}", json_type(other)),
     }
-}
-
-/// The first character (1-based position) a value may not contain: control characters
-/// (newlines, NUL, ESC, ...) and the invisible characters that reorder or break displayed text,
-/// which is how YAML, log and terminal injection is attempted.
-pub(super) fn forbidden_char(text: &str) -> Option<(usize, char)> {
-    text.chars()
-        .enumerate()
-        .find_map(|(i, c)| is_forbidden_char(c).then_some((i + 1, c)))
 }
 
 pub(super) fn is_c_identifier(name: &str) -> bool {

@@ -5,6 +5,8 @@
 //! (`nginx` -> `docker.io/library/nginx`), so the allowlist and the job record always see the
 //! fully qualified repository.
 
+use super::text::{describe_char, shorten};
+
 /// The registry Docker Hub images resolve to, after normalisation.
 pub const DOCKER_HUB: &str = "docker.io";
 /// Hostnames that mean Docker Hub and are normalised to [`DOCKER_HUB`].
@@ -318,44 +320,6 @@ fn is_valid_path_component(component: &str) -> bool {
             }
             _ => return false,
         }
-    }
-}
-
-/// Cuts `s` to at most `max` characters for quoting in a message, with control and
-/// text-reordering characters written as escapes so a message never carries them raw.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if is_forbidden_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Control characters (newline, NUL, ESC, ...) and the invisible characters that break or
-/// reorder displayed text.
-pub(crate) fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Names a character in a message without printing it raw (it may be a terminal escape).
-pub(crate) fn describe_char(c: char) -> String {
-    match c {
-        ' ' => "a space".to_string(),
-        '\t' => "a tab (\\t)".to_string(),
-        '\n' => "a newline (\\n)".to_string(),
-        '\r' => "a carriage return (\\r)".to_string(),
-        '\0' => "a NUL byte (\\0)".to_string(),
-        '\u{1b}' => "an escape character (ESC, \\u001b)".to_string(),
-        c => format!("the character U+{:04X}", c as u32),
     }
 }
 

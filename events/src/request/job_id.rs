@@ -13,7 +13,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::ValidatedRequest;
+use super::model::ValidatedRequest;
 
 /// Longest job id accepted from a caller.
 pub const MAX_JOB_ID_LEN: usize = 40;

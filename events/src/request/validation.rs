@@ -12,22 +12,14 @@ use serde_json::{Map, Value};
 use super::cloud_event::unwrap_cloud_event;
 use super::fields::{
     Problem, check_command, check_duration, check_environment, check_labels, check_ports,
-    forbidden_char, json_type, present, whole_number, wrong_type,
+    json_type, present, whole_number, wrong_type,
 };
-use super::image_ref::{self, ImageRefError, shorten};
+use super::image_ref::{self, ImageRefError};
 use super::job_id::{derive_job_id, is_valid_job_id};
-use super::{AnalysisRequest, ValidatedRequest, ValidationPolicy, strict_json};
+use super::model::{AnalysisRequest, ValidatedRequest, ValidationPolicy};
+use super::strict_json;
+use super::text::{forbidden_char, shorten};
 use crate::FailureReason;
-
-pub const MAX_ENV_VARS: usize = 64;
-pub const MAX_ENV_NAME_LEN: usize = 128;
-pub const MAX_ENV_VALUE_BYTES: usize = 8 * 1024;
-pub const MAX_COMMAND_ELEMENTS: usize = 64;
-pub const MAX_COMMAND_ELEMENT_BYTES: usize = 4 * 1024;
-pub const MAX_PORTS: usize = 32;
-pub const MAX_LABELS: usize = 32;
-pub const MAX_LABEL_KEY_LEN: usize = 63;
-pub const MAX_LABEL_VALUE_CHARS: usize = 256;
 
 const REQUEST_FIELDS: [&str; 5] = ["job_id", "image_ref", "image_digest", "config", "labels"];
 const CONFIG_FIELDS: [&str; 5] = [
@@ -456,7 +448,7 @@ fn normalise(request: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::RunConfig;
+    use crate::request::model::RunConfig;
 
     #[test]
     fn field_lists_match_the_request_types() {

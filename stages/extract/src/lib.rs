@@ -24,7 +24,8 @@
 //! (background propagation; already gone is fine) and **emits** the ticket with `evidence` (keys
 //! only, never documents: they can exceed the NATS payload limit) to `vexxy.pipeline.enrich`.
 //!
-//! A **janitor** ([`janitor`]) runs in the same process: at start, a TTL after a job failed,
+//! A **janitor** ([`janitor`]) runs in the same process, as a background task of the runtime
+//! (on the stage's NATS connection, stopped on shutdown): at start, a TTL after a job failed,
 //! and at the latest every `VEXXY_JANITOR_INTERVAL`, it deletes vexxy sandboxes older than
 //! `K8S_JOB_TTL_SECONDS` whose job is final or unknown in the `vexxy-jobs` KV bucket.
 //!
@@ -54,7 +55,8 @@ use vexxy_kubescape::keys::{self, kinds};
 use vexxy_kubescape::metadata_only;
 use vexxy_kubescape::names;
 use vexxy_runtime::{
-    ConfigError, Env, Handler, JobContext, Outcome, StageDefaults, StageError, Store,
+    BackgroundTask, ConfigError, Env, Handler, JobContext, Outcome, StageDefaults, StageError,
+    Store,
 };
 
 /// Seconds of API and store work per job: a few dozen in flight keep both busy enough.
@@ -158,37 +160,18 @@ impl Found {
 }
 
 impl Extract {
-    /// The stage as the binary runs it: configuration from the environment, the cluster from
-    /// `K8S_IN_CLUSTER`/`KUBECONFIG`, and the janitor started on its own NATS connection.
-    pub async fn from_env(nats: vexxy_runtime::config::NatsConfig) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
+    /// The stage as the binary runs it: configuration from the environment and the cluster from
+    /// `K8S_IN_CLUSTER`/`KUBECONFIG`. The janitor comes with it as a background task
+    /// ([`Handler::background_tasks`]).
+    pub async fn from_env() -> anyhow::Result<Self> {
         let env = Env::process();
         let config = ExtractConfig::load(&env)?;
         let client = vexxy_runtime::kubernetes::client(&env).await?;
-        let extract = Extract::new(client, config);
-        let connection = vexxy_runtime::connect::connect(&nats, Stage::Extract)
-            .await
-            .context("connecting to NATS for the sandbox janitor")?;
-        extract.spawn_janitor(async_nats::jetstream::new(connection));
-        Ok(extract)
+        Ok(Extract::new(client, config))
     }
 
-    /// The handler. Start the janitor separately with [`Extract::spawn_janitor`].
     pub fn new(client: Client, config: ExtractConfig) -> Self {
         Extract { client, config }
-    }
-
-    /// Starts the janitor on the current Tokio runtime; it reads job liveness from the
-    /// `vexxy-jobs` KV bucket of `jetstream`.
-    pub fn spawn_janitor(
-        &self,
-        jetstream: async_nats::jetstream::Context,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(janitor::run(
-            self.client.clone(),
-            jetstream,
-            self.config.janitor(),
-        ))
     }
 
     /// Extracts one job, writing evidence through `store`.
@@ -445,6 +428,20 @@ impl Handler for Extract {
         ticket: PipelineTicket,
     ) -> Result<Outcome, StageError> {
         self.run(&job.store, ticket).await
+    }
+
+    /// The janitor, reading job liveness from the `vexxy-jobs` KV bucket on the stage's own
+    /// connection. Stopping it mid-sweep is harmless: deletes are idempotent and the next
+    /// process sweeps at start.
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        let client = self.client.clone();
+        let config = self.config.janitor();
+        vec![BackgroundTask::new("janitor", move |context| async move {
+            tokio::select! {
+                () = janitor::run(client, context.jetstream, config) => {}
+                () = context.shutdown.requested() => {}
+            }
+        })]
     }
 }
 

@@ -3,7 +3,7 @@ async fn main() -> std::process::ExitCode {
     vexxy_runtime::run(
         vexxy_events::Stage::Extract,
         vexxy_extract::RUNTIME_DEFAULTS,
-        |config| vexxy_extract::Extract::from_env(config.nats.clone()),
+        |_config| vexxy_extract::Extract::from_env(),
     )
     .await
 }

@@ -6,8 +6,8 @@
 //! work alive, publishing the next event before acking, retries with backoff, dead letters, job
 //! status, graceful shutdown, health and metrics — lives here, written once.
 //!
-//! Read in this order (only `config`, `connect`, `kubernetes`, `logging`, `provision`, `status`
-//! and `store` are used from outside; the rest is private):
+//! Read in this order (only `background`, `config`, `connect`, `kubernetes`, `logging`,
+//! `provision`, `status` and `store` are used from outside; the rest is private):
 //! * [`config`]: every setting, from environment variables, validated at start.
 //! * [`connect`], [`provision`]: the NATS connection and the JetStream objects.
 //! * [`consume`]: the loop and the order of effects for one message (the heart of it); its
@@ -20,8 +20,11 @@
 //! * [`store`]: object storage for artifacts.
 //! * [`kubernetes`] (feature `kubernetes`): Kubernetes API failures as stage errors.
 //! * [`health`], [`metrics`], [`logging`], [`shutdown`]: operating the process.
+//! * [`background`]: work a stage runs beside its handler, under the runtime's connection and
+//!   shutdown.
 
 mod advisory;
+pub mod background;
 pub mod config;
 pub mod connect;
 mod consume;
@@ -49,6 +52,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use vexxy_events::{AnalysisCompleted, FailureReason, MissingSection, PipelineTicket, Stage};
 
+pub use background::{BackgroundContext, BackgroundTask, ShutdownSignal};
 pub use config::{ConfigError, Env, RuntimeConfig, StageDefaults};
 pub use health::HealthError;
 pub use store::{Store, StoreError, job_key};
@@ -104,6 +108,12 @@ pub trait Handler: Send + Sync + 'static {
         job: &JobContext,
         ticket: PipelineTicket,
     ) -> impl Future<Output = Result<Outcome, StageError>> + Send;
+
+    /// Work to run beside the handler for as long as the stage runs, started once the stage is
+    /// ready and stopped on shutdown (see [`background`]). None by default.
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        Vec::new()
+    }
 }
 
 /// What the runtime tells a handler about the job and delivery at hand.
@@ -192,8 +202,8 @@ where
 }
 
 /// Runs `stage` with `handler` until `shutdown` resolves, then shuts down gracefully: stop
-/// pulling, let in-flight handlers finish within `shutdown_grace`, hand back the rest, drain the
-/// connection. Returns only errors that prevent starting at all; broker trouble after start is
+/// pulling and the handler's background tasks, let in-flight handlers finish within
+/// `shutdown_grace`, hand back the rest, drain the connection. Returns only errors that prevent starting at all; broker trouble after start is
 /// retried forever.
 pub async fn run_with<H: Handler>(
     config: RuntimeConfig,
@@ -230,6 +240,7 @@ pub async fn run_with<H: Handler>(
     readiness.set(true);
     tracing::info!(%stage, "ready: consuming {}", vexxy_events::subjects::input_of(stage));
 
+    let background_tasks = background::Running::spawn(stage, handler.background_tasks(), &js);
     let worker = Arc::new(consume::Worker {
         stage,
         input: input::Input::of(stage),
@@ -295,7 +306,10 @@ pub async fn run_with<H: Handler>(
     }
 
     readiness.set(false);
+    // Background work stops while in-flight handlers finish; both before the connection drains.
+    background_tasks.request_stop();
     finish_in_flight(stage, &mut tasks, config.shutdown_grace, &hand_back_tx).await;
+    background_tasks.join(stage).await;
     advisories.abort();
     // The hand-backs and acks above are only queued; drain may close the socket before the
     // queue is written (seen: a Nak lost, its message then waiting out AckWait), so flush first.

@@ -363,6 +363,41 @@ async fn failing_or_missing_helm_is_kubescape_unavailable() {
     sim.shutdown().await;
 }
 
+/// The stand-in helm reads the values file like helm would: one without a value vexxy relies on
+/// fails the install, so the tests that install through `deploy/kubescape-values.yaml` prove
+/// that file still carries them.
+#[tokio::test]
+async fn a_values_file_without_vex_generation_fails_the_install() {
+    let sim = kubesim(false).await;
+    let helm = FakeHelm::new(&sim, &[]);
+    let drifted = helm.dir.path().join("values-without-vex.yaml");
+    let values = std::fs::read_to_string(values_file()).expect("the values file is readable");
+    let kept: Vec<&str> = values
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("vexGeneration:"))
+        .collect();
+    assert!(
+        kept.len() < values.lines().count(),
+        "the values file sets vexGeneration"
+    );
+    std::fs::write(&drifted, kept.join("\n")).expect("write the drifted values");
+    let mut config = config(&helm.bin(), true);
+    config.helm.values_file = drifted;
+    let check = InstallCheck::new(
+        sim.client().await.expect("a kube client for kubesim"),
+        sim.url(),
+        config,
+    );
+    let (reason, message, _) = permanent(check.ensure_ready().await);
+    assert_eq!(reason, FailureReason::KubescapeUnavailable);
+    assert!(
+        message.contains("capabilities.vexGeneration is not set"),
+        "the stand-in names the missing value: {message}"
+    );
+    assert!(!sim.config().kubescape.installed);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_hanging_helm_is_stopped_at_the_install_timeout() {
     let sim = kubesim(false).await;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod background;
 mod delivery;
 mod failures;
 mod intake;

@@ -255,7 +255,7 @@ pub async fn wait_stored(
     subject: &str,
     count: usize,
 ) -> Vec<StreamMessage> {
-    eventually(
+    let messages = eventually(
         Duration::from_secs(20),
         &format!("{count} message(s) on {subject}"),
         || async {
@@ -263,7 +263,14 @@ pub async fn wait_stored(
             (messages.len() >= count).then_some(messages)
         },
     )
-    .await
+    .await;
+    assert_eq!(
+        messages.len(),
+        count,
+        "expected exactly {count} message(s) on {subject}, found {}",
+        messages.len()
+    );
+    messages
 }
 
 pub fn failed_events(messages: &[StreamMessage]) -> Vec<AnalysisFailed> {
