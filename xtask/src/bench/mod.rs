@@ -9,6 +9,7 @@
 //!   one process per measurement so peak RSS belongs to that measurement.
 
 mod pipeline;
+mod real;
 mod stack;
 
 use std::path::Path;
@@ -66,6 +67,9 @@ pub struct BenchArgs {
     /// The long window of the API-request benchmark, seconds.
     #[arg(long, default_value_t = 300)]
     pub long_window: u64,
+    /// Analyses of the end-to-end comparison between the real control plane and kubesim.
+    #[arg(long, default_value_t = 100)]
+    pub real_analyses: usize,
     /// Run only these benchmarks (comma-separated, e.g. `--only e2e,api`); all when omitted.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Benchmark>,
@@ -88,6 +92,9 @@ pub enum Benchmark {
     Hold,
     /// Stage process start to ready.
     Start,
+    /// Against the real control plane: API requests and end-to-end overhead per analysis,
+    /// beside kubesim's.
+    Real,
 }
 
 impl BenchArgs {
@@ -218,12 +225,24 @@ pub fn run(paths: &Paths, args: &BenchArgs) -> Result<bool> {
         rows.push(api_row(&runtime, api_runs)?);
     }
 
+    let mut not_measurable = Vec::new();
+    if args.runs(Benchmark::Real) {
+        println!("bench: against the real control plane (kube-apiserver, etcd, kwok)");
+        rows.extend(real::rows(&runtime, args));
+        println!("bench: NOT MEASURED: {}", real::STORAGE_429);
+        not_measurable.push(
+            json!({"name": "analyses per second before real Kubescape storage answers 429",
+                                   "reason": real::STORAGE_429}),
+        );
+    }
+
     let load_after = load_average();
     print_table(&rows);
     let report = json!({
         "machine": machine(&source, &load_before, &load_after, scratch),
         "command": "cargo xtask bench",
         "only": args.only.iter().map(|b| format!("{b:?}").to_lowercase()).collect::<Vec<_>>(),
+        "not_measurable": not_measurable,
         "benchmarks": rows.iter().map(|r| json!({"name": r.name, "target": r.target, "met": r.met,
                                                   "summary": r.summary, "figures": r.figures})).collect::<Vec<_>>(),
     });

@@ -2,7 +2,7 @@
 //! delays and the five release-built stage binaries with their production settings (only the
 //! addresses, the sandbox-namespace creation and the analysis-window minimum of 1 s differ).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{AnalysisRequest, CloudEvent, EventType, RunConfig, subjects};
 use vexxy_harness::NatsServer;
+use vexxy_harness::identities::StageIdentities;
+use vexxy_harness::realcluster::{RealCluster, STORAGE_APISERVICE};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
 
 /// kubesim's alpine fixture (the real Syft SBOM and Grype report: 15 packages, 20 matches).
@@ -29,6 +31,16 @@ pub struct BenchStack {
     pub nats: NatsServer,
     pub kubesim: KubesimProcess,
     pub pipeline: Pipeline,
+    /// The real control plane, when the stack runs on it (kubesim is then only Kubescape).
+    pub real: Option<RealStack>,
+}
+
+/// A real kube-apiserver, etcd, controller-manager, scheduler and kwok, with the stages as their
+/// own ServiceAccounts; requests are counted from the API server's audit log.
+pub struct RealStack {
+    pub cluster: RealCluster,
+    /// Audit log lines before this one belong to an earlier count (see `reset_counters`).
+    counted_from: Mutex<usize>,
 }
 
 /// kubesim flags: every delay of emulated machinery zero (its controllers tick at their 5 ms
@@ -58,21 +70,57 @@ pub fn zero_delay_kubesim_args() -> Vec<String> {
 }
 
 impl BenchStack {
+    /// A stack on kubesim.
     pub fn start(name: &str) -> Result<BenchStack> {
+        Self::start_on(name, false)
+    }
+
+    /// A stack on the real control plane: kubesim is only Kubescape (its storage API behind the
+    /// real aggregator, node-agent and kubevuln for the real pods) and each stage authenticates
+    /// as its own ServiceAccount with the RBAC of `deploy/base`.
+    pub fn start_real(name: &str) -> Result<BenchStack> {
+        Self::start_on(name, true)
+    }
+
+    fn start_on(name: &str, real: bool) -> Result<BenchStack> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("vexxy-bench-{name}-"))
             .tempdir()?;
         let nats = NatsServer::start()?;
-        let kubesim = KubesimProcess::start(dir.path(), &zero_delay_kubesim_args())?;
+        let cluster = if real {
+            Some(RealCluster::start()?)
+        } else {
+            None
+        };
+        let mut kubesim_args = zero_delay_kubesim_args();
+        if let Some(cluster) = &cluster {
+            kubesim_args.push("--upstream-kubeconfig".into());
+            kubesim_args.push(cluster.kubeconfig().display().to_string());
+        }
+        let kubesim = KubesimProcess::start(dir.path(), &kubesim_args)?;
+        let identities = match &cluster {
+            Some(cluster) => {
+                cluster.wait_api_service_available(STORAGE_APISERVICE, Duration::from_secs(60))?;
+                Some(StageIdentities::apply(cluster, dir.path())?)
+            }
+            None => None,
+        };
         let store_dir = dir.path().join("store");
         std::fs::create_dir_all(&store_dir)?;
         let endpoints = StackEndpoints {
             nats_url: nats.url(),
             store: format!("file://{}", store_dir.display()),
-            kubeconfig: kubesim.kubeconfig().to_path_buf(),
+            kubeconfig: match &cluster {
+                Some(cluster) => cluster.kubeconfig().to_path_buf(),
+                None => kubesim.kubeconfig().to_path_buf(),
+            },
         };
-        let mut pipeline = Pipeline::start(dir.path(), |_, health_file| {
-            stage_env(&endpoints, health_file)
+        let mut pipeline = Pipeline::start(dir.path(), |stage, health_file| {
+            let mut env = stage_env(&endpoints, health_file);
+            if let Some(identities) = &identities {
+                env.extend(identities.env_of(stage));
+            }
+            env
         })?;
         pipeline.wait_ready(Duration::from_secs(60))?;
         Ok(BenchStack {
@@ -80,6 +128,10 @@ impl BenchStack {
             nats,
             kubesim,
             pipeline,
+            real: cluster.map(|cluster| RealStack {
+                cluster,
+                counted_from: Mutex::new(0),
+            }),
         })
     }
 
@@ -87,7 +139,10 @@ impl BenchStack {
         StackEndpoints {
             nats_url: self.nats.url(),
             store: format!("file://{}", self.dir.path().join("store").display()),
-            kubeconfig: self.kubesim.kubeconfig().to_path_buf(),
+            kubeconfig: match &self.real {
+                Some(real) => real.cluster.kubeconfig().to_path_buf(),
+                None => self.kubesim.kubeconfig().to_path_buf(),
+            },
         }
     }
 
@@ -112,13 +167,34 @@ impl BenchStack {
         processes
     }
 
+    /// Starts the request count afresh.
     pub fn reset_counters(&self) -> Result<()> {
-        http(self.kubesim_port()?, "POST", "/kubesim/counters/reset").map(|_| ())
+        match &self.real {
+            Some(real) => {
+                let lines = audit_lines(&real.cluster)?.len();
+                *real.counted_from.lock().expect("not poisoned") = lines;
+                Ok(())
+            }
+            None => http(self.kubesim_port()?, "POST", "/kubesim/counters/reset").map(|_| ()),
+        }
     }
 
+    /// The stages' Kubernetes API requests since the last reset, as kubesim's counters shape
+    /// them: `{"total": n, "requests": {"<resource>[.<group>]": {"<verb>": n}}}`. On the real
+    /// control plane they are read from the API server's audit log (every request of a stage's
+    /// ServiceAccount, storage kinds included: the aggregator audits what it proxies).
     pub fn counters(&self) -> Result<Value> {
-        let body = http(self.kubesim_port()?, "GET", "/kubesim/counters")?;
-        serde_json::from_str(&body).context("kubesim counters are not JSON")
+        match &self.real {
+            Some(real) => {
+                let lines = audit_lines(&real.cluster)?;
+                let from = *real.counted_from.lock().expect("not poisoned");
+                Ok(count_audited_requests(&lines[from.min(lines.len())..]))
+            }
+            None => {
+                let body = http(self.kubesim_port()?, "GET", "/kubesim/counters")?;
+                serde_json::from_str(&body).context("kubesim counters are not JSON")
+            }
+        }
     }
 
     pub fn stop(mut self) {
@@ -306,4 +382,117 @@ pub async fn submit(js: &jetstream::Context, job: &str, window_seconds: u64) -> 
     .await
     .with_context(|| format!("no PubAck for the request of {job}"))?;
     Ok(())
+}
+
+/// The audit log's lines (complete ones only: the API server may be writing the last).
+fn audit_lines(cluster: &RealCluster) -> Result<Vec<String>> {
+    let path = cluster.audit_log();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    };
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    Ok(complete
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Audit events as one count per request: a watch when it starts (`ResponseStarted`), every
+/// other request when it completes. Grouped like kubesim's counters.
+pub fn count_audited_requests(lines: &[String]) -> Value {
+    let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut total = 0u64;
+    for line in lines {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let verb = event["verb"].as_str().unwrap_or("");
+        let counted = match event["stage"].as_str() {
+            Some("ResponseStarted") => verb == "watch",
+            Some("ResponseComplete") | Some("Panic") => verb != "watch",
+            _ => false,
+        };
+        if !counted {
+            continue;
+        }
+        let object = &event["objectRef"];
+        let mut resource = object["resource"].as_str().unwrap_or("").to_string();
+        if resource.is_empty() {
+            // Non-resource URLs (/api, /apis, /version): discovery.
+            resource = event["requestURI"]
+                .as_str()
+                .unwrap_or("?")
+                .split('?')
+                .next()
+                .unwrap_or("?")
+                .to_string();
+        }
+        if let Some(subresource) = object["subresource"].as_str() {
+            resource = format!("{resource}/{subresource}");
+        }
+        if let Some(group) = object["apiGroup"].as_str().filter(|g| !g.is_empty()) {
+            resource = format!("{resource}.{group}");
+        }
+        *requests
+            .entry(resource)
+            .or_default()
+            .entry(verb.to_string())
+            .or_default() += 1;
+        total += 1;
+    }
+    serde_json::json!({"total": total, "requests": requests})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stage: &str, verb: &str, resource: &str, group: &str, sub: Option<&str>) -> String {
+        let mut object = serde_json::json!({"resource": resource, "apiGroup": group});
+        if let Some(sub) = sub {
+            object["subresource"] = sub.into();
+        }
+        serde_json::json!({"stage": stage, "verb": verb, "objectRef": object,
+                           "user": {"username": "system:serviceaccount:vexxy:vexxy-wait"}})
+        .to_string()
+    }
+
+    #[test]
+    fn audited_requests_count_once_each_like_kubesim_names_them() {
+        let lines = vec![
+            // A watch: counted when it starts, not again when it ends.
+            event("ResponseStarted", "watch", "pods", "", None),
+            event("ResponseComplete", "watch", "pods", "", None),
+            event("ResponseComplete", "create", "deployments", "apps", None),
+            event(
+                "ResponseComplete",
+                "get",
+                "deployments",
+                "apps",
+                Some("status"),
+            ),
+            event(
+                "ResponseComplete",
+                "get",
+                "containerprofiles",
+                "spdx.softwarecomposition.kubescape.io",
+                None,
+            ),
+            "not json".to_string(),
+        ];
+        let counted = count_audited_requests(&lines);
+        assert_eq!(counted["total"], 4);
+        assert_eq!(counted["requests"]["pods"]["watch"], 1);
+        assert_eq!(counted["requests"]["deployments.apps"]["create"], 1);
+        assert_eq!(counted["requests"]["deployments/status.apps"]["get"], 1);
+        assert_eq!(
+            counted["requests"]["containerprofiles.spdx.softwarecomposition.kubescape.io"]["get"],
+            1
+        );
+    }
 }
