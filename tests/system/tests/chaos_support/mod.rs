@@ -644,6 +644,9 @@ pub struct Injected {
     pub pids_must_stay: bool,
 }
 
+/// Held by a scenario on the real control plane for its whole run.
+static REAL_CLUSTER_SCENARIOS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs one scenario: subscriber and deployment watch first, then the requests, the faults
 /// (`drive`, concurrently with the jobs) and every check. Reports the figures either way.
 pub async fn run_scenario<F, Fut>(scenario: &str, options: Options, drive: F) -> Result<()>
@@ -651,6 +654,12 @@ where
     F: FnOnce(Arc<tokio::sync::Mutex<ChaosStack>>, SharedOutcomes, usize) -> Fut,
     Fut: std::future::Future<Output = Result<Injected>>,
 {
+    // One real control plane at a time: two (with two stage fleets) on 2 cores starved the
+    // scheduler and kwok enough that a pod stayed Pending past its job's deadline.
+    let _one_real_cluster = match options.kube {
+        ClusterKind::Real => Some(REAL_CLUSTER_SCENARIOS.lock().await),
+        ClusterKind::Sim => None,
+    };
     let scale = Scale::from_env()?;
     let count = match options.kube {
         ClusterKind::Sim => scale.jobs,
