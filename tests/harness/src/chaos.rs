@@ -198,6 +198,16 @@ pub fn in_flight(health_port: u16) -> Option<u64> {
     )
 }
 
+/// When the process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`);
+/// `None` when there is no such process (or no `/proc`).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command name in parentheses, may hold spaces: count from its closing paren,
+    // after which field 3 comes first.
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    after_name.split(' ').nth(22 - 3)?.parse().ok()
+}
+
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -516,13 +526,25 @@ impl StageFleet {
         Ok(())
     }
 
-    /// (slot name, pid) of every replica, to prove that no process was restarted behind a test's
-    /// back.
+    /// (slot name, pid) of every replica, as the harness spawned them.
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.replicas
             .iter()
             .zip(&self.slots)
             .map(|(replica, (name, index))| (format!("{name}-{index}"), replica.process.pid()))
+            .collect()
+    }
+
+    /// (slot name, pid, the kernel's start time of that pid) of every replica, read from
+    /// `/proc`: a process restarted behind a test's back differs in its start time even if it got
+    /// the same pid back, and a dead one has none.
+    pub fn identities(&self) -> Vec<(String, u32, Option<u64>)> {
+        self.pids()
+            .into_iter()
+            .map(|(name, pid)| {
+                let started = process_start_ticks(pid);
+                (name, pid, started)
+            })
             .collect()
     }
 

@@ -19,13 +19,17 @@ mod cluster_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use vexxy_events::subjects;
 use vexxy_harness::chaos::{Scale, in_flight};
 use vexxy_harness::stack::STAGES;
 
 use chaos_support::{
-    Broker, Injected, MID_WORK_TIMEOUT, Options, finished, kill_during_shutdown,
-    kill_each_stage_mid_work, run_scenario, wait_for_outcomes, with_stack,
+    Broker, ChaosStack, Fault, Injected, MID_WORK_KILLS_MUST_LAND, MID_WORK_TIMEOUT, Options,
+    finished, kill_during_shutdown, kill_each_stage_mid_work, kubesim_fault_fired, run_scenario,
+    wait_for_outcomes, with_stack,
 };
 use cluster_support::ClusterKind;
 
@@ -52,8 +56,8 @@ async fn nats_server_restart_mid_run_the_stages_reconnect_without_a_restart() ->
         let deadline = Instant::now() + Duration::from_secs(120);
         wait_for_outcomes(&outcomes, (jobs / 4).max(1), deadline).await;
         let before = finished(&outcomes);
-        with_stack(&stack, |s| match &mut s.broker {
-            Broker::Single(server) => server.stop(),
+        let stopped = with_stack(&stack, |s| match &mut s.broker {
+            Broker::Single(server) => server.stop().map(|()| Instant::now()),
             Broker::Cluster(_) => bail!("this scenario runs one server"),
         })
         .await?;
@@ -70,6 +74,8 @@ async fn nats_server_restart_mid_run_the_stages_reconnect_without_a_restart() ->
             ),
             extra: BTreeMap::new(),
             pids_must_stay: true,
+            faults: vec![Fault::certain("nats-server stopped", stopped)],
+            timing_dependent_must_land: 0,
         })
     })
     .await
@@ -83,7 +89,7 @@ async fn s3_outage_mid_run_retries_and_reports_nothing_half_written() -> Result<
         let deadline = Instant::now() + Duration::from_secs(120);
         wait_for_outcomes(&outcomes, (jobs / 5).max(1), deadline).await;
         let before = finished(&outcomes);
-        with_stack(&stack, |s| s.s3.stop()).await?;
+        let stopped = with_stack(&stack, |s| s.s3.stop().map(|()| Instant::now())).await?;
         tokio::time::sleep(outage).await;
         let during = finished(&outcomes) - before;
         with_stack(&stack, |s| s.s3.start_again()).await?;
@@ -94,6 +100,8 @@ async fn s3_outage_mid_run_retries_and_reports_nothing_half_written() -> Result<
             ),
             extra: BTreeMap::new(),
             pids_must_stay: false,
+            faults: vec![Fault::certain("s3s-fs stopped", stopped)],
+            timing_dependent_must_land: 0,
         })
     })
     .await
@@ -132,7 +140,8 @@ async fn kubernetes_api_faults_neither_lose_nor_double_deploy() -> Result<()> {
         kubesim_args,
         ..Options::new(ClusterKind::Sim)
     };
-    run_scenario("kube-faults", options, |_stack, _outcomes, _jobs| async move {
+    run_scenario("kube-faults", options, |stack, _outcomes, _jobs| async move {
+        let fired = kubesim_fault_fired(&stack, "kubesim answered with an injected fault").await?;
         Ok(Injected {
             description: "every API call 15 ms slower; 5% 500, 3% 429 (Retry-After 1 s); \
                           Deployment create 20% 409 + 10% 500, delete 20% 500; 10% 409 on patch/update; \
@@ -140,6 +149,8 @@ async fn kubernetes_api_faults_neither_lose_nor_double_deploy() -> Result<()> {
                 .to_string(),
             extra: BTreeMap::new(),
             pids_must_stay: false,
+            faults: vec![fired],
+            timing_dependent_must_land: 0,
         })
     })
     .await
@@ -160,7 +171,7 @@ async fn two_replicas_and_a_kill_during_graceful_shutdown_give_one_result_per_jo
             // Poll every stage's replica 0 and strike whichever holds work first, so each is
             // caught with messages in hand (its graceful shutdown then waits for them).
             let mut pending: Vec<&'static str> = STAGES.to_vec();
-            let mut caught = 0;
+            let mut faults = Vec::new();
             let deadline = Instant::now() + MID_WORK_TIMEOUT * 2;
             while !pending.is_empty() && Instant::now() < deadline && finished(&outcomes) < jobs {
                 let busy = with_stack(&stack, |s| {
@@ -177,26 +188,29 @@ async fn two_replicas_and_a_kill_during_graceful_shutdown_give_one_result_per_jo
                 match busy {
                     Some(index) => {
                         let stage = pending.remove(index);
-                        let mid_shutdown =
+                        faults.push(
                             with_stack(&stack, |s| kill_during_shutdown(&mut s.fleet, stage))
-                                .await?;
-                        caught += usize::from(mid_shutdown);
+                                .await?,
+                        );
                     }
                     None => tokio::time::sleep(Duration::from_millis(5)).await,
                 }
             }
             // Stages never seen busy are still put through the same SIGTERM + kill -9.
             for stage in pending {
-                let mid_shutdown =
-                    with_stack(&stack, |s| kill_during_shutdown(&mut s.fleet, stage)).await?;
-                caught += usize::from(mid_shutdown);
+                faults.push(
+                    with_stack(&stack, |s| kill_during_shutdown(&mut s.fleet, stage)).await?,
+                );
             }
+            let caught = faults.iter().filter(|fault| fault.landed).count();
             Ok(Injected {
                 description: format!(
-                    "2 replicas per stage; replica 0 of each stage sent SIGTERM, then kill -9 100 ms later ({caught} of 5 still in their graceful shutdown when killed), then restarted"
+                    "2 replicas per stage; replica 0 of each stage sent SIGTERM, then kill -9 100 ms later ({caught} of 5 holding work and still in their graceful shutdown when killed), then restarted"
                 ),
                 extra: [("replicas".to_string(), "2".to_string())].into(),
                 pids_must_stay: false,
+                faults,
+                timing_dependent_must_land: MID_WORK_KILLS_MUST_LAND,
             })
         },
     )
@@ -215,11 +229,14 @@ async fn a_nats_cluster_node_killed_mid_run_loses_and_duplicates_nothing() -> Re
         let deadline = Instant::now() + Duration::from_secs(120);
         wait_for_outcomes(&outcomes, (jobs / 4).max(1), deadline).await;
         let before = finished(&outcomes);
-        let node = with_stack(&stack, |s| match &mut s.broker {
-            Broker::Cluster(cluster) => {
-                cluster.kill(0)?;
-                Ok(cluster.name(0).to_string())
-            }
+        let node = with_stack(&stack, |s| match &s.broker {
+            Broker::Cluster(cluster) => Ok(cluster.name(0).to_string()),
+            Broker::Single(_) => bail!("this scenario runs a cluster"),
+        })
+        .await?;
+        let replicated = replication_of(&stack, &node).await?;
+        let killed = with_stack(&stack, |s| match &mut s.broker {
+            Broker::Cluster(cluster) => cluster.kill(0).map(|()| Instant::now()),
             Broker::Single(_) => bail!("this scenario runs a cluster"),
         })
         .await?;
@@ -229,13 +246,94 @@ async fn a_nats_cluster_node_killed_mid_run_loses_and_duplicates_nothing() -> Re
             Broker::Single(_) => bail!("this scenario runs a cluster"),
         })
         .await?;
+        // Still R3 with the node back: nothing was scaled down to get through the kill.
+        replication_of(&stack, &node).await?;
         Ok(Injected {
             description: format!(
                 "3-node cluster, streams and KV R3; node {node} killed -9 after {before} of {jobs} outcomes, back after 3 s"
             ),
-            extra: BTreeMap::new(),
+            extra: [("replicas_of_the_killed_node".to_string(), replicated.join(" "))].into(),
             pids_must_stay: false,
+            faults: vec![Fault::certain(
+                format!("kill -9 of nats node {node}, a replica of {}", replicated.join(", ")),
+                killed,
+            )],
+            timing_dependent_must_land: 0,
         })
     })
     .await
+}
+
+/// Reads back every stream vexxy uses (the KV bucket's included) and fails unless each is
+/// replicated three times with `node` in its replica set (leader or follower). Returns, per
+/// stream, `name:leader|follower`.
+async fn replication_of(
+    stack: &Arc<tokio::sync::Mutex<ChaosStack>>,
+    node: &str,
+) -> Result<Vec<String>> {
+    let client = { stack.lock().await.broker_client().await? };
+    let js = async_nats::jetstream::new(client);
+    let mut held = Vec::new();
+    let bucket_stream = format!("KV_{}", subjects::STATUS_BUCKET);
+    for name in [
+        subjects::PUBLIC_STREAM,
+        subjects::PIPELINE_STREAM,
+        subjects::DEAD_LETTER_STREAM,
+        bucket_stream.as_str(),
+    ] {
+        let info = stream_info(&js, name).await?;
+        ensure!(
+            info.config.num_replicas == 3,
+            "stream {name} has {} replica(s), the scenario claims 3",
+            info.config.num_replicas
+        );
+        let cluster = info
+            .cluster
+            .as_ref()
+            .with_context(|| format!("stream {name} reports no cluster placement"))?;
+        let role = if cluster.leader.as_deref() == Some(node) {
+            "leader"
+        } else if cluster.replicas.iter().any(|peer| peer.name == node) {
+            "follower"
+        } else {
+            bail!(
+                "node {node} holds no replica of stream {name} (leader {:?}, followers {:?})",
+                cluster.leader,
+                cluster
+                    .replicas
+                    .iter()
+                    .map(|peer| &peer.name)
+                    .collect::<Vec<_>>()
+            );
+        };
+        held.push(format!("{name}:{role}"));
+    }
+    Ok(held)
+}
+
+/// The info of stream `name`, asked again for up to 30 s while the JetStream API answers with an
+/// error or the stream reports no leader: right after a node rejoins, the meta group and the stream's own group may still be
+/// electing a leader, and such an answer says nothing about the replication.
+async fn stream_info(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> Result<async_nats::jetstream::stream::Info> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = match js.get_stream(name).await {
+            Ok(mut stream) => stream.info().await.cloned().map_err(anyhow::Error::from),
+            Err(error) => Err(anyhow::Error::from(error)),
+        };
+        let settled = |info: &async_nats::jetstream::stream::Info| {
+            info.cluster.as_ref().is_some_and(|c| c.leader.is_some())
+        };
+        match result {
+            Ok(info) if settled(&info) || Instant::now() >= deadline => return Ok(info),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error.context(format!("cannot read the info of stream {name}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }

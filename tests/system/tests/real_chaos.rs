@@ -28,8 +28,8 @@ use vexxy_harness::chaos::in_flight;
 use vexxy_harness::realcluster::Component;
 
 use chaos_support::{
-    ChaosStack, Injected, Options, SharedOutcomes, finished, kill_each_stage_mid_work,
-    run_scenario, wait_mid_work, with_stack,
+    ChaosStack, Fault, Injected, Options, SharedOutcomes, finished, kill_each_stage_mid_work,
+    kubesim_fault_fired, run_scenario, wait_mid_work, with_stack,
 };
 use cluster_support::ClusterKind;
 
@@ -87,6 +87,11 @@ async fn kill_control_plane_mid_run(
     outcomes: SharedOutcomes,
     jobs: usize,
 ) -> Result<Injected> {
+    let storage_faults = kubesim_fault_fired(
+        &stack,
+        "Kubescape's storage API (kubesim) answered with an injected fault",
+    )
+    .await?;
     let apiserver = kill_and_restart(
         &stack,
         &outcomes,
@@ -117,10 +122,26 @@ async fn kill_control_plane_mid_run(
         ("etcd_kills".to_string(), "1".to_string()),
     ]
     .into();
+    let faults = vec![
+        storage_faults,
+        Fault::mid_work(
+            format!("kill -9 of kube-apiserver while {} worked", apiserver.stage),
+            apiserver.killed_at,
+            apiserver.held.unwrap_or(0),
+        ),
+        Fault::mid_work(
+            format!("kill -9 of etcd while {} worked", etcd.stage),
+            etcd.killed_at,
+            etcd.held.unwrap_or(0),
+        ),
+    ];
     Ok(Injected {
         description,
         extra,
         pids_must_stay: true,
+        faults,
+        // Two kills, each meant to strike while a stage holds work; one may miss its moment.
+        timing_dependent_must_land: 1,
     })
 }
 
@@ -131,6 +152,7 @@ struct Kill {
     /// work within the wait, or its metrics did not answer).
     held: Option<u64>,
     outcomes_before: usize,
+    killed_at: Instant,
     /// From the kill until the API server answered `/readyz` again.
     outage: Duration,
 }
@@ -179,6 +201,7 @@ async fn kill_and_restart(
         stage,
         held,
         outcomes_before,
+        killed_at,
         outage: killed_at.elapsed(),
     })
 }

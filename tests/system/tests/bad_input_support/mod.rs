@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use vexxy_events::{FailureReason as R, JobState, JobStatus, Stage, subjects};
+use vexxy_harness::chaos::process_start_ticks;
 use vexxy_harness::http_get_status;
 use vexxy_harness::realcluster::KwokLifecycles;
 
@@ -525,11 +526,18 @@ fn good_jobs(real: bool) -> Vec<Good> {
 
 async fn run(stack: &mut TestStack, real: bool) -> Result<()> {
     let js = stack.js();
-    let pids: Vec<(&str, u32)> = stack
+    // The kernel's start time with the pid: a stage restarted onto a reused pid is caught too.
+    let pids: Vec<(&str, u32, Option<u64>)> = stack
         .pipeline
         .stages
         .iter()
-        .map(|s| (s.name, s.process.pid()))
+        .map(|s| {
+            (
+                s.name,
+                s.process.pid(),
+                process_start_ticks(s.process.pid()),
+            )
+        })
         .collect();
     let capture = SandboxCapture::start(stack.kube_client().await?).await?;
     let mut outcomes = Outcomes::subscribe(&js, "bad-input-downstream").await?;
@@ -895,14 +903,16 @@ fn check_dead_letter_count(
     Ok(())
 }
 
-fn check_processes(stack: &mut TestStack, pids: &[(&str, u32)]) -> Result<()> {
+fn check_processes(stack: &mut TestStack, pids: &[(&str, u32, Option<u64>)]) -> Result<()> {
     let exited = stack.pipeline.exited();
     ensure!(exited.is_empty(), "stages exited: {exited:?}");
-    for (name, pid) in pids {
+    for (name, pid, started) in pids {
         let stage = stack.pipeline.stage(name).context("stage missing")?;
+        let started_now = process_start_ticks(stage.process.pid());
         ensure!(
-            stage.process.pid() == *pid,
-            "{name} is a different process now"
+            stage.process.pid() == *pid && started.is_some() && started_now == *started,
+            "{name} is a different process now (pid {pid} started at tick {started:?}; now pid {} started at tick {started_now:?})",
+            stage.process.pid()
         );
         let port = stage.health_port().context("no health port")?;
         ensure!(

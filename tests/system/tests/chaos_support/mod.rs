@@ -17,7 +17,10 @@
 //! * no sandbox Deployment is left, and (watched from the start) no job's Deployment was ever
 //!   created twice;
 //! * no stage process exited that the scenario did not stop itself (nor, on the real tier, a
-//!   control plane component).
+//!   control plane component);
+//! * the faults happened as the scenario claims ([`Injected::faults`]): each one landed (its
+//!   premise held, e.g. the stage held work when killed) before the last outcome arrived; where
+//!   landing depends on timing, at least the majority the scenario names did.
 //!
 //! Every run appends its figures to `$VEXXY_CHAOS_REPORT` (see `vexxy_harness::chaos::Figures`).
 
@@ -43,8 +46,8 @@ use vexxy_harness::chaos::{Figures, NatsCluster, Scale, StageFleet, in_flight};
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
 use vexxy_harness::stack::{self, KubesimProcess, STAGES, StackEndpoints};
 use vexxy_harness::{NatsServer, S3Server, workspace_root};
-use vexxy_runtime::Store;
-use vexxy_runtime::config::Secret;
+use vexxy_runtime::config::{Env, Secret};
+use vexxy_runtime::{RuntimeConfig, Store};
 
 use crate::cluster_support::{self, ClusterKind, StageIdentities};
 
@@ -54,10 +57,13 @@ const ANALYSIS_SECONDS: u64 = 2;
 /// One job in this many runs an image whose pull fails: it must end `failed` in wait.
 const PULL_FAIL_EVERY: usize = 20;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const QUIET_PERIOD: Duration = Duration::from_secs(2);
 const SANDBOX_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a fault driver waits for a stage to have work in hand before killing it anyway.
 pub const MID_WORK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Of the five stage kills meant to strike mid-work, how many must find the stage holding work:
+/// a stage can finish its messages between the metrics read and the kill, so not all five, but a
+/// majority, or the scenario did not test what it claims.
+pub const MID_WORK_KILLS_MUST_LAND: usize = 3;
 const DOWNSTREAM_DURABLE: &str = "chaos-downstream";
 /// How long the real aggregator may take to find kubesim's storage API available.
 const STORAGE_AVAILABLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -286,6 +292,11 @@ impl ChaosStack {
             .context("cannot open the test bucket")
     }
 
+    /// A NATS client of the scenario's broker (every node of a cluster).
+    pub async fn broker_client(&self) -> Result<async_nats::Client> {
+        self.broker.client().await
+    }
+
     async fn kube_client(&self) -> Result<kube::Client> {
         cluster_support::kube_client(&self.kubeconfig).await
     }
@@ -366,6 +377,19 @@ fn stage_timings(stage: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// How long to keep listening after every job has an outcome, for a second one to show up. A
+/// second outcome comes from a redelivery, which arrives at the latest AckWait after the delivery
+/// it repeats (a killed process acks nothing) plus the longest Nak backoff: so this is the
+/// stages' own AckWait + `VEXXY_RETRY_MAX_DELAY`, read from the environment the fleet gets, and a
+/// second for the subscriber's fetch.
+fn quiet_period() -> Result<Duration> {
+    let mut pairs = stage_timings("vexxy-deploy");
+    pairs.push(("VEXXY_STORE".into(), "file:///nonexistent".into()));
+    let config = RuntimeConfig::load(&Env::from_pairs(&pairs))
+        .context("the chaos stage timings are not a valid stage configuration")?;
+    Ok(config.consumer.ack_wait + config.consumer.retry_max_delay + Duration::from_secs(1))
+}
+
 fn request(job: &Job) -> AnalysisRequest {
     AnalysisRequest {
         job_id: Some(job.id.clone()),
@@ -420,17 +444,20 @@ enum Outcome {
 pub struct Outcomes {
     by_job: BTreeMap<String, BTreeMap<u64, Outcome>>,
     unreadable: Vec<String>,
+    /// When the subscriber last received a job's first outcome: the run's last outcome, once
+    /// every job has one.
+    last_first_outcome: Option<Instant>,
 }
 
 impl Outcomes {
     fn record(&mut self, sequence: u64, payload: &[u8]) {
         match parse_outcome(payload) {
             Ok((job, outcome)) => {
-                self.by_job
-                    .entry(job)
-                    .or_default()
-                    .entry(sequence)
-                    .or_insert(outcome);
+                let events = self.by_job.entry(job).or_default();
+                if events.is_empty() {
+                    self.last_first_outcome = Some(Instant::now());
+                }
+                events.entry(sequence).or_insert(outcome);
             }
             Err(error) => self.unreadable.push(format!("{error:#}")),
         }
@@ -635,13 +662,129 @@ pub fn wait_mid_work(fleet: &StageFleet, stage: &str, replica: usize) -> bool {
     })
 }
 
-/// What a scenario's fault driver did, for the figures.
+/// What a scenario's fault driver did: for the figures, and for the checks that its faults
+/// really happened.
 #[derive(Default)]
 pub struct Injected {
     pub description: String,
     pub extra: BTreeMap<String, String>,
-    /// The scenario restarted no stage: every stage PID must be the same at the end.
+    /// The scenario restarted no stage: every stage process must be the same one at the end.
     pub pids_must_stay: bool,
+    /// Every fault, as it happened. A scenario without one fails: it would prove nothing.
+    pub faults: Vec<Fault>,
+    /// Of the faults whose landing depends on timing ([`Fault::timing_dependent`]), how many
+    /// must have landed; every other fault must land.
+    pub timing_dependent_must_land: usize,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub what: String,
+    pub at: Instant,
+    /// Its premise held: e.g. the stage held work when killed, kubesim answered with an injected
+    /// error. A fault counts only if it also came before the last outcome.
+    pub landed: bool,
+    /// Whether it lands depends on timing the driver cannot force (a stage holding work at the
+    /// instant of a kill); see [`Injected::timing_dependent_must_land`].
+    pub timing_dependent: bool,
+}
+
+impl Fault {
+    /// A fault that happens whenever it is injected (a server stopped, a node killed).
+    pub fn certain(what: impl Into<String>, at: Instant) -> Self {
+        Fault {
+            what: what.into(),
+            at,
+            landed: true,
+            timing_dependent: false,
+        }
+    }
+
+    /// A kill that is meant to strike while the stage holds `held` messages.
+    pub fn mid_work(what: impl Into<String>, at: Instant, held: u64) -> Self {
+        Fault {
+            what: format!("{} (holding {held} message(s))", what.into()),
+            at,
+            landed: held > 0,
+            timing_dependent: true,
+        }
+    }
+}
+
+/// The problems with `injected`'s faults given the time of the last outcome: a fault that did
+/// not land, or landed after everything was over, proves nothing about the run.
+fn fault_problems(injected: &Injected, last_outcome: Option<Instant>) -> Vec<String> {
+    if injected.faults.is_empty() {
+        return vec!["the fault driver reported no fault: the run proves nothing".to_string()];
+    }
+    let counts = |fault: &Fault| fault.landed && last_outcome.is_some_and(|last| fault.at < last);
+    let mut problems: Vec<String> = injected
+        .faults
+        .iter()
+        .filter(|fault| !fault.timing_dependent && !counts(fault))
+        .map(|fault| {
+            if fault.landed {
+                format!("fault \"{}\" came after the last outcome", fault.what)
+            } else {
+                format!("fault \"{}\" did not land", fault.what)
+            }
+        })
+        .collect();
+    let timed: Vec<&Fault> = injected
+        .faults
+        .iter()
+        .filter(|fault| fault.timing_dependent)
+        .collect();
+    let landed = timed.iter().filter(|fault| counts(fault)).count();
+    if landed < injected.timing_dependent_must_land {
+        problems.push(format!(
+            "only {landed} of {} timing-dependent faults landed before the last outcome; the \
+             scenario needs at least {} (a majority: the timing cannot be forced): {:?}",
+            timed.len(),
+            injected.timing_dependent_must_land,
+            timed
+                .iter()
+                .map(|fault| format!(
+                    "{}: {}",
+                    fault.what,
+                    if counts(fault) {
+                        "landed"
+                    } else {
+                        "did not land in time"
+                    }
+                ))
+                .collect::<Vec<_>>()
+        ));
+    }
+    problems
+}
+
+/// Waits (bounded) until kubesim has answered with at least one injected fault: the moment its
+/// fault rules are known to be in effect.
+pub async fn kubesim_fault_fired(
+    stack: &Arc<tokio::sync::Mutex<ChaosStack>>,
+    what: &str,
+) -> Result<Fault> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let injected = {
+            let stack = stack.lock().await;
+            stack.kubesim_control("/kubesim/faults").await
+        }
+        .ok()
+        .and_then(|faults| faults["injected"].as_u64())
+        .unwrap_or(0);
+        if injected > 0 || Instant::now() >= deadline {
+            return Ok(Fault {
+                what: format!("{what} ({injected} fault(s) injected when checked)"),
+                at: Instant::now(),
+                landed: injected > 0,
+                timing_dependent: false,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Held by a scenario on the real control plane for its whole run.
@@ -676,7 +819,8 @@ where
     let subscriber = tokio::spawn(subscribe(js.clone(), outcomes.clone(), stop.clone()));
     let seen = SeenDeployments::default();
     let deployment_watch = tokio::spawn(watch_deployments(kube.clone(), seen.clone()));
-    let pids_before = stack.fleet.pids();
+    let processes_before = stack.fleet.identities();
+    let quiet_period = quiet_period()?;
 
     let started = Instant::now();
     let stack = Arc::new(tokio::sync::Mutex::new(stack));
@@ -689,7 +833,7 @@ where
     let outcome_seconds = started.elapsed().as_secs_f64();
     if all_arrived {
         // A second outcome for any job would show up now.
-        tokio::time::sleep(QUIET_PERIOD).await;
+        tokio::time::sleep(quiet_period).await;
     }
     let mut stack = Arc::try_unwrap(stack)
         .map_err(|_| anyhow::anyhow!("the fault driver kept the stack"))?
@@ -703,6 +847,8 @@ where
             Injected::default()
         }
     };
+    let last_outcome = outcomes.lock().expect("outcomes lock").last_first_outcome;
+    problems.extend(fault_problems(&injected, last_outcome));
     let leftover = leftover_sandboxes(&kube).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(5), subscriber).await;
@@ -859,10 +1005,15 @@ where
         }
     }
     if injected.pids_must_stay {
-        let pids_after = stack.fleet.pids();
-        if pids_after != pids_before {
+        // (pid, kernel start time) per replica: equal only for the very same processes.
+        let processes_after = stack.fleet.identities();
+        if processes_after != processes_before
+            || processes_after
+                .iter()
+                .any(|(_, _, started)| started.is_none())
+        {
             problems.push(format!(
-                "stage processes were replaced: before {pids_before:?}, after {pids_after:?}"
+                "stage processes were replaced or are gone: (slot, pid, start ticks) before {processes_before:?}, after {processes_after:?}"
             ));
         }
     }
@@ -1041,16 +1192,31 @@ async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outc
     Ok(())
 }
 
-/// SIGTERM to replica 0 of `stage`, `kill -9` 100 ms later, then a restart. Returns whether the
-/// process was still shutting down (had not exited) when it was killed.
-pub fn kill_during_shutdown(fleet: &mut StageFleet, stage: &str) -> Result<bool> {
+/// SIGTERM to replica 0 of `stage`, `kill -9` 100 ms later, then a restart. The fault landed
+/// when the replica held work at the SIGTERM (so its graceful shutdown had messages to finish)
+/// and was still shutting down (had not exited) when killed.
+pub fn kill_during_shutdown(fleet: &mut StageFleet, stage: &str) -> Result<Fault> {
     let replica = fleet.get_mut(stage, 0)?;
+    let held = replica.health_port().and_then(in_flight).unwrap_or(0);
     replica.process.signal(libc::SIGTERM)?;
     let exited =
         vexxy_harness::wait_until(Duration::from_millis(100), || !replica.process.is_running());
     fleet.kill(stage, 0)?;
+    let at = Instant::now();
     fleet.start_again(stage, 0, READY_TIMEOUT)?;
-    Ok(!exited)
+    let state = if exited {
+        "had already exited"
+    } else {
+        "still shutting down"
+    };
+    Ok(Fault {
+        what: format!(
+            "SIGTERM to {stage}-0 holding {held} message(s), kill -9 100 ms later ({state})"
+        ),
+        at,
+        landed: held > 0 && !exited,
+        timing_dependent: true,
+    })
 }
 
 /// Holds the stack lock only for a blocking step (killing or starting a process).
@@ -1068,21 +1234,90 @@ pub async fn with_stack<T>(
 pub async fn kill_each_stage_mid_work(
     stack: Arc<tokio::sync::Mutex<ChaosStack>>,
 ) -> Result<Injected> {
-    let mut mid_work = 0;
+    let mut faults = Vec::new();
     for stage in STAGES {
-        let holding = with_stack(&stack, |s| Ok(wait_mid_work(&s.fleet, stage, 0))).await?;
-        mid_work += usize::from(holding);
-        with_stack(&stack, |s| {
+        let fault = with_stack(&stack, |s| {
+            wait_mid_work(&s.fleet, stage, 0);
+            // Read right before the kill: what the process holds when it dies.
+            let held = s
+                .fleet
+                .get(stage, 0)?
+                .health_port()
+                .and_then(in_flight)
+                .unwrap_or(0);
             s.fleet.kill(stage, 0)?;
-            s.fleet.start_again(stage, 0, READY_TIMEOUT)
+            let fault = Fault::mid_work(format!("kill -9 of {stage}-0"), Instant::now(), held);
+            s.fleet.start_again(stage, 0, READY_TIMEOUT)?;
+            Ok(fault)
         })
         .await?;
+        faults.push(fault);
     }
+    let mid_work = faults.iter().filter(|fault| fault.landed).count();
     Ok(Injected {
         description: format!(
             "kill -9 + restart of each of the 5 stages in turn ({mid_work} of 5 killed while holding work)"
         ),
         extra: [("kills".to_string(), "5".to_string())].into(),
         pids_must_stay: false,
+        faults,
+        timing_dependent_must_land: MID_WORK_KILLS_MUST_LAND,
     })
+}
+
+#[cfg(test)]
+mod fault_checks {
+    use super::*;
+
+    fn injected(faults: Vec<Fault>, must_land: usize) -> Injected {
+        Injected {
+            faults,
+            timing_dependent_must_land: must_land,
+            ..Injected::default()
+        }
+    }
+
+    #[test]
+    fn a_fault_that_did_not_land_or_came_too_late_fails_the_scenario() {
+        let start = Instant::now();
+        let last = start + Duration::from_secs(10);
+        let early = start + Duration::from_secs(1);
+        let late = start + Duration::from_secs(11);
+
+        assert!(fault_problems(&injected(vec![], 0), Some(last)).len() == 1);
+        assert!(
+            fault_problems(
+                &injected(vec![Fault::certain("stop", early)], 0),
+                Some(last)
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            fault_problems(&injected(vec![Fault::certain("stop", late)], 0), Some(last)).len(),
+            1,
+            "after the last outcome"
+        );
+        assert_eq!(
+            fault_problems(&injected(vec![Fault::certain("stop", early)], 0), None).len(),
+            1,
+            "no outcome at all"
+        );
+
+        let kills = |held: [u64; 5]| {
+            held.iter()
+                .map(|&held| Fault::mid_work("kill", early, held))
+                .collect::<Vec<_>>()
+        };
+        assert!(fault_problems(&injected(kills([1, 1, 1, 0, 0]), 3), Some(last)).is_empty());
+        assert_eq!(
+            fault_problems(&injected(kills([1, 1, 0, 0, 0]), 3), Some(last)).len(),
+            1,
+            "only 2 of 5 kills held work"
+        );
+        assert_eq!(
+            fault_problems(&injected(kills([0; 5]), 3), Some(last)).len(),
+            1,
+            "every stage killed idle"
+        );
+    }
 }
