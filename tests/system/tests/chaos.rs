@@ -28,8 +28,8 @@ use vexxy_harness::stack::STAGES;
 
 use chaos_support::{
     Broker, ChaosStack, Fault, Injected, MID_WORK_KILLS_MUST_LAND, MID_WORK_TIMEOUT, Options,
-    finished, kill_during_shutdown, kill_each_stage_mid_work, kubesim_fault_fired, run_scenario,
-    wait_for_outcomes, with_stack,
+    finished, kill_during_shutdown, kill_each_stage_mid_work, kubesim_fault_args,
+    kubesim_fault_fired, run_scenario, wait_for_outcomes, with_stack,
 };
 use cluster_support::ClusterKind;
 
@@ -120,24 +120,8 @@ async fn kubernetes_api_faults_neither_lose_nor_double_deploy() -> Result<()> {
         r#"{"verb":"patch","resource":"*","status":409,"rate":0.1}"#,
         r#"{"verb":"update","resource":"*","status":409,"rate":0.1}"#,
     ];
-    let mut kubesim_args: Vec<String> = [
-        "--latency-ms",
-        "15",
-        "--retry-after-seconds",
-        "1",
-        "--watch-drop-after-events",
-        "25",
-        "--watch-drop-after-ms",
-        "3000",
-    ]
-    .map(String::from)
-    .to_vec();
-    for rule in rules {
-        kubesim_args.push("--fault".into());
-        kubesim_args.push(rule.into());
-    }
     let options = Options {
-        kubesim_args,
+        kubesim_args: kubesim_fault_args(&rules),
         ..Options::new(ClusterKind::Sim)
     };
     run_scenario("kube-faults", options, |stack, _outcomes, _jobs| async move {

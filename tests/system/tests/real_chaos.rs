@@ -29,7 +29,7 @@ use vexxy_harness::realcluster::Component;
 
 use chaos_support::{
     ChaosStack, Fault, Injected, Options, SharedOutcomes, finished, kill_each_stage_mid_work,
-    kubesim_fault_fired, run_scenario, wait_mid_work, with_stack,
+    kubesim_fault_args, kubesim_fault_fired, run_scenario, wait_mid_work, with_stack,
 };
 use cluster_support::ClusterKind;
 
@@ -58,24 +58,8 @@ async fn api_server_and_etcd_killed_mid_run_neither_lose_nor_double_deploy() -> 
         r#"{"verb":"*","resource":"*","status":500,"rate":0.05}"#,
         r#"{"verb":"*","resource":"*","status":429,"rate":0.03}"#,
     ];
-    let mut kubesim_args: Vec<String> = [
-        "--latency-ms",
-        "15",
-        "--retry-after-seconds",
-        "1",
-        "--watch-drop-after-events",
-        "25",
-        "--watch-drop-after-ms",
-        "3000",
-    ]
-    .map(String::from)
-    .to_vec();
-    for rule in rules {
-        kubesim_args.push("--fault".into());
-        kubesim_args.push(rule.into());
-    }
     let options = Options {
-        kubesim_args,
+        kubesim_args: kubesim_fault_args(&rules),
         ..Options::new(ClusterKind::Real)
     };
     run_scenario("real-kube-faults", options, kill_control_plane_mid_run).await

@@ -787,6 +787,28 @@ pub async fn kubesim_fault_fired(
     }
 }
 
+/// kubesim's flags for the Kubernetes-fault scenarios: every call 15 ms slower, Retry-After 1 s
+/// on 429s, every watch dropped after 25 events or 3 s, and `rules` (kubesim `--fault` JSON).
+pub fn kubesim_fault_args(rules: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--latency-ms",
+        "15",
+        "--retry-after-seconds",
+        "1",
+        "--watch-drop-after-events",
+        "25",
+        "--watch-drop-after-ms",
+        "3000",
+    ]
+    .map(String::from)
+    .to_vec();
+    for rule in rules {
+        args.push("--fault".into());
+        args.push(rule.to_string());
+    }
+    args
+}
+
 /// Held by a scenario on the real control plane for its whole run.
 static REAL_CLUSTER_SCENARIOS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
