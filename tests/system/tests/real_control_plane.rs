@@ -136,7 +136,16 @@ spec:
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|p| p["metadata"]["annotations"]["kubescape.io/status"] == "completed")
+                    // node-agent's per-save profiles (`<slug>-<32 hex>`, carrying a report
+                    // series) are listed too until storage consolidates them into `<slug>`,
+                    // the one kubevuln scans.
+                    .find(|p| {
+                        let annotations = &p["metadata"]["annotations"];
+                        annotations["kubescape.io/status"] == "completed"
+                            && annotations["kubescape.io/report-series-id"]
+                                .as_str()
+                                .is_none_or(str::is_empty)
+                    })
                     .cloned())
             },
         )?;
