@@ -100,7 +100,7 @@ impl InstallCheck {
         let cluster_config = kubernetes::cluster_config(&env).await?;
         // The API server URL keys the readiness cache.
         let cluster = cluster_config.cluster_url.to_string();
-        let client = kube::Client::try_from(cluster_config)?;
+        let client = kubernetes::client_for(cluster_config)?;
         Ok(InstallCheck::new(client, cluster, config))
     }
 

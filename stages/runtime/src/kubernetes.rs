@@ -50,7 +50,91 @@ pub async fn cluster_config(env: &Env<'_>) -> Result<Config, ClusterError> {
 
 /// A client for the cluster `env` names.
 pub async fn client(env: &Env<'_>) -> Result<Client, ClusterError> {
-    Client::try_from(cluster_config(env).await?).map_err(ClusterError::Client)
+    client_for(cluster_config(env).await?)
+}
+
+/// A client for `config`: kube's own stack (which retries 429, 503 and 504, honouring
+/// Retry-After) with [`ReadRetry`] on top. Call it inside a Tokio runtime.
+pub fn client_for(config: Config) -> Result<Client, ClusterError> {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ClusterError::Client)?;
+    // A retry repeats the request on a clone of the service below it; kube's boxed stack is not
+    // `Clone`, a buffer in front of it is (its worker task only hands the requests over; each
+    // response is still awaited by its caller, so requests stay concurrent).
+    Ok(builder
+        .with_layer(&tower::buffer::BufferLayer::new(REQUESTS_QUEUED))
+        .with_layer(&tower::retry::RetryLayer::new(ReadRetry::default()))
+        .build())
+}
+
+/// Requests that may wait for the buffer's worker at once before a caller waits for room.
+const REQUESTS_QUEUED: usize = 1024;
+
+/// Retries a GET or DELETE in place when the API server answered 500 or 502, or the connection
+/// failed, a few times within about a second.
+///
+/// A stage's work per message is several requests (extract reads seven objects, then deletes
+/// the sandbox); when one failed transiently, the whole message used to be redelivered, and a
+/// few failing requests per delivery could use up every delivery of a job. These two methods
+/// are idempotent (a repeated DELETE finds the object gone, which every caller accepts), so
+/// repeating one request is safe where repeating a create or an update is not. What still
+/// fails after these retries is classified by [`stage_error`] as before.
+#[derive(Debug, Clone)]
+pub struct ReadRetry {
+    retries_left: u32,
+    delay: std::time::Duration,
+}
+
+impl Default for ReadRetry {
+    /// Three retries after 100, 300 and 900 ms.
+    fn default() -> Self {
+        ReadRetry {
+            retries_left: 3,
+            delay: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+type ApiRequest = http::Request<kube::client::Body>;
+
+impl<B> tower::retry::Policy<ApiRequest, http::Response<B>, tower::BoxError> for ReadRetry {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut ApiRequest,
+        result: &mut Result<http::Response<B>, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let idempotent = matches!(*request.method(), http::Method::GET | http::Method::DELETE);
+        let worth_another_try = match result {
+            Ok(response) => matches!(
+                response.status(),
+                http::StatusCode::INTERNAL_SERVER_ERROR | http::StatusCode::BAD_GATEWAY
+            ),
+            Err(_) => true,
+        };
+        if !idempotent || !worth_another_try || self.retries_left == 0 {
+            return None;
+        }
+        self.retries_left -= 1;
+        let delay = self.delay;
+        self.delay *= 3;
+        Some(tokio::time::sleep(delay))
+    }
+
+    fn clone_request(&mut self, request: &ApiRequest) -> Option<ApiRequest> {
+        if !matches!(*request.method(), http::Method::GET | http::Method::DELETE) {
+            return None;
+        }
+        let mut copy = http::Request::builder()
+            .method(request.method().clone())
+            .uri(request.uri().clone())
+            .version(request.version())
+            .body(request.body().try_clone()?)
+            .ok()?;
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
 }
 
 /// What a stage tells the user to fix when the API refuses or rejects its requests; the rights
@@ -156,6 +240,75 @@ mod tests {
             stage_error("GET x", &api(401, "Unauthorized"), &DEPLOY),
             StageError::Transient { .. }
         ));
+    }
+
+    /// A service answering each request with the next status of `statuses` (then 200), and
+    /// counting the requests it saw.
+    fn scripted(
+        statuses: &[u16],
+    ) -> (
+        impl tower::Service<
+            ApiRequest,
+            Response = http::Response<String>,
+            Error = tower::BoxError,
+            Future = impl Send,
+        > + Clone,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let statuses: std::sync::Arc<[u16]> = statuses.into();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let service = tower::service_fn(move |_request: ApiRequest| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = statuses.get(n).copied().unwrap_or(200);
+            async move {
+                Ok::<_, tower::BoxError>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(String::new())
+                        .expect("response"),
+                )
+            }
+        });
+        (service, seen)
+    }
+
+    async fn send(method: http::Method, statuses: &[u16]) -> (u16, usize) {
+        use tower::{Layer, ServiceExt};
+        let (service, seen) = scripted(statuses);
+        // The production policy's retries, without its waits.
+        let policy = ReadRetry {
+            delay: std::time::Duration::from_millis(1),
+            ..ReadRetry::default()
+        };
+        let service = tower::retry::RetryLayer::new(policy).layer(service);
+        let request = http::Request::builder()
+            .method(method)
+            .uri("https://api/apis/apps/v1/namespaces/n/deployments/d")
+            .body(kube::client::Body::empty())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("response");
+        (
+            response.status().as_u16(),
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test]
+    async fn reads_and_deletes_are_retried_in_place_a_few_times() {
+        assert_eq!(send(http::Method::GET, &[500, 502]).await, (200, 3));
+        assert_eq!(send(http::Method::DELETE, &[500]).await, (200, 2));
+        // Three retries, then the failure goes to the classifier.
+        assert_eq!(send(http::Method::GET, &[500; 10]).await, (500, 4));
+        // A rejection is final at once.
+        assert_eq!(send(http::Method::GET, &[404]).await, (404, 1));
+    }
+
+    #[tokio::test]
+    async fn creates_and_updates_are_never_repeated_in_place() {
+        for method in [http::Method::POST, http::Method::PUT, http::Method::PATCH] {
+            assert_eq!(send(method, &[500]).await, (500, 1));
+        }
     }
 
     #[test]
