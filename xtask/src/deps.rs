@@ -1,6 +1,6 @@
 //! The workspace's dependency rules, checked against `cargo metadata`:
 //!
-//! * production crates (`events/`, `stages/*`) never depend on test or tooling crates
+//! * production crates (`events/`, `crates/*`, `stages/*`) never depend on test or tooling crates
 //!   (`tests/*`, `xtask`) — dev-dependencies may, that is what they are for;
 //! * `events` (the public contract) depends on no crate of ours, so a client can take it alone;
 //! * a stage never depends on another stage (they talk only through events, KV and the store);
@@ -16,7 +16,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Contract,
-    /// Shared production libraries under `stages/` (runtime, kubescape).
+    /// Shared production libraries under `crates/` (runtime, kubescape).
     SharedLibrary,
     Stage,
     /// User surfaces at the top level: the `vexxy` CLI, the REST gateway.
@@ -24,9 +24,6 @@ pub enum Role {
     TestInfrastructure,
     Tooling,
 }
-
-/// `stages/<dir>` entries that are libraries every stage may use, not stages.
-const SHARED_STAGE_LIBRARIES: [&str; 2] = ["runtime", "kubescape"];
 
 #[derive(Debug, Deserialize)]
 pub struct Metadata {
@@ -85,13 +82,33 @@ fn role_of(relative_dir: &Path) -> Option<Role> {
         .collect();
     match parts.as_slice() {
         ["events"] => Some(Role::Contract),
-        ["stages", name] if SHARED_STAGE_LIBRARIES.contains(name) => Some(Role::SharedLibrary),
+        ["crates", _] => Some(Role::SharedLibrary),
         ["stages", _] => Some(Role::Stage),
         ["tests", _] => Some(Role::TestInfrastructure),
         ["cli"] | ["gateway"] => Some(Role::Client),
         ["xtask"] => Some(Role::Tooling),
         _ => None,
     }
+}
+
+/// The stage crates, `stages/<dir>`, as (dir, package name) in directory order.
+pub fn stage_packages(metadata: &Metadata) -> Vec<(String, String)> {
+    let root = Path::new(&metadata.workspace_root);
+    let mut stages: Vec<(String, String)> = metadata
+        .packages
+        .iter()
+        .filter(|package| metadata.workspace_members.contains(&package.id))
+        .filter_map(|package| {
+            let dir = Path::new(&package.manifest_path).parent()?;
+            let relative = dir.strip_prefix(root).ok()?;
+            (role_of(relative) == Some(Role::Stage)).then(|| {
+                let name = relative.file_name()?.to_str()?.to_string();
+                Some((name, package.name.clone()))
+            })?
+        })
+        .collect();
+    stages.sort();
+    stages
 }
 
 /// Every rule violation, as a sentence naming both crates; empty when the workspace is clean.
@@ -113,7 +130,8 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
             }
             None => problems.push(format!(
                 "{} lives at {}, which has no role in the dependency rules; put it under events/, \
-                 stages/, cli/, gateway/, tests/ or xtask/, or teach xtask/src/deps.rs about it",
+                 crates/, stages/, cli/, gateway/, tests/ or xtask/, or teach xtask/src/deps.rs \
+                 about it",
                 package.name,
                 relative.display()
             )),
@@ -158,7 +176,7 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
             if role == Role::Stage && target == Role::Stage {
                 problems.push(format!(
                     "stage {} depends on stage {}; stages talk only through events, the KV status \
-                     and the object store — move shared code to stages/runtime or stages/kubescape",
+                     and the object store — move shared code to crates/runtime or crates/kubescape",
                     package.name, dependency.name
                 ));
             }
@@ -200,10 +218,10 @@ mod tests {
             ),
             package(
                 "vexxy-runtime",
-                "stages/runtime",
+                "crates/runtime",
                 &[("vexxy-events", None), ("vexxy-harness", Some("dev"))],
             ),
-            package("vexxy-kubescape", "stages/kubescape", &[("kube", None)]),
+            package("vexxy-kubescape", "crates/kubescape", &[("kube", None)]),
             package(
                 "vexxy-wait",
                 "stages/wait",
@@ -257,7 +275,7 @@ mod tests {
         let mut packages = clean_workspace();
         packages[1] = package(
             "vexxy-runtime",
-            "stages/runtime",
+            "crates/runtime",
             &[("vexxy-harness", Some("build"))],
         );
         let problems = violations(&metadata(packages));
@@ -339,15 +357,8 @@ mod tests {
     fn the_workspace_follows_the_dependency_rules() {
         let root = crate::paths::Paths::discover().root;
         let metadata = load_metadata(&root).expect("cargo metadata runs on the workspace");
-        let stages = metadata
-            .packages
-            .iter()
-            .filter(|package| package.manifest_path.contains("/stages/"))
-            .count();
-        assert!(
-            stages >= 7,
-            "expected the runtime, kubescape and five stage crates, saw {stages}"
-        );
+        let stages = stage_packages(&metadata).len();
+        assert_eq!(stages, 5, "expected the five stage crates under stages/");
         let problems = violations(&metadata);
         assert!(
             problems.is_empty(),

@@ -11,6 +11,7 @@ mod paths;
 mod setup;
 mod stack;
 mod test;
+mod wiring;
 
 use std::process::ExitCode;
 
@@ -51,7 +52,8 @@ enum Command {
     Down,
     /// Setup, start the stack (or reuse it), run one analysis end to end and print the result.
     Demo(demo::DemoArgs),
-    /// Check the workspace dependency rules (also part of `test`).
+    /// Check the workspace dependency rules and that every stage is wired into the image, the
+    /// manifests, compose and the test stacks (also part of `test`).
     CheckDeps,
     /// `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
     Lint,
@@ -130,12 +132,21 @@ fn run(paths: &Paths, command: Command) -> anyhow::Result<bool> {
         Command::Lint => lint::run(paths),
         Command::Chaos(args) => chaos::run(paths, &args),
         Command::CheckDeps => {
-            let problems = deps::violations(&deps::load_metadata(&paths.root)?);
+            let metadata = deps::load_metadata(&paths.root)?;
+            let mut problems = deps::violations(&metadata);
+            problems.extend(wiring::problems(
+                &paths.root,
+                &deps::stage_packages(&metadata),
+                &vexxy_harness::stack::STAGES,
+            ));
             for problem in &problems {
                 println!("check-deps: {problem}");
             }
             if problems.is_empty() {
-                println!("check-deps: the workspace follows the dependency rules");
+                println!(
+                    "check-deps: the workspace follows the dependency rules, and every stage is \
+                     wired into the image, the manifests, compose and the test stacks"
+                );
             }
             Ok(problems.is_empty())
         }
