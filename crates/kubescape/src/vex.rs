@@ -123,13 +123,17 @@ impl KubevulnShape {
     }
 }
 
+/// The OpenVEX statuses, ordered by caution (how little they suppress): when a document says
+/// two different things about the same (vulnerability, package) — kubevuln v0.3.159 appends
+/// contradicting duplicates — the most cautious wins (`max`), because a VEX that wrongly hides
+/// a vulnerability is worse than one that shows it once too often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VexStatus {
     NotAffected,
-    Affected,
     Fixed,
     UnderInvestigation,
+    Affected,
 }
 
 impl VexStatus {
@@ -142,7 +146,8 @@ impl VexStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The status an OpenVEX `status` field spells, `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "not_affected" => VexStatus::NotAffected,
             "affected" => VexStatus::Affected,
@@ -150,16 +155,6 @@ impl VexStatus {
             "under_investigation" => VexStatus::UnderInvestigation,
             _ => return None,
         })
-    }
-
-    /// How cautious a status is; a duplicate can only move a finding towards caution.
-    fn caution(self) -> u8 {
-        match self {
-            VexStatus::NotAffected => 0,
-            VexStatus::Fixed => 1,
-            VexStatus::UnderInvestigation => 2,
-            VexStatus::Affected => 3,
-        }
     }
 }
 
@@ -187,7 +182,8 @@ impl Justification {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The justification an OpenVEX `justification` field spells, `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "component_not_present" => Justification::ComponentNotPresent,
             "vulnerable_code_not_present" => Justification::VulnerableCodeNotPresent,
@@ -468,7 +464,7 @@ pub(crate) fn statement_findings(
 }
 
 pub(crate) fn merge_duplicate(earlier: Finding, later: Finding) -> Finding {
-    let later_wins = match later.status.caution().cmp(&earlier.status.caution()) {
+    let later_wins = match later.status.cmp(&earlier.status) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => {

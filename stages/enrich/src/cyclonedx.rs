@@ -21,11 +21,13 @@
 //! `vexxy:openvex:justification`), and a lossy mapping is flagged with `vexxy:mapping:lossy`, so
 //! nothing the analysis concluded is lost in translation.
 
+use std::str::FromStr;
+
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Justification, Statement, Status};
+use crate::model::{Justification, Statement, VexStatus};
 use crate::openvex::rfc3339;
 
 pub const SPEC_VERSION: &str = "1.6";
@@ -52,12 +54,12 @@ pub fn serial_number(document_id: &str) -> String {
     format!("urn:uuid:{uuid}")
 }
 
-pub fn analysis_state(status: Status) -> &'static str {
+pub fn analysis_state(status: VexStatus) -> &'static str {
     match status {
-        Status::NotAffected => "not_affected",
-        Status::Affected => "exploitable",
-        Status::Fixed => "resolved",
-        Status::UnderInvestigation => "in_triage",
+        VexStatus::NotAffected => "not_affected",
+        VexStatus::Affected => "exploitable",
+        VexStatus::Fixed => "resolved",
+        VexStatus::UnderInvestigation => "in_triage",
     }
 }
 
@@ -276,7 +278,7 @@ fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerabili
         value: s.status.as_str(),
     }];
     let mut justification = None;
-    if let (Status::NotAffected, Some(openvex)) = (s.status, s.justification) {
+    if let (VexStatus::NotAffected, Some(openvex)) = (s.status, s.justification) {
         let (mapped, lossy) = analysis_justification(openvex);
         justification = Some(mapped);
         properties.push(Property {
@@ -291,7 +293,7 @@ fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerabili
         }
     }
     let action = match s.status {
-        Status::Affected => s.action_statement.as_deref(),
+        VexStatus::Affected => s.action_statement.as_deref(),
         _ => None,
     };
     Vulnerability {
@@ -349,36 +351,16 @@ fn source_of<'a>(s: &Statement<'a>) -> Option<Source<'a>> {
 }
 
 /// `pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64` → (`libssl3`, `3.0.8-r0`), percent-decoded.
+/// A string that is no valid purl (Kubescape copies what Grype matched) names itself, with no
+/// version.
 fn purl_name_version(purl: &str) -> (String, Option<String>) {
-    let without_extras = purl.split(['?', '#']).next().unwrap_or(purl);
-    let (path, version) = match without_extras.rsplit_once('@') {
-        Some((path, version)) if !path.ends_with(':') => (path, Some(decode(version))),
-        _ => (without_extras, None),
-    };
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let name = if name.is_empty() { purl } else { name };
-    (decode(name), version)
-}
-
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
+    match packageurl::PackageUrl::from_str(purl) {
+        Ok(parsed) => (
+            parsed.name().to_string(),
+            parsed.version().map(str::to_string),
+        ),
+        Err(_) => (purl.to_string(), None),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -395,10 +377,10 @@ mod tests {
 
     #[test]
     fn every_status_and_justification_has_a_mapping() {
-        assert_eq!(analysis_state(Status::Affected), "exploitable");
-        assert_eq!(analysis_state(Status::Fixed), "resolved");
-        assert_eq!(analysis_state(Status::UnderInvestigation), "in_triage");
-        assert_eq!(analysis_state(Status::NotAffected), "not_affected");
+        assert_eq!(analysis_state(VexStatus::Affected), "exploitable");
+        assert_eq!(analysis_state(VexStatus::Fixed), "resolved");
+        assert_eq!(analysis_state(VexStatus::UnderInvestigation), "in_triage");
+        assert_eq!(analysis_state(VexStatus::NotAffected), "not_affected");
         assert_eq!(
             analysis_justification(Justification::VulnerableCodeNotPresent),
             ("code_not_present", false)
@@ -420,6 +402,13 @@ mod tests {
             purl_name_version("pkg:golang/golang.org/x/net"),
             ("net".to_string(), None)
         );
-        assert_eq!(decode("a%20b%"), "a b%");
+        assert_eq!(
+            purl_name_version("pkg:deb/debian/lib%2Bc@1%3A2.36"),
+            ("lib+c".to_string(), Some("1:2.36".to_string()))
+        );
+        assert_eq!(
+            purl_name_version("libssl3 3.0.8"),
+            ("libssl3 3.0.8".to_string(), None)
+        );
     }
 }

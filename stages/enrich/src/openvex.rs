@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Statement, Status};
+use crate::model::{Statement, VexStatus};
 use crate::transform::is_iri;
 
 pub const CONTEXT: &str = "https://openvex.dev/ns/v0.2.0";
@@ -125,10 +125,10 @@ impl Serialize for StatementOut<'_> {
         if let Some(notes) = &s.status_notes {
             map.serialize_entry("status_notes", notes)?;
         }
-        if let (Status::NotAffected, Some(justification)) = (s.status, s.justification) {
+        if let (VexStatus::NotAffected, Some(justification)) = (s.status, s.justification) {
             map.serialize_entry("justification", justification.as_str())?;
         }
-        if let (Status::Affected, Some(action)) = (s.status, &s.action_statement) {
+        if let (VexStatus::Affected, Some(action)) = (s.status, &s.action_statement) {
             map.serialize_entry("action_statement", action)?;
         }
         map.end()

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::model::{Justification, Statement, Status};
+use crate::model::{Justification, Statement, VexStatus};
 
 /// One Kubescape statement flattened to a single package, with the v0.3.159 field swap already
 /// undone by the reader (`vulnerability` is the CVE/GHSA id, `vulnerability_url` the data source).
@@ -88,7 +88,7 @@ pub fn build_statements<'a>(
 /// vexxy does not know (kept, shown as `under_investigation`, never dropped).
 struct Merged<'a> {
     winner: SourceStatement<'a>,
-    status: Option<Status>,
+    status: Option<VexStatus>,
     vulnerability_url: Option<&'a str>,
 }
 
@@ -96,7 +96,7 @@ fn merge_duplicates<'a>(source: impl IntoIterator<Item = SourceStatement<'a>>) -
     let mut index: HashMap<(&'a str, Option<&'a str>), usize> = HashMap::new();
     let mut merged: Vec<Merged<'a>> = Vec::new();
     for statement in source {
-        let status = Status::parse(statement.status);
+        let status = VexStatus::parse(statement.status);
         let url = statement.vulnerability_url.filter(|u| is_iri(u));
         match index.get(&(statement.vulnerability, statement.subcomponent)) {
             None => {
@@ -126,8 +126,8 @@ fn merge_duplicates<'a>(source: impl IntoIterator<Item = SourceStatement<'a>>) -
 }
 
 /// Unknown statuses rank with `under_investigation`: they must not suppress anything.
-fn rank(status: Option<Status>) -> Status {
-    status.unwrap_or(Status::UnderInvestigation)
+fn rank(status: Option<VexStatus>) -> VexStatus {
+    status.unwrap_or(VexStatus::UnderInvestigation)
 }
 
 fn shape<'a>(
@@ -141,7 +141,7 @@ fn shape<'a>(
         vulnerability: source.vulnerability,
         vulnerability_iri: merged.vulnerability_url,
         subcomponent: source.subcomponent,
-        status: Status::UnderInvestigation,
+        status: VexStatus::UnderInvestigation,
         justification: None,
         status_notes: impact.map(Cow::Borrowed),
         action_statement: None,
@@ -153,11 +153,11 @@ fn shape<'a>(
                 source.status
             )));
         }
-        Some(Status::Affected) => {
-            statement.status = Status::Affected;
+        Some(VexStatus::Affected) => {
+            statement.status = VexStatus::Affected;
             statement.action_statement = Some(action_for(&source, fixes));
         }
-        Some(Status::NotAffected) => match partial {
+        Some(VexStatus::NotAffected) => match partial {
             Some(partial) => {
                 statement.status_notes = Some(Cow::Owned(match impact {
                     Some(impact) => format!(
@@ -168,7 +168,7 @@ fn shape<'a>(
                 }));
             }
             None => {
-                statement.status = Status::NotAffected;
+                statement.status = VexStatus::NotAffected;
                 // Kubescape only ever says vulnerable_code_not_present; anything it does not
                 // spell as an OpenVEX justification falls back to that, with its text kept in
                 // the notes so exactly one of justification / impact_statement is present.
@@ -180,8 +180,8 @@ fn shape<'a>(
                 );
             }
         },
-        Some(Status::Fixed) => statement.status = Status::Fixed,
-        Some(Status::UnderInvestigation) => {}
+        Some(VexStatus::Fixed) => statement.status = VexStatus::Fixed,
+        Some(VexStatus::UnderInvestigation) => {}
     }
     statement
 }
@@ -236,11 +236,11 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(
             (out[0].vulnerability, out[0].status),
-            ("CVE-1", Status::NotAffected)
+            ("CVE-1", VexStatus::NotAffected)
         );
         assert_eq!(
             (out[1].vulnerability, out[1].status),
-            ("CVE-2", Status::Affected)
+            ("CVE-2", VexStatus::Affected)
         );
         assert_eq!(out[1].action_statement.as_deref(), Some(NO_FIX_ACTION));
     }
@@ -293,7 +293,7 @@ mod tests {
             source("CVE-2", "pkg:deb/debian/a@1", "affected"),
         ];
         let out = build_statements(input, &FixIndex::default(), Some(&partial));
-        assert_eq!(out[0].status, Status::UnderInvestigation);
+        assert_eq!(out[0].status, VexStatus::UnderInvestigation);
         assert!(
             out[0]
                 .status_notes
@@ -302,7 +302,7 @@ mod tests {
                 .starts_with("Learning did not complete.")
         );
         assert_eq!(out[0].justification, None);
-        assert_eq!(out[1].status, Status::Affected);
+        assert_eq!(out[1].status, VexStatus::Affected);
     }
 
     #[test]
@@ -312,7 +312,7 @@ mod tests {
             &FixIndex::default(),
             None,
         );
-        assert_eq!(out[0].status, Status::UnderInvestigation);
+        assert_eq!(out[0].status, VexStatus::UnderInvestigation);
         assert!(
             out[0]
                 .status_notes
