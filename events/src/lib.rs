@@ -8,7 +8,7 @@
 //! * [`subjects`]: the NATS subjects and streams.
 //! * [`envelope`]: the CloudEvents 1.0 structured-mode envelope every event travels in.
 //! * [`request`]: the analysis request (input) and its validation.
-//! * [`completed`], [`failed`]: the two public outcomes.
+//! * [`completed`], [`failed`]: the two public outcomes; [`outcome`] reads either from the wire.
 //! * [`pipeline`]: the internal hand-off between stages (not public, but versioned the same way).
 //! * [`status`]: the job record kept in the KV bucket.
 //! * [`emit`]: builders for the events vexxy publishes, with deterministic ids.
@@ -18,6 +18,7 @@ pub mod completed;
 pub mod emit;
 pub mod envelope;
 pub mod failed;
+pub mod outcome;
 pub mod pipeline;
 pub mod purl;
 pub mod request;
@@ -29,6 +30,7 @@ pub use completed::{AnalysisCompleted, Artifacts, EvidenceQuality, ExtraArtifact
 pub use emit::{completed_event, failed_event, failed_event_id, stage_source, ticket_event};
 pub use envelope::{CloudEvent, EventType};
 pub use failed::{AnalysisFailed, FailureReason, OriginalMessage};
+pub use outcome::{AnalysisOutcome, OutcomeError, ReceivedOutcome};
 pub use pipeline::{MissingSection, PipelineTicket};
 pub use request::{
     AnalysisRequest, Rejection, RunConfig, ValidatedRequest, ValidationPolicy, derive_job_id,

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, kv};
 use futures::StreamExt;
 use vexxy_events::{
-    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, JobState, JobStatus,
-    RunConfig, Stage, subjects,
+    AnalysisCompleted, AnalysisOutcome, AnalysisRequest, JobState, JobStatus, RunConfig, Stage,
+    subjects,
 };
 
 use crate::paths::Paths;
@@ -42,12 +42,6 @@ pub struct DemoArgs {
 const DEMO_IMAGE_REF: &str = "docker.io/library/alpine";
 const DEMO_IMAGE_DIGEST: &str =
     "sha256:e2e16842c9b54d985bf1ef9242a313f36b856181f188de21313820e177002501";
-
-/// How the job ended, as the public events told it.
-enum Outcome {
-    Completed(Box<AnalysisCompleted>),
-    Failed(Box<AnalysisFailed>),
-}
 
 pub fn run(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -178,12 +172,12 @@ async fn run_async(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Re
     };
     let elapsed = started.elapsed();
     match outcome {
-        Outcome::Completed(completed) => {
+        AnalysisOutcome::Completed(completed) => {
             print_completed(&completed, args.statements, elapsed);
             println!("\nThe local stack keeps running; stop it with `cargo xtask down`.");
             Ok(true)
         }
-        Outcome::Failed(failed) => {
+        AnalysisOutcome::Failed(failed) => {
             println!(
                 "\ndemo: job {job_id} FAILED in {} after {:.1}s: {} — {}",
                 failed.stage,
@@ -204,33 +198,12 @@ async fn run_async(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Re
     }
 }
 
-/// The outcome in `payload` if it is about `job_id`; other jobs' events are skipped, and an
-/// event that cannot be read is an error (the contract promises CloudEvents).
-fn read_outcome(payload: &[u8], job_id: &str) -> anyhow::Result<Option<Outcome>> {
-    let event: CloudEvent<serde_json::Value> =
-        serde_json::from_slice(payload).with_context(|| {
-            format!(
-                "an event on the outcome subjects is not a CloudEvent: {}",
-                String::from_utf8_lossy(payload)
-            )
-        })?;
-    if event.subject.as_deref() != Some(job_id) {
-        return Ok(None);
-    }
-    if event.is_type(EventType::Completed) {
-        let completed: AnalysisCompleted = serde_json::from_value(event.data)
-            .context("the completed event's data does not match the contract")?;
-        Ok(Some(Outcome::Completed(Box::new(completed))))
-    } else if event.is_type(EventType::Failed) {
-        let failed: AnalysisFailed = serde_json::from_value(event.data)
-            .context("the failed event's data does not match the contract")?;
-        Ok(Some(Outcome::Failed(Box::new(failed))))
-    } else {
-        bail!(
-            "unexpected event type {} for job {job_id}",
-            event.event_type
-        )
-    }
+/// The outcome in `payload` if it is about `job_id`; other jobs' events are skipped, and a
+/// message that is no outcome of the contract is an error.
+fn read_outcome(payload: &[u8], job_id: &str) -> anyhow::Result<Option<AnalysisOutcome>> {
+    let received = AnalysisOutcome::from_slice(payload)
+        .context("a message on the outcome subjects is no outcome of the contract")?;
+    Ok((received.job_id.as_deref() == Some(job_id)).then_some(received.outcome))
 }
 
 fn state_name(state: JobState) -> &'static str {
@@ -381,6 +354,7 @@ fn file_path(url: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use vexxy_events::envelope::event_id;
+    use vexxy_events::{AnalysisFailed, CloudEvent, EventType};
 
     #[test]
     fn outcomes_of_other_jobs_are_skipped() {
@@ -412,7 +386,7 @@ mod tests {
         let payload = serde_json::to_vec(&event).unwrap();
         assert!(read_outcome(&payload, "demo-job").unwrap().is_none());
         match read_outcome(&payload, "other-job").unwrap() {
-            Some(Outcome::Failed(failed)) => assert_eq!(failed.stage, Stage::Deploy),
+            Some(AnalysisOutcome::Failed(failed)) => assert_eq!(failed.stage, Stage::Deploy),
             _ => panic!("the failed event of the job itself is its outcome"),
         }
     }

@@ -33,11 +33,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use serde_json::json;
-use vexxy_events::{FailureReason, subjects};
+use vexxy_events::{AnalysisOutcome, FailureReason, subjects};
 
 use security_support::{
-    CheckReport, DeadLetter, Outcome, Outcomes, SANDBOX_NAMESPACE, SandboxCapture, StackOptions,
-    TestStack, all_messages, publish_raw,
+    CheckReport, DeadLetter, Outcomes, SANDBOX_NAMESPACE, SandboxCapture, StackOptions, TestStack,
+    all_messages, publish_raw,
 };
 
 const NATS_USER: &str = "vexxy-stages";
@@ -147,7 +147,7 @@ async fn run(stack: &mut TestStack) -> Result<()> {
     outcomes
         .collect(&expected, OUTCOME_TIMEOUT, Duration::from_millis(500))
         .await?;
-    let outcome = |job_id: &str| -> Result<Outcome> {
+    let outcome = |job_id: &str| -> Result<AnalysisOutcome> {
         let events = outcomes
             .by_msg_id
             .get(&format!("{job_id}.request"))
@@ -161,8 +161,8 @@ async fn run(stack: &mut TestStack) -> Result<()> {
         let mut result = Ok(());
         for id in ["sec-tagged", "sec-alpine"] {
             match outcome(id) {
-                Ok(Outcome::Completed(_)) => {}
-                Ok(Outcome::Failed(failed)) => {
+                Ok(AnalysisOutcome::Completed(_)) => {}
+                Ok(AnalysisOutcome::Failed(failed)) => {
                     result = Err(anyhow::anyhow!(
                         "{id} failed: {} {}",
                         failed.reason,
@@ -243,8 +243,8 @@ async fn run(stack: &mut TestStack) -> Result<()> {
     report.finish()
 }
 
-fn check_not_allowed(outcome: Result<Outcome>, capture: &SandboxCapture) -> Result<()> {
-    let Outcome::Failed(failed) = outcome? else {
+fn check_not_allowed(outcome: Result<AnalysisOutcome>, capture: &SandboxCapture) -> Result<()> {
+    let AnalysisOutcome::Failed(failed) = outcome? else {
         bail!("the disallowed image completed");
     };
     ensure!(

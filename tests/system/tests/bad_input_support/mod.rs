@@ -36,14 +36,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use vexxy_events::{FailureReason as R, JobState, JobStatus, Stage, subjects};
+use vexxy_events::{AnalysisOutcome, FailureReason as R, JobState, JobStatus, Stage, subjects};
 use vexxy_harness::chaos::process_start_ticks;
 use vexxy_harness::http_get_status;
 use vexxy_harness::realcluster::KwokLifecycles;
 
 use crate::security_support::{
-    CheckReport, Outcome, Outcomes, SandboxCapture, StackOptions, TestStack, dead_letters,
-    publish_raw,
+    CheckReport, Outcomes, SandboxCapture, StackOptions, TestStack, dead_letters, publish_raw,
 };
 
 const ALLOWLIST: &str = "docker.io,ghcr.io,quay.io";
@@ -736,7 +735,7 @@ fn check_case(
         "{} outcome events: {events:?}",
         events.len()
     );
-    let Outcome::Failed(failed) = &events[0] else {
+    let AnalysisOutcome::Failed(failed) = &events[0] else {
         bail!("completed instead of failed: {:?}", events[0]);
     };
     ensure!(
@@ -818,12 +817,12 @@ fn check_good(job: &Good, outcomes: &Outcomes, capture: &SandboxCapture) -> Resu
         events.len()
     );
     match (&events[0], job.fails) {
-        (Outcome::Completed(completed), None) => ensure!(
+        (AnalysisOutcome::Completed(completed), None) => ensure!(
             completed.job_id == job.job_id,
             "completed names job {}",
             completed.job_id
         ),
-        (Outcome::Failed(failed), Some((stage, reason)))
+        (AnalysisOutcome::Failed(failed), Some((stage, reason)))
             if failed.stage == stage && failed.reason == reason =>
         {
             ensure!(
@@ -832,10 +831,10 @@ fn check_good(job: &Good, outcomes: &Outcomes, capture: &SandboxCapture) -> Resu
                 failed.job_id
             );
         }
-        (Outcome::Completed(_), Some((stage, reason))) => {
+        (AnalysisOutcome::Completed(_), Some((stage, reason))) => {
             bail!("completed, but it must fail in {stage} with {reason}")
         }
-        (Outcome::Failed(failed), _) => bail!(
+        (AnalysisOutcome::Failed(failed), _) => bail!(
             "failed in {} with {}: {}",
             failed.stage,
             failed.reason,

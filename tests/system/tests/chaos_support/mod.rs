@@ -39,8 +39,8 @@ use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use vexxy_events::{
-    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, FailureReason,
-    JobState, JobStatus, RunConfig, Stage, subjects,
+    AnalysisOutcome, AnalysisRequest, FailureReason, JobState, JobStatus, RunConfig, Stage,
+    subjects,
 };
 use vexxy_harness::chaos::{Figures, NatsCluster, Scale, StageFleet, in_flight};
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
@@ -438,16 +438,10 @@ async fn publish_all(js: &jetstream::Context, jobs: &[Job]) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug)]
-enum Outcome {
-    Completed(Box<AnalysisCompleted>),
-    Failed(Box<AnalysisFailed>),
-}
-
 /// What the downstream subscriber saw: distinct outcome messages (by stream sequence) per job.
 #[derive(Default)]
 pub struct Outcomes {
-    by_job: BTreeMap<String, BTreeMap<u64, Outcome>>,
+    by_job: BTreeMap<String, BTreeMap<u64, AnalysisOutcome>>,
     unreadable: Vec<String>,
     /// When the subscriber last received a job's first outcome: the run's last outcome, once
     /// every job has one.
@@ -473,25 +467,12 @@ impl Outcomes {
     }
 }
 
-fn parse_outcome(payload: &[u8]) -> Result<(String, Outcome)> {
-    let event: CloudEvent<Value> = serde_json::from_slice(payload).with_context(|| {
-        format!(
-            "an outcome event is not a CloudEvent: {}",
-            String::from_utf8_lossy(payload)
-        )
-    })?;
-    let job = event
-        .subject
-        .clone()
+fn parse_outcome(payload: &[u8]) -> Result<(String, AnalysisOutcome)> {
+    let received = AnalysisOutcome::from_slice(payload)?;
+    let job = received
+        .job_id
         .context("an outcome event has no subject (job id)")?;
-    let outcome = if event.is_type(EventType::Completed) {
-        Outcome::Completed(Box::new(serde_json::from_value(event.data)?))
-    } else if event.is_type(EventType::Failed) {
-        Outcome::Failed(Box::new(serde_json::from_value(event.data)?))
-    } else {
-        bail!("unexpected event type {} for {job}", event.event_type);
-    };
-    Ok((job, outcome))
+    Ok((job, received.outcome))
 }
 
 pub type SharedOutcomes = Arc<Mutex<Outcomes>>;
@@ -927,8 +908,8 @@ where
         }
         let (_, outcome) = events.iter().next().expect("not empty");
         match outcome {
-            Outcome::Completed(_) => figures.completed += 1,
-            Outcome::Failed(failed) => {
+            AnalysisOutcome::Completed(_) => figures.completed += 1,
+            AnalysisOutcome::Failed(failed) => {
                 figures.failed += 1;
                 *figures
                     .failed_reasons
@@ -1110,15 +1091,15 @@ fn openvex_validator() -> Result<jsonschema::Validator> {
 /// parses, and (OpenVEX) is schema-valid: nothing half-written is reported as done.
 async fn check_outcome(
     job: &Job,
-    outcome: &Outcome,
+    outcome: &AnalysisOutcome,
     store: &Store,
     bucket: &str,
     validator: &jsonschema::Validator,
 ) -> Result<()> {
     let id = &job.id;
     let completed = match (job.pull_fails, outcome) {
-        (false, Outcome::Completed(completed)) => completed,
-        (true, Outcome::Failed(failed)) => {
+        (false, AnalysisOutcome::Completed(completed)) => completed,
+        (true, AnalysisOutcome::Failed(failed)) => {
             ensure!(
                 failed.stage == Stage::Wait && failed.reason == FailureReason::ImagePullFailed,
                 "{id}: failed in {} with {}, expected wait with image_pull_failed: {}",
@@ -1128,13 +1109,15 @@ async fn check_outcome(
             );
             return Ok(());
         }
-        (_, Outcome::Failed(failed)) => bail!(
+        (_, AnalysisOutcome::Failed(failed)) => bail!(
             "{id}: failed in {} with {}: {}",
             failed.stage,
             failed.reason.as_str(),
             failed.message
         ),
-        (_, Outcome::Completed(_)) => bail!("{id}: completed, but its image pull must fail"),
+        (_, AnalysisOutcome::Completed(_)) => {
+            bail!("{id}: completed, but its image pull must fail")
+        }
     };
     ensure!(
         completed.job_id == *id,
@@ -1192,7 +1175,11 @@ async fn check_outcome(
     Ok(())
 }
 
-async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outcome) -> Result<()> {
+async fn check_final_status(
+    kv: &jetstream::kv::Store,
+    job: &Job,
+    outcome: &AnalysisOutcome,
+) -> Result<()> {
     let id = &job.id;
     let bytes = kv
         .get(id)
@@ -1201,13 +1188,13 @@ async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outc
     let status: JobStatus = serde_json::from_slice(&bytes)
         .with_context(|| format!("{id}: the job record is not a JobStatus"))?;
     match outcome {
-        Outcome::Completed(completed) => ensure!(
+        AnalysisOutcome::Completed(completed) => ensure!(
             status.state == JobState::Completed && status.result == completed.artifacts.openvex,
             "{id}: KV record {:?} with result {:?} after a completed event",
             status.state,
             status.result
         ),
-        Outcome::Failed(failed) => ensure!(
+        AnalysisOutcome::Failed(failed) => ensure!(
             status.state == JobState::Failed
                 && status.error.as_ref().map(|e| e.reason) == Some(failed.reason),
             "{id}: KV record {:?} with error {:?} after a failed event ({})",

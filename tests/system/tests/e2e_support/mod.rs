@@ -34,8 +34,8 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::Value;
 use vexxy_events::completed::Completeness;
 use vexxy_events::{
-    AnalysisCompleted, AnalysisFailed, AnalysisRequest, CloudEvent, EventType, FailureReason,
-    JobState, JobStatus, RunConfig, Stage, subjects,
+    AnalysisCompleted, AnalysisFailed, AnalysisOutcome, AnalysisRequest, FailureReason, JobState,
+    JobStatus, RunConfig, Stage, subjects,
 };
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
@@ -416,42 +416,19 @@ async fn publish(js: &jetstream::Context, job: &Job) -> Result<bool> {
     Ok(ack.duplicate)
 }
 
-#[derive(Debug)]
-enum Outcome {
-    Completed(Box<AnalysisCompleted>),
-    Failed(Box<AnalysisFailed>),
-}
-
 /// The downstream subscriber's view: outcome events per job, in arrival order.
 #[derive(Default)]
 struct Outcomes {
-    by_job: BTreeMap<String, Vec<Outcome>>,
+    by_job: BTreeMap<String, Vec<AnalysisOutcome>>,
 }
 
 impl Outcomes {
     fn record(&mut self, payload: &[u8]) -> Result<()> {
-        let event: CloudEvent<Value> = serde_json::from_slice(payload).with_context(|| {
-            format!(
-                "an outcome event is not a CloudEvent: {}",
-                String::from_utf8_lossy(payload)
-            )
-        })?;
-        let job = event
-            .subject
-            .clone()
+        let received = AnalysisOutcome::from_slice(payload)?;
+        let job = received
+            .job_id
             .context("an outcome event has no subject (job id)")?;
-        let outcome = if event.is_type(EventType::Completed) {
-            Outcome::Completed(Box::new(
-                serde_json::from_value(event.data).context("completed event data")?,
-            ))
-        } else if event.is_type(EventType::Failed) {
-            Outcome::Failed(Box::new(
-                serde_json::from_value(event.data).context("failed event data")?,
-            ))
-        } else {
-            bail!("unexpected event type {} for {job}", event.event_type);
-        };
-        self.by_job.entry(job).or_default().push(outcome);
+        self.by_job.entry(job).or_default().push(received.outcome);
         Ok(())
     }
 
@@ -745,7 +722,11 @@ fn check_failed(
     Ok(())
 }
 
-async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outcome) -> Result<()> {
+async fn check_final_status(
+    kv: &jetstream::kv::Store,
+    job: &Job,
+    outcome: &AnalysisOutcome,
+) -> Result<()> {
     let id = job.id;
     let bytes = kv
         .get(id)
@@ -754,13 +735,13 @@ async fn check_final_status(kv: &jetstream::kv::Store, job: &Job, outcome: &Outc
     let status: JobStatus = serde_json::from_slice(&bytes)
         .with_context(|| format!("{id}: the job record is not a JobStatus"))?;
     match outcome {
-        Outcome::Completed(completed) => ensure!(
+        AnalysisOutcome::Completed(completed) => ensure!(
             status.state == JobState::Completed && status.result == completed.artifacts.openvex,
             "{id}: KV record {:?} with result {:?} after a completed event",
             status.state,
             status.result
         ),
-        Outcome::Failed(failed) => ensure!(
+        AnalysisOutcome::Failed(failed) => ensure!(
             status.state == JobState::Failed
                 && status.error.as_ref().map(|e| e.reason) == Some(failed.reason),
             "{id}: KV record {:?} with error {:?} after a failed event ({})",
@@ -954,7 +935,7 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
         }
         let outcome = &events[0];
         let checked = match (&job.expected, outcome) {
-            (Expected::Completed { vex_shape, mixed }, Outcome::Completed(completed)) => {
+            (Expected::Completed { vex_shape, mixed }, AnalysisOutcome::Completed(completed)) => {
                 check_completed(
                     job, completed, *vex_shape, *mixed, &store, &bucket, &validator,
                 )
@@ -966,16 +947,16 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
                     reason,
                     message_names,
                 },
-                Outcome::Failed(failed),
+                AnalysisOutcome::Failed(failed),
             ) => check_failed(job, failed, *stage, *reason, message_names),
-            (expected, Outcome::Failed(failed)) => Err(anyhow::anyhow!(
+            (expected, AnalysisOutcome::Failed(failed)) => Err(anyhow::anyhow!(
                 "{}: expected {expected:?}, got failed in {} with {}: {}",
                 job.id,
                 failed.stage,
                 failed.reason.as_str(),
                 failed.message
             )),
-            (expected, Outcome::Completed(completed)) => Err(anyhow::anyhow!(
+            (expected, AnalysisOutcome::Completed(completed)) => Err(anyhow::anyhow!(
                 "{}: expected {expected:?}, got completed with {:?}",
                 job.id,
                 completed.summary

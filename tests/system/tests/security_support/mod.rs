@@ -23,8 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::Value;
-use vexxy_events::{AnalysisCompleted, AnalysisFailed, CloudEvent, EventType, subjects};
+use vexxy_events::{AnalysisOutcome, subjects};
 use vexxy_harness::identities::StageIdentities;
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster, STORAGE_APISERVICE};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
@@ -324,16 +323,10 @@ pub async fn publish_raw(js: &jetstream::Context, msg_id: &str, body: Vec<u8>) -
     Ok(ack.sequence)
 }
 
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Completed(Box<AnalysisCompleted>),
-    Failed(Box<AnalysisFailed>),
-}
-
-/// Outcome events as a downstream subscriber sees them, keyed by request `Nats-Msg-Id`.
+/// AnalysisOutcome events as a downstream subscriber sees them, keyed by request `Nats-Msg-Id`.
 pub struct Outcomes {
     messages: jetstream::consumer::pull::Stream,
-    pub by_msg_id: BTreeMap<String, Vec<Outcome>>,
+    pub by_msg_id: BTreeMap<String, Vec<AnalysisOutcome>>,
 }
 
 impl Outcomes {
@@ -362,21 +355,11 @@ impl Outcomes {
     }
 
     fn record(&mut self, payload: &[u8]) -> Result<()> {
-        let event: CloudEvent<Value> = serde_json::from_slice(payload)
-            .with_context(|| format!("not a CloudEvent: {}", String::from_utf8_lossy(payload)))?;
-        let (msg_id, outcome) = if event.is_type(EventType::Completed) {
-            let data: AnalysisCompleted = serde_json::from_value(event.data)?;
-            (
-                data.request_msg_id.clone(),
-                Outcome::Completed(Box::new(data)),
-            )
-        } else if event.is_type(EventType::Failed) {
-            let data: AnalysisFailed = serde_json::from_value(event.data)?;
-            (data.request_msg_id.clone(), Outcome::Failed(Box::new(data)))
-        } else {
-            bail!("unexpected event type {}", event.event_type);
-        };
-        let msg_id = msg_id.unwrap_or_else(|| "<no request msg id>".into());
+        let outcome = AnalysisOutcome::from_slice(payload)?.outcome;
+        let msg_id = outcome
+            .request_msg_id()
+            .unwrap_or("<no request msg id>")
+            .to_string();
         self.by_msg_id.entry(msg_id).or_default().push(outcome);
         Ok(())
     }
