@@ -195,6 +195,26 @@ pub async fn handle(
                 None => target.resource.qualified(),
             };
             app.count(verb, &counted);
+            // Storage's queue handler sits in front of its API server, so the queue is taken
+            // before anything else (faults' latency included: a slow storage fills its queues).
+            let _admitted =
+                if target.resource.is_kubescape_storage() && crate::storage_queue::queued(&query) {
+                    let content_length = headers
+                        .get("content-length")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    match app
+                        .storage_queues
+                        .admit(target.resource.plural, content_length)
+                        .await
+                    {
+                        Ok(admitted) => Some(admitted),
+                        Err(refused) => return refused.into_response(),
+                    }
+                } else {
+                    None
+                };
             if let Some(err) = app.inject_fault(verb, &counted).await {
                 return err.into_response();
             }

@@ -63,6 +63,8 @@ pub struct App {
     emulator: Mutex<crate::kubescape::EmulatorState>,
     /// The bytes of objects GETs served, reused while the object is unchanged.
     pub serialized: crate::serialized::SerializedObjects,
+    /// Kubescape storage's per-kind request queues (429 when full, 413 over a kind's size).
+    pub storage_queues: crate::storage_queue::StorageQueues,
     /// Becomes true when the server shuts down; long-running responses (watches) end then.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -216,6 +218,7 @@ impl Server {
             counters: Mutex::new(Counters::default()),
             emulator: Mutex::new(Default::default()),
             serialized: Default::default(),
+            storage_queues: Default::default(),
             config: watch::channel(config.clone()).0,
         });
         crate::controllers::bootstrap(&app).map_err(StartError::Bootstrap)?;

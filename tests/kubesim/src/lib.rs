@@ -25,6 +25,7 @@ pub mod resources;
 pub mod rng;
 pub mod selectors;
 pub mod serialized;
+pub mod storage_queue;
 pub mod store;
 pub mod table;
 pub mod upstream;

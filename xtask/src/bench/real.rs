@@ -23,8 +23,10 @@ use super::{BenchArgs, Figure, row};
 pub const STORAGE_429: &str = "analyses per second before Kubescape's storage server answers 429: \
      its server cannot be built here (the Go module proxy answers 403 Forbidden, \"This module \
      version is not available\", for github.com/kubescape/storage at every version: `go list -m \
-     -versions` and v0.0.297 by name, checked 2026-12-07), and kubesim does not model storage's \
-     request queue, so any figure would be invented";
+     -versions` and v0.0.297 by name, checked 2026-12-07). kubesim models storage's queues \
+     (429 past 50 requests of a kind in the server, one worker for VEX) but not how long \
+     storage takes to serve a request, which decides when they fill, so any figure from it \
+     would be invented";
 
 const API_ROW: &str = "Kubernetes API requests per analysis, real kube-apiserver (audit log)";
 const E2E_ROW: &str = "end-to-end overhead per analysis, real control plane vs kubesim";
