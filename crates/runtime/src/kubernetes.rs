@@ -70,7 +70,7 @@ pub fn client_for(config: Config) -> Result<Client, ClusterError> {
 const REQUESTS_QUEUED: usize = 1024;
 
 /// Retries a GET or DELETE in place when the API server answered 500 or 502, or the connection
-/// failed, a few times within about a second.
+/// was refused or broken, three times within about 1.3 s.
 ///
 /// A stage's work per message is several requests (extract reads seven objects, then deletes
 /// the sandbox); when one failed transiently, the whole message used to be redelivered, and a
@@ -96,6 +96,28 @@ impl Default for ReadRetry {
 
 type ApiRequest = http::Request<kube::client::Body>;
 
+/// Whether a request failed because the connection was refused, reset or cut: what an API
+/// server that is restarting or a load balancer switching answers, over within a moment. A
+/// timeout is not (each would take kube's 30 s connect timeout again), nor is a failing
+/// credential plugin or anything else that would fail the same way at once.
+fn connection_broken(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        cause = error.source();
+    }
+    false
+}
+
 impl<B> tower::retry::Policy<ApiRequest, http::Response<B>, tower::BoxError> for ReadRetry {
     type Future = tokio::time::Sleep;
 
@@ -110,7 +132,7 @@ impl<B> tower::retry::Policy<ApiRequest, http::Response<B>, tower::BoxError> for
                 response.status(),
                 http::StatusCode::INTERNAL_SERVER_ERROR | http::StatusCode::BAD_GATEWAY
             ),
-            Err(_) => true,
+            Err(error) => connection_broken(error.as_ref()),
         };
         if !idempotent || !worth_another_try || self.retries_left == 0 {
             return None;
@@ -302,6 +324,85 @@ mod tests {
         assert_eq!(send(http::Method::GET, &[500; 10]).await, (500, 4));
         // A rejection is final at once.
         assert_eq!(send(http::Method::GET, &[404]).await, (404, 1));
+    }
+
+    /// The client stages get really carries the layer: a GET that got two 500s succeeds, a
+    /// POST that got one fails, and a refused connection is retried and then reported.
+    #[tokio::test]
+    async fn the_stage_client_retries_reads_against_a_real_server() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gets = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = gets.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/namespaces/n/configmaps/c",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        (http::StatusCode::INTERNAL_SERVER_ERROR, String::from("{}"))
+                    } else {
+                        (
+                            http::StatusCode::OK,
+                            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": "c", "namespace": "n"}})
+                            .to_string(),
+                        )
+                    }
+                }
+            })
+            .post(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, String::from("{}")) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = client_for(Config::new(url.parse().expect("url"))).expect("client");
+        let get = http::Request::get("/api/v1/namespaces/n/configmaps/c")
+            .body(Vec::new())
+            .expect("request");
+        client
+            .request_text(get)
+            .await
+            .expect("the third GET succeeds");
+        assert_eq!(gets.load(Ordering::SeqCst), 3);
+        let post = http::Request::post("/api/v1/namespaces/n/configmaps/c")
+            .body(b"{}".to_vec())
+            .expect("request");
+        assert!(
+            client.request_text(post).await.is_err(),
+            "a POST is sent once"
+        );
+
+        // Nothing listens here any more: refused, retried, then the error.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let client = client_for(Config::new(url.parse().expect("url"))).expect("client");
+        let started = std::time::Instant::now();
+        let get = http::Request::get("/api/v1/namespaces/n/configmaps/c")
+            .body(Vec::new())
+            .expect("request");
+        assert!(client.request_text(get).await.is_err());
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(1300),
+            "three retries after 100, 300 and 900 ms: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn only_a_refused_or_broken_connection_is_retried() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(connection_broken(&refused));
+        let wrapped: tower::BoxError = Box::new(kube::Error::Service(Box::new(refused)));
+        assert!(connection_broken(wrapped.as_ref()));
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(!connection_broken(&timeout));
+        let other: tower::BoxError = "exec plugin failed".into();
+        assert!(!connection_broken(other.as_ref()));
     }
 
     #[tokio::test]
