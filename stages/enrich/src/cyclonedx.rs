@@ -21,8 +21,6 @@
 //! `vexxy:openvex:justification`), and a lossy mapping is flagged with `vexxy:mapping:lossy`, so
 //! nothing the analysis concluded is lost in translation.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -351,16 +349,41 @@ fn source_of<'a>(s: &Statement<'a>) -> Option<Source<'a>> {
 }
 
 /// `pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64` → (`libssl3`, `3.0.8-r0`), percent-decoded.
-/// A string that is no valid purl (Kubescape copies what Grype matched) names itself, with no
-/// version.
+///
+/// Split by hand on purpose: the `packageurl` crate normalises names per type (pypi
+/// `PyYAML` → `pyyaml`, npm lowercased) and refuses purls the spec's type rules reject (a pypi
+/// namespace, a swift one missing), where a component must keep the name the SBOM gives the
+/// package and a purl Grype matched must still name it.
 fn purl_name_version(purl: &str) -> (String, Option<String>) {
-    match packageurl::PackageUrl::from_str(purl) {
-        Ok(parsed) => (
-            parsed.name().to_string(),
-            parsed.version().map(str::to_string),
-        ),
-        Err(_) => (purl.to_string(), None),
+    let without_extras = purl.split(['?', '#']).next().unwrap_or(purl);
+    let (path, version) = match without_extras.rsplit_once('@') {
+        Some((path, version)) if !path.ends_with(':') => (path, Some(decode(version))),
+        _ => (without_extras, None),
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let name = if name.is_empty() { purl } else { name };
+    (decode(name), version)
+}
+
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -406,9 +429,15 @@ mod tests {
             purl_name_version("pkg:deb/debian/lib%2Bc@1%3A2.36"),
             ("lib+c".to_string(), Some("1:2.36".to_string()))
         );
+        // Names stay as the SBOM spells them, whatever the type's normalisation would say.
         assert_eq!(
-            purl_name_version("libssl3 3.0.8"),
-            ("libssl3 3.0.8".to_string(), None)
+            purl_name_version("pkg:pypi/PyYAML@6.0.1"),
+            ("PyYAML".to_string(), Some("6.0.1".to_string()))
         );
+        assert_eq!(
+            purl_name_version("pkg:npm/JSONStream@1.3.5"),
+            ("JSONStream".to_string(), Some("1.3.5".to_string()))
+        );
+        assert_eq!(decode("a%20b%"), "a b%");
     }
 }
