@@ -198,12 +198,33 @@ async fn run_async(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Re
     }
 }
 
-/// The outcome in `payload` if it is about `job_id`; other jobs' events are skipped, and a
-/// message that is no outcome of the contract is an error.
+/// The outcome in `payload` if it is about `job_id`; other jobs' events are skipped whatever
+/// they hold (the demo may share a stack with other clients), and a message about this job that
+/// is no outcome of the contract is an error.
 fn read_outcome(payload: &[u8], job_id: &str) -> anyhow::Result<Option<AnalysisOutcome>> {
+    /// Enough of the envelope to tell a CloudEvent and whose it is.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Envelope {
+        specversion: String,
+        id: String,
+        source: String,
+        #[serde(rename = "type")]
+        event_type: String,
+        subject: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(payload).with_context(|| {
+        format!(
+            "a message on the outcome subjects is not a CloudEvent: {}",
+            String::from_utf8_lossy(payload)
+        )
+    })?;
+    if envelope.subject.as_deref() != Some(job_id) {
+        return Ok(None);
+    }
     let received = AnalysisOutcome::from_slice(payload)
         .context("a message on the outcome subjects is no outcome of the contract")?;
-    Ok((received.job_id.as_deref() == Some(job_id)).then_some(received.outcome))
+    Ok(Some(received.outcome))
 }
 
 fn state_name(state: JobState) -> &'static str {
@@ -395,6 +416,22 @@ mod tests {
     fn a_non_cloudevent_on_the_outcome_subjects_is_an_error() {
         assert!(read_outcome(b"{\"job_id\": \"x\"}", "x").is_err());
         assert!(read_outcome(b"not json", "x").is_err());
+    }
+
+    #[test]
+    fn another_jobs_event_is_skipped_whatever_it_holds() {
+        let event = serde_json::json!({"specversion": "1.0", "id": "o.x", "source": "/elsewhere",
+            "type": "io.example.other.v1", "subject": "other-job", "data": {"n": 1}});
+        let payload = serde_json::to_vec(&event).expect("bytes");
+        assert!(
+            read_outcome(&payload, "demo-job")
+                .expect("skipped")
+                .is_none()
+        );
+        assert!(
+            read_outcome(&payload, "other-job").is_err(),
+            "its own would be an error"
+        );
     }
 
     #[test]

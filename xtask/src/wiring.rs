@@ -84,6 +84,22 @@ pub fn problems(root: &Path, stages: &[(String, String)], harness_stages: &[&str
             ));
         }
     }
+    // A crate under stages/ that is no workspace member is invisible to cargo metadata, which
+    // `stages` comes from: found on disk instead.
+    let on_disk = std::fs::read_dir(root.join("stages"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().join("Cargo.toml").is_file())
+        .filter_map(|entry| entry.file_name().to_str().map(String::from));
+    for dir in on_disk {
+        if !stages.iter().any(|(member, _)| *member == dir) {
+            problems.push(format!(
+                "stages/{dir} is no member of the workspace (Cargo.toml's [workspace] members); \
+                 see ARCHITECTURE.md, \"How to add a stage\""
+            ));
+        }
+    }
     for listed in harness_stages {
         if !stages
             .iter()
@@ -197,6 +213,27 @@ mod tests {
                 "nothing says {place}: {problems:#?}"
             );
         }
+    }
+
+    /// A stage crate on disk that the workspace does not list is reported.
+    #[test]
+    fn a_stage_crate_outside_the_workspace_is_reported() {
+        let tree = copy_of_the_tree();
+        let crate_dir = tree.path().join("stages/scan");
+        std::fs::create_dir_all(&crate_dir).expect("mkdir");
+        std::fs::write(
+            crate_dir.join("Cargo.toml"),
+            "[package]\nname = \"vexxy-scan\"\n",
+        )
+        .expect("write");
+        for (dir, _) in real_stages() {
+            let member = tree.path().join("stages").join(dir);
+            std::fs::create_dir_all(&member).expect("mkdir");
+            std::fs::write(member.join("Cargo.toml"), "").expect("write");
+        }
+        let problems = problems(tree.path(), &real_stages(), &vexxy_harness::stack::STAGES);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("stages/scan is no member of the workspace"));
     }
 
     /// Each place, removed for one existing stage, is noticed.
