@@ -341,7 +341,8 @@ impl Stack {
 }
 
 /// Short settings so a job takes seconds: fast retries, short AckWait (in-progress signals every
-/// third of it), a 1 s VEX settle and learning-scan bound, a grace that still leaves the
+/// third of it), VEX settle and learning-scan bound with room for a lagging kubesim, a grace
+/// that still leaves the
 /// deadline far from the happy path, and a janitor that removes the sandbox of a job that
 /// failed before extract.
 fn test_timings() -> Vec<(String, String)> {
@@ -352,9 +353,11 @@ fn test_timings() -> Vec<(String, String)> {
         ("VEXXY_RETRY_MAX_DELAY", "1s"),
         ("VEXXY_PULL_EXPIRES", "1s"),
         ("VEXXY_SHUTDOWN_GRACE", "3s"),
-        ("VEXXY_VEX_SETTLE", "1s"),
-        // kubesim's kubevuln scans within 300 ms.
-        ("VEXXY_LEARNING_SCAN_BOUND", "1s"),
+        // kubesim's kubevuln scans within 300 ms of a consolidation, but on a loaded machine
+        // its emulator falls behind (the chaos scenarios saw seconds): with 1 s, wait could go
+        // on before the VEX existed.
+        ("VEXXY_VEX_SETTLE", "10s"),
+        ("VEXXY_LEARNING_SCAN_BOUND", "3s"),
         ("VEXXY_WAIT_GRACE", "45s"),
         ("VEXXY_ON_TIMEOUT", "fail"),
         ("VEXXY_JANITOR_INTERVAL", "1s"),
