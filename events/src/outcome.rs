@@ -64,6 +64,12 @@ impl AnalysisOutcome {
                 payload: String::from_utf8_lossy(payload).into_owned(),
                 source,
             })?;
+        Self::from_event(event)
+    }
+
+    /// The outcome an already parsed CloudEvent carries (for a consumer that looked at the
+    /// envelope first, e.g. to skip other jobs' events).
+    pub fn from_event(event: CloudEvent<Value>) -> Result<ReceivedOutcome, OutcomeError> {
         let job_id = event.subject.clone();
         let data_error = |source| OutcomeError::Data {
             job_id: job_id.clone(),

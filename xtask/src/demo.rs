@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig, kv};
 use futures::StreamExt;
 use vexxy_events::{
-    AnalysisCompleted, AnalysisOutcome, AnalysisRequest, JobState, JobStatus, RunConfig, Stage,
-    subjects,
+    AnalysisCompleted, AnalysisOutcome, AnalysisRequest, CloudEvent, JobState, JobStatus,
+    RunConfig, Stage, subjects,
 };
 
 use crate::paths::Paths;
@@ -202,27 +202,17 @@ async fn run_async(paths: &Paths, env: &StackEnv, args: &DemoArgs) -> anyhow::Re
 /// they hold (the demo may share a stack with other clients), and a message about this job that
 /// is no outcome of the contract is an error.
 fn read_outcome(payload: &[u8], job_id: &str) -> anyhow::Result<Option<AnalysisOutcome>> {
-    /// Enough of the envelope to tell a CloudEvent and whose it is.
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
-    struct Envelope {
-        specversion: String,
-        id: String,
-        source: String,
-        #[serde(rename = "type")]
-        event_type: String,
-        subject: Option<String>,
-    }
-    let envelope: Envelope = serde_json::from_slice(payload).with_context(|| {
-        format!(
-            "a message on the outcome subjects is not a CloudEvent: {}",
-            String::from_utf8_lossy(payload)
-        )
-    })?;
-    if envelope.subject.as_deref() != Some(job_id) {
+    let event: CloudEvent<serde_json::Value> =
+        serde_json::from_slice(payload).with_context(|| {
+            format!(
+                "a message on the outcome subjects is not a CloudEvent: {}",
+                String::from_utf8_lossy(payload)
+            )
+        })?;
+    if event.subject.as_deref() != Some(job_id) {
         return Ok(None);
     }
-    let received = AnalysisOutcome::from_slice(payload)
+    let received = AnalysisOutcome::from_event(event)
         .context("a message on the outcome subjects is no outcome of the contract")?;
     Ok(Some(received.outcome))
 }
@@ -375,7 +365,7 @@ fn file_path(url: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
     use vexxy_events::envelope::event_id;
-    use vexxy_events::{AnalysisFailed, CloudEvent, EventType};
+    use vexxy_events::{AnalysisFailed, EventType};
 
     #[test]
     fn outcomes_of_other_jobs_are_skipped() {

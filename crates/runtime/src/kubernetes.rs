@@ -123,10 +123,10 @@ impl<B> tower::retry::Policy<ApiRequest, http::Response<B>, tower::BoxError> for
 
     fn retry(
         &mut self,
-        request: &mut ApiRequest,
+        _request: &mut ApiRequest,
         result: &mut Result<http::Response<B>, tower::BoxError>,
     ) -> Option<Self::Future> {
-        let idempotent = matches!(*request.method(), http::Method::GET | http::Method::DELETE);
+        // Only called for requests `clone_request` copied: GETs and DELETEs.
         let worth_another_try = match result {
             Ok(response) => matches!(
                 response.status(),
@@ -134,7 +134,7 @@ impl<B> tower::retry::Policy<ApiRequest, http::Response<B>, tower::BoxError> for
             ),
             Err(error) => connection_broken(error.as_ref()),
         };
-        if !idempotent || !worth_another_try || self.retries_left == 0 {
+        if !worth_another_try || self.retries_left == 0 {
             return None;
         }
         self.retries_left -= 1;

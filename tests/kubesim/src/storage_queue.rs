@@ -39,7 +39,7 @@ fn configured(plural: &str) -> KindQueue {
         "applicationprofiles" => (50, 2, 20_000_000),
         "containerprofiles" => (50, 2, 2_500_000),
         "networkneighborhoods" => (50, 2, 10_000_000),
-        "openvulnerabilityexchangecontainers" => (50, 1, 500_000),
+        "openvulnerabilityexchangecontainers" => (50, 1, crate::kubescape::MAX_VEX_BYTES as u64),
         "sbomsyftfiltereds" => (50, 1, 50_000_000),
         "sbomsyfts" => (50, 1, 100_000_000),
         "vulnerabilitymanifests" => (50, 1, 50_000_000),
@@ -152,10 +152,12 @@ impl StorageQueues {
         if in_server > queue.config.queue_length {
             return Err(Refused::QueueFull);
         }
-        let worker = match queue.workers.clone().acquire_owned().await {
-            Ok(worker) => worker,
-            Err(_) => unreachable!("the workers' semaphore is never closed"),
-        };
+        let worker = queue
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the workers' semaphore is never closed");
         Ok(Admitted {
             _worker: worker,
             _place: place,
