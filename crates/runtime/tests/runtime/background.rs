@@ -29,6 +29,9 @@ impl Handler for WithBackground {
     fn background_tasks(&self) -> Vec<BackgroundTask> {
         let seen = self.seen.clone();
         vec![BackgroundTask::new("probe", move |context| async move {
+            // Recorded before it is announced: the observer may see the message before this
+            // task's flush returns.
+            seen.lock().unwrap().push("started");
             let client = context.jetstream.client();
             client
                 .publish(STARTED_SUBJECT, "".into())
@@ -38,7 +41,6 @@ impl Handler for WithBackground {
                 .flush()
                 .await
                 .expect("the stage's connection flushes");
-            seen.lock().unwrap().push("started");
             context.shutdown.requested().await;
             seen.lock().unwrap().push("stopped");
         })]
