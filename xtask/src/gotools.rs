@@ -32,6 +32,8 @@ pub struct GoTool {
     pub packages: &'static [(&'static str, &'static str)],
     /// `-ldflags`, e.g. Kubernetes' version stamp (unstamped builds report v0.0.0-master).
     pub ldflags: &'static str,
+    /// Extra environment of the build, e.g. Trivy's `GOEXPERIMENT=jsonv2`.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 const KUBERNETES_LDFLAGS: &str = "-s -w \
@@ -49,12 +51,14 @@ pub const TOOLS: &[GoTool] = &[
         version: "v3.6.17",
         packages: &[("go.etcd.io/etcd/server/v3", "etcd")],
         ldflags: "-s -w",
+        env: &[],
     },
     GoTool {
         name: "kwok",
         version: "v0.8.0",
         packages: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
         ldflags: "-s -w",
+        env: &[],
     },
     GoTool {
         name: "kubernetes",
@@ -69,6 +73,46 @@ pub const TOOLS: &[GoTool] = &[
             ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
         ],
         ldflags: KUBERNETES_LDFLAGS,
+        env: &[],
+    },
+    GoTool {
+        name: "natscli",
+        version: "v0.5.0",
+        packages: &[("github.com/nats-io/natscli/nats", "nats")],
+        ldflags: "-s -w",
+        env: &[],
+    },
+    // vexctl is not served by the Go module proxy (403 for every version); go-vex, the library
+    // it is built on, is, and our `vexview` loads and merges documents with it the same way.
+    GoTool {
+        name: "govex",
+        version: "v0.2.7",
+        packages: &[("vexxy.dev/gotools/govex/vexview", "vexview")],
+        ldflags: "-s -w",
+        env: &[],
+    },
+    // Each scanner with our builder of its vulnerability database, written with the scanner's
+    // own database code at the same version, so the format is the one the scanner reads.
+    GoTool {
+        name: "grype",
+        version: "v0.121.3",
+        packages: &[
+            ("github.com/anchore/grype/cmd/grype", "grype"),
+            ("vexxy.dev/gotools/grype/vulndb", "grype-vulndb"),
+        ],
+        ldflags: "-s -w",
+        env: &[],
+    },
+    GoTool {
+        name: "trivy",
+        version: "v0.74.0",
+        packages: &[
+            ("github.com/aquasecurity/trivy/cmd/trivy", "trivy"),
+            ("vexxy.dev/gotools/trivy/vulndb", "trivy-vulndb"),
+        ],
+        ldflags: "-s -w",
+        // Trivy v0.74 imports encoding/json/v2, still an experiment in Go 1.26.
+        env: &[("GOEXPERIMENT", "jsonv2")],
     },
 ];
 
@@ -185,13 +229,43 @@ fn cache_key(paths: &Paths, go_version: &str, tool: &GoTool) -> anyhow::Result<S
     }
     hasher.update(tool.package_paths().join(" "));
     hasher.update(tool.ldflags);
+    for (name, value) in tool.env {
+        hasher.update(format!("{name}={value}"));
+    }
     hasher.update(go_version);
+    // Our own packages (the databases' builders) are part of the build too.
+    for (package, _) in tool.packages {
+        if let Some(local) = package.strip_prefix(&format!("vexxy.dev/gotools/{}/", tool.name)) {
+            hash_dir(&mut hasher, &tool.module_dir(paths).join(local))?;
+        }
+    }
     let digest = hasher.finalize();
     let mut short = String::new();
     for byte in &digest[..6] {
         write!(short, "{byte:02x}").expect("writing to a String cannot fail");
     }
     Ok(format!("{}-{}-{short}", tool.name, tool.version))
+}
+
+/// Every file of `dir` (names and contents, in name order) into `hasher`.
+fn hash_dir(hasher: &mut Sha256, dir: &Path) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            hash_dir(hasher, &path)?;
+        } else {
+            hasher.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+            hasher.update(
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The folder holding the tool's binaries, built now if the cache does not have them.
@@ -235,6 +309,7 @@ fn ensure_tool(
         .current_dir(tool.module_dir(paths))
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-mod=readonly")
+        .envs(tool.env.iter().copied())
         .args(["build", "-trimpath", "-ldflags", tool.ldflags, "-o"])
         .arg(format!("{}/", partial.display()))
         .args(tool.package_paths())
@@ -314,12 +389,20 @@ mod tests {
                 "{}: go.sum missing",
                 tool.name
             );
+            let ours = format!("vexxy.dev/gotools/{}/", tool.name);
             for (package, _) in tool.packages {
-                assert!(
-                    go_mod.contains(package),
-                    "{}: go.mod has no tool directive for {package}",
-                    tool.name
-                );
+                match package.strip_prefix(&ours) {
+                    Some(local) => assert!(
+                        dir.join(local).is_dir(),
+                        "{}: no folder for our package {package}",
+                        tool.name
+                    ),
+                    None => assert!(
+                        go_mod.contains(package),
+                        "{}: go.mod has no tool directive for {package}",
+                        tool.name
+                    ),
+                }
             }
             assert!(
                 go_mod.contains(tool.version),
