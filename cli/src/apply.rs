@@ -9,7 +9,10 @@
 //!   product (without subcomponents) is the package purl itself.
 //!
 //! The image purls come from the report's repo digests (`source.target.repoDigests` in Grype,
-//! `Metadata.RepoDigests` in Trivy), else from the scanned reference and its digest. Package purls
+//! `Metadata.RepoDigests` in Trivy), else from the scanned reference and its digest. Trivy gives
+//! the scan a `pkg:oci` identity only when it scanned a container image (`ArtifactType`
+//! `container_image`): a `trivy sbom` report has none, so there, as in Trivy, no statement about
+//! the image matches and only statements whose product is the package itself do. Package purls
 //! come from the report (`artifact.purl`, `PkgIdentifier.PURL`); for older Trivy reports without
 //! one, an OS package's purl is derived as Trivy derives it (`pkg:apk/alpine/<name>@<version>`).
 //!
@@ -230,6 +233,7 @@ pub fn image_purls(report: &Value, format: ReportFormat) -> Result<Vec<String>, 
                 target["manifestDigest"].as_str(),
             )
         }
+        ReportFormat::Trivy if !scanned_an_image(report) => return Ok(Vec::new()),
         ReportFormat::Trivy => (
             strings(&report["Metadata"]["RepoDigests"]),
             report["ArtifactName"].as_str().unwrap_or(""),
@@ -250,6 +254,13 @@ pub fn image_purls(report: &Value, format: ReportFormat) -> Result<Vec<String>, 
         return Err(ApplyError::NoImageDigest);
     }
     Ok(purls)
+}
+
+/// Whether a Trivy report is of a container image (older reports, without `ArtifactType`, are).
+pub fn scanned_an_image(report: &Value) -> bool {
+    report["ArtifactType"]
+        .as_str()
+        .is_none_or(|kind| kind == "container_image")
 }
 
 /// Applies `vex` to `report` in place; returns the counts.

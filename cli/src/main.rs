@@ -98,6 +98,16 @@ fn run_apply(args: &vexxy_cli::cli::ApplyArgs) -> Result<(), CliError> {
     let vex = apply::Vex::parse(&read(&args.vex, "VEX document")?)
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     let mut report = read(&args.report, "report")?;
+    if apply::detect(&report) == Ok(apply::ReportFormat::Trivy) && !apply::scanned_an_image(&report)
+    {
+        eprintln!(
+            "vexxy: this Trivy report is of a {} SBOM, not of an image: Trivy gives it no pkg:oci identity, \
+             so statements about the image match nothing (as in Trivy). Scan the image itself \
+             (trivy image IMAGE@sha256:...), or use the CycloneDX VEX with vexxy's SBOM: \
+             trivy sbom sbom.cdx.json --vex vex.cdx.json",
+            report["ArtifactType"].as_str().unwrap_or("non-image")
+        );
+    }
     let counts = apply::apply(&vex, &mut report, args.mark)
         .map_err(|e| CliError::BadInput(e.to_string()))?;
     println!(

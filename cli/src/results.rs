@@ -13,9 +13,10 @@ use crate::CliError;
 
 /// (document, file name, required). The OpenVEX and CycloneDX documents are absent for an image
 /// without vulnerabilities.
-pub const DOCUMENTS: [(&str, &str, bool); 4] = [
+pub const DOCUMENTS: [(&str, &str, bool); 5] = [
     ("openvex", "vex.openvex.json", false),
     ("cyclonedx", "vex.cdx.json", false),
+    ("sbom_cyclonedx", "sbom.cdx.json", false),
     ("filtered_sbom", "sbom.filtered.json", true),
     ("summary", "summary.json", true),
 ];

@@ -226,6 +226,26 @@ fn trivy_report_findings_are_suppressed_and_listed_as_modified_findings() {
 }
 
 #[test]
+fn a_trivy_sbom_report_has_no_image_identity_as_in_trivy() {
+    // `trivy sbom` reports carry ArtifactType cyclonedx: Trivy's root component then has no
+    // purl, so no statement about the image matches (only package-product statements would).
+    let mut report = trivy_report();
+    report["ArtifactType"] = json!("cyclonedx");
+    let counts = apply::apply(&Vex::parse(&trivy_vex()).unwrap(), &mut report, false).unwrap();
+    assert_eq!((counts.findings, counts.suppressed()), (4, 0));
+    let package_product = vex(vec![statement(
+        "CVE-2019-1551",
+        "pkg:apk/alpine/libssl1.1@1.1.1c-r0",
+        None,
+        "not_affected",
+    )]);
+    let mut report = trivy_report();
+    report["ArtifactType"] = json!("cyclonedx");
+    let counts = apply::apply(&Vex::parse(&package_product).unwrap(), &mut report, false).unwrap();
+    assert_eq!(counts.suppressed(), 1);
+}
+
+#[test]
 fn reports_and_documents_that_are_not_what_they_claim_are_refused() {
     assert_eq!(
         apply::detect(&json!({"foo": 1})),

@@ -95,6 +95,10 @@ pub struct ExtraArtifacts {
     /// CycloneDX 1.6 VEX document. Absent when the image has no known vulnerabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cyclonedx: Option<String>,
+    /// CycloneDX 1.6 SBOM of the image, which the CycloneDX VEX's BOM-Links point into
+    /// (`trivy sbom sbom.cdx.json --vex vex.cdx.json`). Added in 1.x; always written since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_cyclonedx: Option<String>,
     /// Any other document, by name.
     #[serde(flatten)]
     pub more: BTreeMap<String, String>,
@@ -102,17 +106,25 @@ pub struct ExtraArtifacts {
 
 impl ExtraArtifacts {
     pub fn is_empty(&self) -> bool {
-        self.cyclonedx.is_none() && self.more.is_empty()
+        self.cyclonedx.is_none() && self.sbom_cyclonedx.is_none() && self.more.is_empty()
     }
 
     /// Every URL held, by its name on the wire.
     pub fn by_name(&self) -> BTreeMap<&str, &str> {
         let cyclonedx = self.cyclonedx.as_deref().map(|url| ("cyclonedx", url));
+        let sbom_cyclonedx = self
+            .sbom_cyclonedx
+            .as_deref()
+            .map(|url| ("sbom_cyclonedx", url));
         let more = self
             .more
             .iter()
             .map(|(name, url)| (name.as_str(), url.as_str()));
-        cyclonedx.into_iter().chain(more).collect()
+        cyclonedx
+            .into_iter()
+            .chain(sbom_cyclonedx)
+            .chain(more)
+            .collect()
     }
 }
 

@@ -1,10 +1,17 @@
 //! Renders the model as a CycloneDX 1.6 VEX (`vex.cdx.json`), from the same statements the
 //! OpenVEX writer renders, so the two documents can never disagree about a finding.
 //!
-//! One `vulnerabilities[]` entry per statement (vulnerability, package): CycloneDX keeps the
-//! analysis per vulnerability entry, and the same CVE can be exploitable in one package and not
-//! present in another. `affects[].ref` points at the package component (bom-ref = its purl), or at
-//! the image when Kubescape named no package.
+//! `affects[].ref` is a BOM-Link (`urn:cdx:<serial>/1#<bom-ref>`) into the image's CycloneDX SBOM
+//! (`sbom.cdx.json`, [`crate::cyclonedx_sbom`]): the package component (bom-ref = its purl), or
+//! the image when Kubescape named no package. Trivy applies a CycloneDX VEX only that way.
+//!
+//! One `vulnerabilities[]` entry per vulnerability and analysis: the packages a CVE has the same
+//! analysis in share an entry (CycloneDX keeps the analysis per entry, and the same CVE can be
+//! exploitable in one package and not present in another). Trivy keeps one entry per CVE id,
+//! the last, so a CVE's suppressing entry (not_affected, resolved) comes after its others: the
+//! packages it names are then suppressed and the rest, by default, are not. A CVE both
+//! not_affected and resolved in different packages of one image still has two suppressing
+//! entries, and Trivy honours only the second.
 //!
 //! Mappings (OpenVEX → CycloneDX `analysis`):
 //! * status: not_affected → `not_affected`, affected → `exploitable`, fixed → `resolved`,
@@ -43,6 +50,8 @@ pub struct BomInfo<'a> {
     pub digest: &'a str,
     /// What produced the evidence, e.g. `Kubescape kubevuln VEX (shape main)`.
     pub kubescape_tooling: &'a str,
+    /// The serial number of the image's SBOM (`sbom.cdx.json`) the links point into.
+    pub sbom_serial_number: &'a str,
 }
 
 /// `urn:uuid:` + a name-based (v5) UUID of the document IRI: the same job always gets the same
@@ -50,6 +59,28 @@ pub struct BomInfo<'a> {
 pub fn serial_number(document_id: &str) -> String {
     let uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, document_id.as_bytes());
     format!("urn:uuid:{uuid}")
+}
+
+/// The serial number of the job's SBOM, derived like [`serial_number`] from the VEX IRI.
+pub fn sbom_serial_number(document_id: &str) -> String {
+    serial_number(&format!("{document_id}#sbom"))
+}
+
+/// `urn:cdx:<uuid>/1#<bom-ref>`: a component of version 1 of the SBOM with `sbom_serial_number`,
+/// the bom-ref percent-encoded (a purl's `?`, `&` and `=` are not fragment-safe everywhere).
+pub fn bom_link(sbom_serial_number: &str, bom_ref: &str) -> String {
+    let uuid = sbom_serial_number
+        .strip_prefix("urn:uuid:")
+        .unwrap_or(sbom_serial_number);
+    let mut link = format!("urn:cdx:{uuid}/1#");
+    for byte in bom_ref.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            link.push(byte as char);
+        } else {
+            link.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    link
 }
 
 pub fn analysis_state(status: VexStatus) -> &'static str {
@@ -83,13 +114,6 @@ pub fn render(
     info: &BomInfo<'_>,
     statements: &[Statement<'_>],
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut packages: Vec<&str> = statements
-        .iter()
-        .filter_map(|s| s.subcomponent)
-        .filter(|purl| *purl != info.product)
-        .collect();
-    packages.sort_unstable();
-    packages.dedup();
     let serial_number = serial_number(info.document_id);
     let timestamp = rfc3339(info.timestamp);
     let document = Bom {
@@ -122,18 +146,56 @@ pub fn render(
                 version: info.digest,
                 purl: info.product,
             },
-            properties: [Property {
-                name: "vexxy:openvex:id",
-                value: info.document_id,
-            }],
+            properties: [
+                Property {
+                    name: "vexxy:openvex:id",
+                    value: info.document_id,
+                },
+                Property {
+                    name: "vexxy:sbom:serialNumber",
+                    value: info.sbom_serial_number,
+                },
+            ],
         },
-        components: Components(&packages),
-        vulnerabilities: Vulnerabilities { info, statements },
+        vulnerabilities: Vulnerabilities {
+            info,
+            entries: entries(statements),
+        },
     };
     let mut out = Vec::with_capacity(1024 + statements.len() * 900);
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.push(b'\n');
     Ok(out)
+}
+
+/// The statements grouped into entries: per vulnerability (statements come sorted by it), the
+/// packages with the same analysis together, suppressing entries last.
+fn entries<'s, 'a>(statements: &'s [Statement<'a>]) -> Vec<Vec<&'s Statement<'a>>> {
+    let mut out: Vec<Vec<&Statement<'a>>> = Vec::new();
+    for same_vulnerability in statements.chunk_by(|a, b| a.vulnerability == b.vulnerability) {
+        let mut groups: Vec<Vec<&Statement<'a>>> = Vec::new();
+        for statement in same_vulnerability {
+            match groups.iter_mut().find(|g| same_analysis(g[0], statement)) {
+                Some(group) => group.push(statement),
+                None => groups.push(vec![statement]),
+            }
+        }
+        groups.sort_by_key(|g| suppresses(g[0].status));
+        out.extend(groups);
+    }
+    out
+}
+
+fn same_analysis(a: &Statement<'_>, b: &Statement<'_>) -> bool {
+    a.status == b.status
+        && a.justification == b.justification
+        && a.status_notes == b.status_notes
+        && a.action_statement == b.action_statement
+        && a.vulnerability_iri == b.vulnerability_iri
+}
+
+fn suppresses(status: VexStatus) -> bool {
+    matches!(status, VexStatus::NotAffected | VexStatus::Fixed)
 }
 
 #[derive(Serialize)]
@@ -144,7 +206,6 @@ struct Bom<'a> {
     serial_number: &'a str,
     version: u64,
     metadata: Metadata<'a>,
-    components: Components<'a>,
     vulnerabilities: Vulnerabilities<'a>,
 }
 
@@ -153,7 +214,7 @@ struct Metadata<'a> {
     timestamp: &'a str,
     tools: Tools<'a>,
     component: Container<'a>,
-    properties: [Property<'a>; 1],
+    properties: [Property<'a>; 2],
 }
 
 #[derive(Serialize)]
@@ -189,45 +250,14 @@ struct Property<'a> {
     value: &'a str,
 }
 
-/// The package components, one per distinct purl, in purl order.
-struct Components<'a>(&'a [&'a str]);
-
-impl Serialize for Components<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|purl| {
-            let (name, version) = purl_name_version(purl);
-            Library {
-                kind: "library",
-                bom_ref: purl,
-                name,
-                version,
-                purl,
-            }
-        }))
-    }
-}
-
-/// A library component named after the purl's name and version.
-#[derive(Serialize)]
-struct Library<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(rename = "bom-ref")]
-    bom_ref: &'a str,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    purl: &'a str,
-}
-
 struct Vulnerabilities<'a> {
     info: &'a BomInfo<'a>,
-    statements: &'a [Statement<'a>],
+    entries: Vec<Vec<&'a Statement<'a>>>,
 }
 
 impl Serialize for Vulnerabilities<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.statements.iter().map(|s| vulnerability(self.info, s)))
+        serializer.collect_seq(self.entries.iter().map(|e| vulnerability(self.info, e)))
     }
 }
 
@@ -241,7 +271,7 @@ struct Vulnerability<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     recommendation: Option<&'a str>,
     analysis: Analysis<'a>,
-    affects: [Affects<'a>; 1],
+    affects: Vec<Affects>,
     properties: Vec<Property<'static>>,
 }
 
@@ -265,12 +295,14 @@ struct Analysis<'a> {
 }
 
 #[derive(Serialize)]
-struct Affects<'a> {
+struct Affects {
     #[serde(rename = "ref")]
-    reference: &'a str,
+    reference: String,
 }
 
-fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerability<'a> {
+/// One entry: `entry` holds statements of one vulnerability with the same analysis.
+fn vulnerability<'a>(info: &'a BomInfo<'_>, entry: &[&'a Statement<'_>]) -> Vulnerability<'a> {
+    let s = entry[0];
     let mut properties = vec![Property {
         name: "vexxy:openvex:status",
         value: s.status.as_str(),
@@ -295,7 +327,7 @@ fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerabili
         _ => None,
     };
     Vulnerability {
-        bom_ref: vulnerability_ref(info.document_id, s),
+        bom_ref: vulnerability_ref(info.document_id, entry),
         id: s.vulnerability,
         source: source_of(s),
         recommendation: action,
@@ -307,9 +339,15 @@ fn vulnerability<'a>(info: &'a BomInfo<'_>, s: &'a Statement<'_>) -> Vulnerabili
                 .filter(|a| names_a_fixed_version(a))
                 .map(|_| ["update"]),
         },
-        affects: [Affects {
-            reference: s.subcomponent.unwrap_or(info.product),
-        }],
+        affects: entry
+            .iter()
+            .map(|s| Affects {
+                reference: bom_link(
+                    info.sbom_serial_number,
+                    s.subcomponent.unwrap_or(info.product),
+                ),
+            })
+            .collect(),
         properties,
     }
 }
@@ -321,17 +359,19 @@ fn names_a_fixed_version(action: &str) -> bool {
     action.starts_with("Upgrade ") && action.contains(" to ") && action.ends_with(" or later.")
 }
 
-/// A bom-ref unique per (vulnerability, package), stable across runs.
-fn vulnerability_ref(document_id: &str, s: &Statement<'_>) -> String {
+/// A bom-ref unique per entry (vulnerability and its packages), stable across runs.
+fn vulnerability_ref(document_id: &str, entry: &[&Statement<'_>]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(document_id.as_bytes());
     hasher.update([0]);
-    hasher.update(s.vulnerability.as_bytes());
-    hasher.update([0]);
-    hasher.update(s.subcomponent.unwrap_or("").as_bytes());
+    hasher.update(entry[0].vulnerability.as_bytes());
+    for s in entry {
+        hasher.update([0]);
+        hasher.update(s.subcomponent.unwrap_or("").as_bytes());
+    }
     format!(
         "vuln:{}:{}",
-        s.vulnerability,
+        entry[0].vulnerability,
         hex::encode(&hasher.finalize()[..8])
     )
 }
@@ -348,44 +388,6 @@ fn source_of<'a>(s: &Statement<'a>) -> Option<Source<'a>> {
     (name.is_some() || url.is_some()).then_some(Source { name, url })
 }
 
-/// `pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64` → (`libssl3`, `3.0.8-r0`), percent-decoded.
-///
-/// Split by hand on purpose: the `packageurl` crate normalises names per type (pypi
-/// `PyYAML` → `pyyaml`, npm lowercased) and refuses purls the spec's type rules reject (a pypi
-/// namespace, a swift one missing), where a component must keep the name the SBOM gives the
-/// package and a purl Grype matched must still name it.
-fn purl_name_version(purl: &str) -> (String, Option<String>) {
-    let without_extras = purl.split(['?', '#']).next().unwrap_or(purl);
-    let (path, version) = match without_extras.rsplit_once('@') {
-        Some((path, version)) if !path.ends_with(':') => (path, Some(decode(version))),
-        _ => (without_extras, None),
-    };
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let name = if name.is_empty() { purl } else { name };
-    (decode(name), version)
-}
-
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn bom_links_name_the_sbom_and_encode_the_reference() {
+        assert_eq!(
+            bom_link(
+                "urn:uuid:f28a8dcf-8027-5a90-87ec-810dbb772fa0",
+                "pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64&distro=alpine-3.17.2"
+            ),
+            "urn:cdx:f28a8dcf-8027-5a90-87ec-810dbb772fa0/1#pkg%3Aapk%2Falpine%2Flibssl3%403.0.8-r0%3Farch%3Dx86_64%26distro%3Dalpine-3.17.2"
+        );
+    }
+
+    #[test]
     fn every_status_and_justification_has_a_mapping() {
         assert_eq!(analysis_state(VexStatus::Affected), "exploitable");
         assert_eq!(analysis_state(VexStatus::Fixed), "resolved");
@@ -409,35 +422,5 @@ mod tests {
             ("code_not_present", false)
         );
         assert!(analysis_justification(Justification::ComponentNotPresent).1);
-    }
-
-    #[test]
-    fn purl_names_and_versions_are_decoded() {
-        assert_eq!(
-            purl_name_version("pkg:apk/alpine/libssl3@3.0.8-r0?arch=x86_64"),
-            ("libssl3".to_string(), Some("3.0.8-r0".to_string()))
-        );
-        assert_eq!(
-            purl_name_version("pkg:npm/%40angular/core@1.2.3"),
-            ("core".to_string(), Some("1.2.3".to_string()))
-        );
-        assert_eq!(
-            purl_name_version("pkg:golang/golang.org/x/net"),
-            ("net".to_string(), None)
-        );
-        assert_eq!(
-            purl_name_version("pkg:deb/debian/lib%2Bc@1%3A2.36"),
-            ("lib+c".to_string(), Some("1:2.36".to_string()))
-        );
-        // Names stay as the SBOM spells them, whatever the type's normalisation would say.
-        assert_eq!(
-            purl_name_version("pkg:pypi/PyYAML@6.0.1"),
-            ("PyYAML".to_string(), Some("6.0.1".to_string()))
-        );
-        assert_eq!(
-            purl_name_version("pkg:npm/JSONStream@1.3.5"),
-            ("JSONStream".to_string(), Some("1.3.5".to_string()))
-        );
-        assert_eq!(decode("a%20b%"), "a b%");
     }
 }

@@ -21,14 +21,15 @@ use vexxy_kubescape::{
     ProfileStatus,
 };
 
+use crate::Issuer;
 use crate::cyclonedx;
+use crate::cyclonedx_sbom::{self, ImagePackages, SbomImage};
 use crate::model::{Statement, StatusCounts};
 use crate::openvex::{self, DocumentInfo};
 use crate::summary::{ImageInfo, KubescapeInfo, SummaryDocument};
-use crate::transform::{Fix, FixIndex, PartialEvidence, SourceStatement, build_statements};
+use crate::transform::{Fix, FixIndex, Observed, SourceStatement, build_statements};
 use vexxy_events::purl::image_purl;
 
-pub const AUTHOR: &str = "vexxy";
 pub const ROLE: &str = "runtime reachability analysis (Kubescape relevancy)";
 pub const ANALYSIS_METHOD: &str = "kubescape_runtime";
 
@@ -46,6 +47,8 @@ pub struct Evidence {
     pub image_manifest: Option<ManifestFacts>,
     /// Packages in the unfiltered SBOM, when it was found.
     pub image_sbom_packages: Option<u64>,
+    /// The unfiltered SBOM's OS and packages (those with a purl), for `sbom.cdx.json`.
+    pub image_packages: Option<ImagePackages>,
 }
 
 /// What enrich uses of a vulnerability manifest. The manifest is held while the documents render
@@ -267,6 +270,8 @@ pub struct Produced {
     pub openvex: Option<Vec<u8>>,
     /// CycloneDX 1.6 VEX of the same statements; present exactly when `openvex` is.
     pub cyclonedx: Option<Vec<u8>>,
+    /// The image's CycloneDX 1.6 SBOM the VEX links into; always written.
+    pub sbom_cyclonedx: Vec<u8>,
     pub summary_json: Vec<u8>,
     pub summary: Summary,
     pub quality: EvidenceQuality,
@@ -296,7 +301,10 @@ pub struct Conclusions<'e> {
     pub quality: EvidenceQuality,
     pub summary_json: Vec<u8>,
     product: String,
+    /// The VEX document's IRI, which also names the SBOM (its serial number is derived from it).
+    document_id: String,
     document: Option<DocumentFields>,
+    image_packages: Option<&'e ImagePackages>,
     repository: &'e str,
     digest: &'e str,
 }
@@ -305,6 +313,7 @@ pub struct Conclusions<'e> {
 #[derive(Debug)]
 struct DocumentFields {
     id: String,
+    author: String,
     tooling: String,
     timestamp: DateTime<Utc>,
     last_updated: DateTime<Utc>,
@@ -318,7 +327,7 @@ impl Conclusions<'_> {
         };
         let info = DocumentInfo {
             id: &document.id,
-            author: AUTHOR,
+            author: &document.author,
             role: ROLE,
             timestamp: document.timestamp,
             last_updated: document.last_updated,
@@ -346,6 +355,7 @@ impl Conclusions<'_> {
             repository: self.repository,
             digest: self.digest,
             kubescape_tooling: &document.tooling,
+            sbom_serial_number: &cyclonedx::sbom_serial_number(&self.document_id),
         };
         cyclonedx::render(&bom, &self.statements)
             .map(Some)
@@ -356,18 +366,51 @@ impl Conclusions<'_> {
     }
 }
 
+impl Conclusions<'_> {
+    /// The image's CycloneDX SBOM (`sbom.cdx.json`): the packages of Kubescape's SBOM of the
+    /// image and every package a statement names, so each BOM-Link of the VEX resolves.
+    pub fn sbom_cyclonedx(&self) -> Result<Vec<u8>, ProduceError> {
+        let mut packages = self.image_packages.cloned().unwrap_or_default();
+        for purl in self.statements.iter().filter_map(|s| s.subcomponent) {
+            if purl != self.product {
+                packages.add_purl(purl);
+            }
+        }
+        let timestamp = self
+            .document
+            .as_ref()
+            .map_or_else(|| self.quality.window_end, |d| d.timestamp);
+        let image = SbomImage {
+            purl: &self.product,
+            repository: self.repository,
+            digest: self.digest,
+        };
+        cyclonedx_sbom::render(
+            &cyclonedx::sbom_serial_number(&self.document_id),
+            &openvex::rfc3339(timestamp),
+            &image,
+            &packages,
+        )
+        .map_err(|source| ProduceError::Serialise {
+            document: "CycloneDX SBOM",
+            source,
+        })
+    }
+}
+
 /// Every document at once (tests and small jobs); `Enrich::run` renders them one at a time.
 pub fn produce(
     request: &ValidatedRequest,
     observation: &Observation,
     evidence: &Evidence,
     evidence_keys: &BTreeMap<&str, &str>,
-    document_base: &str,
+    issuer: &Issuer,
 ) -> Result<Produced, ProduceError> {
-    let conclusions = conclude(request, observation, evidence, evidence_keys, document_base)?;
+    let conclusions = conclude(request, observation, evidence, evidence_keys, issuer)?;
     Ok(Produced {
         openvex: conclusions.openvex()?,
         cyclonedx: conclusions.cyclonedx()?,
+        sbom_cyclonedx: conclusions.sbom_cyclonedx()?,
         summary_json: conclusions.summary_json,
         summary: conclusions.summary,
         quality: conclusions.quality,
@@ -379,10 +422,18 @@ pub fn conclude<'e>(
     observation: &Observation,
     evidence: &'e Evidence,
     evidence_keys: &BTreeMap<&str, &str>,
-    document_base: &str,
+    issuer: &Issuer,
 ) -> Result<Conclusions<'e>, ProduceError> {
     let product = image_purl(&request.repository, &request.image_digest);
     let partial = partial_evidence(observation, evidence.profile.as_ref());
+    let observed = match &partial {
+        Some(explanation) => Observed::Partial {
+            explanation: explanation.clone(),
+        },
+        None => Observed::Complete {
+            note: observed_note(observation),
+        },
+    };
     let fixes = fix_index(evidence);
     let mut notes = Vec::new();
 
@@ -417,7 +468,7 @@ pub fn conclude<'e>(
             build_statements(
                 vex.findings.iter().map(source_of_finding).chain(loaded),
                 &fixes,
-                partial.as_ref(),
+                &observed,
             )
         }
         None => {
@@ -429,7 +480,7 @@ pub fn conclude<'e>(
                         .to_string(),
                 );
             }
-            build_statements(manifest_sources(evidence), &fixes, partial.as_ref())
+            build_statements(manifest_sources(evidence), &fixes, &observed)
         }
     };
     let counts = StatusCounts::of(&statements);
@@ -452,7 +503,7 @@ pub fn conclude<'e>(
         notes.push("Kubescape stored no filtered SBOM for this container; sbom.filtered.json lists no packages.".into());
     }
     if let Some(partial) = &partial {
-        notes.push(partial.explanation.clone());
+        notes.push(partial.clone());
     }
 
     let shape = evidence.vex.as_ref().map_or("absent", |v| v.shape.as_str());
@@ -488,10 +539,12 @@ pub fn conclude<'e>(
         kubescape_shape: shape.to_string(),
     };
 
+    let id = document_id(&issuer.id_base, &request.job_id);
     let document = (!statements.is_empty()).then(|| {
         let (timestamp, last_updated) = document_times(evidence, observation);
         DocumentFields {
-            id: document_id(document_base, &request.job_id),
+            id: id.clone(),
+            author: issuer.author.clone(),
             tooling: tooling(evidence),
             timestamp,
             last_updated,
@@ -526,7 +579,9 @@ pub fn conclude<'e>(
         quality,
         summary_json,
         product,
+        document_id: id,
         document,
+        image_packages: evidence.image_packages.as_ref(),
         repository: &request.repository,
         digest: &request.image_digest,
     })
@@ -624,7 +679,7 @@ fn fix_index(evidence: &Evidence) -> FixIndex<'_> {
 fn partial_evidence(
     observation: &Observation,
     profile: Option<&ContainerProfileInfo>,
-) -> Option<PartialEvidence> {
+) -> Option<String> {
     let profile_partial = profile.is_some_and(|p| {
         matches!(p.completion, Some(Completion::Partial))
             || p.status
@@ -640,15 +695,25 @@ fn partial_evidence(
     let completion = profile
         .and_then(|p| p.completion.as_ref())
         .map_or(observation.learning_completion.as_str(), |c| c.as_str());
-    Some(PartialEvidence {
-        explanation: format!(
-            "Evidence is partial: Kubescape's learning for this container did not complete (profile status {status:?}, \
-             completion {completion:?}) within the analysis window {} – {}, so a package not seen loaded may still be \
-             loaded later; vexxy reports it as under investigation instead of not affected.",
-            openvex::rfc3339(observation.window_start),
-            openvex::rfc3339(observation.window_end),
-        ),
-    })
+    Some(format!(
+        "Evidence is partial: Kubescape's learning for this container did not complete (profile status {status:?}, \
+         completion {completion:?}) within the analysis window {} – {}, so a package not seen loaded may still be \
+         loaded later; vexxy reports it as under investigation instead of not affected.",
+        openvex::rfc3339(observation.window_start),
+        openvex::rfc3339(observation.window_end),
+    ))
+}
+
+/// What a `not_affected` statement rests on when learning completed: the image ran, watched
+/// by Kubescape's node agent for the whole window, and the package's files were never loaded.
+fn observed_note(observation: &Observation) -> String {
+    format!(
+        "Not loaded at runtime: the container ran from {} to {} under Kubescape's node agent, learning \
+         completed, and no file of this package was loaded; its code is in the image but was not in the \
+         execute path of that run.",
+        openvex::rfc3339(observation.window_start),
+        openvex::rfc3339(observation.window_end),
+    )
 }
 
 /// Document times from the evidence: Kubescape's VEX times, else the manifest report time, else

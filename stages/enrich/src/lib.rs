@@ -8,8 +8,9 @@
 //! one statement per (vulnerability, image, package) after de-duplication (the least suppressing
 //! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`vexxy_events::purl`]),
 //! `affected` with an upgrade action (fix version from the manifest when known),
-//! `not_affected` with the justification `vulnerable_code_not_present` (Kubescape's text in
-//! `status_notes`). **Partial evidence never yields `not_affected`**: such statements become
+//! `not_affected` with the justification `vulnerable_code_not_in_execute_path` (the package is in
+//! the image but was never loaded while Kubescape watched; the window, the completed learning and
+//! Kubescape's own words are in `status_notes`). **Partial evidence never yields `not_affected`**: such statements become
 //! `under_investigation` with a note saying why; `affected` stays `affected`. When Kubescape
 //! wrote no VEX (extract lets that through only for partial evidence or an image without
 //! vulnerabilities), statements come from the manifests: loaded matches `affected`, the rest of
@@ -23,25 +24,31 @@
 //! * `analyses/<job_id>/vex.cdx.json`: the same statements as a CycloneDX 1.6 VEX
 //!   ([`cyclonedx`]), written whenever the OpenVEX document is, listed in
 //!   `artifacts.extra.cyclonedx`;
+//! * `analyses/<job_id>/sbom.cdx.json`: the image's CycloneDX 1.6 SBOM ([`cyclonedx_sbom`]),
+//!   which the CycloneDX VEX's BOM-Links point into, listed in `artifacts.extra.sbom_cyclonedx`;
 //! * `analyses/<job_id>/sbom.filtered.json`: `spec.syft` of the SBOMSyftFiltered, verbatim;
 //! * `analyses/<job_id>/summary.json`: job metadata, counts equal to the statements, evidence quality.
 //!
 //! **Emits** `Outcome::Completed` (the runtime publishes `vexxy.analysis.completed`).
 //!
 //! ## Environment
-//! * `VEXXY_VEX_ID_BASE` (default `https://vexxy.io/analyses`): IRI prefix of the documents'
+//! * `VEXXY_VEX_AUTHOR` (required): the organisation issuing the documents, their `author`.
+//! * `VEXXY_VEX_ID_BASE` (required): IRI prefix, under the issuer's control, of the documents'
 //!   `@id` (`<base>/<job_id>/vex`) and statement `@id`s.
 
 pub mod cyclonedx;
+pub mod cyclonedx_sbom;
 pub mod documents;
 pub mod memory;
 pub mod model;
 pub mod openvex;
+pub mod purl;
 pub mod summary;
 pub mod transform;
 
 use bytes::Bytes;
 use chrono::Utc;
+use cyclonedx_sbom::ImagePackages;
 use serde_json::Value;
 use vexxy_events::completed::StageTiming;
 use vexxy_events::{
@@ -61,11 +68,49 @@ pub use documents::{
     filtered_sbom_document, filtered_sbom_from_stored, produce,
 };
 
-pub const DEFAULT_VEX_ID_BASE: &str = "https://vexxy.io/analyses";
+/// Who issues the documents: an OpenVEX document is a claim, and its `author` and `@id` must
+/// name the organisation making it, so neither has a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// `VEXXY_VEX_AUTHOR`: the OpenVEX `author`, e.g. `ACME Product Security <psirt@acme.example>`.
+    pub author: String,
+    /// `VEXXY_VEX_ID_BASE`: IRI prefix of document and statement `@id`s (`<base>/<job_id>/vex`).
+    pub id_base: String,
+}
+
+impl Issuer {
+    /// `author` and `id_base` as set in `VEXXY_VEX_AUTHOR` and `VEXXY_VEX_ID_BASE`.
+    pub fn new(author: &str, id_base: &str) -> Result<Self, ConfigError> {
+        let author = author.trim();
+        if author.is_empty() {
+            return Err(ConfigError::invalid(
+                "VEXXY_VEX_AUTHOR",
+                author,
+                "expected the name of the organisation issuing the VEX, e.g. \
+                 \"ACME Product Security <psirt@acme.example>\"",
+            ));
+        }
+        let base = id_base.trim().trim_end_matches('/');
+        if !transform::is_iri(&format!("{base}/job/vex"))
+            || !base.contains("://") && !base.starts_with("urn:")
+        {
+            return Err(ConfigError::invalid(
+                "VEXXY_VEX_ID_BASE",
+                id_base,
+                "expected an absolute IRI your organisation controls, such as \
+                 https://security.acme.example/vex or urn:acme:vex",
+            ));
+        }
+        Ok(Issuer {
+            author: author.to_string(),
+            id_base: base.to_string(),
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrichConfig {
-    pub vex_id_base: String,
+    pub issuer: Issuer,
 }
 
 impl EnrichConfig {
@@ -74,32 +119,19 @@ impl EnrichConfig {
     }
 
     pub fn load(env: &Env<'_>) -> Result<Self, ConfigError> {
-        Self::new(&env.text("VEXXY_VEX_ID_BASE", DEFAULT_VEX_ID_BASE))
-    }
-
-    /// `vex_id_base` is `VEXXY_VEX_ID_BASE`'s value.
-    pub fn new(vex_id_base: &str) -> Result<Self, ConfigError> {
-        let base = vex_id_base.trim().trim_end_matches('/');
-        if !transform::is_iri(&format!("{base}/job/vex"))
-            || !base.contains("://") && !base.starts_with("urn:")
-        {
-            return Err(ConfigError::invalid(
-                "VEXXY_VEX_ID_BASE",
-                vex_id_base,
-                "expected an absolute IRI such as https://vexxy.io/analyses",
-            ));
-        }
+        let author = env.required(
+            "VEXXY_VEX_AUTHOR",
+            "set it to the organisation issuing the VEX documents (their OpenVEX author), \
+             e.g. \"ACME Product Security <psirt@acme.example>\"",
+        )?;
+        let id_base = env.required(
+            "VEXXY_VEX_ID_BASE",
+            "set it to an IRI prefix your organisation controls for the documents' @id, \
+             e.g. https://security.acme.example/vex",
+        )?;
         Ok(EnrichConfig {
-            vex_id_base: base.to_string(),
+            issuer: Issuer::new(&author, &id_base)?,
         })
-    }
-}
-
-impl Default for EnrichConfig {
-    fn default() -> Self {
-        EnrichConfig {
-            vex_id_base: DEFAULT_VEX_ID_BASE.to_string(),
-        }
     }
 }
 
@@ -109,6 +141,9 @@ pub fn vex_key(job_id: &str) -> String {
 }
 pub fn cyclonedx_key(job_id: &str) -> String {
     format!("analyses/{job_id}/vex.cdx.json")
+}
+pub fn sbom_cyclonedx_key(job_id: &str) -> String {
+    format!("analyses/{job_id}/sbom.cdx.json")
 }
 pub fn sbom_key(job_id: &str) -> String {
     format!("analyses/{job_id}/sbom.filtered.json")
@@ -164,6 +199,8 @@ impl Enrich {
             let bytes = store.get_bytes(key).await.map_err(storage_error)?;
             let stored = from_bytes::read_sbom_bytes(&bytes).map_err(|e| unreadable(key, e))?;
             evidence.image_sbom_packages = Some(stored.artifacts as u64);
+            let sbom = stored.into_sbom().map_err(|e| bad_evidence(key, e))?;
+            evidence.image_packages = Some(ImagePackages::from_syft(&sbom.syft));
         }
 
         // The SBOM last, once every other piece of evidence has been read and checked (so
@@ -187,7 +224,7 @@ impl Enrich {
             observation,
             &evidence,
             &keys,
-            &self.config.vex_id_base,
+            &self.config.issuer,
         )
         .map_err(|e| internal(&job_id, e))?;
 
@@ -206,6 +243,12 @@ impl Enrich {
             write(store, &key, body).await?;
             extra.cyclonedx = Some(store.url(&key));
         }
+        let body = conclusions
+            .sbom_cyclonedx()
+            .map_err(|e| internal(&job_id, e))?;
+        let key = sbom_cyclonedx_key(&job_id);
+        write(store, &key, body).await?;
+        extra.sbom_cyclonedx = Some(store.url(&key));
         let summary = summary_key(&job_id);
         let Conclusions {
             summary_json,

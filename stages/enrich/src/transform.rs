@@ -54,10 +54,14 @@ impl<'a> FixIndex<'a> {
     }
 }
 
-/// Why the evidence is partial, told to the reader of every statement it weakened.
+/// What the runtime observation covered, told to the reader of every statement it decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartialEvidence {
-    pub explanation: String,
+pub enum Observed {
+    /// Learning completed: `note` says what was watched and when, for the `not_affected`
+    /// statements it supports.
+    Complete { note: String },
+    /// Learning did not complete: `explanation` says why, for every statement it weakened.
+    Partial { explanation: String },
 }
 
 /// Default action when no fixed version is known.
@@ -71,13 +75,13 @@ mitigations, and upgrade as soon as a fixed version is published.";
 pub fn build_statements<'a>(
     source: impl IntoIterator<Item = SourceStatement<'a>>,
     fixes: &FixIndex<'a>,
-    partial: Option<&PartialEvidence>,
+    observed: &Observed,
 ) -> Vec<Statement<'a>> {
     let merged = merge_duplicates(source);
     // Not collected in place: that would keep the larger allocation of `merged` (sized for the
     // merge records) for as long as the statements live, which is while every document renders.
     let mut statements: Vec<Statement<'a>> = Vec::with_capacity(merged.len());
-    statements.extend(merged.into_iter().map(|m| shape(m, fixes, partial)));
+    statements.extend(merged.into_iter().map(|m| shape(m, fixes, observed)));
     statements.sort_unstable_by(|a, b| {
         (a.vulnerability, a.subcomponent).cmp(&(b.vulnerability, b.subcomponent))
     });
@@ -130,11 +134,7 @@ fn rank(status: Option<VexStatus>) -> VexStatus {
     status.unwrap_or(VexStatus::UnderInvestigation)
 }
 
-fn shape<'a>(
-    merged: Merged<'a>,
-    fixes: &FixIndex<'a>,
-    partial: Option<&PartialEvidence>,
-) -> Statement<'a> {
+fn shape<'a>(merged: Merged<'a>, fixes: &FixIndex<'a>, observed: &Observed) -> Statement<'a> {
     let source = merged.winner;
     let impact = source.impact_statement.filter(|s| !s.trim().is_empty());
     let mut statement = Statement {
@@ -157,27 +157,28 @@ fn shape<'a>(
             statement.status = VexStatus::Affected;
             statement.action_statement = Some(action_for(&source, fixes));
         }
-        Some(VexStatus::NotAffected) => match partial {
-            Some(partial) => {
+        Some(VexStatus::NotAffected) => match observed {
+            Observed::Partial { explanation } => {
                 statement.status_notes = Some(Cow::Owned(match impact {
-                    Some(impact) => format!(
-                        "{} Kubescape's observation so far: {impact}.",
-                        partial.explanation
-                    ),
-                    None => partial.explanation.clone(),
+                    Some(impact) => {
+                        format!("{explanation} Kubescape's observation so far: {impact}.")
+                    }
+                    None => explanation.clone(),
                 }));
             }
-            None => {
+            Observed::Complete { note } => {
+                // Kubescape's not_affected means "never loaded while it watched": the package
+                // is in the image, so its code is present but was not in the execute path.
+                // Kubescape spells that vulnerable_code_not_present; the note keeps its words.
                 statement.status = VexStatus::NotAffected;
-                // Kubescape only ever says vulnerable_code_not_present; anything it does not
-                // spell as an OpenVEX justification falls back to that, with its text kept in
-                // the notes so exactly one of justification / impact_statement is present.
-                statement.justification = Some(
-                    source
-                        .justification
-                        .and_then(Justification::parse)
-                        .unwrap_or(Justification::VulnerableCodeNotPresent),
-                );
+                statement.justification = Some(Justification::VulnerableCodeNotInExecutePath);
+                let kubescape = match (source.justification, impact) {
+                    (Some(j), Some(impact)) => format!(" Kubescape: {impact} ({j})."),
+                    (Some(j), None) => format!(" Kubescape: {j}."),
+                    (None, Some(impact)) => format!(" Kubescape: {impact}."),
+                    (None, None) => String::new(),
+                };
+                statement.status_notes = Some(Cow::Owned(format!("{note}{kubescape}")));
             }
         },
         Some(VexStatus::Fixed) => statement.status = VexStatus::Fixed,
@@ -212,6 +213,12 @@ pub fn is_iri(value: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn complete() -> Observed {
+        Observed::Complete {
+            note: "Observed from 10:00 to 10:05.".into(),
+        }
+    }
+
     fn source<'a>(vuln: &'a str, purl: &'a str, status: &'a str) -> SourceStatement<'a> {
         SourceStatement {
             vulnerability: vuln,
@@ -232,7 +239,7 @@ mod tests {
             source("CVE-2", "pkg:deb/debian/a@1", "affected"),
             source("CVE-2", "pkg:deb/debian/a@1", "not_affected"),
         ];
-        let out = build_statements(input, &FixIndex::default(), None);
+        let out = build_statements(input, &FixIndex::default(), &complete());
         assert_eq!(out.len(), 2);
         assert_eq!(
             (out[0].vulnerability, out[0].status),
@@ -259,7 +266,7 @@ mod tests {
         let out = build_statements(
             vec![source("CVE-1", "pkg:deb/debian/libc6@2.31", "affected")],
             &fixes,
-            None,
+            &complete(),
         );
         assert_eq!(
             out[0].action_statement.as_deref(),
@@ -268,31 +275,34 @@ mod tests {
     }
 
     #[test]
-    fn not_affected_has_one_justification_and_the_impact_in_notes() {
+    fn not_loaded_is_not_in_execute_path_with_the_observation_in_notes() {
         let mut s = source("CVE-1", "pkg:deb/debian/a@1", "not_affected");
         s.justification = Some("vulnerable_code_not_present");
         s.impact_statement = Some("Vulnerable component is not loaded into the memory");
-        let out = build_statements(vec![s], &FixIndex::default(), None);
+        let out = build_statements(vec![s], &FixIndex::default(), &complete());
         assert_eq!(
             out[0].justification,
-            Some(Justification::VulnerableCodeNotPresent)
+            Some(Justification::VulnerableCodeNotInExecutePath)
         );
         assert_eq!(
             out[0].status_notes.as_deref(),
-            Some("Vulnerable component is not loaded into the memory")
+            Some(
+                "Observed from 10:00 to 10:05. Kubescape: Vulnerable component is not loaded \
+                 into the memory (vulnerable_code_not_present)."
+            )
         );
     }
 
     #[test]
     fn partial_evidence_never_says_not_affected_but_keeps_affected() {
-        let partial = PartialEvidence {
+        let partial = Observed::Partial {
             explanation: "Learning did not complete.".into(),
         };
         let input = vec![
             source("CVE-1", "pkg:deb/debian/a@1", "not_affected"),
             source("CVE-2", "pkg:deb/debian/a@1", "affected"),
         ];
-        let out = build_statements(input, &FixIndex::default(), Some(&partial));
+        let out = build_statements(input, &FixIndex::default(), &partial);
         assert_eq!(out[0].status, VexStatus::UnderInvestigation);
         assert!(
             out[0]
@@ -310,7 +320,7 @@ mod tests {
         let out = build_statements(
             vec![source("CVE-1", "pkg:x/a@1", "exploitable")],
             &FixIndex::default(),
-            None,
+            &complete(),
         );
         assert_eq!(out[0].status, VexStatus::UnderInvestigation);
         assert!(
@@ -326,7 +336,7 @@ mod tests {
     fn non_iri_urls_are_not_used_as_ids() {
         let mut s = source("CVE-1", "pkg:x/a@1", "affected");
         s.vulnerability_url = Some("not an iri");
-        let out = build_statements(vec![s], &FixIndex::default(), None);
+        let out = build_statements(vec![s], &FixIndex::default(), &complete());
         assert_eq!(out[0].vulnerability_iri, None);
         assert!(is_iri(
             "https://security-tracker.debian.org/tracker/CVE-2004-0971"

@@ -11,7 +11,9 @@ use common::*;
 use serde_json::Value;
 use vexxy_enrich::{Evidence, SbomFacts, produce};
 
-const BASE: &str = "https://vexxy.io/analyses";
+fn issuer() -> vexxy_enrich::Issuer {
+    vexxy_enrich::Issuer::new("ACME Product Security", "https://security.acme.example/vex").unwrap()
+}
 
 fn schema(name: &str) -> Value {
     let text = std::fs::read_to_string(shared().join("reference/schemas").join(name))
@@ -91,10 +93,11 @@ fn evidence_from(vex: Option<Value>, matches: &[(Match, bool)], partial: bool) -
                 .into(),
         ),
         image_sbom_packages: Some(40),
+        image_packages: None,
     }
 }
 
-/// Produces both documents, validates the CycloneDX one and returns (OpenVEX, CycloneDX).
+/// Produces the documents, validates the CycloneDX VEX and returns (OpenVEX, CycloneDX VEX).
 fn run(repository: &str, evidence: &Evidence, partial: bool) -> (Value, Value) {
     let keys = BTreeMap::from([("vex", "analyses/job-1/evidence/vex.json")]);
     let produced = produce(
@@ -102,7 +105,7 @@ fn run(repository: &str, evidence: &Evidence, partial: bool) -> (Value, Value) {
         &observation(partial),
         evidence,
         &keys,
-        BASE,
+        &issuer(),
     )
     .expect("produce");
     let openvex: Value =
@@ -114,23 +117,75 @@ fn run(repository: &str, evidence: &Evidence, partial: bool) -> (Value, Value) {
             .expect("CycloneDX written with it"),
     )
     .unwrap();
+    let sbom: Value = serde_json::from_slice(&produced.sbom_cyclonedx).unwrap();
     assert_valid_cyclonedx(&cdx);
-    assert_same_conclusions(&openvex, &cdx);
+    assert_valid_cyclonedx(&sbom);
+    assert_same_conclusions(&openvex, &cdx, &sbom);
     (openvex, cdx)
 }
 
-/// Every OpenVEX statement has one CycloneDX entry with the mapped state, for the same package.
-fn assert_same_conclusions(openvex: &Value, cdx: &Value) {
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Every OpenVEX statement is named by exactly one CycloneDX entry's `affects`, with the mapped
+/// state, through a BOM-Link that resolves in the SBOM.
+fn assert_same_conclusions(openvex: &Value, cdx: &Value, sbom: &Value) {
     let statements = openvex["statements"].as_array().unwrap();
-    let entries = cdx["vulnerabilities"].as_array().unwrap();
-    assert_eq!(statements.len(), entries.len());
     let product = openvex["statements"][0]["products"][0]["@id"]
         .as_str()
         .unwrap();
     assert_eq!(cdx["metadata"]["component"]["bom-ref"], product);
     assert_eq!(cdx["metadata"]["component"]["purl"], product);
-    for (statement, entry) in statements.iter().zip(entries) {
-        assert_eq!(entry["id"], statement["vulnerability"]["name"]);
+    assert_eq!(sbom["metadata"]["component"]["bom-ref"], product);
+    let serial = sbom["serialNumber"].as_str().unwrap();
+    let link_prefix = format!("urn:cdx:{}/1#", serial.trim_start_matches("urn:uuid:"));
+    let in_sbom: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["bom-ref"].as_str())
+        .chain([product])
+        .collect();
+    // (vulnerability, package) → the entry naming it.
+    let mut named: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    for entry in cdx["vulnerabilities"].as_array().unwrap() {
+        for affects in entry["affects"].as_array().unwrap() {
+            let link = affects["ref"].as_str().unwrap();
+            let bom_ref = percent_decode(
+                link.strip_prefix(&link_prefix)
+                    .unwrap_or_else(|| panic!("{link} is not a BOM-Link into the SBOM {serial}")),
+            );
+            assert!(
+                in_sbom.contains(&bom_ref.as_str()),
+                "{bom_ref} is not in the SBOM"
+            );
+            let key = (entry["id"].as_str().unwrap().to_string(), bom_ref);
+            assert!(
+                named.insert(key.clone(), entry).is_none(),
+                "{key:?} named twice"
+            );
+        }
+    }
+    assert_eq!(named.len(), statements.len());
+    for statement in statements {
+        let package = statement["products"][0]["subcomponents"][0]["@id"]
+            .as_str()
+            .unwrap_or(product);
+        let id = statement["vulnerability"]["name"].as_str().unwrap();
+        let entry = named[&(id.to_string(), package.to_string())];
         let expected_state = match statement["status"].as_str().unwrap() {
             "not_affected" => "not_affected",
             "affected" => "exploitable",
@@ -139,10 +194,6 @@ fn assert_same_conclusions(openvex: &Value, cdx: &Value) {
             other => panic!("unknown status {other}"),
         };
         assert_eq!(entry["analysis"]["state"], expected_state);
-        let package = statement["products"][0]["subcomponents"][0]["@id"]
-            .as_str()
-            .unwrap_or(product);
-        assert_eq!(entry["affects"][0]["ref"], package);
         let openvex_status = entry["properties"]
             .as_array()
             .unwrap()
@@ -157,13 +208,6 @@ fn assert_same_conclusions(openvex: &Value, cdx: &Value) {
                 .cloned()
                 .unwrap_or(Value::Null)
         );
-        if package != product {
-            let components = cdx["components"].as_array().unwrap();
-            assert!(
-                components.iter().any(|c| c["bom-ref"] == package),
-                "{package} is a component"
-            );
-        }
     }
 }
 
@@ -222,9 +266,17 @@ fn main_shape_becomes_a_valid_cyclonedx_vex_with_mapped_states() {
     );
     let not_loaded = entry(&cdx, "CVE-2024-0002");
     assert_eq!(not_loaded["analysis"]["state"], "not_affected");
-    assert_eq!(not_loaded["analysis"]["justification"], "code_not_present");
+    assert_eq!(
+        not_loaded["analysis"]["justification"],
+        "code_not_reachable"
+    );
     let props = not_loaded["properties"].to_string();
-    assert!(props.contains("vulnerable_code_not_present"), "{props}");
+    assert!(
+        props.contains("vulnerable_code_not_in_execute_path"),
+        "{props}"
+    );
+    let detail = not_loaded["analysis"]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("Not loaded at runtime"), "{detail}");
     assert_eq!(
         entry(&cdx, "GHSA-abcd-efgh-ijkl")["source"]["name"],
         "GitHub Advisories"
@@ -321,7 +373,7 @@ fn the_serial_number_is_deterministic_per_job_and_output_is_byte_identical() {
             &observation(false),
             &evidence,
             &keys,
-            BASE,
+            &issuer(),
         )
         .unwrap()
         .cyclonedx
@@ -356,7 +408,7 @@ fn an_image_without_vulnerabilities_gets_neither_document() {
         &observation(false),
         &evidence,
         &BTreeMap::new(),
-        BASE,
+        &issuer(),
     )
     .unwrap();
     assert!(produced.openvex.is_none() && produced.cyclonedx.is_none());

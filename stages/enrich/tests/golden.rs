@@ -258,9 +258,15 @@ async fn enrich(job: &str, case: &Case) -> Result<Written, StageError> {
             .await
             .expect("evidence stored");
     }
-    let outcome = Enrich::new(EnrichConfig::default())
-        .run(&store, ticket(job, case))
-        .await?;
+    let outcome = Enrich::new(EnrichConfig {
+        issuer: vexxy_enrich::Issuer::new(
+            "ACME Product Security",
+            "https://security.acme.example/vex",
+        )
+        .unwrap(),
+    })
+    .run(&store, ticket(job, case))
+    .await?;
     let Outcome::Completed(completed) = outcome else {
         panic!("enrich must complete, got {outcome:?}");
     };
@@ -268,6 +274,7 @@ async fn enrich(job: &str, case: &Case) -> Result<Written, StageError> {
     for (file, key) in [
         ("vex.openvex.json", vexxy_enrich::vex_key(job)),
         ("vex.cdx.json", vexxy_enrich::cyclonedx_key(job)),
+        ("sbom.cdx.json", vexxy_enrich::sbom_cyclonedx_key(job)),
         ("sbom.filtered.json", vexxy_enrich::sbom_key(job)),
         ("summary.json", vexxy_enrich::summary_key(job)),
     ] {

@@ -11,7 +11,9 @@ use serde_json::Value;
 use vexxy_enrich::{Evidence, Produced, SbomFacts, filtered_sbom_document, produce};
 use vexxy_events::completed::Completeness;
 
-const BASE: &str = "https://vexxy.io/analyses";
+fn issuer() -> vexxy_enrich::Issuer {
+    vexxy_enrich::Issuer::new("ACME Product Security", "https://security.acme.example/vex").unwrap()
+}
 
 fn evidence_from(
     vex: Option<Value>,
@@ -45,6 +47,7 @@ fn evidence_from(
                 .into(),
         ),
         image_sbom_packages: Some(packages as u64),
+        image_packages: None,
     }
 }
 
@@ -55,7 +58,7 @@ fn run(repository: &str, evidence: &Evidence, partial: bool) -> (Produced, Optio
         &observation(partial),
         evidence,
         &keys,
-        BASE,
+        &issuer(),
     )
     .expect("produce");
     let vex = produced
@@ -164,7 +167,7 @@ fn main_shape_becomes_valid_openvex_with_actions_and_justifications() {
         "Vulnerable component is not loaded into the memory"
     );
     assert_eq!(vex["version"], 1);
-    assert_eq!(vex["@id"], "https://vexxy.io/analyses/job-1/vex");
+    assert_eq!(vex["@id"], "https://security.acme.example/vex/job-1/vex");
     assert!(vex["tooling"].as_str().unwrap().contains("Kubescape"));
     assert!(vex["tooling"].as_str().unwrap().contains("main"));
     assert_eq!(produced.summary.affected, 2);

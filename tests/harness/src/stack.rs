@@ -113,6 +113,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The issuer of a local stack's VEX documents (`VEXXY_VEX_AUTHOR`, `VEXXY_VEX_ID_BASE`).
+pub const LOCAL_VEX_AUTHOR: &str = "local vexxy stack (not for publication)";
+pub const LOCAL_VEX_ID_BASE: &str = "urn:vexxy-local:analyses";
+
 /// Where a stack's processes run: cluster, broker and store.
 #[derive(Debug, Clone)]
 pub struct StackEndpoints {
@@ -149,6 +153,9 @@ pub fn local_stage_env(
             "VEXXY_MIN_ANALYSIS_DURATION".into(),
             min_analysis_seconds.to_string(),
         ),
+        // Documents of a local stack are nobody's claim: named so, never a borrowed identity.
+        ("VEXXY_VEX_AUTHOR".into(), LOCAL_VEX_AUTHOR.into()),
+        ("VEXXY_VEX_ID_BASE".into(), LOCAL_VEX_ID_BASE.into()),
         (
             "RUST_LOG".into(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

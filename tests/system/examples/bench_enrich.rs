@@ -245,7 +245,15 @@ async fn measure(mode: &str, dir: &Path, runs: usize) -> Result<()> {
     }
     // Only the enrich measurement runs with the stage's process settings (`Enrich::new` fixes
     // glibc's mmap threshold, as in the vexxy-enrich binary); the floor keeps glibc's defaults.
-    let enrich = (mode == "enrich").then(|| Enrich::new(EnrichConfig::default()));
+    let enrich = (mode == "enrich").then(|| {
+        Enrich::new(EnrichConfig {
+            issuer: vexxy_enrich::Issuer::new(
+                "ACME Product Security",
+                "https://security.acme.example/vex",
+            )
+            .unwrap(),
+        })
+    });
     let mut samples = Vec::with_capacity(runs);
     let mut output_bytes = 0;
     for _ in 0..runs {

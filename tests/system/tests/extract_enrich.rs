@@ -334,9 +334,15 @@ async fn pipeline(
             .chain(evidence.filtered_sbom.iter())
             .all(|k| k.starts_with(&format!("analyses/{job}/evidence/")))
     );
-    let completed = match Enrich::new(EnrichConfig::default())
-        .run(&env.store, next)
-        .await?
+    let completed = match Enrich::new(EnrichConfig {
+        issuer: vexxy_enrich::Issuer::new(
+            "ACME Product Security",
+            "https://security.acme.example/vex",
+        )
+        .unwrap(),
+    })
+    .run(&env.store, next)
+    .await?
     {
         Outcome::Completed(c) => *c,
         other => anyhow::bail!("enrich must complete, got {other:?}"),

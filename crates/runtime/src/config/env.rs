@@ -21,6 +21,8 @@ pub enum ConfigError {
     },
     #[error("{name} is not valid: {problem}")]
     Inconsistent { name: String, problem: String },
+    #[error("{name} is not set: {problem}")]
+    Missing { name: String, problem: String },
 }
 
 impl ConfigError {
@@ -43,7 +45,9 @@ impl ConfigError {
     /// The variable the error is about.
     pub fn variable(&self) -> &str {
         match self {
-            ConfigError::Invalid { name, .. } | ConfigError::Inconsistent { name, .. } => name,
+            ConfigError::Invalid { name, .. }
+            | ConfigError::Inconsistent { name, .. }
+            | ConfigError::Missing { name, .. } => name,
         }
     }
 }
@@ -103,6 +107,17 @@ impl<'a> Env<'a> {
     /// means something of its own.
     pub fn verbatim(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
+    }
+
+    /// The trimmed value of a setting without a sensible default; unset, an error whose
+    /// `problem` says what to set it to.
+    pub fn required(&self, name: &str, problem: &str) -> Result<String, ConfigError> {
+        self.raw(name)
+            .map(|value| value.trim().to_string())
+            .ok_or_else(|| ConfigError::Missing {
+                name: name.to_string(),
+                problem: problem.to_string(),
+            })
     }
 
     /// The trimmed value, or `default` when unset.
