@@ -19,7 +19,7 @@ use content::{ImageContent, Match, content_for};
 
 pub use content::{
     ALPINE_FIXTURE_DIGEST, HUGE_PREFIX, LARGE_FITTING_PREFIX, NGINX_FIXTURE_DIGESTS,
-    ZERO_VULN_PREFIX,
+    ZERO_VULN_PREFIX, advisories, advisories_of_report,
 };
 
 const API_VERSION: &str = "spdx.softwarecomposition.kubescape.io/v1beta1";

@@ -4,6 +4,7 @@
 
 mod cluster_support;
 mod e2e_support;
+mod scanner_support;
 
 use cluster_support::ClusterKind;
 

@@ -945,3 +945,110 @@ fn bump(version: &str, rng: &mut Rng) -> String {
         None => format!("{version}.1"),
     }
 }
+
+/// The advisories behind an image's Grype matches, one per (vulnerability, distro release,
+/// source package), in the schema of the scanner-database builders under `tests/gotools`
+/// (`{"id", "distro", "distro_version", "package", "fixed_version", "severity", "description"}`):
+/// what a vulnerability database must hold for Grype and Trivy to report this image's matches.
+/// Only distro matches (`<distro>:distro:<distro>:<version>` namespaces) become advisories.
+pub fn advisories(digest: &str) -> Vec<Value> {
+    let content = content_for(digest);
+    let mut out = std::collections::BTreeMap::new();
+    for m in &content.matches {
+        let package = &content.packages[m.package];
+        if let Some(advisory) = advisory_of_match(&m.grype, Some(&package.artifact)) {
+            merge_advisory(&mut out, advisory);
+        }
+    }
+    out.into_values().collect()
+}
+
+/// [`advisories`] of a Grype JSON report's matches (`matches[]`).
+pub fn advisories_of_report(report: &Value) -> Vec<Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in report["matches"].as_array().into_iter().flatten() {
+        if let Some(advisory) = advisory_of_match(m, m.get("artifact")) {
+            merge_advisory(&mut out, advisory);
+        }
+    }
+    out.into_values().collect()
+}
+
+type AdvisoryKey = (String, String, String, String);
+
+fn merge_advisory(out: &mut std::collections::BTreeMap<AdvisoryKey, Value>, advisory: Value) {
+    let key = (
+        advisory["id"].as_str().unwrap_or_default().to_string(),
+        advisory["distro"].as_str().unwrap_or_default().to_string(),
+        advisory["distro_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        advisory["package"].as_str().unwrap_or_default().to_string(),
+    );
+    // Binary packages of one source may carry different fix versions: any of them is above
+    // every installed version, so the first is kept; a known fix wins over none.
+    match out.get(&key) {
+        Some(existing) if !existing["fixed_version"].is_null() => {}
+        _ => {
+            out.insert(key, advisory);
+        }
+    }
+}
+
+/// The advisory a Grype match was found in: distro databases key advisories by *source*
+/// package (openssl, not libssl3), which Grype searched by for an indirect match.
+fn advisory_of_match(grype: &Value, artifact: Option<&Value>) -> Option<Value> {
+    let namespace = grype.pointer("/vulnerability/namespace")?.as_str()?;
+    let mut parts = namespace.split(':');
+    let (distro, kind, _, version) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if kind != "distro" {
+        return None;
+    }
+    let details = grype["matchDetails"].as_array()?.first()?;
+    let searched = details
+        .pointer("/searchedBy/package/name")
+        .and_then(Value::as_str);
+    let source = artifact.and_then(source_package);
+    let package = match details["type"].as_str() {
+        Some("exact-indirect-match") => searched.or(source.as_deref()),
+        _ => source.as_deref().or(searched),
+    }?;
+    let fixed = grype
+        .pointer("/vulnerability/fix/state")
+        .and_then(Value::as_str)
+        == Some("fixed");
+    let fixed_version = grype
+        .pointer("/vulnerability/fix/versions/0")
+        .filter(|_| fixed)
+        .cloned()
+        .unwrap_or(Value::Null);
+    Some(json!({
+        "id": grype.pointer("/vulnerability/id")?,
+        "distro": distro,
+        "distro_version": version,
+        "package": package,
+        "fixed_version": fixed_version,
+        "severity": grype.pointer("/vulnerability/severity").cloned().unwrap_or(json!("Unknown")),
+        "description": grype.pointer("/vulnerability/description").cloned().unwrap_or(json!("")),
+    }))
+}
+
+/// A Syft artifact's source package: `metadata.source` (dpkg), `metadata.originPackage` (apk),
+/// else the purl's `upstream` qualifier, else the package's own name (it is its own source).
+fn source_package(artifact: &Value) -> Option<String> {
+    let metadata = &artifact["metadata"];
+    for key in ["source", "originPackage"] {
+        if let Some(source) = metadata[key].as_str().filter(|s| !s.is_empty()) {
+            // dpkg writes "glibc (2.36-9)" when the source version differs.
+            return Some(source.split(' ').next().unwrap_or(source).to_string());
+        }
+    }
+    let purl = artifact["purl"].as_str()?;
+    let query = purl.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|q| q.strip_prefix("upstream="))
+        .map(|u| u.split("%40").next().unwrap_or(u).to_string())
+        .or_else(|| artifact["name"].as_str().map(str::to_string))
+}

@@ -332,6 +332,11 @@ impl Stack {
         )
     }
 
+    /// Where a job's documents go for the scanners (kept with the logs on failure).
+    fn scanner_dir(&self, job_id: &str) -> PathBuf {
+        self.dir.path().join("scanners").join(job_id)
+    }
+
     /// Keeps the temporary directory (logs, kubeconfig, helm calls) for a look after a failure.
     fn keep_logs(&mut self) {
         let placeholder = tempfile::tempdir().expect("a temporary directory");
@@ -979,6 +984,31 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
         problems.len(),
         problems.join("\n")
     );
+
+    // The fixture images' documents where they are used: the real Grype and Trivy.
+    let scanners = tokio::task::block_in_place(crate::scanner_support::Scanners::ensure)?;
+    for job in jobs
+        .iter()
+        .filter(|j| matches!(j.id, "e2e-alpine" | "e2e-nginx-main"))
+    {
+        let dir = stack.scanner_dir(job.id);
+        let analysis = crate::scanner_support::Analysis::download(
+            &store,
+            job.id,
+            &format!("analyses/{}/evidence/sbom-image.json", job.id),
+            &dir,
+        )
+        .await?;
+        let counts =
+            tokio::task::block_in_place(|| scanners.round_trip(&analysis)).with_context(|| {
+                format!(
+                    "{}: the scanners disagree with vexxy's VEX (documents in {})",
+                    job.id,
+                    dir.display()
+                )
+            })?;
+        eprintln!("e2e: {} with the real scanners: {counts:?}", job.id);
+    }
 
     // Kubescape was installed once, by install-check, with the documented command.
     ensure!(
