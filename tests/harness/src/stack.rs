@@ -117,6 +117,11 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 pub const LOCAL_VEX_AUTHOR: &str = "local vexxy stack (not for publication)";
 pub const LOCAL_VEX_ID_BASE: &str = "urn:vexxy-local:analyses";
 
+/// The shortest analysis window the local stack (`cargo xtask up`) accepts, as
+/// `VEXXY_MIN_ANALYSIS_DURATION` (production default is a minute). Tests that stand in for the
+/// local stack, such as the executed docs, use it too.
+pub const LOCAL_MIN_ANALYSIS_SECONDS: u64 = 2;
+
 /// Where a stack's processes run: cluster, broker and store.
 #[derive(Debug, Clone)]
 pub struct StackEndpoints {

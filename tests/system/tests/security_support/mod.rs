@@ -1,6 +1,7 @@
-//! A whole vexxy stack as processes for the bad-input and security suites: nats-server (with
-//! whatever authentication the test configures), s3s-fs (with keys the test chooses, so a secret
-//! scan can look for them), kubesim with Kubescape installed, and the five stage binaries.
+//! A whole vexxy stack as processes for the bad-input, security and executed-docs suites:
+//! nats-server (with whatever authentication the test configures), s3s-fs (with keys the test
+//! chooses, so a secret scan can look for them), kubesim with Kubescape installed, and the five
+//! stage binaries.
 //!
 //! Also the downstream view of a run: every outcome event keyed by the request's `Nats-Msg-Id`
 //! (the one correlation value a rejected request always has), the dead letters, and the
