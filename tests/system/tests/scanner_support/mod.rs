@@ -205,7 +205,9 @@ impl Analysis {
         evidence_sbom_key: &str,
         dir: &Path,
     ) -> Result<Analysis> {
-        std::fs::create_dir_all(dir)?;
+        // Laid out as the README's commands expect: `vexxy results "$JOB" --out ./vex` and the
+        // image's SBOM beside it.
+        std::fs::create_dir_all(dir.join("vex"))?;
         let fetch = async |key: String, file: &str| -> Result<PathBuf> {
             let bytes = store
                 .get_bytes(&key)
@@ -217,18 +219,25 @@ impl Analysis {
         };
         let openvex = fetch(
             format!("analyses/{job_id}/vex.openvex.json"),
-            "vex.openvex.json",
+            "vex/vex.openvex.json",
         )
         .await?;
-        let cyclonedx = fetch(format!("analyses/{job_id}/vex.cdx.json"), "vex.cdx.json").await?;
-        let sbom_cyclonedx =
-            fetch(format!("analyses/{job_id}/sbom.cdx.json"), "sbom.cdx.json").await?;
+        let cyclonedx = fetch(
+            format!("analyses/{job_id}/vex.cdx.json"),
+            "vex/vex.cdx.json",
+        )
+        .await?;
+        let sbom_cyclonedx = fetch(
+            format!("analyses/{job_id}/sbom.cdx.json"),
+            "vex/sbom.cdx.json",
+        )
+        .await?;
         let object = fetch(evidence_sbom_key.to_string(), "sbom.kubescape.json").await?;
         let object: Value = serde_json::from_slice(&std::fs::read(&object)?)?;
         let syft = object
             .pointer("/spec/syft")
             .context("the SBOMSyft evidence has no spec.syft")?;
-        let sbom_syft = dir.join("sbom.syft.json");
+        let sbom_syft = dir.join("image.syft.json");
         std::fs::write(&sbom_syft, serde_json::to_vec(syft)?)?;
         Ok(Analysis {
             job_id: job_id.to_string(),
@@ -379,35 +388,90 @@ fn check_exact(
     Ok(())
 }
 
+/// The scanner commands of README.md's "Use it with your scanner" section, as written.
+pub struct ReadmeCommands {
+    pub grype: String,
+    pub trivy: String,
+}
+
+impl ReadmeCommands {
+    pub fn read() -> Result<ReadmeCommands> {
+        let path = workspace_root().join("README.md");
+        let readme = std::fs::read_to_string(&path)?;
+        let section = readme
+            .split("### Use it with your scanner")
+            .nth(1)
+            .context("README.md has no \"Use it with your scanner\" section")?;
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let command = |tool: &str| -> Result<String> {
+            let lines: Vec<&str> = section
+                .lines()
+                .filter(|line| line.starts_with(&format!("{tool} ")))
+                .collect();
+            ensure!(
+                lines.len() == 1,
+                "README.md's scanner section must have one `{tool} …` command, has {lines:?}"
+            );
+            Ok(lines[0].to_string())
+        };
+        Ok(ReadmeCommands {
+            grype: command("grype")?,
+            trivy: command("trivy")?,
+        })
+    }
+}
+
 impl Scanners {
-    fn grype(&self, analysis: &Analysis, args: &[&str]) -> Result<Value> {
-        let output = run(Command::new(&self.grype)
-            .arg(format!("sbom:{}", analysis.sbom_syft.display()))
-            .args(["-o", "json"])
-            .args(args)
+    /// Settings a user's machine has and this one does not: where the databases are, and no
+    /// network (the `GRYPE_*`/`TRIVY_*` variables are the scanners' own spellings of flags).
+    fn scanner_env<'c>(&self, analysis: &Analysis, command: &'c mut Command) -> &'c mut Command {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let tools: Vec<PathBuf> = [&self.grype, &self.trivy]
+            .iter()
+            .filter_map(|tool| tool.parent().map(Path::to_path_buf))
+            .chain(std::env::split_paths(&path))
+            .collect();
+        command
+            .env("PATH", std::env::join_paths(tools).unwrap_or(path))
+            .env("HOME", &analysis.dir)
             .env("GRYPE_DB_CACHE_DIR", &self.grype_db)
             .env("GRYPE_DB_AUTO_UPDATE", "false")
             .env("GRYPE_DB_VALIDATE_AGE", "false")
             .env("GRYPE_CHECK_FOR_APP_UPDATE", "false")
-            .current_dir(&analysis.dir))?;
+            .env("TRIVY_CACHE_DIR", &self.trivy_cache)
+            .env("TRIVY_SKIP_DB_UPDATE", "true")
+            .env("TRIVY_SKIP_JAVA_DB_UPDATE", "true")
+            .env("TRIVY_OFFLINE_SCAN", "true")
+            .env("TRIVY_SKIP_VERSION_CHECK", "true")
+            .env("TRIVY_DISABLE_TELEMETRY", "true")
+            .env("TRIVY_QUIET", "true")
+            .current_dir(&analysis.dir)
+    }
+
+    /// A README command, run with `sh` in the analysis folder.
+    fn readme(&self, analysis: &Analysis, command: &str) -> Result<Value> {
+        let output = run(self.scanner_env(analysis, Command::new("sh").args(["-c", command])))
+            .with_context(|| format!("the README's command `{command}` failed"))?;
+        Ok(serde_json::from_slice(&output)?)
+    }
+
+    fn grype(&self, analysis: &Analysis, args: &[&str]) -> Result<Value> {
+        let mut command = Command::new(&self.grype);
+        command
+            .arg(format!("sbom:{}", analysis.sbom_syft.display()))
+            .args(["-o", "json"])
+            .args(args);
+        let output = run(self.scanner_env(analysis, &mut command))?;
         Ok(serde_json::from_slice(&output)?)
     }
 
     fn trivy(&self, analysis: &Analysis, args: &[&str]) -> Result<Value> {
-        let output = run(Command::new(&self.trivy)
-            .args(["sbom", "--quiet", "--format", "json", "--cache-dir"])
-            .arg(&self.trivy_cache)
-            .args([
-                "--skip-db-update",
-                "--skip-java-db-update",
-                "--offline-scan",
-                "--skip-version-check",
-                "--disable-telemetry",
-            ])
+        let mut command = Command::new(&self.trivy);
+        command
+            .args(["sbom", "--format", "json"])
             .args(args)
-            .arg(&analysis.sbom_cyclonedx)
-            .env("HOME", &analysis.dir)
-            .current_dir(&analysis.dir))?;
+            .arg(&analysis.sbom_cyclonedx);
+        let output = run(self.scanner_env(analysis, &mut command))?;
         Ok(serde_json::from_slice(&output)?)
     }
 
@@ -445,13 +509,14 @@ impl Scanners {
         let (all, none) = grype_findings(&plain)?;
         ensure!(none.is_empty(), "grype without a VEX suppressed {none:?}");
         let vex = analysis.openvex.display().to_string();
-        let filtered = self.grype(analysis, &["--vex", &vex])?;
+        let readme = ReadmeCommands::read()?;
+        let filtered = self.readme(analysis, &readme.grype)?;
         let (kept, suppressed) = grype_findings(&filtered)?;
         ensure!(
             kept.union(&suppressed).cloned().collect::<BTreeSet<_>>() == all,
             "grype with the VEX reports other findings than without it"
         );
-        check_exact("grype --vex vex.openvex.json", &all, &suppressed, &statuses)?;
+        check_exact(&readme.grype, &all, &suppressed, &statuses)?;
         let applied = self.apply(analysis, &analysis.openvex, &plain, "grype.json")?;
         let (_, by_apply) = grype_findings(&applied)?;
         ensure!(
@@ -499,19 +564,13 @@ impl Scanners {
         let plain = self.trivy(analysis, &[])?;
         let (all, none) = trivy_findings(&plain)?;
         ensure!(none.is_empty(), "trivy without a VEX suppressed {none:?}");
-        let cdx = analysis.cyclonedx.display().to_string();
-        let filtered = self.trivy(analysis, &["--vex", &cdx, "--show-suppressed"])?;
+        let filtered = self.readme(analysis, &readme.trivy)?;
         let (kept, suppressed) = trivy_findings(&filtered)?;
         ensure!(
             kept.union(&suppressed).cloned().collect::<BTreeSet<_>>() == all,
             "trivy with the VEX reports other findings than without it"
         );
-        check_exact(
-            "trivy sbom sbom.cdx.json --vex vex.cdx.json",
-            &all,
-            &suppressed,
-            &statuses,
-        )?;
+        check_exact(&readme.trivy, &all, &suppressed, &statuses)?;
         counts.trivy_findings = all.len();
         counts.trivy_suppressed_cyclonedx = suppressed.len();
 
