@@ -222,15 +222,16 @@ struct Tools<'a> {
     components: [Tool<'a>; 2],
 }
 
+/// A `metadata.tools.components[]` entry (shared with [`crate::cyclonedx_sbom`]).
 #[derive(Serialize)]
-struct Tool<'a> {
+pub(crate) struct Tool<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    name: &'static str,
+    pub kind: &'static str,
+    pub name: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'static str>,
+    pub version: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    pub description: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -244,10 +245,11 @@ struct Container<'a> {
     purl: &'a str,
 }
 
+/// A CycloneDX property (shared with [`crate::cyclonedx_sbom`]).
 #[derive(Serialize)]
-struct Property<'a> {
-    name: &'static str,
-    value: &'a str,
+pub(crate) struct Property<'a> {
+    pub name: &'static str,
+    pub value: &'a str,
 }
 
 struct Vulnerabilities<'a> {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use vexxy_kubescape::SyftDocument;
 
-use crate::cyclonedx::SPEC_VERSION;
+use crate::cyclonedx::{Property, SPEC_VERSION, Tool};
 use crate::purl;
 
 /// One package of the image.
@@ -201,7 +201,8 @@ pub fn render(
                 components: [Tool {
                     kind: "application",
                     name: "vexxy",
-                    version: env!("CARGO_PKG_VERSION"),
+                    version: Some(env!("CARGO_PKG_VERSION")),
+                    description: None,
                 }],
             },
             component: Component {
@@ -243,15 +244,7 @@ struct Metadata<'a> {
 
 #[derive(Serialize)]
 struct Tools {
-    components: [Tool; 1],
-}
-
-#[derive(Serialize)]
-struct Tool {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: &'static str,
-    version: &'static str,
+    components: [Tool<'static>; 1],
 }
 
 #[derive(Serialize)]
@@ -266,12 +259,6 @@ struct Component<'a> {
     purl: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     properties: Vec<Property<'a>>,
-}
-
-#[derive(Serialize)]
-struct Property<'a> {
-    name: &'static str,
-    value: &'a str,
 }
 
 #[derive(Serialize)]

@@ -124,22 +124,6 @@ fn run(repository: &str, evidence: &Evidence, partial: bool) -> (Value, Value) {
     (openvex, cdx)
 }
 
-fn percent_decode(text: &str) -> String {
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
 /// Every OpenVEX statement is named by exactly one CycloneDX entry's `affects`, with the mapped
 /// state, through a BOM-Link that resolves in the SBOM.
 fn assert_same_conclusions(openvex: &Value, cdx: &Value, sbom: &Value) {
@@ -164,7 +148,7 @@ fn assert_same_conclusions(openvex: &Value, cdx: &Value, sbom: &Value) {
     for entry in cdx["vulnerabilities"].as_array().unwrap() {
         for affects in entry["affects"].as_array().unwrap() {
             let link = affects["ref"].as_str().unwrap();
-            let bom_ref = percent_decode(
+            let bom_ref = vexxy_enrich::purl::decode(
                 link.strip_prefix(&link_prefix)
                     .unwrap_or_else(|| panic!("{link} is not a BOM-Link into the SBOM {serial}")),
             );

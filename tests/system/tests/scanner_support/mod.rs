@@ -273,23 +273,7 @@ fn statuses(openvex: &Value) -> Result<BTreeMap<Finding, String>> {
 /// A purl without qualifiers or subpath, percent-decoded: scanners re-encode purls
 /// (`%2B` / `+`, qualifier order), and within one image name and version identify a package.
 fn package_key(purl: &str) -> String {
-    let base = purl.split(['?', '#']).next().unwrap_or(purl);
-    let mut out = Vec::new();
-    let bytes = base.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 3 <= bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&base[i + 1..i + 3], 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    vexxy_enrich::purl::decode(purl.split(['?', '#']).next().unwrap_or(purl))
 }
 
 fn suppressing(status: &str) -> bool {
