@@ -708,9 +708,7 @@ fn partial_evidence(
 /// by Kubescape's node agent for the whole window, and the package's files were never loaded.
 fn observed_note(observation: &Observation) -> String {
     format!(
-        "Not loaded at runtime: the container ran from {} to {} under Kubescape's node agent, learning \
-         completed, and no file of this package was loaded; its code is in the image but was not in the \
-         execute path of that run.",
+        "Not loaded while the container ran {} to {} (learning completed): in the image, not in the execute path.",
         openvex::rfc3339(observation.window_start),
         openvex::rfc3339(observation.window_end),
     )

@@ -47,8 +47,9 @@ pub fn render(
         tooling: info.tooling,
         statements: StatementList { info, statements },
     };
-    // ~450 bytes per statement is typical; reserving avoids repeated growth of a large buffer.
-    let mut out = Vec::with_capacity(512 + statements.len() * 450);
+    // ~850 bytes per statement with the observation notes (pretty-printed); reserving that
+    // avoids growing, and so briefly holding twice, a buffer of several MB.
+    let mut out = Vec::with_capacity(512 + statements.len() * 900);
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.push(b'\n');
     Ok(out)

@@ -64,6 +64,9 @@ pub enum Observed {
     Partial { explanation: String },
 }
 
+/// Kubescape's impact statement for a package it never saw loaded: the observation says it.
+const KUBESCAPE_NOT_LOADED: &str = "Vulnerable component is not loaded into the memory";
+
 /// Default action when no fixed version is known.
 pub const NO_FIX_ACTION: &str = "No fixed version is known yet. Kubescape saw this package loaded at runtime: \
 remove the package or the code path that loads it if the image does not need it, apply the vendor's \
@@ -169,16 +172,16 @@ fn shape<'a>(merged: Merged<'a>, fixes: &FixIndex<'a>, observed: &Observed) -> S
             Observed::Complete { note } => {
                 // Kubescape's not_affected means "never loaded while it watched": the package
                 // is in the image, so its code is present but was not in the execute path.
-                // Kubescape spells that vulnerable_code_not_present; the note keeps its words.
+                // Kubescape spells that vulnerable_code_not_present; its words are kept when they
+                // say more than the observation.
                 statement.status = VexStatus::NotAffected;
                 statement.justification = Some(Justification::VulnerableCodeNotInExecutePath);
-                let kubescape = match (source.justification, impact) {
-                    (Some(j), Some(impact)) => format!(" Kubescape: {impact} ({j})."),
-                    (Some(j), None) => format!(" Kubescape: {j}."),
-                    (None, Some(impact)) => format!(" Kubescape: {impact}."),
-                    (None, None) => String::new(),
-                };
-                statement.status_notes = Some(Cow::Owned(format!("{note}{kubescape}")));
+                // Kubescape's own words only when they add to the observation.
+                statement.status_notes =
+                    Some(match impact.filter(|i| *i != KUBESCAPE_NOT_LOADED) {
+                        Some(impact) => Cow::Owned(format!("{note} Kubescape: {impact}.")),
+                        None => Cow::Owned(note.clone()),
+                    });
             }
         },
         Some(VexStatus::Fixed) => statement.status = VexStatus::Fixed,
@@ -286,9 +289,15 @@ mod tests {
         );
         assert_eq!(
             out[0].status_notes.as_deref(),
+            Some("Observed from 10:00 to 10:05.")
+        );
+        let mut s = source("CVE-1", "pkg:deb/debian/a@1", "not_affected");
+        s.impact_statement = Some("Only reachable through a disabled module");
+        let out = build_statements(vec![s], &FixIndex::default(), &complete());
+        assert_eq!(
+            out[0].status_notes.as_deref(),
             Some(
-                "Observed from 10:00 to 10:05. Kubescape: Vulnerable component is not loaded \
-                 into the memory (vulnerable_code_not_present)."
+                "Observed from 10:00 to 10:05. Kubescape: Only reachable through a disabled module."
             )
         );
     }

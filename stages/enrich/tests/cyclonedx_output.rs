@@ -260,7 +260,10 @@ fn main_shape_becomes_a_valid_cyclonedx_vex_with_mapped_states() {
         "{props}"
     );
     let detail = not_loaded["analysis"]["detail"].as_str().unwrap();
-    assert!(detail.starts_with("Not loaded at runtime"), "{detail}");
+    assert!(
+        detail.starts_with("Not loaded while the container ran"),
+        "{detail}"
+    );
     assert_eq!(
         entry(&cdx, "GHSA-abcd-efgh-ijkl")["source"]["name"],
         "GitHub Advisories"

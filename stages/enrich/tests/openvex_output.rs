@@ -168,11 +168,8 @@ fn main_shape_becomes_valid_openvex_with_actions_and_justifications() {
     assert!(second.get("impact_statement").is_none());
     let notes = second["status_notes"].as_str().unwrap();
     assert!(
-        notes.starts_with("Not loaded at runtime: the container ran from ")
-            && notes.contains("learning completed")
-            && notes.ends_with(
-                "Kubescape: Vulnerable component is not loaded into the memory (vulnerable_code_not_present)."
-            ),
+        notes.starts_with("Not loaded while the container ran ")
+            && notes.ends_with("(learning completed): in the image, not in the execute path."),
         "{notes}"
     );
     assert_eq!(vex["author"], "ACME Product Security");
