@@ -95,10 +95,13 @@ async fn apply_get_watch_describe_delete() {
         "{out}"
     );
     let (ok, out, err) = kubectl_async(&kc, &["describe", "pods", "-l", "app=web"]).await;
-    assert!(
-        ok && out.contains("Controlled By:  ReplicaSet/"),
-        "{out}{err}"
-    );
+    // kubectl pads labels to the widest one shown, which depends on whether the rollout's new
+    // pod is still pending: match the label and the value, not the spaces between them.
+    let controlled_by_replicaset = out.lines().any(|line| {
+        line.strip_prefix("Controlled By:")
+            .is_some_and(|value| value.trim_start().starts_with("ReplicaSet/"))
+    });
+    assert!(ok && controlled_by_replicaset, "{out}{err}");
 
     let (ok, out, _) = kubectl_async(&kc, &["api-resources"]).await;
     assert!(ok);
