@@ -573,52 +573,39 @@ impl Scanners {
         );
         counts.trivy_suppressed_openvex = suppressed.len();
 
-        // A VEX for another digest of the same repository suppresses nothing.
+        // A VEX for another digest of the same repository, or whose statements are all
+        // under_investigation (affected findings were checked above), suppresses nothing.
         let other_digest = other_digest_documents(analysis, &openvex)?;
-        let (_, suppressed) = grype_findings(
-            &self.grype(analysis, &["--vex", &other_digest.0.display().to_string()])?,
-        )?;
-        ensure!(
-            suppressed.is_empty(),
-            "grype: a VEX for another digest suppressed {suppressed:?}"
-        );
-        let (_, suppressed) = trivy_findings(&self.trivy(
-            analysis,
-            &[
-                "--vex",
-                &other_digest.1.display().to_string(),
-                "--show-suppressed",
-            ],
-        )?)?;
-        ensure!(
-            suppressed.is_empty(),
-            "trivy: a VEX for another digest's SBOM suppressed {suppressed:?}"
-        );
-
-        // under_investigation suppresses nothing (affected findings were checked above).
+        self.suppresses_nothing(analysis, &other_digest, "a VEX for another digest")?;
         let investigating = investigating_documents(analysis, &openvex)?;
-        let (_, suppressed) = grype_findings(
-            &self.grype(analysis, &["--vex", &investigating.0.display().to_string()])?,
-        )?;
-        ensure!(
-            suppressed.is_empty(),
-            "grype: under_investigation suppressed {suppressed:?}"
-        );
-        let (_, suppressed) = trivy_findings(&self.trivy(
-            analysis,
-            &[
-                "--vex",
-                &investigating.1.display().to_string(),
-                "--show-suppressed",
-            ],
-        )?)?;
-        ensure!(
-            suppressed.is_empty(),
-            "trivy: in_triage suppressed {suppressed:?}"
-        );
+        self.suppresses_nothing(analysis, &investigating, "under_investigation / in_triage")?;
 
         self.check_go_vex(analysis, &openvex)?;
         Ok(counts)
+    }
+
+    /// Neither Grype with `documents.0` (OpenVEX) nor Trivy with `documents.1` (CycloneDX VEX)
+    /// suppresses a finding.
+    fn suppresses_nothing(
+        &self,
+        analysis: &Analysis,
+        documents: &(PathBuf, PathBuf),
+        what: &str,
+    ) -> Result<()> {
+        let openvex = documents.0.display().to_string();
+        let (_, suppressed) = grype_findings(&self.grype(analysis, &["--vex", &openvex])?)?;
+        ensure!(
+            suppressed.is_empty(),
+            "grype: {what} suppressed {suppressed:?}"
+        );
+        let cyclonedx = documents.1.display().to_string();
+        let (_, suppressed) =
+            trivy_findings(&self.trivy(analysis, &["--vex", &cyclonedx, "--show-suppressed"])?)?;
+        ensure!(
+            suppressed.is_empty(),
+            "trivy: {what} suppressed {suppressed:?}"
+        );
+        Ok(())
     }
 
     /// go-vex (vexctl's library) reads every statement as vexxy wrote it, and merges the
