@@ -7,6 +7,8 @@
 //! generations and the legacy shape), the vulnerability manifests and the ContainerProfile:
 //! one statement per (vulnerability, image, package) after de-duplication (the least suppressing
 //! status wins), the image named by a `pkg:oci` purl Grype and Trivy match ([`vexxy_events::purl`]),
+//! each package by a purl without the qualifiers scanners spell differently ([`purl::scanner_neutral`];
+//! a Debian epoch also in Trivy's spelling),
 //! `affected` with an upgrade action (fix version from the manifest when known),
 //! `not_affected` with the justification `vulnerable_code_not_in_execute_path` (the package is in
 //! the image but was never loaded while Kubescape watched; the window, the completed learning and

@@ -7,6 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Statement, VexStatus};
+use crate::purl;
 use crate::transform::is_iri;
 
 pub const CONTEXT: &str = "https://openvex.dev/ns/v0.2.0";
@@ -163,13 +164,23 @@ struct Subcomponent<'a>(&'a str);
 
 impl Serialize for Subcomponent<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        if is_iri(self.0) {
-            map.serialize_entry("@id", self.0)?;
+        let mut map = serializer.serialize_map(None)?;
+        let purl = purl::scanner_neutral(self.0);
+        if is_iri(&purl) {
+            map.serialize_entry("@id", &purl)?;
+            // go-vex matches a component by its `@id` or its `identifiers.purl`.
+            if let Some(trivy_spelling) = purl::epoch_as_qualifier(&purl) {
+                map.serialize_entry(
+                    "identifiers",
+                    &PurlIdentifier {
+                        purl: &trivy_spelling,
+                    },
+                )?;
+            }
         } else {
             // A purl that is not a valid IRI (e.g. an unencoded space) still identifies the
             // package; `identifiers.purl` has no IRI format constraint.
-            map.serialize_entry("identifiers", &PurlIdentifier { purl: self.0 })?;
+            map.serialize_entry("identifiers", &PurlIdentifier { purl: &purl })?;
         }
         map.end()
     }

@@ -156,7 +156,11 @@ fn assert_same_conclusions(openvex: &Value, cdx: &Value, sbom: &Value) {
                 in_sbom.contains(&bom_ref.as_str()),
                 "{bom_ref} is not in the SBOM"
             );
-            let key = (entry["id"].as_str().unwrap().to_string(), bom_ref);
+            // OpenVEX names the package without the scanner-specific qualifiers.
+            let key = (
+                entry["id"].as_str().unwrap().to_string(),
+                vexxy_enrich::purl::scanner_neutral(&bom_ref),
+            );
             assert!(
                 named.insert(key.clone(), entry).is_none(),
                 "{key:?} named twice"

@@ -155,9 +155,11 @@ fn main_shape_becomes_valid_openvex_with_actions_and_justifications() {
         first["products"][0]["@id"],
         "pkg:oci/nginx@sha256%3A6a59f1cbb8d28ac484176d52c473494859a512ddba3ea62a547258cf16c9b3ae?repository_url=index.docker.io/library/nginx"
     );
+    // Without `distro`: Syft and Trivy spell it differently, and go-vex needs every qualifier
+    // of the VEX purl in the scanner's.
     assert_eq!(
         first["products"][0]["subcomponents"][0]["@id"],
-        "pkg:deb/debian/openssl@3.0.11-1?arch=amd64&distro=debian-12"
+        "pkg:deb/debian/openssl@3.0.11-1?arch=amd64"
     );
     let second = &vex["statements"][1];
     // Not loaded: in the image, so present, but not in the execute path of the observed run.
