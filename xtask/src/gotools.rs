@@ -91,6 +91,15 @@ pub const TOOLS: &[GoTool] = &[
         ldflags: "-s -w",
         env: &[],
     },
+    // A real OCI registry (`crane registry serve`) and the client that pushes the test images
+    // `trivy image` scans.
+    GoTool {
+        name: "crane",
+        version: "v0.22.1",
+        packages: &[("github.com/google/go-containerregistry/cmd/crane", "crane")],
+        ldflags: "-s -w",
+        env: &[],
+    },
     // Each scanner with our builder of its vulnerability database, written with the scanner's
     // own database code at the same version, so the format is the one the scanner reads.
     GoTool {

@@ -19,6 +19,7 @@ pub mod identities;
 pub mod nats;
 pub mod process;
 pub mod realcluster;
+pub mod registry;
 pub mod s3;
 pub mod stack;
 
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use nats::NatsServer;
 pub use process::ChildProcess;
+pub use registry::OciRegistry;
 pub use s3::S3Server;
 
 /// The root of the vexxy workspace (where the top-level `Cargo.toml` lives).

@@ -6,6 +6,7 @@
 //! kubevuln's are), everything else is a function of the instance and the digest.
 
 pub mod content;
+pub mod files;
 
 use std::collections::BTreeMap;
 
@@ -19,8 +20,9 @@ use content::{ImageContent, Match, content_for};
 
 pub use content::{
     ALPINE_FIXTURE_DIGEST, HUGE_PREFIX, LARGE_FITTING_PREFIX, NGINX_FIXTURE_DIGESTS,
-    ZERO_VULN_PREFIX, advisories, advisories_of_report,
+    ZERO_VULN_PREFIX, advisories, advisories_of_report, declare_same_content,
 };
+pub use files::image_files;
 
 const API_VERSION: &str = "spdx.softwarecomposition.kubescape.io/v1beta1";
 const KUBESCAPE_NAMESPACE: &str = "kubescape";

@@ -102,6 +102,10 @@ struct Cli {
     /// Per-image override PATTERN=GENERATION (repeatable).
     #[arg(long = "generation-override")]
     generation_overrides: Vec<String>,
+    /// DIGEST=LIKE: the image DIGEST holds what the image LIKE holds (repeatable), e.g. a real
+    /// image a test built from a fixture's files (`kubesim::catalogue::image_files`).
+    #[arg(long = "same-content")]
+    same_content: Vec<String>,
     /// Storage VEX cleanup interval (None = off).
     #[arg(long)]
     vex_cleanup_interval_ms: Option<u64>,
@@ -171,6 +175,17 @@ impl Cli {
             .map(|path| path.display().to_string());
         Ok(c)
     }
+
+    /// `--same-content`: content is a function of the digest, kept process-wide.
+    fn declare_same_content(&self) -> anyhow::Result<()> {
+        for declared in &self.same_content {
+            let (digest, like) = declared.split_once('=').with_context(|| {
+                format!("--same-content {declared:?}: expected DIGEST=LIKE, two sha256: digests")
+            })?;
+            kubesim::catalogue::declare_same_content(digest, like);
+        }
+        Ok(())
+    }
 }
 
 #[tokio::main]
@@ -184,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = cli.config()?;
+    cli.declare_same_content()?;
     let handle = Server::start(config)
         .await
         .context("kubesim could not start")?;

@@ -10,12 +10,14 @@
 //!   `alpine@sha256:e2e1…2501` (15 packages, 20 matches); loaded: busybox, busybox-binsh, musl, libcrypto3.
 //! * the nginx fixture digests (`NGINX_FIXTURE_DIGESTS`) — the 10 real debian-12 packages of the
 //!   node-agent filtered SBOM fixture (all loaded) plus generated debian-12 packages (not loaded).
+//! * a digest declared with [`declare_same_content`] — the content of the digest it names (a
+//!   test's real image built from a fixture's files, see [`super::files`]).
 //! * anything else — a generated debian-12 or alpine-3.19 image with 0–2 language ecosystems,
 //!   10–40 % of packages loaded, 5–10 % of matches only reported from the second scan on (a
 //!   Grype DB update) and ~3 % reported twice by two matchers (as Grype does).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -84,8 +86,30 @@ impl ImageContent {
 /// rest of the emulator together.
 const CONTENT_CACHE_IMAGES: usize = 256;
 
+/// Digests declared to hold another digest's content.
+fn same_content() -> &'static RwLock<HashMap<String, String>> {
+    static SAME_CONTENT: OnceLock<RwLock<HashMap<String, String>>> = OnceLock::new();
+    SAME_CONTENT.get_or_init(Default::default)
+}
+
+/// Declares that the image `digest` holds what the image `like` holds: a test pushes a real
+/// image built from a fixture's files (its digest is not the fixture's), and Kubescape must
+/// report the fixture's packages for it.
+pub fn declare_same_content(digest: &str, like: &str) {
+    same_content()
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(digest.to_string(), like.to_string());
+}
+
 /// What the image with `digest` contains: always the same for the same digest.
 pub fn content_for(digest: &str) -> Arc<ImageContent> {
+    let declared = same_content()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(digest)
+        .cloned();
+    let digest = declared.as_deref().unwrap_or(digest);
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<ImageContent>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(content) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {

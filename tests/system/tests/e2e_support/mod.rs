@@ -39,7 +39,7 @@ use vexxy_events::{
 };
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
-use vexxy_harness::{NatsServer, S3Server, workspace_root};
+use vexxy_harness::{NatsServer, OciRegistry, S3Server, workspace_root};
 use vexxy_runtime::Store;
 use vexxy_runtime::config::Secret;
 
@@ -80,7 +80,7 @@ enum Expected {
 #[derive(Debug, Clone)]
 struct Job {
     id: &'static str,
-    image_ref: &'static str,
+    image_ref: String,
     digest: String,
     expected: Expected,
 }
@@ -94,62 +94,112 @@ fn digest(prefix: &str, fill: char) -> String {
     format!("sha256:{hex}")
 }
 
-fn jobs() -> Vec<Job> {
+/// A fixture image pushed to the test's registry: a real image built from the files
+/// `kubesim::catalogue::image_files` gives, under its own digest, which kubesim's Kubescape is
+/// told holds the fixture's content. `trivy image` then scans the very image vexxy analysed.
+struct InRegistry {
+    job_id: &'static str,
+    /// `127.0.0.1:<port>/library/alpine`
+    repository: String,
+    digest: String,
+    /// The fixture digest whose content it holds.
+    like: &'static str,
+}
+
+/// (job id, repository in the registry, fixture digest)
+const IN_REGISTRY: [(&str, &str, &str); 2] = [
+    (
+        "e2e-alpine-oci",
+        "library/alpine",
+        kubesim::catalogue::ALPINE_FIXTURE_DIGEST,
+    ),
+    (
+        "e2e-nginx-oci",
+        "library/nginx",
+        kubesim::catalogue::NGINX_FIXTURE_DIGESTS[0],
+    ),
+];
+
+fn push_fixture_images(registry: &OciRegistry) -> Result<Vec<InRegistry>> {
+    IN_REGISTRY
+        .iter()
+        .map(|(job_id, repository, like)| {
+            let files = kubesim::catalogue::image_files(like);
+            let digest = registry.push(repository, "fixture", &files)?;
+            // This process reads the expected content too (`image_purls`).
+            kubesim::catalogue::declare_same_content(&digest, like);
+            Ok(InRegistry {
+                job_id,
+                repository: format!("{}/{repository}", registry.host()),
+                digest,
+                like,
+            })
+        })
+        .collect()
+}
+
+fn jobs(in_registry: &[InRegistry]) -> Vec<Job> {
     use kubesim::catalogue::{ALPINE_FIXTURE_DIGEST, NGINX_FIXTURE_DIGESTS};
     let completed = |vex_shape, mixed| Expected::Completed { vex_shape, mixed };
-    vec![
+    let pushed = in_registry.iter().map(|image| Job {
+        id: image.job_id,
+        image_ref: image.repository.clone(),
+        digest: image.digest.clone(),
+        expected: completed(Some("v0.3.159"), true),
+    });
+    let named = vec![
         // Published first, while Kubescape is absent: install-check installs it.
         Job {
             id: "e2e-alpine",
-            image_ref: "docker.io/library/alpine",
+            image_ref: "docker.io/library/alpine".into(),
             digest: ALPINE_FIXTURE_DIGEST.to_string(),
             expected: completed(Some("v0.3.159"), true),
         },
         Job {
             id: "e2e-nginx-main",
-            image_ref: "docker.io/library/nginx",
+            image_ref: "docker.io/library/nginx".into(),
             digest: NGINX_FIXTURE_DIGESTS[0].to_string(),
             expected: completed(Some("main"), true),
         },
         Job {
             id: "e2e-generated-main",
-            image_ref: "ghcr.io/acme/cart",
+            image_ref: "ghcr.io/acme/cart".into(),
             digest: digest("1c0ffee", '7'),
             expected: completed(Some("main"), false),
         },
         Job {
             id: "e2e-generated",
-            image_ref: "quay.io/bigco/checkout",
+            image_ref: "quay.io/bigco/checkout".into(),
             digest: digest("2bad5eed", '3'),
             expected: completed(Some("v0.3.159"), false),
         },
         Job {
             id: "e2e-zero-vulns-main",
-            image_ref: "ghcr.io/acme/distroless-static",
+            image_ref: "ghcr.io/acme/distroless-static".into(),
             digest: digest("0000", 'a'),
             expected: completed(None, false),
         },
         Job {
             id: "e2e-zero-vulns",
-            image_ref: "quay.io/bigco/static-site",
+            image_ref: "quay.io/bigco/static-site".into(),
             digest: digest("0000", 'b'),
             expected: completed(None, false),
         },
         Job {
             id: "e2e-large",
-            image_ref: "quay.io/bigco/large-app",
+            image_ref: "quay.io/bigco/large-app".into(),
             digest: digest("fffe", '1'),
             expected: completed(Some("v0.3.159"), false),
         },
         Job {
             id: "e2e-large-main",
-            image_ref: "ghcr.io/acme/large-app",
+            image_ref: "ghcr.io/acme/large-app".into(),
             digest: digest("fffe", '2'),
             expected: completed(Some("main"), false),
         },
         Job {
             id: "e2e-huge",
-            image_ref: "quay.io/bigco/monolith",
+            image_ref: "quay.io/bigco/monolith".into(),
             digest: digest("ffff", '9'),
             expected: Expected::Failed {
                 stage: Stage::Extract,
@@ -159,7 +209,7 @@ fn jobs() -> Vec<Job> {
         },
         Job {
             id: PULL_FAIL_JOB,
-            image_ref: "quay.io/bigco/pull-fail-app",
+            image_ref: "quay.io/bigco/pull-fail-app".into(),
             digest: digest("5eed", '4'),
             expected: Expected::Failed {
                 stage: Stage::Wait,
@@ -167,7 +217,8 @@ fn jobs() -> Vec<Job> {
                 message_names: "quay.io/bigco/pull-fail-app",
             },
         },
-    ]
+    ];
+    named.into_iter().chain(pushed).collect()
 }
 
 /// Everything the test started; processes are killed when it is dropped. The log directory is
@@ -182,6 +233,8 @@ struct Stack {
     kubeconfig: PathBuf,
     pipeline: Pipeline,
     helm_log: PathBuf,
+    _registry: OciRegistry,
+    in_registry: Vec<InRegistry>,
 }
 
 impl Stack {
@@ -194,6 +247,8 @@ impl Stack {
             .context("cannot create the test directory")?;
         let nats = NatsServer::start()?;
         let s3 = S3Server::start()?;
+        let registry = OciRegistry::start()?;
+        let in_registry = push_fixture_images(&registry)?;
         let real = match cluster {
             ClusterKind::Sim => None,
             ClusterKind::Real => Some(RealCluster::start_with(&KwokLifecycles {
@@ -224,6 +279,10 @@ impl Stack {
         for pattern in MAIN_GENERATION_PATTERNS {
             kubesim_args.push("--generation-override".into());
             kubesim_args.push(format!("{pattern}=main"));
+        }
+        for image in &in_registry {
+            kubesim_args.push("--same-content".into());
+            kubesim_args.push(format!("{}={}", image.digest, image.like));
         }
         if let Some(real) = &real {
             kubesim_args.push("--upstream-kubeconfig".into());
@@ -269,6 +328,8 @@ impl Stack {
             kubeconfig,
             pipeline,
             helm_log,
+            _registry: registry,
+            in_registry,
         };
         if let Err(error) = stack.pipeline.wait_ready(READY_TIMEOUT) {
             stack.keep_logs();
@@ -497,12 +558,14 @@ fn openvex_validator() -> Result<jsonschema::Validator> {
 /// The purls of the image's packages and of those kubesim's node-agent reports loaded (the
 /// ground truth the VEX statuses must follow).
 fn image_purls(digest: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    // As vexxy's OpenVEX names packages: without the qualifiers scanners spell differently.
+    let neutral = vexxy_enrich::purl::scanner_neutral;
     let content = kubesim::catalogue::content::content_for(digest);
-    let all = content.packages.iter().map(|p| p.purl.clone()).collect();
+    let all = content.packages.iter().map(|p| neutral(&p.purl)).collect();
     let loaded = content
         .loaded
         .iter()
-        .map(|index| content.packages[*index].purl.clone())
+        .map(|index| neutral(&content.packages[*index].purl))
         .collect();
     (all, loaded)
 }
@@ -826,7 +889,7 @@ pub async fn requests_become_one_outcome_each_with_valid_vex(cluster: ClusterKin
 }
 
 async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
-    let jobs = jobs();
+    let jobs = jobs(&stack.in_registry);
     let client = stack.nats.client().await?;
     let js = jetstream::new(client);
     let kube = stack.kube_client().await?;
@@ -987,18 +1050,22 @@ async fn run_scenario(stack: &mut Stack, test_started: Instant) -> Result<()> {
 
     // The fixture images' documents where they are used: the real Grype and Trivy.
     let scanners = tokio::task::block_in_place(crate::scanner_support::Scanners::ensure)?;
+    let pushed: Vec<&str> = stack.in_registry.iter().map(|image| image.job_id).collect();
     for job in jobs
         .iter()
-        .filter(|j| matches!(j.id, "e2e-alpine" | "e2e-nginx-main"))
+        .filter(|j| matches!(j.id, "e2e-alpine" | "e2e-nginx-main") || pushed.contains(&j.id))
     {
         let dir = stack.scanner_dir(job.id);
-        let analysis = crate::scanner_support::Analysis::download(
+        let mut analysis = crate::scanner_support::Analysis::download(
             &store,
             job.id,
             &format!("analyses/{}/evidence/sbom-image.json", job.id),
             &dir,
         )
         .await?;
+        if pushed.contains(&job.id) {
+            analysis = analysis.in_registry(format!("{}@{}", job.image_ref, job.digest));
+        }
         let counts =
             tokio::task::block_in_place(|| scanners.round_trip(&analysis)).with_context(|| {
                 format!(

@@ -1,6 +1,7 @@
 //! vexxy's VEX where it is used: the real Grype and Trivy (built from the Go module proxy by
 //! `cargo xtask setup`) scan an analysed image's SBOM with vexxy's documents, against small real
-//! vulnerability databases built here with each scanner's own database code; go-vex (what
+//! vulnerability databases built here with each scanner's own database code; for an image in a
+//! real registry, `trivy image` scans the image itself with the OpenVEX document; go-vex (what
 //! vexctl is built on) reads and merges the OpenVEX document.
 //!
 //! For every finding a scanner reports, the document's statement for that (vulnerability,
@@ -43,6 +44,9 @@ pub struct Counts {
     pub trivy_findings: usize,
     pub trivy_suppressed_openvex: usize,
     pub trivy_suppressed_cyclonedx: usize,
+    /// `trivy image`, for an analysis of an image in a registry.
+    pub trivy_image_findings: usize,
+    pub trivy_image_suppressed_openvex: usize,
 }
 
 /// A finding: (vulnerability id, package purl without qualifiers).
@@ -196,6 +200,9 @@ pub struct Analysis {
     pub sbom_cyclonedx: PathBuf,
     /// The image's full Syft SBOM (Kubescape's SBOMSyft `spec.syft`, from the evidence).
     pub sbom_syft: PathBuf,
+    /// `registry/repository@sha256:…` when the analysed image is in a registry the scanners
+    /// can pull from.
+    pub image: Option<String>,
 }
 
 impl Analysis {
@@ -246,7 +253,16 @@ impl Analysis {
             cyclonedx,
             sbom_cyclonedx,
             sbom_syft,
+            image: None,
         })
+    }
+
+    /// The analysed image is `reference` (by digest), in a registry the scanners reach.
+    pub fn in_registry(self, reference: String) -> Analysis {
+        Analysis {
+            image: Some(reference),
+            ..self
+        }
     }
 }
 
@@ -272,8 +288,19 @@ fn statuses(openvex: &Value) -> Result<BTreeMap<Finding, String>> {
 
 /// A purl without qualifiers or subpath, percent-decoded: scanners re-encode purls
 /// (`%2B` / `+`, qualifier order), and within one image name and version identify a package.
+/// An `epoch` qualifier (Trivy's spelling of a Debian epoch) goes back into the version, where
+/// Syft keeps it.
 fn package_key(purl: &str) -> String {
-    vexxy_enrich::purl::decode(purl.split(['?', '#']).next().unwrap_or(purl))
+    let key = vexxy_enrich::purl::decode(purl.split(['?', '#']).next().unwrap_or(purl));
+    match (
+        vexxy_enrich::purl::qualifier(purl, "epoch"),
+        key.rsplit_once('@'),
+    ) {
+        (Some(epoch), Some((path, version))) if purl.starts_with("pkg:deb/") => {
+            format!("{path}@{epoch}:{version}")
+        }
+        _ => key,
+    }
 }
 
 fn suppressing(status: &str) -> bool {
@@ -375,7 +402,8 @@ fn check_exact(
 /// The scanner commands of README.md's "Use it with your scanner" section, as written.
 pub struct ReadmeCommands {
     pub grype: String,
-    pub trivy: String,
+    pub trivy_sbom: String,
+    pub trivy_image: String,
 }
 
 impl ReadmeCommands {
@@ -387,20 +415,21 @@ impl ReadmeCommands {
             .nth(1)
             .context("README.md has no \"Use it with your scanner\" section")?;
         let section = section.split("\n## ").next().unwrap_or(section);
-        let command = |tool: &str| -> Result<String> {
+        let command = |start: &str| -> Result<String> {
             let lines: Vec<&str> = section
                 .lines()
-                .filter(|line| line.starts_with(&format!("{tool} ")))
+                .filter(|line| line.starts_with(&format!("{start} ")))
                 .collect();
             ensure!(
                 lines.len() == 1,
-                "README.md's scanner section must have one `{tool} …` command, has {lines:?}"
+                "README.md's scanner section must have one `{start} …` command, has {lines:?}"
             );
             Ok(lines[0].to_string())
         };
         Ok(ReadmeCommands {
             grype: command("grype")?,
-            trivy: command("trivy")?,
+            trivy_sbom: command("trivy sbom")?,
+            trivy_image: command("trivy image")?,
         })
     }
 }
@@ -429,6 +458,10 @@ impl Scanners {
             .env("TRIVY_SKIP_VERSION_CHECK", "true")
             .env("TRIVY_DISABLE_TELEMETRY", "true")
             .env("TRIVY_QUIET", "true")
+            // The test registry speaks plain HTTP and there is no container engine to ask first.
+            .env("TRIVY_INSECURE", "true")
+            .env("TRIVY_IMAGE_SRC", "remote")
+            .env("IMAGE", analysis.image.as_deref().unwrap_or_default())
             .current_dir(&analysis.dir)
     }
 
@@ -455,6 +488,17 @@ impl Scanners {
             .args(["sbom", "--format", "json"])
             .args(args)
             .arg(&analysis.sbom_cyclonedx);
+        let output = run(self.scanner_env(analysis, &mut command))?;
+        Ok(serde_json::from_slice(&output)?)
+    }
+
+    /// `trivy image` of the analysed image, pulled from its registry.
+    fn trivy_image(&self, analysis: &Analysis, image: &str, args: &[&str]) -> Result<Value> {
+        let mut command = Command::new(&self.trivy);
+        command
+            .args(["image", "--format", "json"])
+            .args(args)
+            .arg(image);
         let output = run(self.scanner_env(analysis, &mut command))?;
         Ok(serde_json::from_slice(&output)?)
     }
@@ -548,14 +592,15 @@ impl Scanners {
         let plain = self.trivy(analysis, &[])?;
         let (all, none) = trivy_findings(&plain)?;
         ensure!(none.is_empty(), "trivy without a VEX suppressed {none:?}");
-        let filtered = self.readme(analysis, &readme.trivy)?;
+        let filtered = self.readme(analysis, &readme.trivy_sbom)?;
         let (kept, suppressed) = trivy_findings(&filtered)?;
         ensure!(
             kept.union(&suppressed).cloned().collect::<BTreeSet<_>>() == all,
             "trivy with the VEX reports other findings than without it"
         );
-        check_exact(&readme.trivy, &all, &suppressed, &statuses)?;
+        check_exact(&readme.trivy_sbom, &all, &suppressed, &statuses)?;
         counts.trivy_findings = all.len();
+        let sbom_findings = all;
         counts.trivy_suppressed_cyclonedx = suppressed.len();
 
         // Trivy with the OpenVEX document: in `trivy sbom` mode Trivy's root component is a
@@ -573,6 +618,17 @@ impl Scanners {
         );
         counts.trivy_suppressed_openvex = suppressed.len();
 
+        if let Some(image) = &analysis.image {
+            self.image_round_trip(
+                analysis,
+                image,
+                &readme,
+                &statuses,
+                &sbom_findings,
+                &mut counts,
+            )?;
+        }
+
         // A VEX for another digest of the same repository, or whose statements are all
         // under_investigation (affected findings were checked above), suppresses nothing.
         let other_digest = other_digest_documents(analysis, &openvex)?;
@@ -582,6 +638,74 @@ impl Scanners {
 
         self.check_go_vex(analysis, &openvex)?;
         Ok(counts)
+    }
+
+    /// `trivy image` over the image in its registry, with the OpenVEX document: the packages
+    /// Trivy finds in the image itself, named its own way (`distro=debian-12.7`, the Debian
+    /// epoch as a qualifier), must meet vexxy's statements exactly as Grype's do.
+    fn image_round_trip(
+        &self,
+        analysis: &Analysis,
+        image: &str,
+        readme: &ReadmeCommands,
+        statuses: &BTreeMap<Finding, String>,
+        sbom_findings: &BTreeSet<Finding>,
+        counts: &mut Counts,
+    ) -> Result<()> {
+        let plain = self.trivy_image(analysis, image, &[])?;
+        ensure!(
+            plain["ArtifactType"] == "container_image",
+            "trivy image did not scan a container image: {}",
+            plain["ArtifactType"]
+        );
+        let (all, none) = trivy_findings(&plain)?;
+        ensure!(
+            none.is_empty(),
+            "trivy image without a VEX suppressed {none:?}"
+        );
+        ensure!(
+            all == *sbom_findings,
+            "trivy finds other vulnerabilities in the image than in vexxy's SBOM of it: image only \
+             {:?}, SBOM only {:?}",
+            all.difference(sbom_findings).collect::<Vec<_>>(),
+            sbom_findings.difference(&all).collect::<Vec<_>>()
+        );
+        let filtered = self.readme(analysis, &readme.trivy_image)?;
+        let (kept, suppressed) = trivy_findings(&filtered)?;
+        ensure!(
+            kept.union(&suppressed).cloned().collect::<BTreeSet<_>>() == all,
+            "trivy image with the VEX reports other findings than without it"
+        );
+        check_exact(&readme.trivy_image, &all, &suppressed, statuses)?;
+        let applied = self.apply(analysis, &analysis.openvex, &plain, "trivy-image.json")?;
+        let (_, by_apply) = trivy_findings(&applied)?;
+        ensure!(
+            by_apply == suppressed,
+            "vexxy apply suppresses other findings than trivy image on the same report: apply \
+             only {:?}, trivy only {:?}",
+            by_apply.difference(&suppressed).collect::<Vec<_>>(),
+            suppressed.difference(&by_apply).collect::<Vec<_>>()
+        );
+        counts.trivy_image_findings = all.len();
+        counts.trivy_image_suppressed_openvex = suppressed.len();
+
+        let openvex: Value = serde_json::from_slice(&std::fs::read(&analysis.openvex)?)?;
+        let (other_digest, _) = other_digest_documents(analysis, &openvex)?;
+        let (investigating, _) = investigating_documents(analysis, &openvex)?;
+        for (document, what) in [
+            (other_digest, "a VEX for another digest"),
+            (investigating, "under_investigation"),
+        ] {
+            let vex = document.display().to_string();
+            let report =
+                self.trivy_image(analysis, image, &["--vex", &vex, "--show-suppressed"])?;
+            let (_, suppressed) = trivy_findings(&report)?;
+            ensure!(
+                suppressed.is_empty(),
+                "trivy image: {what} suppressed {suppressed:?}"
+            );
+        }
+        Ok(())
     }
 
     /// Neither Grype with `documents.0` (OpenVEX) nor Trivy with `documents.1` (CycloneDX VEX)
