@@ -69,7 +69,7 @@ impl OciRegistry {
         let layer = self
             .dir
             .path()
-            .join(format!("{}.tar", repository.replace('/', "_")));
+            .join(format!("{}-{tag}.tar", repository.replace('/', "_")));
         let mut archive = tar::Builder::new(
             std::fs::File::create(&layer)
                 .with_context(|| format!("cannot create {}", layer.display()))?,

@@ -19,8 +19,8 @@ use vexxy_kubescape::{keys, metadata_only};
 use content::{ImageContent, Match, content_for};
 
 pub use content::{
-    ALPINE_FIXTURE_DIGEST, HUGE_PREFIX, LARGE_FITTING_PREFIX, NGINX_FIXTURE_DIGESTS,
-    ZERO_VULN_PREFIX, advisories, advisories_of_report, declare_same_content,
+    ALPINE_FIXTURE_DIGEST, HUGE_PREFIX, LARGE_FITTING_PREFIX, NGINX_DEBIAN9_FIXTURE_DIGEST,
+    NGINX_FIXTURE_DIGESTS, ZERO_VULN_PREFIX, advisories, declare_same_content,
 };
 pub use files::image_files;
 

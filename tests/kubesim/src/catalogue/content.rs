@@ -10,6 +10,10 @@
 //!   `alpine@sha256:e2e1…2501` (15 packages, 20 matches); loaded: busybox, busybox-binsh, musl, libcrypto3.
 //! * the nginx fixture digests (`NGINX_FIXTURE_DIGESTS`) — the 10 real debian-12 packages of the
 //!   node-agent filtered SBOM fixture (all loaded) plus generated debian-12 packages (not loaded).
+//! * the Debian 9 nginx fixture digest (`NGINX_DEBIAN9_FIXTURE_DIGEST`) — nginx 1.14.1 on
+//!   Debian 9 (arm64) from the real relevancy-filtered Grype report in `../shared/fixtures`: its 61
+//!   packages and 456 matches; loaded: nginx and the shared libraries (`lib*`, `zlib1g`), not
+//!   the tools (apt, bash, coreutils, …).
 //! * a digest declared with [`declare_same_content`] — the content of the digest it names (a
 //!   test's real image built from a fixture's files, see [`super::files`]).
 //! * anything else — a generated debian-12 or alpine-3.19 image with 0–2 language ecosystems,
@@ -34,6 +38,9 @@ pub const NGINX_FIXTURE_DIGESTS: [&str; 2] = [
     "sha256:6a59f1cbb8d28ac484176d52c473494859a512ddba3ea62a547258cf16c9b3ae",
     "sha256:ed6d2c43c8fbcd3eaa44c9dab6d94cb346234476230dc1681227aa72d07181ee",
 ];
+/// The manifest digest of the image of the Debian 9 nginx Grype report fixture.
+pub const NGINX_DEBIAN9_FIXTURE_DIGEST: &str =
+    "sha256:6db649d8a1f720b6c59469c1c61c95fc3d332e437d457106a66b975515e75128";
 pub const ZERO_VULN_PREFIX: &str = "sha256:0000";
 pub const HUGE_PREFIX: &str = "sha256:ffff";
 pub const LARGE_FITTING_PREFIX: &str = "sha256:fffe";
@@ -42,6 +49,8 @@ const ALPINE_SBOM: &str =
     include_str!("../../../../../shared/fixtures/scanner-reports/kubevuln-alpine-sbom.json");
 const ALPINE_CVE: &str =
     include_str!("../../../../../shared/fixtures/scanner-reports/kubevuln-alpine-cve.json");
+const NGINX_DEBIAN9_REPORT: &str =
+    include_str!("../../../../../shared/fixtures/scanner-reports/kubevuln-nginx-filtered-cve.json");
 const NGINX_FILTERED_SBOM: &str = include_str!(
     "../../../../../shared/fixtures/kubescape/sbomsyftfiltered.node-agent-nginx-syft-filtered.json"
 );
@@ -132,6 +141,9 @@ fn build_content(digest: &str) -> ImageContent {
     if NGINX_FIXTURE_DIGESTS.contains(&digest) {
         return nginx_fixture(&mut rng);
     }
+    if digest == NGINX_DEBIAN9_FIXTURE_DIGEST {
+        return nginx_debian9_fixture();
+    }
     if digest.starts_with(HUGE_PREFIX) {
         return synthetic_npm(&mut rng, 400, 25);
     }
@@ -205,6 +217,89 @@ fn nginx_fixture(rng: &mut Rng) -> ImageContent {
         distro: sbom.syft.distro,
         grype_distro: json!({"name": "debian", "version": "12", "idLike": []}),
         schema: sbom.syft.schema,
+    }
+}
+
+/// The Grype report has no SBOM beside it: each matched package becomes the dpkg artifact Syft
+/// would write for it (source package and version from the report's `upstreams`).
+fn nginx_debian9_fixture() -> ImageContent {
+    let report: Value =
+        serde_json::from_str(NGINX_DEBIAN9_REPORT).expect("nginx Debian 9 report is JSON");
+    let grype = read_grype_document(&report).expect("nginx Debian 9 report parses");
+    let mut seen = BTreeSet::new();
+    let packages: Vec<Package> = grype
+        .matches
+        .iter()
+        .filter(|m| seen.insert(m.artifact.purl.clone()))
+        .map(|m| deb_package_from_grype(&serde_json::to_value(&m.artifact).expect("artifact")))
+        .collect();
+    let matches = grype_matches(&grype.matches, &packages);
+    let loaded = packages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name.starts_with("lib") || p.name == "zlib1g" || p.name == "nginx")
+        .map(|(i, _)| i)
+        .collect();
+    let sbom: Value = serde_json::from_str(ALPINE_SBOM).expect("alpine SBOM fixture is JSON");
+    ImageContent {
+        packages,
+        matches,
+        loaded,
+        distro: json!({"prettyName": "Debian GNU/Linux 9 (stretch)", "name": "Debian GNU/Linux",
+                       "id": "debian", "version": "9 (stretch)", "versionID": "9",
+                       "versionCodename": "stretch"}),
+        grype_distro: grype.distro,
+        // The Syft JSON schema the other fixture SBOMs declare.
+        schema: sbom["schema"].clone(),
+    }
+}
+
+/// A dpkg artifact as Syft writes it, from a Grype report's artifact.
+fn deb_package_from_grype(artifact: &Value) -> Package {
+    let name = artifact["name"].as_str().unwrap_or_default();
+    let version = artifact["version"].as_str().unwrap_or_default();
+    let upstream = &artifact["upstreams"][0];
+    let source = upstream["name"].as_str().unwrap_or_default();
+    let source_version = upstream["version"].as_str().unwrap_or_default();
+    let purl_in_report = artifact["purl"].as_str().unwrap_or_default();
+    let arch = crate::catalogue::files::purl_qualifier(purl_in_report, "arch").unwrap_or("amd64");
+    let distro = crate::catalogue::files::purl_qualifier(purl_in_report, "distro").unwrap_or("");
+    let upstream_qualifier = match (source, source_version) {
+        ("", _) => String::new(),
+        (source, "") => format!("&upstream={source}"),
+        (source, source_version) => format!("&upstream={source}@{source_version}"),
+    };
+    let purl =
+        format!("pkg:deb/debian/{name}@{version}?arch={arch}{upstream_qualifier}&distro={distro}");
+    let marker_file = if name.starts_with("lib") || name == "zlib1g" {
+        format!("/usr/lib/{arch}-linux-gnu/{name}.so")
+    } else {
+        format!("/usr/sbin/{name}")
+    };
+    let copyright = format!("/usr/share/doc/{name}/copyright");
+    let artifact = json!({
+        "id": artifact_id(&purl),
+        "name": name,
+        "version": version,
+        "type": "deb",
+        "foundBy": "dpkg-db-cataloger",
+        "locations": [{"path": "/var/lib/dpkg/status", "accessPath": "/var/lib/dpkg/status",
+                       "annotations": {"evidence": "primary"}}],
+        "licenses": [],
+        "language": "",
+        "cpes": artifact["cpes"].as_array().map(|cpes| cpes.iter().map(|c| json!({"cpe": c, "source": "syft-generated"})).collect::<Vec<_>>()).unwrap_or_default(),
+        "purl": purl,
+        "metadataType": "dpkg-db-entry",
+        "metadata": {"package": name, "source": source, "version": version,
+                     "sourceVersion": source_version, "architecture": arch,
+                     "files": [{"path": marker_file}, {"path": copyright}]},
+    });
+    Package {
+        artifact,
+        purl,
+        name: name.to_string(),
+        version: version.to_string(),
+        marker_file,
     }
 }
 
@@ -981,17 +1076,6 @@ pub fn advisories(digest: &str) -> Vec<Value> {
     for m in &content.matches {
         let package = &content.packages[m.package];
         if let Some(advisory) = advisory_of_match(&m.grype, Some(&package.artifact)) {
-            merge_advisory(&mut out, advisory);
-        }
-    }
-    out.into_values().collect()
-}
-
-/// [`advisories`] of a Grype JSON report's matches (`matches[]`).
-pub fn advisories_of_report(report: &Value) -> Vec<Value> {
-    let mut out = std::collections::BTreeMap::new();
-    for m in report["matches"].as_array().into_iter().flatten() {
-        if let Some(advisory) = advisory_of_match(m, m.get("artifact")) {
             merge_advisory(&mut out, advisory);
         }
     }

@@ -64,6 +64,16 @@ fn os_release(distro: &Value) -> String {
     .collect()
 }
 
+/// A purl qualifier's value as written (no percent-decoding: the fixtures' values need none).
+pub(crate) fn purl_qualifier<'a>(purl: &'a str, key: &str) -> Option<&'a str> {
+    let query = purl.split('#').next()?.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
+}
+
 fn field<'a>(artifact: &'a Value, name: &str) -> &'a str {
     artifact["metadata"][name].as_str().unwrap_or_default()
 }
@@ -119,7 +129,9 @@ fn dpkg_status(artifacts: &[&Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::{ALPINE_FIXTURE_DIGEST, NGINX_FIXTURE_DIGESTS};
+    use crate::catalogue::{
+        ALPINE_FIXTURE_DIGEST, NGINX_DEBIAN9_FIXTURE_DIGEST, NGINX_FIXTURE_DIGESTS,
+    };
 
     fn text(files: &[(String, Vec<u8>)], path: &str) -> String {
         let (_, bytes) = files
@@ -153,5 +165,20 @@ mod tests {
             status.matches("Package: ").count(),
             content_for(NGINX_FIXTURE_DIGESTS[0]).packages.len()
         );
+    }
+
+    #[test]
+    fn the_debian9_fixture_is_the_report_s_packages_on_arm64() {
+        let files = image_files(NGINX_DEBIAN9_FIXTURE_DIGEST);
+        assert_eq!(text(&files, "etc/debian_version"), "9.7\n");
+        let status = text(&files, "var/lib/dpkg/status");
+        assert_eq!(status.matches("Package: ").count(), 61);
+        assert!(status.contains(
+            "Package: bsdutils\nStatus: install ok installed\nArchitecture: arm64\n\
+             Source: util-linux (2.29.2-1+deb9u1)\n"
+        ));
+        let content = content_for(NGINX_DEBIAN9_FIXTURE_DIGEST);
+        assert_eq!(content.matches.len(), 456);
+        assert!(!content.loaded.is_empty() && content.loaded.len() < content.packages.len());
     }
 }

@@ -107,7 +107,7 @@ struct InRegistry {
 }
 
 /// (job id, repository in the registry, fixture digest)
-const IN_REGISTRY: [(&str, &str, &str); 2] = [
+const IN_REGISTRY: [(&str, &str, &str); 3] = [
     (
         "e2e-alpine-oci",
         "library/alpine",
@@ -118,6 +118,11 @@ const IN_REGISTRY: [(&str, &str, &str); 2] = [
         "library/nginx",
         kubesim::catalogue::NGINX_FIXTURE_DIGESTS[0],
     ),
+    (
+        "e2e-nginx-debian9-oci",
+        "library/nginx",
+        kubesim::catalogue::NGINX_DEBIAN9_FIXTURE_DIGEST,
+    ),
 ];
 
 fn push_fixture_images(registry: &OciRegistry) -> Result<Vec<InRegistry>> {
@@ -125,7 +130,7 @@ fn push_fixture_images(registry: &OciRegistry) -> Result<Vec<InRegistry>> {
         .iter()
         .map(|(job_id, repository, like)| {
             let files = kubesim::catalogue::image_files(like);
-            let digest = registry.push(repository, "fixture", &files)?;
+            let digest = registry.push(repository, job_id, &files)?;
             // This process reads the expected content too (`image_purls`).
             kubesim::catalogue::declare_same_content(&digest, like);
             Ok(InRegistry {

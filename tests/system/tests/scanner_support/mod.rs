@@ -21,11 +21,6 @@ use sha2::{Digest, Sha256};
 use vexxy_harness::{find_binary, workspace_root};
 use vexxy_runtime::Store;
 
-/// The Grype report of the nginx image on Debian 9 in `../shared/fixtures`: its advisories go
-/// into the databases too, so they hold every vulnerability of the fixtures.
-const NGINX_DEBIAN9_REPORT: &str =
-    "../shared/fixtures/scanner-reports/kubevuln-nginx-filtered-cve.json";
-
 /// The real tools, and databases holding the fixture images' vulnerabilities.
 pub struct Scanners {
     grype: PathBuf,
@@ -108,21 +103,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The advisories of every fixture: kubesim's alpine and nginx fixture images (their Grype
-/// matches) and the Debian 9 nginx report.
+/// The advisories of every fixture image kubesim knows (their Grype matches): alpine, the
+/// Debian 12 nginx images and nginx on Debian 9.
 fn fixture_advisories() -> Result<Vec<Value>> {
     use kubesim::catalogue::{
-        ALPINE_FIXTURE_DIGEST, NGINX_FIXTURE_DIGESTS, advisories, advisories_of_report,
+        ALPINE_FIXTURE_DIGEST, NGINX_DEBIAN9_FIXTURE_DIGEST, NGINX_FIXTURE_DIGESTS, advisories,
     };
-    let mut all = advisories(ALPINE_FIXTURE_DIGEST);
-    for digest in NGINX_FIXTURE_DIGESTS {
+    let mut all = Vec::new();
+    for digest in [ALPINE_FIXTURE_DIGEST, NGINX_DEBIAN9_FIXTURE_DIGEST]
+        .into_iter()
+        .chain(NGINX_FIXTURE_DIGESTS)
+    {
         all.extend(advisories(digest));
     }
-    let path = workspace_root().join(NGINX_DEBIAN9_REPORT);
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
-    )?;
-    all.extend(advisories_of_report(&report));
     let unique: BTreeMap<String, Value> = all
         .into_iter()
         .map(|a| {
