@@ -91,6 +91,14 @@ pub const TOOLS: &[GoTool] = &[
         ldflags: "-s -w",
         env: &[],
     },
+    // The real helm, for the Kubescape chart install-check's auto-install runs.
+    GoTool {
+        name: "helm",
+        version: "v4.3.2",
+        packages: &[("helm.sh/helm/v4/cmd/helm", "helm")],
+        ldflags: "-s -w -X helm.sh/helm/v4/internal/version.version=v4.3.2",
+        env: &[],
+    },
     // A real OCI registry (`crane registry serve`) and the client that pushes the test images
     // `trivy image` scans.
     GoTool {

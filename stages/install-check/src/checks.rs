@@ -25,7 +25,8 @@ pub const STORAGE_API_SERVICE: &str = "v1beta1.spdx.softwarecomposition.kubescap
 pub const NODE_AGENT_DAEMONSET: &str = "node-agent";
 pub const KUBEVULN_DEPLOYMENT: &str = "kubevuln";
 pub const RELEASE_NAME: &str = "kubescape";
-pub const CHART: &str = "kubescape/kubescape-operator";
+/// The chart from the official repository, added as `kubescape`.
+pub const DEFAULT_CHART: &str = "kubescape/kubescape-operator";
 
 /// Where the checks look.
 #[derive(Debug, Clone)]
@@ -300,7 +301,7 @@ fn is_on(value: Option<&Value>) -> bool {
 }
 
 /// The one command that repairs every misconfiguration found, keeping the user's other values.
-pub fn fix_command(namespace: &str, problems: &[Problem]) -> Option<String> {
+pub fn fix_command(namespace: &str, chart: &str, problems: &[Problem]) -> Option<String> {
     let mut sets: Vec<&str> = Vec::new();
     for problem in problems {
         if let ProblemKind::NeedsSetting { set } = problem.kind
@@ -313,7 +314,7 @@ pub fn fix_command(namespace: &str, problems: &[Problem]) -> Option<String> {
         return None;
     }
     let mut command =
-        format!("helm upgrade --install {RELEASE_NAME} {CHART} -n {namespace} --reuse-values");
+        format!("helm upgrade --install {RELEASE_NAME} {chart} -n {namespace} --reuse-values");
     for set in sets {
         command.push_str(" --set ");
         command.push_str(set);
@@ -370,7 +371,7 @@ mod tests {
         );
         let problems = capability_problems(Some(&cm), &target());
         assert_eq!(problems.len(), 2, "{problems:?}");
-        let fix = fix_command("kubescape", &problems).unwrap();
+        let fix = fix_command("kubescape", DEFAULT_CHART, &problems).unwrap();
         assert_eq!(
             fix,
             "helm upgrade --install kubescape kubescape/kubescape-operator -n kubescape --reuse-values \
@@ -397,7 +398,7 @@ mod tests {
             what: "x".into(),
             kind: ProblemKind::Starting { hint: "y".into() },
         }];
-        assert_eq!(fix_command("kubescape", &problems), None);
+        assert_eq!(fix_command("kubescape", DEFAULT_CHART, &problems), None);
         assert!(describe(&problems).contains("to investigate: y"));
     }
 }

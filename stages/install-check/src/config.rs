@@ -7,6 +7,7 @@ use std::time::Duration;
 use vexxy_kubescape::names::{DNS_LABEL_RULE, is_dns_label};
 use vexxy_runtime::{ConfigError, Env};
 
+use crate::checks::DEFAULT_CHART;
 use crate::helm::HelmInstall;
 
 pub const DEFAULT_HELM_REPO: &str = "https://kubescape.github.io/helm-charts";
@@ -24,8 +25,10 @@ pub struct InstallCheckConfig {
     /// `VEXXY_KUBESCAPE_INSTALL_TIMEOUT` (default `10m`): helm plus waiting for readiness.
     pub install_timeout: Duration,
     /// `VEXXY_HELM_BIN` (default `helm`), `VEXXY_KUBESCAPE_VALUES` (default
-    /// `deploy/kubescape-values.yaml`), `VEXXY_KUBESCAPE_HELM_REPO` (default the official chart
-    /// repository; empty = use the repository already configured as `kubescape`),
+    /// `deploy/kubescape-values.yaml`), `VEXXY_KUBESCAPE_CHART` (default
+    /// `kubescape/kubescape-operator`; a path or `oci://` reference needs no repository),
+    /// `VEXXY_KUBESCAPE_HELM_REPO` (default the official chart repository; empty = use the
+    /// repository already configured as `kubescape`),
     /// `VEXXY_KUBESCAPE_CHART_VERSION` (default: newest).
     pub helm: HelmInstall,
 }
@@ -44,6 +47,7 @@ impl InstallCheckConfig {
         )?;
         let helm = HelmInstall {
             helm_bin: PathBuf::from(env.text("VEXXY_HELM_BIN", "helm")),
+            chart: env.text("VEXXY_KUBESCAPE_CHART", DEFAULT_CHART),
             // Set but empty means "the repository is already configured": no `helm repo add`.
             repo_url: match env.verbatim("VEXXY_KUBESCAPE_HELM_REPO") {
                 None => Some(DEFAULT_HELM_REPO.to_string()),
@@ -92,6 +96,24 @@ mod tests {
             PathBuf::from("deploy/kubescape-values.yaml")
         );
         assert_eq!(config.helm.repo_url.as_deref(), Some(DEFAULT_HELM_REPO));
+        assert_eq!(config.helm.chart, DEFAULT_CHART);
+        assert_eq!(config.helm.invocations()[0][..2], ["repo", "add"]);
+    }
+
+    #[test]
+    fn a_chart_path_needs_no_repository() {
+        let config = from(&[("VEXXY_KUBESCAPE_CHART", "/charts/kubescape-operator")]).unwrap();
+        let calls = config.helm.invocations();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            calls[0][..4],
+            [
+                "upgrade",
+                "--install",
+                "kubescape",
+                "/charts/kubescape-operator"
+            ]
+        );
     }
 
     #[test]

@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::checks::{CHART, RELEASE_NAME};
+use crate::checks::RELEASE_NAME;
 
 /// How to run helm.
 #[derive(Debug, Clone)]
 pub struct HelmInstall {
     pub helm_bin: PathBuf,
-    /// Chart repository added as `kubescape` before installing; `None` when the repository is
-    /// already configured (air-gapped mirrors).
+    /// The chart as helm takes it: `kubescape/kubescape-operator` (from `repo_url`), or a chart
+    /// directory, archive or `oci://` reference.
+    pub chart: String,
+    /// Chart repository added as `kubescape` before installing a `kubescape/…` chart; `None`
+    /// when the repository is already configured (air-gapped mirrors).
     pub repo_url: Option<String>,
     pub namespace: String,
     pub values_file: PathBuf,
@@ -50,7 +53,11 @@ impl HelmInstall {
     /// The argument lists helm is run with, in order.
     pub fn invocations(&self) -> Vec<Vec<String>> {
         let mut calls = Vec::new();
-        if let Some(url) = &self.repo_url {
+        if let Some(url) = self
+            .repo_url
+            .as_ref()
+            .filter(|_| self.chart.starts_with("kubescape/"))
+        {
             calls.push(
                 ["repo", "add", "kubescape", url.as_str(), "--force-update"]
                     .map(String::from)
@@ -61,7 +68,7 @@ impl HelmInstall {
             "upgrade",
             "--install",
             RELEASE_NAME,
-            CHART,
+            &self.chart,
             "-n",
             &self.namespace,
             "--create-namespace",

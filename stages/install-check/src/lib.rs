@@ -34,8 +34,9 @@
 //! | `VEXXY_KUBESCAPE_INSTALL_TIMEOUT` | `10m` | bound on helm plus waiting for readiness |
 //! | `VEXXY_HELM_BIN` | `helm` | helm executable |
 //! | `VEXXY_KUBESCAPE_VALUES` | `deploy/kubescape-values.yaml` | values file passed with `-f` |
-//! | `VEXXY_KUBESCAPE_HELM_REPO` | `https://kubescape.github.io/helm-charts` | added as repo `kubescape` first; empty = already configured |
-//! | `VEXXY_KUBESCAPE_CHART_VERSION` | newest | `--version` of `kubescape/kubescape-operator` |
+//! | `VEXXY_KUBESCAPE_CHART` | `kubescape/kubescape-operator` | the chart as helm takes it: `kubescape/<name>` from the repository below, or a chart directory, archive or `oci://` reference (no repository added) |
+//! | `VEXXY_KUBESCAPE_HELM_REPO` | `https://kubescape.github.io/helm-charts` | added as repo `kubescape` first when the chart is `kubescape/…`; empty = already configured |
+//! | `VEXXY_KUBESCAPE_CHART_VERSION` | newest | `--version` of the chart |
 
 pub mod cache;
 pub mod checks;
@@ -240,7 +241,7 @@ impl InstallCheck {
 
     fn not_ready_error(&self, problems: &[Problem]) -> StageError {
         let described = checks::describe(problems);
-        match checks::fix_command(&self.config.namespace, problems) {
+        match checks::fix_command(&self.config.namespace, &self.config.helm.chart, problems) {
             Some(fix) => StageError::Permanent {
                 reason: FailureReason::KubescapeUnavailable,
                 message: format!(
