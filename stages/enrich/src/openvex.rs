@@ -165,11 +165,13 @@ struct Subcomponent<'a>(&'a str);
 impl Serialize for Subcomponent<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        let purl = purl::scanner_neutral(self.0);
-        if is_iri(&purl) {
-            map.serialize_entry("@id", &purl)?;
+        // Dropping qualifiers keeps an IRI an IRI.
+        if is_iri(self.0) {
+            map.serialize_entry("@id", &Written(purl::ScannerNeutral(self.0)))?;
             // go-vex matches a component by its `@id` or its `identifiers.purl`.
-            if let Some(trivy_spelling) = purl::epoch_as_qualifier(&purl) {
+            if let Some(trivy_spelling) =
+                purl::epoch_as_qualifier(self.0).map(|p| purl::scanner_neutral(&p))
+            {
                 map.serialize_entry(
                     "identifiers",
                     &PurlIdentifier {
@@ -180,9 +182,19 @@ impl Serialize for Subcomponent<'_> {
         } else {
             // A purl that is not a valid IRI (e.g. an unencoded space) still identifies the
             // package; `identifiers.purl` has no IRI format constraint.
+            let purl = purl::scanner_neutral(self.0);
             map.serialize_entry("identifiers", &PurlIdentifier { purl: &purl })?;
         }
         map.end()
+    }
+}
+
+/// A value serialised as the string its `Display` writes.
+struct Written<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Written<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
 }
 

@@ -34,30 +34,37 @@ const SCANNER_SPECIFIC_QUALIFIERS: [&str; 2] = ["distro", "upstream"];
 /// scanner. The statement's product is the image by digest, so within it type, namespace, name,
 /// version and the remaining qualifiers (`arch`, rpm's `epoch`) still name one package.
 pub fn scanner_neutral(purl: &str) -> String {
-    let (before_subpath, subpath) = match purl.split_once('#') {
-        Some((head, subpath)) => (head, Some(subpath)),
-        None => (purl, None),
-    };
-    let Some((base, query)) = before_subpath.split_once('?') else {
-        return purl.to_string();
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
+    ScannerNeutral(purl).to_string()
+}
+
+/// [`scanner_neutral`] as it is written, without building a string: one per statement of a
+/// document with tens of thousands.
+pub struct ScannerNeutral<'a>(pub &'a str);
+
+impl std::fmt::Display for ScannerNeutral<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (before_subpath, subpath) = match self.0.split_once('#') {
+            Some((head, subpath)) => (head, Some(subpath)),
+            None => (self.0, None),
+        };
+        let Some((base, query)) = before_subpath.split_once('?') else {
+            return f.write_str(self.0);
+        };
+        f.write_str(base)?;
+        let kept = query.split('&').filter(|pair| {
             let key = pair.split('=').next().unwrap_or_default();
             !pair.is_empty() && !SCANNER_SPECIFIC_QUALIFIERS.contains(&key)
-        })
-        .collect();
-    let mut out = base.to_string();
-    if !kept.is_empty() {
-        out.push('?');
-        out.push_str(&kept.join("&"));
+        });
+        for (i, pair) in kept.enumerate() {
+            f.write_str(if i == 0 { "?" } else { "&" })?;
+            f.write_str(pair)?;
+        }
+        if let Some(subpath) = subpath {
+            f.write_str("#")?;
+            f.write_str(subpath)?;
+        }
+        Ok(())
     }
-    if let Some(subpath) = subpath {
-        out.push('#');
-        out.push_str(subpath);
-    }
-    out
 }
 
 /// A Debian purl whose version carries an epoch, spelled Trivy's way: Syft keeps the epoch in
