@@ -116,12 +116,9 @@ pub fn render(
 ) -> Result<Vec<u8>, serde_json::Error> {
     let serial_number = serial_number(info.document_id);
     let timestamp = rfc3339(info.timestamp);
-    let document = Bom {
-        bom_format: "CycloneDX",
-        spec_version: SPEC_VERSION,
-        serial_number: &serial_number,
-        version: 1,
-        metadata: Metadata {
+    let document = Bom::new(
+        &serial_number,
+        Metadata {
             timestamp: &timestamp,
             tools: Tools {
                 components: [
@@ -157,11 +154,13 @@ pub fn render(
                 },
             ],
         },
-        vulnerabilities: Vulnerabilities {
-            info,
-            entries: entries(statements),
+        VexBody {
+            vulnerabilities: Vulnerabilities {
+                info,
+                entries: entries(statements),
+            },
         },
-    };
+    );
     let mut out = Vec::with_capacity(1024 + statements.len() * 900);
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.push(b'\n');
@@ -198,28 +197,53 @@ fn suppresses(status: VexStatus) -> bool {
     matches!(status, VexStatus::NotAffected | VexStatus::Fixed)
 }
 
+/// What every CycloneDX document vexxy writes opens with (shared with
+/// [`crate::cyclonedx_sbom`]): format, spec version, serial number, version and its `metadata`;
+/// `body` holds the rest, the VEX's vulnerabilities or the SBOM's components.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Bom<'a> {
+pub(crate) struct Bom<'a, M, B> {
     bom_format: &'static str,
     spec_version: &'static str,
     serial_number: &'a str,
     version: u64,
-    metadata: Metadata<'a>,
+    metadata: M,
+    #[serde(flatten)]
+    body: B,
+}
+
+impl<'a, M, B> Bom<'a, M, B> {
+    /// Version 1: each document is written once, under its own serial number.
+    pub(crate) fn new(serial_number: &'a str, metadata: M, body: B) -> Self {
+        Bom {
+            bom_format: "CycloneDX",
+            spec_version: SPEC_VERSION,
+            serial_number,
+            version: 1,
+            metadata,
+            body,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct VexBody<'a> {
     vulnerabilities: Vulnerabilities<'a>,
 }
 
 #[derive(Serialize)]
 struct Metadata<'a> {
     timestamp: &'a str,
-    tools: Tools<'a>,
+    tools: Tools<[Tool<'a>; 2]>,
     component: Container<'a>,
     properties: [Property<'a>; 2],
 }
 
+/// `metadata.tools` (shared with [`crate::cyclonedx_sbom`]).
 #[derive(Serialize)]
-struct Tools<'a> {
-    components: [Tool<'a>; 2],
+pub(crate) struct Tools<T> {
+    /// `[Tool; N]`
+    pub components: T,
 }
 
 /// A `metadata.tools.components[]` entry (shared with [`crate::cyclonedx_sbom`]).

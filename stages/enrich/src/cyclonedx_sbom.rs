@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use vexxy_kubescape::SyftDocument;
 
-use crate::cyclonedx::{Property, SPEC_VERSION, Tool};
+use crate::cyclonedx::{Bom, Property, Tool, Tools};
 use crate::purl;
 
 /// One package of the image.
@@ -190,12 +190,9 @@ pub fn render(
             depends_on: package_refs,
         }),
     }
-    let document = Bom {
-        bom_format: "CycloneDX",
-        spec_version: SPEC_VERSION,
+    let document = Bom::new(
         serial_number,
-        version: 1,
-        metadata: Metadata {
+        Metadata {
             timestamp,
             tools: Tools {
                 components: [Tool {
@@ -214,9 +211,11 @@ pub fn render(
                 properties: Vec::new(),
             },
         },
-        components,
-        dependencies,
-    };
+        SbomBody {
+            components,
+            dependencies,
+        },
+    );
     let mut out = Vec::with_capacity(1024 + packages.packages.len() * 400);
     serde_json::to_writer_pretty(&mut out, &document)?;
     out.push(b'\n');
@@ -224,13 +223,7 @@ pub fn render(
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Bom<'a> {
-    bom_format: &'static str,
-    spec_version: &'static str,
-    serial_number: &'a str,
-    version: u64,
-    metadata: Metadata<'a>,
+struct SbomBody<'a> {
     components: Vec<Component<'a>>,
     dependencies: Vec<Dependency<'a>>,
 }
@@ -238,13 +231,8 @@ struct Bom<'a> {
 #[derive(Serialize)]
 struct Metadata<'a> {
     timestamp: &'a str,
-    tools: Tools,
+    tools: Tools<[Tool<'static>; 1]>,
     component: Component<'a>,
-}
-
-#[derive(Serialize)]
-struct Tools {
-    components: [Tool<'static>; 1],
 }
 
 #[derive(Serialize)]
