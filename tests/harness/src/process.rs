@@ -42,6 +42,30 @@ impl ChildProcess {
         })
     }
 
+    /// Spawns `command` like [`ChildProcess::spawn`] and waits until something accepts
+    /// connections on 127.0.0.1:`port`; fails with the process's log (and kills it) when it
+    /// exits or `timeout` passes first.
+    pub fn spawn_listening(
+        name: &str,
+        command: Command,
+        log_path: &Path,
+        port: u16,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let mut process = Self::spawn(name, command, log_path)?;
+        let ready = crate::wait_until(timeout, || {
+            crate::port_is_open(port) || !process.is_running()
+        });
+        if !ready || !process.is_running() {
+            let logs = process.logs();
+            let _ = process.kill();
+            anyhow::bail!(
+                "{name} on port {port} did not start within {timeout:?}; its log:\n{logs}"
+            );
+        }
+        Ok(process)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

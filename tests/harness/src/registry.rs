@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use tempfile::TempDir;
 
-use crate::{ChildProcess, find_binary, free_port, port_is_open, wait_until};
+use crate::{ChildProcess, find_binary, free_port};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -33,17 +33,13 @@ impl OciRegistry {
             .args(["registry", "serve", "--address"])
             .arg(format!("127.0.0.1:{port}"));
         let log = dir.path().join("registry.log");
-        let mut process = ChildProcess::spawn("crane registry serve", command, &log)?;
-        let ready = wait_until(READY_TIMEOUT, || {
-            port_is_open(port) || !process.is_running()
-        });
-        if !ready || !process.is_running() {
-            let logs = process.logs();
-            let _ = process.kill();
-            anyhow::bail!(
-                "the registry on port {port} did not start within {READY_TIMEOUT:?}; its log:\n{logs}"
-            );
-        }
+        let process = ChildProcess::spawn_listening(
+            "crane registry serve",
+            command,
+            &log,
+            port,
+            READY_TIMEOUT,
+        )?;
         Ok(OciRegistry {
             crane,
             port,

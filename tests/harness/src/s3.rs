@@ -127,18 +127,13 @@ impl S3Server {
             .arg("--secret-key")
             .arg(&self.secret_key)
             .arg(self.root_dir());
-        let mut process = ChildProcess::spawn("s3s-fs", command, &self.log_path())?;
-        let port = self.port;
-        let ready = wait_until(READY_TIMEOUT, || {
-            port_is_open(port) || !process.is_running()
-        });
-        if !ready || !process.is_running() {
-            let logs = process.logs();
-            let _ = process.kill();
-            anyhow::bail!(
-                "s3s-fs on port {port} did not start within {READY_TIMEOUT:?}; its log:\n{logs}"
-            );
-        }
+        let process = ChildProcess::spawn_listening(
+            "s3s-fs",
+            command,
+            &self.log_path(),
+            self.port,
+            READY_TIMEOUT,
+        )?;
         self.process = Some(process);
         Ok(())
     }

@@ -28,7 +28,7 @@ use vexxy_events::{AnalysisOutcome, subjects};
 use vexxy_harness::identities::StageIdentities;
 use vexxy_harness::realcluster::{KwokLifecycles, RealCluster, STORAGE_APISERVICE};
 use vexxy_harness::stack::{self, KubesimProcess, Pipeline, StackEndpoints};
-use vexxy_harness::{ChildProcess, NatsServer, find_binary, free_port, port_is_open, wait_until};
+use vexxy_harness::{ChildProcess, NatsServer, find_binary, free_port};
 
 pub const SANDBOX_NAMESPACE: &str = "vexxy-sandbox";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,13 +55,13 @@ impl S3 {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", access_key, "--secret-key", secret_key])
             .arg(&root);
-        let mut process = ChildProcess::spawn("s3s-fs", command, &dir.join("s3s-fs.log"))?;
-        let up = wait_until(Duration::from_secs(15), || {
-            port_is_open(port) || !process.is_running()
-        });
-        if !up || !process.is_running() {
-            bail!("s3s-fs did not start: {}", process.logs());
-        }
+        let process = ChildProcess::spawn_listening(
+            "s3s-fs",
+            command,
+            &dir.join("s3s-fs.log"),
+            port,
+            Duration::from_secs(15),
+        )?;
         Ok(S3 {
             process,
             port,
