@@ -9,6 +9,9 @@
 //! (kubesim's per-image generation overrides), an image without vulnerabilities, large images
 //! whose VEX fits the storage cap, one whose VEX does not (`no_vex_produced`) and one whose pull
 //! fails (`image_pull_failed`: kubesim's failure pattern, or a kwok Stage on the real cluster).
+//! Three fixture images (alpine, nginx on Debian 12 and on Debian 9) are also pushed to a real
+//! OCI registry and analysed by their registry digest, so the real scanners can pull and scan the
+//! very image vexxy analysed (`scanner_support`).
 //! A downstream subscriber reads the outcomes the way a user would (a durable pull consumer on
 //! the public stream, filtered to completed + failed), then the test checks each job's event,
 //! artifacts, KV record and that no sandbox is left behind.
