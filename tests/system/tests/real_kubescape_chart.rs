@@ -19,41 +19,32 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use serde_json::Value;
 use vexxy_events::subjects;
 use vexxy_harness::realcluster::RealCluster;
+use vexxy_harness::stack;
 use vexxy_harness::{ChildProcess, NatsServer, find_binary, workspace_root};
 
 const CHART_VERSION: &str = "1.40.3";
 const NAMESPACE: &str = "kubescape";
 const INSTALL_TIMEOUT: &str = "20s";
 
-fn stage_binary(name: &str) -> Result<PathBuf> {
-    let test_exe = std::env::current_exe()?;
-    let binary = test_exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("target/<profile>/deps")?
-        .join(name);
-    ensure!(
-        binary.is_file(),
-        "{} is missing: build the stage binaries first (`cargo build --workspace --bins`; `cargo xtask test` does it)",
-        binary.display()
-    );
-    Ok(binary)
+/// Where helm keeps its state (repositories, cache, config): inside `home`, for the test's
+/// helm calls and install-check's alike.
+fn helm_env(home: &Path) -> [(&'static str, PathBuf); 4] {
+    [
+        ("HOME", home.to_path_buf()),
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ]
 }
 
-/// helm with its state (repositories, cache, config) inside `home`.
 fn helm(helm: &Path, home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> Result<String> {
     let mut command = Command::new(helm);
-    command
-        .args(args)
-        .env("HOME", home)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
+    command.args(args).envs(helm_env(home));
     if let Some(kubeconfig) = kubeconfig {
         command.env("KUBECONFIG", kubeconfig);
     }
@@ -198,14 +189,11 @@ async fn install_check_installs_the_real_kubescape_chart_with_vexxys_values() ->
 
     let cluster = RealCluster::start()?;
     let nats = NatsServer::start()?;
-    let mut command = Command::new(stage_binary("vexxy-install-check")?);
+    let mut command = Command::new(stack::binary("vexxy-install-check")?);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
+        .envs(helm_env(&home))
         .env("NATS_URL", nats.url())
         .env(
             "VEXXY_STORE",
@@ -324,9 +312,10 @@ async fn install_check_installs_the_real_kubescape_chart_with_vexxys_values() ->
         "json",
     ])?;
     let api_service: Value = serde_json::from_str(&api_service)?;
-    if api_service["spec"]["service"]["name"] != "storage" {
-        bail!("the chart registered the storage API for another service: {api_service}");
-    }
+    ensure!(
+        api_service["spec"]["service"]["name"] == "storage",
+        "the chart registered the storage API for another service: {api_service}"
+    );
     install_check.kill()?;
     eprintln!(
         "kubescape chart {CHART_VERSION}: installed by install-check with the real helm; \

@@ -262,8 +262,8 @@ fn deb_package_from_grype(artifact: &Value) -> Package {
     let source = upstream["name"].as_str().unwrap_or_default();
     let source_version = upstream["version"].as_str().unwrap_or_default();
     let purl_in_report = artifact["purl"].as_str().unwrap_or_default();
-    let arch = crate::catalogue::files::purl_qualifier(purl_in_report, "arch").unwrap_or("amd64");
-    let distro = crate::catalogue::files::purl_qualifier(purl_in_report, "distro").unwrap_or("");
+    let arch = purl_qualifier(purl_in_report, "arch").unwrap_or("amd64");
+    let distro = purl_qualifier(purl_in_report, "distro").unwrap_or("");
     let upstream_qualifier = match (source, source_version) {
         ("", _) => String::new(),
         (source, "") => format!("&upstream={source}"),
@@ -1144,7 +1144,7 @@ fn advisory_of_match(grype: &Value, artifact: Option<&Value>) -> Option<Value> {
 
 /// A Syft artifact's source package: `metadata.source` (dpkg), `metadata.originPackage` (apk),
 /// else the purl's `upstream` qualifier, else the package's own name (it is its own source).
-fn source_package(artifact: &Value) -> Option<String> {
+pub(crate) fn source_package(artifact: &Value) -> Option<String> {
     let metadata = &artifact["metadata"];
     for key in ["source", "originPackage"] {
         if let Some(source) = metadata[key].as_str().filter(|s| !s.is_empty()) {
@@ -1153,10 +1153,17 @@ fn source_package(artifact: &Value) -> Option<String> {
         }
     }
     let purl = artifact["purl"].as_str()?;
-    let query = purl.split_once('?')?.1;
-    query
-        .split('&')
-        .find_map(|q| q.strip_prefix("upstream="))
+    purl_qualifier(purl, "upstream")
         .map(|u| u.split("%40").next().unwrap_or(u).to_string())
         .or_else(|| artifact["name"].as_str().map(str::to_string))
+}
+
+/// A purl qualifier's value as written (no percent-decoding: the fixtures' values need none).
+fn purl_qualifier<'a>(purl: &'a str, key: &str) -> Option<&'a str> {
+    let query = purl.split('#').next()?.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
 }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::content::content_for;
+use super::content::{content_for, source_package};
 
 /// The Debian point release written to `etc/debian_version`. Real images carry one ("12.7"),
 /// while Syft's purls say `distro=debian-12` (from `VERSION_ID`), and Trivy's say
@@ -64,16 +64,6 @@ fn os_release(distro: &Value) -> String {
     .collect()
 }
 
-/// A purl qualifier's value as written (no percent-decoding: the fixtures' values need none).
-pub(crate) fn purl_qualifier<'a>(purl: &'a str, key: &str) -> Option<&'a str> {
-    let query = purl.split('#').next()?.split_once('?')?.1;
-    query.split('&').find_map(|pair| {
-        pair.split_once('=')
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    })
-}
-
 fn field<'a>(artifact: &'a Value, name: &str) -> &'a str {
     artifact["metadata"][name].as_str().unwrap_or_default()
 }
@@ -84,10 +74,7 @@ fn apk_installed(artifacts: &[&Value]) -> String {
     let mut out = String::new();
     for artifact in artifacts.iter().filter(|a| a["type"] == "apk") {
         let name = field(artifact, "package");
-        let origin = [field(artifact, "originPackage"), field(artifact, "source")]
-            .into_iter()
-            .find(|o| !o.is_empty())
-            .unwrap_or(name);
+        let origin = source_package(artifact).unwrap_or_else(|| name.to_string());
         let license = artifact["licenses"][0]["value"]
             .as_str()
             .unwrap_or_default();
