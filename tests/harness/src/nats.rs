@@ -49,8 +49,22 @@ impl NatsServer {
             dir,
             process: None,
         };
-        server.launch()?;
-        Ok(server)
+        // free_port only finds ports free at that moment: another test's process can bind one
+        // before nats-server does. A bind conflict takes new ports and tries again.
+        let mut attempt = 1;
+        loop {
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(error)
+                    if attempt < 3 && format!("{error:#}").contains("address already in use") =>
+                {
+                    attempt += 1;
+                    server.port = free_port();
+                    server.monitor_port = free_port();
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     pub fn url(&self) -> String {
